@@ -1,0 +1,174 @@
+//! Starting the API server: data directory, CA, admin token, store, TLS listener, kubeconfig.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use hyper_util::service::TowerToHyperService;
+use kedge_pki::{Ca, PkiError, write_private};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio_rustls::TlsAcceptor;
+
+use crate::api::{Api, dispatch};
+use crate::registry::Registry;
+use crate::store::{Store, StoreError};
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub data_dir: PathBuf,
+    pub bind: IpAddr,
+    /// 0 picks a free port (tests).
+    pub port: u16,
+    /// Extra names for the serving certificate.
+    pub extra_names: Vec<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("{0}")]
+    Pki(#[from] PkiError),
+    #[error("API store {path}: {source}")]
+    Store { path: PathBuf, source: StoreError },
+    #[error("cannot listen on {addr}: {source}")]
+    Bind { addr: SocketAddr, source: std::io::Error },
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("bootstrapping the API store: {0}")]
+    Bootstrap(String),
+}
+
+/// A running API server.
+pub struct ApiServer {
+    pub addr: SocketAddr,
+    /// The URL clients use (`https://127.0.0.1:<port>`).
+    pub url: String,
+    pub kubeconfig: PathBuf,
+    pub api: Arc<Api>,
+    shutdown: watch::Sender<bool>,
+    task: JoinHandle<()>,
+}
+
+impl ApiServer {
+    /// Stops accepting connections and waits for the accept loop to end.
+    pub async fn shutdown(self) {
+        let _ = self.shutdown.send(true);
+        let _ = self.task.await;
+    }
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> ServerError + '_ {
+    move |source| ServerError::Io { path: path.to_path_buf(), source }
+}
+
+/// Reads the admin token, creating a random one on first start.
+fn admin_token(data_dir: &Path) -> Result<String, ServerError> {
+    let path = data_dir.join("admin.token");
+    if let Ok(t) = std::fs::read_to_string(&path) {
+        if !t.trim().is_empty() {
+            return Ok(t.trim().to_string());
+        }
+    }
+    let token = format!("{}{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple());
+    write_private(&path, token.as_bytes())?;
+    Ok(token)
+}
+
+fn kubeconfig(url: &str, ca_pem: &str, token: &str) -> String {
+    use base64::Engine;
+    let ca = base64::engine::general_purpose::STANDARD.encode(ca_pem);
+    format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: kedge\n  cluster:\n    server: {url}\n    \
+         certificate-authority-data: {ca}\nusers:\n- name: kedge-admin\n  user:\n    token: {token}\n\
+         contexts:\n- name: kedge\n  context:\n    cluster: kedge\n    user: kedge-admin\n\
+         current-context: kedge\n"
+    )
+}
+
+pub async fn start(cfg: Config) -> Result<ApiServer, ServerError> {
+    std::fs::create_dir_all(&cfg.data_dir).map_err(io(&cfg.data_dir))?;
+    let ca = Ca::load_or_create(&cfg.data_dir)?;
+    let token = admin_token(&cfg.data_dir)?;
+    let db_path = cfg.data_dir.join("apiserver.db");
+    let store = {
+        let p = db_path.clone();
+        tokio::task::spawn_blocking(move || Store::open(&p))
+            .await
+            .map_err(|e| ServerError::Bootstrap(e.to_string()))?
+            .map_err(|source| ServerError::Store { path: db_path.clone(), source })?
+    };
+    let addr = SocketAddr::new(cfg.bind, cfg.port);
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|source| ServerError::Bind { addr, source })?;
+    let addr = listener.local_addr().map_err(|source| ServerError::Bind { addr, source })?;
+    let host = if cfg.bind.is_unspecified() { "127.0.0.1".to_string() } else { cfg.bind.to_string() };
+    let url = format!("https://{}", SocketAddr::new(host.parse().unwrap_or(cfg.bind), addr.port()));
+    let api = Arc::new(Api::new(Arc::new(store), Registry::default(), token.clone(), format!("{host}:{}", addr.port())));
+    {
+        let api = api.clone();
+        tokio::task::spawn_blocking(move || crate::bootstrap::run(&api))
+            .await
+            .map_err(|e| ServerError::Bootstrap(e.to_string()))?
+            .map_err(|e| ServerError::Bootstrap(e.to_string()))?;
+    }
+    let mut names = vec!["localhost".to_string(), "127.0.0.1".into(), "::1".into(), "kubernetes".into()];
+    names.push(host.clone());
+    names.extend(cfg.extra_names.iter().cloned());
+    names.dedup();
+    let tls = ca.server_config("kedge-apiserver", &names)?;
+    let kubeconfig_path = cfg.data_dir.join("kubeconfig");
+    write_private(&kubeconfig_path, kubeconfig(&url, ca.cert_pem(), &token).as_bytes())?;
+    let (shutdown, rx) = watch::channel(false);
+    let router = axum::Router::new().fallback(dispatch).with_state(api.clone());
+    let task = tokio::spawn(accept_loop(listener, TlsAcceptor::from(tls), router, rx));
+    tracing::info!(%url, kubeconfig = %kubeconfig_path.display(), "API server listening");
+    Ok(ApiServer { addr, url, kubeconfig: kubeconfig_path, api, shutdown, task })
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    acceptor: TlsAcceptor,
+    router: axum::Router,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut backoff = Duration::from_millis(5);
+    loop {
+        let (tcp, peer) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(x) => { backoff = Duration::from_millis(5); x }
+                Err(e) => {
+                    // Usually EMFILE: wait for descriptors to free up instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(1));
+                    continue;
+                }
+            },
+            _ = shutdown.changed() => return,
+        };
+        let (acceptor, router) = (acceptor.clone(), router.clone());
+        let _ = tcp.set_nodelay(true);
+        tokio::spawn(async move {
+            let tls = match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
+                Ok(Ok(s)) => s,
+                Ok(Err(e)) => {
+                    tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                    return;
+                }
+                Err(_) => return,
+            };
+            let svc = TowerToHyperService::new(router);
+            if let Err(e) = auto::Builder::new(TokioExecutor::new())
+                .serve_connection_with_upgrades(TokioIo::new(tls), svc)
+                .await
+            {
+                tracing::debug!(%peer, error = %e, "connection ended");
+            }
+        });
+    }
+}

@@ -1,0 +1,269 @@
+//! The cloud's certificate authority.
+//!
+//! One CA per cloud, created on first start under `<data-dir>/pki/` and never regenerated over an
+//! existing one (KubeEdge #5922: a CA race locked out a whole fleet). Creation is atomic: the key
+//! and certificate are written to a private temporary directory that is then renamed into place, so
+//! a concurrent or interrupted start either sees a complete CA or none.
+//!
+//! Every TLS listener (API server, CloudHub, join server) gets a serving certificate issued by this
+//! CA at start-up; clients trust `ca.crt`.
+
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rcgen::{
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    KeyUsagePurpose, SanType,
+};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use sha2::{Digest, Sha256};
+
+const CA_CERT: &str = "ca.crt";
+const CA_KEY: &str = "ca.key";
+/// Validity of the CA, in days.
+const CA_DAYS: i64 = 3650;
+/// Validity of serving certificates, in days; they are re-issued at every start.
+const SERVING_DAYS: i64 = 365;
+
+#[derive(Debug, thiserror::Error)]
+pub enum PkiError {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("certificate generation failed: {0}")]
+    Rcgen(#[from] rcgen::Error),
+    #[error("{path}: not a valid PEM certificate or key")]
+    BadPem { path: PathBuf },
+    #[error("TLS configuration: {0}")]
+    Tls(#[from] rustls::Error),
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> PkiError + '_ {
+    move |source| PkiError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// A certificate chain and its private key, ready for rustls.
+pub struct Issued {
+    pub chain: Vec<CertificateDer<'static>>,
+    pub key: PrivateKeyDer<'static>,
+}
+
+/// The cloud CA: its certificate and signing key.
+pub struct Ca {
+    cert_pem: String,
+    cert_der: CertificateDer<'static>,
+    issuer: Issuer<'static, KeyPair>,
+}
+
+impl std::fmt::Debug for Ca {
+    // Never print the key.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ca")
+            .field("fingerprint", &self.fingerprint())
+            .finish()
+    }
+}
+
+impl Ca {
+    /// Loads the CA from `<data_dir>/pki`, creating it first if there is none.
+    pub fn load_or_create(data_dir: &Path) -> Result<Ca, PkiError> {
+        let dir = data_dir.join("pki");
+        if !dir.join(CA_CERT).exists() {
+            create_atomically(data_dir, &dir)?;
+        }
+        Self::load(&dir)
+    }
+
+    fn load(dir: &Path) -> Result<Ca, PkiError> {
+        let cert_path = dir.join(CA_CERT);
+        let key_path = dir.join(CA_KEY);
+        let cert_pem = fs::read_to_string(&cert_path).map_err(io_err(&cert_path))?;
+        let key_pem = fs::read_to_string(&key_path).map_err(io_err(&key_path))?;
+        let key = KeyPair::from_pem(&key_pem).map_err(|_| PkiError::BadPem {
+            path: key_path.clone(),
+        })?;
+        let cert_der = pem_cert_der(&cert_pem).ok_or(PkiError::BadPem {
+            path: cert_path.clone(),
+        })?;
+        let issuer = Issuer::from_ca_cert_der(&cert_der, key)
+            .map_err(|_| PkiError::BadPem { path: cert_path })?;
+        Ok(Ca {
+            cert_pem,
+            cert_der,
+            issuer,
+        })
+    }
+
+    pub fn cert_pem(&self) -> &str {
+        &self.cert_pem
+    }
+
+    pub fn cert_der(&self) -> &CertificateDer<'static> {
+        &self.cert_der
+    }
+
+    /// `sha256(CA DER)` in hex: the first half of a join token.
+    pub fn fingerprint(&self) -> String {
+        hex::encode(Sha256::digest(self.cert_der.as_ref()))
+    }
+
+    /// Issues a serving certificate for `names` (DNS names or IP addresses).
+    pub fn issue_server(&self, common_name: &str, names: &[String]) -> Result<Issued, PkiError> {
+        let mut params = leaf_params(common_name)?;
+        params.subject_alt_names = names.iter().map(|n| san(n)).collect::<Result<_, _>>()?;
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        self.sign(params)
+    }
+
+    fn sign(&self, params: CertificateParams) -> Result<Issued, PkiError> {
+        let key = KeyPair::generate()?;
+        let cert = params.signed_by(&key, &self.issuer)?;
+        Ok(Issued {
+            chain: vec![cert.der().clone()],
+            key: PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
+        })
+    }
+
+    /// A rustls server config (TLS 1.2+, ALPN h2 and http/1.1) with a fresh serving certificate.
+    pub fn server_config(
+        &self,
+        common_name: &str,
+        names: &[String],
+    ) -> Result<Arc<rustls::ServerConfig>, PkiError> {
+        let issued = self.issue_server(common_name, names)?;
+        let mut cfg = rustls::ServerConfig::builder()
+            .with_no_client_auth()
+            .with_single_cert(issued.chain, issued.key)?;
+        cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        Ok(Arc::new(cfg))
+    }
+}
+
+fn pem_cert_der(pem: &str) -> Option<CertificateDer<'static>> {
+    let mut reader = pem.as_bytes();
+    rustls_pemfile::certs(&mut reader).next()?.ok()
+}
+
+fn san(name: &str) -> Result<SanType, PkiError> {
+    Ok(match name.parse::<std::net::IpAddr>() {
+        Ok(ip) => SanType::IpAddress(ip),
+        Err(_) => SanType::DnsName(name.try_into()?),
+    })
+}
+
+fn validity(days: i64) -> (time::OffsetDateTime, time::OffsetDateTime) {
+    let now = time::OffsetDateTime::now_utc();
+    // Back-date a little so a peer with a slightly slow clock accepts a fresh certificate.
+    (
+        now - time::Duration::hours(1),
+        now + time::Duration::days(days),
+    )
+}
+
+fn leaf_params(common_name: &str) -> Result<CertificateParams, PkiError> {
+    let mut params = CertificateParams::new(Vec::<String>::new())?;
+    params.distinguished_name = rcgen::DistinguishedName::new();
+    params
+        .distinguished_name
+        .push(DnType::CommonName, common_name);
+    (params.not_before, params.not_after) = validity(SERVING_DAYS);
+    params.key_usages = vec![
+        KeyUsagePurpose::DigitalSignature,
+        KeyUsagePurpose::KeyEncipherment,
+    ];
+    params.use_authority_key_identifier_extension = true;
+    Ok(params)
+}
+
+fn ca_params() -> Result<CertificateParams, PkiError> {
+    let mut params = CertificateParams::new(Vec::<String>::new())?;
+    params.distinguished_name = rcgen::DistinguishedName::new();
+    params.distinguished_name.push(DnType::CommonName, "kedge-ca");
+    params.distinguished_name.push(DnType::OrganizationName, "kedge");
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    (params.not_before, params.not_after) = validity(CA_DAYS);
+    Ok(params)
+}
+
+/// Writes a new CA into a private temporary directory, then renames it to `dir`. If another
+/// process got there first the rename fails and its CA is kept.
+fn create_atomically(data_dir: &Path, dir: &Path) -> Result<(), PkiError> {
+    fs::create_dir_all(data_dir).map_err(io_err(data_dir))?;
+    let tmp = data_dir.join(format!(".pki-{}-{}", std::process::id(), rand::random::<u32>()));
+    fs::create_dir(&tmp).map_err(io_err(&tmp))?;
+    let key = KeyPair::generate()?;
+    let cert = ca_params()?.self_signed(&key)?;
+    write_private(&tmp.join(CA_KEY), key.serialize_pem().as_bytes())?;
+    write_private(&tmp.join(CA_CERT), cert.pem().as_bytes())?;
+    match fs::rename(&tmp, dir) {
+        Ok(()) => {
+            tracing::info!(dir = %dir.display(), "created the cloud CA");
+            Ok(())
+        }
+        Err(_) if dir.join(CA_CERT).exists() => {
+            // Lost a race with another start: keep the CA that is there.
+            let _ = fs::remove_dir_all(&tmp);
+            Ok(())
+        }
+        Err(e) => {
+            let _ = fs::remove_dir_all(&tmp);
+            Err(io_err(dir)(e))
+        }
+    }
+}
+
+/// Writes a file readable only by its owner, and syncs it.
+pub fn write_private(path: &Path, data: &[u8]) -> Result<(), PkiError> {
+    let mut opts = fs::OpenOptions::new();
+    opts.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+    let mut f = opts.open(path).map_err(io_err(path))?;
+    f.write_all(data).map_err(io_err(path))?;
+    f.sync_all().map_err(io_err(path))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ca_is_created_once_and_reloaded_unchanged() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let first = Ca::load_or_create(dir.path()).expect("create");
+        let again = Ca::load_or_create(dir.path()).expect("load");
+        assert_eq!(first.fingerprint(), again.fingerprint());
+        assert_eq!(first.fingerprint().len(), 64);
+    }
+
+    #[test]
+    fn issues_a_server_config_for_ip_and_dns_names() {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ca = Ca::load_or_create(dir.path()).expect("create");
+        let names = vec!["localhost".to_string(), "127.0.0.1".to_string()];
+        let cfg = ca.server_config("kedge-apiserver", &names).expect("config");
+        assert_eq!(cfg.alpn_protocols.len(), 2);
+    }
+
+    #[test]
+    fn a_corrupt_ca_is_a_clear_error() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        Ca::load_or_create(dir.path()).expect("create");
+        fs::write(dir.path().join("pki").join(CA_KEY), "garbage").expect("write");
+        let err = Ca::load_or_create(dir.path()).expect_err("must fail");
+        assert!(err.to_string().contains("ca.key"), "{err}");
+    }
+}

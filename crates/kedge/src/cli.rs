@@ -1,0 +1,138 @@
+//! Command-line interface.
+
+use std::io::Write;
+use std::net::IpAddr;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "kedge", version, about = "Cloud-edge collaboration for Kubernetes")]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Everything on loopback in one process: the cloud (with its embedded Kubernetes API),
+    /// one edge node and the MQTT broker.
+    Up(UpArgs),
+    /// The cloud side: CloudHub, controllers, router, and the embedded Kubernetes API.
+    Cloud(CloudArgs),
+    /// The edge side: EdgeHub, MetaManager, DeviceTwin, EventBus, ServiceBus, Edged.
+    Edge,
+    /// Print a join token for an edge node.
+    Token,
+    /// Print the version.
+    Version,
+}
+
+#[derive(Args, Clone)]
+struct ApiArgs {
+    /// Where the cloud keeps its CA, API store and kubeconfig.
+    #[arg(long, default_value = "./kedge-data", env = "KEDGE_DATA_DIR")]
+    data_dir: PathBuf,
+    /// Port of the embedded Kubernetes API (HTTPS); 0 picks a free one.
+    #[arg(long, default_value_t = 6443)]
+    api_port: u16,
+    /// Address the embedded Kubernetes API listens on.
+    #[arg(long, default_value = "127.0.0.1")]
+    api_bind: IpAddr,
+}
+
+#[derive(Args)]
+struct UpArgs {
+    #[command(flatten)]
+    api: ApiArgs,
+    /// Name of the edge node `kedge up` runs.
+    #[arg(long, default_value = "kube-edge-1")]
+    node_name: String,
+    /// CloudHub WebSocket port.
+    #[arg(long, default_value_t = 10000)]
+    hub_port: u16,
+    /// Join (certificate) server port.
+    #[arg(long, default_value_t = 10002)]
+    https_port: u16,
+    /// Router REST port.
+    #[arg(long, default_value_t = 9443)]
+    router_port: u16,
+    /// Port of the edge's MQTT broker.
+    #[arg(long, default_value_t = 1883)]
+    mqtt_port: u16,
+}
+
+#[derive(Args)]
+struct CloudArgs {
+    #[command(flatten)]
+    api: ApiArgs,
+}
+
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Up(a) => up(a).await,
+        Command::Cloud(a) => cloud(a).await,
+        Command::Edge | Command::Token => anyhow::bail!(
+            "this subcommand arrives with the cloud-edge channel (issue #3); \
+             `kedge up` and `kedge cloud` serve the Kubernetes API today"
+        ),
+        Command::Version => {
+            println!("kedge {}", env!("CARGO_PKG_VERSION"));
+            Ok(())
+        }
+    }
+}
+
+async fn start_api(a: &ApiArgs) -> anyhow::Result<kedge_apiserver::ApiServer> {
+    kedge_apiserver::start(kedge_apiserver::Config {
+        data_dir: a.data_dir.clone(),
+        bind: a.api_bind,
+        port: a.api_port,
+        extra_names: Vec::new(),
+    })
+    .await
+    .context("starting the Kubernetes API")
+}
+
+async fn up(a: UpArgs) -> anyhow::Result<()> {
+    let api = start_api(&a.api).await?;
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "kedge is up")?;
+    writeln!(out, "  Kubernetes API: {}", api.url)?;
+    writeln!(out, "  kubeconfig:     {}", api.kubeconfig.display())?;
+    writeln!(out, "  edge node:      {} (the edge arrives with issue #3)", a.node_name)?;
+    let _ = (a.hub_port, a.https_port, a.router_port, a.mqtt_port);
+    writeln!(out, "Next:")?;
+    writeln!(out, "  export KUBECONFIG={}", api.kubeconfig.display())?;
+    writeln!(out, "  kubectl apply -f examples/devicemodel-counter.yaml -f examples/device-counter.yaml")?;
+    writeln!(out, "  kubectl get devices")?;
+    out.flush()?;
+    drop(out);
+    wait_for_signal().await;
+    api.shutdown().await;
+    Ok(())
+}
+
+async fn cloud(a: CloudArgs) -> anyhow::Result<()> {
+    let api = start_api(&a.api).await?;
+    println!("kedge cloud: Kubernetes API {} (kubeconfig {})", api.url, api.kubeconfig.display());
+    wait_for_signal().await;
+    api.shutdown().await;
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    tracing::info!("shutting down");
+}
