@@ -27,13 +27,21 @@ pub struct Api {
     server_address: String,
     /// Changes whenever the served resources do (OpenAPI cache key for kubectl).
     discovery_generation: AtomicU64,
+    /// How often an idle watch that asked for bookmarks gets one.
+    pub bookmark_interval: std::time::Duration,
 }
 
 impl Api {
-    pub fn new(store: Arc<Store>, registry: Registry, token: String, server_address: String) -> Api {
+    pub fn new(
+        store: Arc<Store>,
+        token: String,
+        server_address: String,
+        bookmark_interval: std::time::Duration,
+    ) -> Api {
         Api {
+            bookmark_interval,
+            registry: Registry::default(),
             store,
-            registry,
             token,
             server_address,
             discovery_generation: AtomicU64::new(1),
@@ -102,7 +110,11 @@ async fn serve(api: Arc<Api>, req: Request) -> Result<Response, ApiError> {
         }
         Route::OpenApiGroupVersion(g, v) => found(discovery::openapi_gv(reg, &g, &v)),
         Route::OpenApiV2 => {
-            let accept = req.headers().get("accept").and_then(|v| v.to_str().ok()).unwrap_or("");
+            let accept = req
+                .headers()
+                .get("accept")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("");
             let (ct, body) = discovery::openapi_v2(accept.contains("protobuf"));
             Ok((StatusCode::OK, [("content-type", ct)], body).into_response())
         }

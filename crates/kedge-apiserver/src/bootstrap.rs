@@ -12,12 +12,30 @@ use crate::store::Change;
 
 /// The KubeEdge CRDs served without being applied (the same files users apply to a real cluster).
 pub const BUILTIN_CRDS: [(&str, &str); 6] = [
-    ("devices_v1alpha2_devicemodel.yaml", include_str!("../../../deploy/crds/devices_v1alpha2_devicemodel.yaml")),
-    ("devices_v1alpha2_device.yaml", include_str!("../../../deploy/crds/devices_v1alpha2_device.yaml")),
-    ("rules_v1_rule.yaml", include_str!("../../../deploy/crds/rules_v1_rule.yaml")),
-    ("rules_v1_ruleendpoint.yaml", include_str!("../../../deploy/crds/rules_v1_ruleendpoint.yaml")),
-    ("reliablesyncs_v1alpha1_objectsync.yaml", include_str!("../../../deploy/crds/reliablesyncs_v1alpha1_objectsync.yaml")),
-    ("reliablesyncs_v1alpha1_clusterobjectsync.yaml", include_str!("../../../deploy/crds/reliablesyncs_v1alpha1_clusterobjectsync.yaml")),
+    (
+        "devices_v1alpha2_devicemodel.yaml",
+        include_str!("../../../deploy/crds/devices_v1alpha2_devicemodel.yaml"),
+    ),
+    (
+        "devices_v1alpha2_device.yaml",
+        include_str!("../../../deploy/crds/devices_v1alpha2_device.yaml"),
+    ),
+    (
+        "rules_v1_rule.yaml",
+        include_str!("../../../deploy/crds/rules_v1_rule.yaml"),
+    ),
+    (
+        "rules_v1_ruleendpoint.yaml",
+        include_str!("../../../deploy/crds/rules_v1_ruleendpoint.yaml"),
+    ),
+    (
+        "reliablesyncs_v1alpha1_objectsync.yaml",
+        include_str!("../../../deploy/crds/reliablesyncs_v1alpha1_objectsync.yaml"),
+    ),
+    (
+        "reliablesyncs_v1alpha1_clusterobjectsync.yaml",
+        include_str!("../../../deploy/crds/reliablesyncs_v1alpha1_clusterobjectsync.yaml"),
+    ),
 ];
 
 fn create_if_missing(api: &Api, key: &str, ns: &str, mut obj: Value) -> Result<(), ApiError> {
@@ -26,10 +44,19 @@ fn create_if_missing(api: &Api, key: &str, ns: &str, mut obj: Value) -> Result<(
         .by_key(key)
         .ok_or_else(|| ApiError::internal(format!("{key} is not served")))?;
     let version = res.versions[0].name.clone();
-    let target = Target { res: &res, version: &version, namespace: ns, fv: FieldValidation::Strict };
+    let target = Target {
+        res: &res,
+        version: &version,
+        namespace: ns,
+        fv: FieldValidation::Strict,
+    };
     let (name, _) = prepare_create(&target, &mut obj)?;
     api.store.write::<ApiError>(key, ns, &name, |cur| {
-        Ok(if cur.is_some() { Change::None } else { Change::Put(obj) })
+        Ok(if cur.is_some() {
+            Change::None
+        } else {
+            Change::Put(obj)
+        })
     })?;
     Ok(())
 }

@@ -80,7 +80,9 @@ fn served_at<'a>(
         .filter(move |r| r.group == g && r.version(&v).is_some())
 }
 
-const VERBS: [&str; 7] = ["create", "delete", "get", "list", "patch", "update", "watch"];
+const VERBS: [&str; 7] = [
+    "create", "delete", "get", "list", "patch", "update", "watch",
+];
 
 pub fn resource_list(reg: &Registry, group: &str, version: &str) -> Option<Value> {
     let mut resources = Vec::new();
@@ -91,8 +93,10 @@ pub fn resource_list(reg: &Registry, group: &str, version: &str) -> Option<Value
             "categories": r.categories,
         }));
         if r.version(version).is_some_and(|v| v.status) {
-            resources.push(json!({"name": format!("{}/status", r.plural), "singularName": "",
-                "namespaced": r.namespaced, "kind": r.kind, "verbs": ["get", "patch", "update"]}));
+            resources.push(
+                json!({"name": format!("{}/status", r.plural), "singularName": "",
+                "namespaced": r.namespaced, "kind": r.kind, "verbs": ["get", "patch", "update"]}),
+            );
         }
     }
     if resources.is_empty() {
@@ -133,7 +137,11 @@ pub fn openapi_index(reg: &Registry, hash: &str) -> Value {
 /// `io.kubeedge.devices.v1alpha2.Device`.
 fn schema_name(r: &Resource, version: &str) -> String {
     if r.builtin {
-        let g = if r.group.is_empty() { "core" } else { r.group.split('.').next().unwrap_or("") };
+        let g = if r.group.is_empty() {
+            "core"
+        } else {
+            r.group.split('.').next().unwrap_or("")
+        };
         return format!("io.k8s.api.{g}.{version}.{}", r.kind);
     }
     let rev: Vec<&str> = r.group.split('.').rev().collect();
@@ -185,8 +193,7 @@ pub fn openapi_gv(reg: &Registry, group: &str, version: &str) -> Option<Value> {
         );
         if let Some(schema) = r.version(version).and_then(|v| v.schema.clone()) {
             let mut s = schema;
-            s["properties"]["metadata"] =
-                json!({"$ref": "#/components/schemas/io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta"});
+            s["properties"]["metadata"] = json!({"$ref": "#/components/schemas/io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta"});
             s["x-kubernetes-group-version-kind"] =
                 json!([{"group": r.group, "version": version, "kind": r.kind}]);
             schemas.insert(schema_name(&r, version), s);
@@ -204,7 +211,10 @@ pub fn openapi_gv(reg: &Registry, group: &str, version: &str) -> Option<Value> {
 pub fn openapi_v2(protobuf: bool) -> (&'static str, Vec<u8>) {
     if !protobuf {
         let doc = json!({"swagger": "2.0", "info": {"title": "Kubernetes", "version": "v1.36.0"}, "paths": {}});
-        return ("application/json", serde_json::to_vec(&doc).unwrap_or_default());
+        return (
+            "application/json",
+            serde_json::to_vec(&doc).unwrap_or_default(),
+        );
     }
     // gnostic openapi_v2.Document { swagger = 1; info = 2 { title = 1; version = 2 } }
     let (title, version) = (b"Kubernetes", b"v1.36.0");
@@ -216,7 +226,10 @@ pub fn openapi_v2(protobuf: bool) -> (&'static str, Vec<u8>) {
     doc.extend_from_slice(b"2.0");
     doc.extend_from_slice(&[0x12, info.len() as u8]);
     doc.extend_from_slice(&info);
-    ("application/com.github.proto-openapi.spec.v2.v1.0+protobuf", doc)
+    (
+        "application/com.github.proto-openapi.spec.v2.v1.0+protobuf",
+        doc,
+    )
 }
 
 #[cfg(test)]
@@ -233,10 +246,19 @@ mod tests {
             .iter()
             .filter_map(|r| r["name"].as_str())
             .collect();
-        assert!(names.contains(&"pods") && names.contains(&"pods/status"), "{names:?}");
+        assert!(
+            names.contains(&"pods") && names.contains(&"pods/status"),
+            "{names:?}"
+        );
         assert!(!names.contains(&"leases"));
         let gl = group_list(&reg);
-        assert!(gl["groups"].as_array().expect("groups").iter().any(|g| g["name"] == "coordination.k8s.io"));
+        assert!(
+            gl["groups"]
+                .as_array()
+                .expect("groups")
+                .iter()
+                .any(|g| g["name"] == "coordination.k8s.io")
+        );
         assert!(resource_list(&reg, "nope", "v1").is_none());
     }
 
@@ -249,6 +271,10 @@ mod tests {
         assert_eq!(post["x-kubernetes-group-version-kind"]["kind"], "ConfigMap");
         assert_eq!(post["parameters"][0]["name"], "fieldValidation");
         let index = openapi_index(&reg, "h");
-        assert!(index["paths"]["api/v1"]["serverRelativeURL"].as_str().is_some_and(|u| u.ends_with("hash=h")));
+        assert!(
+            index["paths"]["api/v1"]["serverRelativeURL"]
+                .as_str()
+                .is_some_and(|u| u.ends_with("hash=h"))
+        );
     }
 }

@@ -48,11 +48,19 @@ impl ApiError {
     }
 
     pub fn path_not_found() -> ApiError {
-        Self::new(404, "NotFound", "the server could not find the requested resource")
+        Self::new(
+            404,
+            "NotFound",
+            "the server could not find the requested resource",
+        )
     }
 
     pub fn already_exists(res: &str, name: &str) -> ApiError {
-        Self::new(409, "AlreadyExists", format!("{res} \"{name}\" already exists"))
+        Self::new(
+            409,
+            "AlreadyExists",
+            format!("{res} \"{name}\" already exists"),
+        )
     }
 
     pub fn conflict(res: &str, name: &str) -> ApiError {
@@ -67,7 +75,11 @@ impl ApiError {
     }
 
     pub fn conflict_msg(res: &str, name: &str, why: &str) -> ApiError {
-        Self::new(409, "Conflict", format!("Operation cannot be fulfilled on {res} \"{name}\": {why}"))
+        Self::new(
+            409,
+            "Conflict",
+            format!("Operation cannot be fulfilled on {res} \"{name}\": {why}"),
+        )
     }
 
     pub fn method_not_allowed(msg: impl Into<String>) -> ApiError {
@@ -108,7 +120,11 @@ impl ApiError {
             format!("[{}]", all.join(", "))
         };
         let (kind, group) = kind_group.split_once('.').unwrap_or((kind_group, ""));
-        let mut e = Self::new(422, "Invalid", format!("{kind_group} \"{name}\" is invalid: {joined}"));
+        let mut e = Self::new(
+            422,
+            "Invalid",
+            format!("{kind_group} \"{name}\" is invalid: {joined}"),
+        );
         let causes: Vec<Value> = causes
             .iter()
             .map(|c| json!({"reason": c.reason, "message": c.message, "field": c.field}))
@@ -144,7 +160,11 @@ impl From<StoreError> for ApiError {
         let msg = e.to_string();
         if msg.contains("full") {
             // SQLITE_FULL: say so plainly; nothing was written.
-            Self::new(507, "InternalError", format!("the API store is out of disk space: {msg}"))
+            Self::new(
+                507,
+                "InternalError",
+                format!("the API store is out of disk space: {msg}"),
+            )
         } else {
             Self::internal(msg)
         }

@@ -18,7 +18,8 @@ use crate::store::{Change, Stored, Written};
 use crate::table;
 
 /// Namespaces that always exist and cannot be deleted.
-pub const SYSTEM_NAMESPACES: [&str; 4] = ["default", "kube-system", "kube-public", "kube-node-lease"];
+pub const SYSTEM_NAMESPACES: [&str; 4] =
+    ["default", "kube-system", "kube-public", "kube-node-lease"];
 
 pub struct Call {
     pub method: Method,
@@ -30,7 +31,10 @@ pub struct Call {
 
 impl Call {
     fn header(&self, name: &str) -> &str {
-        self.headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or("")
+        self.headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
     }
 
     fn namespace(&self) -> &str {
@@ -38,8 +42,12 @@ impl Call {
     }
 
     fn table_include(&self) -> Option<String> {
-        table::wants_table(self.header("accept"))
-            .then(|| self.query.get("includeObject").unwrap_or("Metadata").to_string())
+        table::wants_table(self.header("accept")).then(|| {
+            self.query
+                .get("includeObject")
+                .unwrap_or("Metadata")
+                .to_string()
+        })
     }
 }
 
@@ -96,9 +104,18 @@ pub async fn handle(api: Arc<Api>, call: Call) -> Result<Response, ApiError> {
 fn object_response(call: &Call, obj: &Stored, code: StatusCode, warnings: &[String]) -> Response {
     let (res, version) = (&call.path.res, &call.path.version);
     if let Some(include) = call.table_include() {
-        let t = table::render(res, version, &[served_value(res, version, obj)], json!({}), &include);
+        let t = table::render(
+            res,
+            version,
+            &[served_value(res, version, obj)],
+            json!({}),
+            &include,
+        );
         let mut r = json_response(code, to_bytes(&t), warnings);
-        r.headers_mut().insert("content-type", HeaderValue::from_static(table::CONTENT_TYPE));
+        r.headers_mut().insert(
+            "content-type",
+            HeaderValue::from_static(table::CONTENT_TYPE),
+        );
         return r;
     }
     json_response(code, served_json(res, version, obj), warnings)
@@ -174,7 +191,11 @@ fn list(api: &Api, call: &Call) -> Result<Response, ApiError> {
         }
         None => None,
     };
-    let limit = call.query.u64("limit")?.filter(|l| *l > 0).map(|l| l as usize);
+    let limit = call
+        .query
+        .u64("limit")?
+        .filter(|l| *l > 0)
+        .map(|l| l as usize);
     let mut items: Vec<&Arc<Stored>> = all
         .iter()
         .filter(|o| {
@@ -196,14 +217,21 @@ fn list(api: &Api, call: &Call) -> Result<Response, ApiError> {
         }
     }
     if let Some(include) = call.table_include() {
-        let values: Vec<Value> = items.iter().map(|o| served_value(res, version, o)).collect();
+        let values: Vec<Value> = items
+            .iter()
+            .map(|o| served_value(res, version, o))
+            .collect();
         let t = table::render(res, version, &values, meta, &include);
         let mut r = json_response(StatusCode::OK, to_bytes(&t), &[]);
-        r.headers_mut().insert("content-type", HeaderValue::from_static(table::CONTENT_TYPE));
+        r.headers_mut().insert(
+            "content-type",
+            HeaderValue::from_static(table::CONTENT_TYPE),
+        );
         return Ok(r);
     }
     // Splice the stored bytes into the list document instead of re-serialising every item.
-    let head = json!({"kind": res.list_kind, "apiVersion": res.api_version(version), "metadata": meta});
+    let head =
+        json!({"kind": res.list_kind, "apiVersion": res.api_version(version), "metadata": meta});
     let head = serde_json::to_vec(&head).unwrap_or_default();
     let size: usize = items.iter().map(|o| o.json.len() + 1).sum();
     let mut out = BytesMut::with_capacity(head.len() + size + 16);
@@ -240,7 +268,11 @@ fn check_namespace_open(api: &Api, res: &Resource, ns: &str) -> Result<(), ApiEr
         .store
         .get("namespaces", "", ns)
         .ok_or_else(|| ApiError::not_found("namespaces", ns))?;
-    if nsobj.value().pointer("/metadata/deletionTimestamp").is_some() {
+    if nsobj
+        .value()
+        .pointer("/metadata/deletionTimestamp")
+        .is_some()
+    {
         return Err(ApiError::forbidden(format!(
             "{} is forbidden: unable to create new content in namespace {ns} because it is being terminated",
             res.key()
@@ -292,7 +324,11 @@ async fn after_write(api: &Arc<Api>, res: &Resource, written: &Written) {
         }
         (_, Written::Deleted(o)) if res.namespaced => {
             let (api, ns) = (api.clone(), o.namespace.clone());
-            let _ = blocking(move || Ok(finalize_namespace_if_empty(&api, &ns))).await;
+            let _ = blocking(move || {
+                finalize_namespace_if_empty(&api, &ns);
+                Ok(())
+            })
+            .await;
         }
         _ => {}
     }
@@ -318,7 +354,11 @@ async fn patch(api: Arc<Api>, call: Call) -> Result<Response, ApiError> {
              (application/merge-patch+json) or a JSON patch",
         ));
     }
-    let body_ct = if kind == PatchKind::Apply { "application/yaml" } else { "application/json" };
+    let body_ct = if kind == PatchKind::Apply {
+        "application/yaml"
+    } else {
+        "application/json"
+    };
     let p = decode_body(body_ct, &call.body)?;
     write_existing(api, call, move |cur| {
         let mut v = cur.clone();
@@ -336,20 +376,30 @@ async fn write_existing(
 ) -> Result<Response, ApiError> {
     let fv = field_validation(&call)?;
     let res = call.path.res.clone();
-    let (ns, name) = (call.namespace().to_string(), call.path.name.clone().unwrap_or_default());
+    let (ns, name) = (
+        call.namespace().to_string(),
+        call.path.name.clone().unwrap_or_default(),
+    );
     let version = call.path.version.clone();
     let status_only = call.path.subresource.as_deref() == Some("status");
     let api2 = api.clone();
     let (written, warnings) = blocking(move || {
         let mut warnings = Vec::new();
-        let written = api2.store.write::<ApiError>(&res.key(), &ns, &name, |cur| {
-            let cur = cur.ok_or_else(|| ApiError::not_found(&res.key(), &name))?;
-            let current = cur.value();
-            let target = Target { res: &res, version: &version, namespace: &ns, fv };
-            let (change, w) = prepare_update(&target, &current, next(&current)?, status_only)?;
-            warnings = w;
-            Ok(change)
-        })?;
+        let written = api2
+            .store
+            .write::<ApiError>(&res.key(), &ns, &name, |cur| {
+                let cur = cur.ok_or_else(|| ApiError::not_found(&res.key(), &name))?;
+                let current = cur.value();
+                let target = Target {
+                    res: &res,
+                    version: &version,
+                    namespace: &ns,
+                    fv,
+                };
+                let (change, w) = prepare_update(&target, &current, next(&current)?, status_only)?;
+                warnings = w;
+                Ok(change)
+            })?;
         Ok((written, warnings))
     })
     .await?;
@@ -358,7 +408,10 @@ async fn write_existing(
         Written::Put(o) | Written::Deleted(o) | Written::Unchanged(Some(o)) => {
             Ok(object_response(&call, &o, StatusCode::OK, &warnings))
         }
-        Written::Unchanged(None) => Err(ApiError::not_found(&call.path.res.key(), call.path.name.as_deref().unwrap_or(""))),
+        Written::Unchanged(None) => Err(ApiError::not_found(
+            &call.path.res.key(),
+            call.path.name.as_deref().unwrap_or(""),
+        )),
     }
 }
 
@@ -366,13 +419,23 @@ async fn write_existing(
 fn delete_decision(res: &Resource, cur: &Value, options: &Value) -> Result<Change, ApiError> {
     let name = str_at(cur, "/metadata/name");
     let key = res.key();
-    for (field, ptr) in [("uid", "/metadata/uid"), ("resourceVersion", "/metadata/resourceVersion")] {
-        if let Some(want) = options.pointer(&format!("/preconditions/{field}")).and_then(Value::as_str)
+    for (field, ptr) in [
+        ("uid", "/metadata/uid"),
+        ("resourceVersion", "/metadata/resourceVersion"),
+    ] {
+        if let Some(want) = options
+            .pointer(&format!("/preconditions/{field}"))
+            .and_then(Value::as_str)
             && want != str_at(cur, ptr)
         {
-            return Err(ApiError::conflict_msg(&key, name, &format!(
-                "Precondition failed: {field}: {want}, {field} in object meta: {}", str_at(cur, ptr)
-            )));
+            return Err(ApiError::conflict_msg(
+                &key,
+                name,
+                &format!(
+                    "Precondition failed: {field}: {want}, {field} in object meta: {}",
+                    str_at(cur, ptr)
+                ),
+            ));
         }
     }
     let finalizers = cur
@@ -396,13 +459,20 @@ fn delete_decision(res: &Resource, cur: &Value, options: &Value) -> Result<Chang
 
 async fn delete(api: Arc<Api>, call: Call) -> Result<Response, ApiError> {
     let res = call.path.res.clone();
-    let (ns, name) = (call.namespace().to_string(), call.path.name.clone().unwrap_or_default());
+    let (ns, name) = (
+        call.namespace().to_string(),
+        call.path.name.clone().unwrap_or_default(),
+    );
     if res.key() == "namespaces" && SYSTEM_NAMESPACES[..3].contains(&name.as_str()) {
         return Err(ApiError::forbidden(format!(
             "namespaces \"{name}\" is forbidden: this namespace may not be deleted"
         )));
     }
-    let options = if call.body.is_empty() { json!({}) } else { decode_body("application/json", &call.body)? };
+    let options = if call.body.is_empty() {
+        json!({})
+    } else {
+        decode_body("application/json", &call.body)?
+    };
     let api2 = api.clone();
     let written = blocking(move || {
         let written = api2.store.write(&res.key(), &ns, &name, |cur| {
@@ -426,7 +496,10 @@ async fn delete(api: Arc<Api>, call: Call) -> Result<Response, ApiError> {
         Written::Put(o) | Written::Deleted(o) | Written::Unchanged(Some(o)) => {
             Ok(object_response(&call, o, StatusCode::OK, &[]))
         }
-        Written::Unchanged(None) => Err(ApiError::not_found(&call.path.res.key(), call.path.name.as_deref().unwrap_or(""))),
+        Written::Unchanged(None) => Err(ApiError::not_found(
+            &call.path.res.key(),
+            call.path.name.as_deref().unwrap_or(""),
+        )),
     }
 }
 
@@ -435,10 +508,12 @@ async fn delete(api: Arc<Api>, call: Call) -> Result<Response, ApiError> {
 fn empty_namespace(api: &Api, ns: &str) {
     for r in api.registry.all().into_iter().filter(|r| r.namespaced) {
         for obj in api.store.list(&r.key(), Some(ns)).0 {
-            let result = api.store.write::<ApiError>(&r.key(), ns, &obj.name, |cur| match cur {
-                Some(c) => delete_decision(&r, &c.value(), &json!({})),
-                None => Ok(Change::None),
-            });
+            let result = api
+                .store
+                .write::<ApiError>(&r.key(), ns, &obj.name, |cur| match cur {
+                    Some(c) => delete_decision(&r, &c.value(), &json!({})),
+                    None => Ok(Change::None),
+                });
             if let Err(e) = result {
                 tracing::warn!(namespace = ns, object = %obj.name, error = %e, "namespace cleanup");
             }
@@ -452,7 +527,11 @@ fn finalize_namespace_if_empty(api: &Api, ns: &str) {
     let Some(nsobj) = api.store.get("namespaces", "", ns) else {
         return;
     };
-    if nsobj.value().pointer("/metadata/deletionTimestamp").is_none() {
+    if nsobj
+        .value()
+        .pointer("/metadata/deletionTimestamp")
+        .is_none()
+    {
         return;
     }
     let empty = api
@@ -462,7 +541,9 @@ fn finalize_namespace_if_empty(api: &Api, ns: &str) {
         .filter(|r| r.namespaced)
         .all(|r| api.store.count_in(&r.key(), ns) == 0);
     if empty {
-        let r = api.store.write::<ApiError>("namespaces", "", ns, |_| Ok(Change::Delete));
+        let r = api
+            .store
+            .write::<ApiError>("namespaces", "", ns, |_| Ok(Change::Delete));
         if let Err(e) = r {
             tracing::warn!(namespace = ns, error = %e, "namespace finalization");
         }

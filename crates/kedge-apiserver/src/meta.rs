@@ -91,7 +91,8 @@ fn is_label(s: &str) -> bool {
     let b = s.as_bytes();
     !b.is_empty()
         && b.len() <= 63
-        && b.iter().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
+        && b.iter()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
         && b[0] != b'-'
         && b[b.len() - 1] != b'-'
 }
@@ -161,8 +162,15 @@ pub fn prepare_create(t: &Target, obj: &mut Value) -> Result<(String, Vec<String
     } else {
         meta.remove("namespace");
     }
-    let mut name = meta.get("name").and_then(Value::as_str).unwrap_or("").to_string();
-    let generate = meta.get("generateName").and_then(Value::as_str).unwrap_or("");
+    let mut name = meta
+        .get("name")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
+    let generate = meta
+        .get("generateName")
+        .and_then(Value::as_str)
+        .unwrap_or("");
     if name.is_empty() && !generate.is_empty() {
         name = format!("{generate}{}", random_suffix());
         meta.insert("name".into(), json!(name));
@@ -181,7 +189,12 @@ pub fn prepare_create(t: &Target, obj: &mut Value) -> Result<(String, Vec<String
     meta.insert("uid".into(), json!(uuid::Uuid::new_v4().to_string()));
     meta.insert("creationTimestamp".into(), json!(now()));
     meta.insert("generation".into(), json!(1));
-    for k in ["deletionTimestamp", "deletionGracePeriodSeconds", "resourceVersion", "selfLink"] {
+    for k in [
+        "deletionTimestamp",
+        "deletionGracePeriodSeconds",
+        "resourceVersion",
+        "selfLink",
+    ] {
         meta.remove(k);
     }
     let warnings = validate_schema(t, obj, &name)?;
@@ -229,7 +242,8 @@ fn default_pod(obj: &mut Value) {
         for c in containers {
             if c.get("imagePullPolicy").is_none() {
                 let image = str_at(c, "/image");
-                let latest = image.ends_with(":latest") || !image.rsplit('/').next().unwrap_or("").contains(':');
+                let latest = image.ends_with(":latest")
+                    || !image.rsplit('/').next().unwrap_or("").contains(':');
                 c["imagePullPolicy"] = json!(if latest { "Always" } else { "IfNotPresent" });
             }
         }
@@ -373,7 +387,10 @@ pub fn prepare_update(
 
 /// Users cannot change uid, creationTimestamp, namespace, deletion fields or generation.
 fn keep_system_metadata(current: &Value, obj: &mut Value) -> Result<(), ApiError> {
-    let cur = current.get("metadata").cloned().unwrap_or_else(|| json!({}));
+    let cur = current
+        .get("metadata")
+        .cloned()
+        .unwrap_or_else(|| json!({}));
     let meta = meta_mut(obj)?;
     for k in [
         "name",
@@ -410,12 +427,17 @@ mod tests {
     fn create_sets_system_metadata_and_generates_names() {
         let reg = Registry::default();
         let cm = reg.by_key("configmaps").expect("builtin");
-        let mut obj = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"generateName": "x-"}});
+        let mut obj =
+            json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"generateName": "x-"}});
         let (name, _) = prepare_create(&target(&cm), &mut obj).expect("create");
         assert!(name.starts_with("x-") && name.len() == 7, "{name}");
         assert_eq!(obj["metadata"]["namespace"], "default");
         assert!(obj["metadata"]["uid"].is_string());
-        assert!(obj["metadata"]["creationTimestamp"].as_str().is_some_and(|t| t.ends_with('Z')));
+        assert!(
+            obj["metadata"]["creationTimestamp"]
+                .as_str()
+                .is_some_and(|t| t.ends_with('Z'))
+        );
     }
 
     #[test]
@@ -423,14 +445,30 @@ mod tests {
         let reg = Registry::default();
         let cm = reg.by_key("configmaps").expect("builtin");
         let t = target(&cm);
-        let mut bad_name = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "Bad_Name"}});
-        assert_eq!(prepare_create(&t, &mut bad_name).expect_err("bad").code, 422);
-        let mut wrong_kind = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "a"}});
-        assert_eq!(prepare_create(&t, &mut wrong_kind).expect_err("bad").code, 400);
+        let mut bad_name =
+            json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "Bad_Name"}});
+        assert_eq!(
+            prepare_create(&t, &mut bad_name).expect_err("bad").code,
+            422
+        );
+        let mut wrong_kind =
+            json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "a"}});
+        assert_eq!(
+            prepare_create(&t, &mut wrong_kind).expect_err("bad").code,
+            400
+        );
         let mut wrong_ns = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "a", "namespace": "x"}});
-        assert_eq!(prepare_create(&t, &mut wrong_ns).expect_err("bad").code, 400);
+        assert_eq!(
+            prepare_create(&t, &mut wrong_ns).expect_err("bad").code,
+            400
+        );
         let mut no_name = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {}});
-        assert!(prepare_create(&t, &mut no_name).expect_err("bad").message.contains("name or generateName"));
+        assert!(
+            prepare_create(&t, &mut no_name)
+                .expect_err("bad")
+                .message
+                .contains("name or generateName")
+        );
     }
 
     #[test]
@@ -442,7 +480,12 @@ mod tests {
             "namespace": "default", "uid": "u", "resourceVersion": "5", "generation": 1}, "data": {"k": "v"}});
         let mut stale = current.clone();
         stale["metadata"]["resourceVersion"] = json!("4");
-        assert_eq!(prepare_update(&t, &current, stale, false).expect_err("409").code, 409);
+        assert_eq!(
+            prepare_update(&t, &current, stale, false)
+                .expect_err("409")
+                .code,
+            409
+        );
         let (same, _) = prepare_update(&t, &current, current.clone(), false).expect("ok");
         assert!(matches!(same, Change::None));
         let mut changed = current.clone();

@@ -66,8 +66,13 @@ enum ListStrategy {
 fn list_strategy(field: &str) -> ListStrategy {
     use ListStrategy::*;
     match field {
-        "containers" | "initContainers" | "ephemeralContainers" | "env" | "volumes"
-        | "imagePullSecrets" | "resourceClaims" => MergeByKey("name"),
+        "containers"
+        | "initContainers"
+        | "ephemeralContainers"
+        | "env"
+        | "volumes"
+        | "imagePullSecrets"
+        | "resourceClaims" => MergeByKey("name"),
         "ports" => MergeByKey("containerPort"),
         "volumeMounts" => MergeByKey("mountPath"),
         "volumeDevices" => MergeByKey("devicePath"),
@@ -255,13 +260,19 @@ mod tests {
         );
         assert_eq!(out["metadata"]["finalizers"], json!(["b"]));
         assert_eq!(out["metadata"]["labels"], json!({"y": "2"}));
-        assert_eq!(out["status"]["conditions"], json!([{"type": "Ready", "status": "True"}]));
+        assert_eq!(
+            out["status"]["conditions"],
+            json!([{"type": "Ready", "status": "True"}])
+        );
     }
 
     #[test]
     fn strategic_unkeyed_lists_and_maps_replace() {
         let obj = json!({"data": {"a": "1"}, "spec": {"args": ["1", "2"]}});
-        let out = smp(obj, json!({"data": {"$patch": "replace", "b": "2"}, "spec": {"args": ["3"]}}));
+        let out = smp(
+            obj,
+            json!({"data": {"$patch": "replace", "b": "2"}, "spec": {"args": ["3"]}}),
+        );
         assert_eq!(out, json!({"data": {"b": "2"}, "spec": {"args": ["3"]}}));
     }
 
@@ -270,10 +281,18 @@ mod tests {
         let mut v = json!({"a": {"b": 1, "c": 2}});
         apply(PatchKind::Merge, &mut v, json!({"a": {"b": null, "d": 3}})).expect("merge");
         assert_eq!(v, json!({"a": {"c": 2, "d": 3}}));
-        apply(PatchKind::Json, &mut v, json!([{"op": "replace", "path": "/a/c", "value": 5}]))
-            .expect("json patch");
+        apply(
+            PatchKind::Json,
+            &mut v,
+            json!([{"op": "replace", "path": "/a/c", "value": 5}]),
+        )
+        .expect("json patch");
         assert_eq!(v["a"]["c"], 5);
-        let bad = apply(PatchKind::Json, &mut v, json!([{"op": "remove", "path": "/nope"}]));
+        let bad = apply(
+            PatchKind::Json,
+            &mut v,
+            json!([{"op": "remove", "path": "/nope"}]),
+        );
         assert!(bad.is_err());
     }
 

@@ -138,10 +138,18 @@ pub const CRD_KEY: &str = "customresourcedefinitions.apiextensions.k8s.io";
 
 fn builtins() -> Vec<Resource> {
     vec![
-        with(builtin("", "v1", "Namespace", "namespaces", false), &["ns"], true),
+        with(
+            builtin("", "v1", "Namespace", "namespaces", false),
+            &["ns"],
+            true,
+        ),
         with(builtin("", "v1", "Node", "nodes", false), &["no"], true),
         with(builtin("", "v1", "Pod", "pods", true), &["po"], true),
-        with(builtin("", "v1", "ConfigMap", "configmaps", true), &["cm"], false),
+        with(
+            builtin("", "v1", "ConfigMap", "configmaps", true),
+            &["cm"],
+            false,
+        ),
         builtin("", "v1", "Secret", "secrets", true),
         with(builtin("", "v1", "Event", "events", true), &["ev"], false),
         builtin("coordination.k8s.io", "v1", "Lease", "leases", true),
@@ -234,7 +242,11 @@ fn s(v: &Value, ptr: &str) -> String {
 fn strings(v: &Value, ptr: &str) -> Vec<String> {
     v.pointer(ptr)
         .and_then(Value::as_array)
-        .map(|a| a.iter().filter_map(|x| x.as_str().map(String::from)).collect())
+        .map(|a| {
+            a.iter()
+                .filter_map(|x| x.as_str().map(String::from))
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -339,14 +351,21 @@ mod tests {
             "versions": [{"name": "v1", "served": true, "storage": true,
                 "additionalPrinterColumns": [{"name": "Size", "type": "integer", "jsonPath": ".spec.size"}]}]}});
         let r = reg.apply_crd(&crd).expect("valid");
-        assert_eq!((r.key().as_str(), r.list_kind.as_str()), ("gizmos.example.com", "GizmoList"));
+        assert_eq!(
+            (r.key().as_str(), r.list_kind.as_str()),
+            ("gizmos.example.com", "GizmoList")
+        );
         assert!(reg.lookup("example.com", "v1", "gizmos").is_some());
         assert!(reg.lookup("example.com", "v2", "gizmos").is_none());
         reg.remove_crd("gizmos.example.com");
         assert!(reg.lookup("example.com", "v1", "gizmos").is_none());
         let mut bad = crd.clone();
         bad["metadata"]["name"] = json!("wrong");
-        assert!(resource_from_crd(&bad).expect_err("bad").contains("metadata.name"));
+        assert!(
+            resource_from_crd(&bad)
+                .expect_err("bad")
+                .contains("metadata.name")
+        );
         assert!(reg.lookup("", "v1", "pods").is_some_and(|r| r.builtin));
     }
 }

@@ -54,8 +54,17 @@ pub fn route(reg: &Registry, path: &str) -> Result<Route, ApiError> {
     })
 }
 
-fn resource_path(reg: &Registry, group: &str, version: &str, rest: &[&str]) -> Result<ResourcePath, ApiError> {
-    let decode = |s: &str| percent_encoding::percent_decode_str(s).decode_utf8_lossy().to_string();
+fn resource_path(
+    reg: &Registry,
+    group: &str,
+    version: &str,
+    rest: &[&str],
+) -> Result<ResourcePath, ApiError> {
+    let decode = |s: &str| {
+        percent_encoding::percent_decode_str(s)
+            .decode_utf8_lossy()
+            .to_string()
+    };
     // `namespaces/<ns>/<plural>/...` addresses a namespaced kind, unless the third segment is a
     // subresource of the namespace itself.
     let (namespace, rest) = match rest {
@@ -70,7 +79,9 @@ fn resource_path(reg: &Registry, group: &str, version: &str, rest: &[&str]) -> R
         [p, n, s] => (*p, Some(decode(n)), Some(s.to_string())),
         _ => return Err(ApiError::path_not_found()),
     };
-    let res = reg.lookup(group, version, plural).ok_or_else(ApiError::path_not_found)?;
+    let res = reg
+        .lookup(group, version, plural)
+        .ok_or_else(ApiError::path_not_found)?;
     if namespace.is_some() && !res.namespaced {
         return Err(ApiError::path_not_found());
     }
@@ -118,7 +129,9 @@ impl Query {
         match self.get(k) {
             None | Some("") => Ok(None),
             Some(v) => v.parse().map(Some).map_err(|_| {
-                ApiError::bad_request(format!("{k}: Invalid value: {v:?}: must be a non-negative integer"))
+                ApiError::bad_request(format!(
+                    "{k}: Invalid value: {v:?}: must be a non-negative integer"
+                ))
             }),
         }
     }
@@ -158,17 +171,35 @@ mod tests {
     #[test]
     fn resource_urls() {
         let r = parse("/api/v1/namespaces/default/pods/p1/status").expect("pod status");
-        assert_eq!((r.res.key(), r.namespace.as_deref(), r.name.as_deref(), r.subresource.as_deref()),
-                   ("pods".to_string(), Some("default"), Some("p1"), Some("status")));
+        assert_eq!(
+            (
+                r.res.key(),
+                r.namespace.as_deref(),
+                r.name.as_deref(),
+                r.subresource.as_deref()
+            ),
+            (
+                "pods".to_string(),
+                Some("default"),
+                Some("p1"),
+                Some("status")
+            )
+        );
         let ns = parse("/api/v1/namespaces/kube-system").expect("namespace");
-        assert_eq!((ns.res.key().as_str(), ns.name.as_deref()), ("namespaces", Some("kube-system")));
+        assert_eq!(
+            (ns.res.key().as_str(), ns.name.as_deref()),
+            ("namespaces", Some("kube-system"))
+        );
         let fin = parse("/api/v1/namespaces/x/finalize").expect("finalize");
         assert_eq!(fin.subresource.as_deref(), Some("finalize"));
         let all = parse("/api/v1/pods").expect("all pods");
         assert!(all.namespace.is_none() && all.name.is_none());
         assert_eq!(parse("/api/v1/pods/x").err(), Some(404));
         assert_eq!(parse("/api/v1/namespaces/d/nodes").err(), Some(404));
-        assert_eq!(parse("/api/v1/namespaces/d/configmaps/x/status").err(), Some(404));
+        assert_eq!(
+            parse("/api/v1/namespaces/d/configmaps/x/status").err(),
+            Some(404)
+        );
         assert_eq!(parse("/apis/nope.io/v1/things").err(), Some(404));
     }
 
@@ -176,7 +207,17 @@ mod tests {
     fn bodies() {
         let y = decode_body("application/yaml", &Bytes::from("a: 1\nb: [x]\n")).expect("yaml");
         assert_eq!(y["b"][0], "x");
-        assert_eq!(decode_body("application/json", &Bytes::from("{")).expect_err("bad").code, 400);
-        assert_eq!(decode_body("application/json", &Bytes::new()).expect_err("empty").code, 400);
+        assert_eq!(
+            decode_body("application/json", &Bytes::from("{"))
+                .expect_err("bad")
+                .code,
+            400
+        );
+        assert_eq!(
+            decode_body("application/json", &Bytes::new())
+                .expect_err("empty")
+                .code,
+            400
+        );
     }
 }

@@ -195,10 +195,14 @@ fn check_bounds(schema: &Value, v: &Value, path: &str, out: &mut Outcome) {
     };
     if let Some(x) = v.as_f64() {
         if let Some(min) = num("minimum").filter(|m| x < *m) {
-            fail(format!("{path} in body should be greater than or equal to {min}"));
+            fail(format!(
+                "{path} in body should be greater than or equal to {min}"
+            ));
         }
         if let Some(max) = num("maximum").filter(|m| x > *m) {
-            fail(format!("{path} in body should be less than or equal to {max}"));
+            fail(format!(
+                "{path} in body should be less than or equal to {max}"
+            ));
         }
     }
     let len = match v {
@@ -213,7 +217,9 @@ fn check_bounds(schema: &Value, v: &Value, path: &str, out: &mut Outcome) {
             ("minItems", "maxItems")
         };
         if let Some(min) = num(min_k).filter(|m| len < *m) {
-            fail(format!("{path} in body should be at least {min} chars long"));
+            fail(format!(
+                "{path} in body should be at least {min} chars long"
+            ));
         }
         if let Some(max) = num(max_k).filter(|m| len > *m) {
             fail(format!("{path} in body should be at most {max} chars long"));
@@ -249,7 +255,11 @@ mod tests {
     fn enum_type_and_required_use_kubernetes_wording() {
         let mut obj = json!({"spec": {"ruleEndpointType": "bogus", "properties": {"port": 1}}});
         let out = validate(&rule_endpoint_schema(), &mut obj);
-        let msgs: Vec<String> = out.causes.iter().map(|c| format!("{}: {}", c.field, c.message)).collect();
+        let msgs: Vec<String> = out
+            .causes
+            .iter()
+            .map(|c| format!("{}: {}", c.field, c.message))
+            .collect();
         assert_eq!(
             msgs,
             [
@@ -265,7 +275,8 @@ mod tests {
 
     #[test]
     fn unknown_fields_and_nulls_are_pruned() {
-        let mut obj = json!({"spec": {"ruleEndpointType": "rest", "extra": 1, "properties": null}, "top": 2});
+        let mut obj =
+            json!({"spec": {"ruleEndpointType": "rest", "extra": 1, "properties": null}, "top": 2});
         let out = validate(&rule_endpoint_schema(), &mut obj);
         assert_eq!(out.unknown, ["spec.extra", "top"]);
         assert_eq!(obj, json!({"spec": {"ruleEndpointType": "rest"}}));

@@ -146,7 +146,9 @@ impl FieldSelector {
     /// True when every requirement reads only `metadata.name` / `metadata.namespace`.
     pub fn only_metadata(&self) -> bool {
         self.0.iter().all(|(path, _, _)| {
-            path.len() == 2 && path[0] == "metadata" && (path[1] == "name" || path[1] == "namespace")
+            path.len() == 2
+                && path[0] == "metadata"
+                && (path[1] == "name" || path[1] == "namespace")
         })
     }
 
@@ -223,7 +225,8 @@ mod tests {
 
     #[test]
     fn metadata_only_field_selectors_skip_parsing() {
-        let f = FieldSelector::parse("metadata.name=a,metadata.namespace!=kube-system").expect("ok");
+        let f =
+            FieldSelector::parse("metadata.name=a,metadata.namespace!=kube-system").expect("ok");
         assert!(f.only_metadata());
         assert!(f.matches_meta("default", "a"));
         assert!(!f.matches_meta("kube-system", "a"));

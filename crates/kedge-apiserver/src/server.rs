@@ -15,7 +15,6 @@ use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
 
 use crate::api::{Api, dispatch};
-use crate::registry::Registry;
 use crate::store::{Store, StoreError};
 
 #[derive(Debug, Clone)]
@@ -26,6 +25,24 @@ pub struct Config {
     pub port: u16,
     /// Extra names for the serving certificate.
     pub extra_names: Vec<String>,
+    /// Revisions kept for watch resumption.
+    pub watch_history: u64,
+    /// How often idle watches that asked for bookmarks get one.
+    pub bookmark_interval: Duration,
+}
+
+impl Config {
+    /// Defaults: loopback, port 6443, 20,000 revisions of history, bookmarks every 10 s.
+    pub fn new(data_dir: impl Into<PathBuf>) -> Config {
+        Config {
+            data_dir: data_dir.into(),
+            bind: IpAddr::from([127, 0, 0, 1]),
+            port: 6443,
+            extra_names: Vec::new(),
+            watch_history: crate::store::DEFAULT_HISTORY,
+            bookmark_interval: Duration::from_secs(10),
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -35,9 +52,15 @@ pub enum ServerError {
     #[error("API store {path}: {source}")]
     Store { path: PathBuf, source: StoreError },
     #[error("cannot listen on {addr}: {source}")]
-    Bind { addr: SocketAddr, source: std::io::Error },
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
     #[error("{path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("bootstrapping the API store: {0}")]
     Bootstrap(String),
 }
@@ -62,18 +85,25 @@ impl ApiServer {
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> ServerError + '_ {
-    move |source| ServerError::Io { path: path.to_path_buf(), source }
+    move |source| ServerError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 /// Reads the admin token, creating a random one on first start.
 fn admin_token(data_dir: &Path) -> Result<String, ServerError> {
     let path = data_dir.join("admin.token");
-    if let Ok(t) = std::fs::read_to_string(&path) {
-        if !t.trim().is_empty() {
-            return Ok(t.trim().to_string());
-        }
+    if let Ok(t) = std::fs::read_to_string(&path)
+        && !t.trim().is_empty()
+    {
+        return Ok(t.trim().to_string());
     }
-    let token = format!("{}{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple());
+    let token = format!(
+        "{}{}",
+        uuid::Uuid::new_v4().simple(),
+        uuid::Uuid::new_v4().simple()
+    );
     write_private(&path, token.as_bytes())?;
     Ok(token)
 }
@@ -96,19 +126,38 @@ pub async fn start(cfg: Config) -> Result<ApiServer, ServerError> {
     let db_path = cfg.data_dir.join("apiserver.db");
     let store = {
         let p = db_path.clone();
-        tokio::task::spawn_blocking(move || Store::open(&p))
+        let history = cfg.watch_history;
+        tokio::task::spawn_blocking(move || Store::open(&p, history))
             .await
             .map_err(|e| ServerError::Bootstrap(e.to_string()))?
-            .map_err(|source| ServerError::Store { path: db_path.clone(), source })?
+            .map_err(|source| ServerError::Store {
+                path: db_path.clone(),
+                source,
+            })?
     };
     let addr = SocketAddr::new(cfg.bind, cfg.port);
     let listener = TcpListener::bind(addr)
         .await
         .map_err(|source| ServerError::Bind { addr, source })?;
-    let addr = listener.local_addr().map_err(|source| ServerError::Bind { addr, source })?;
-    let host = if cfg.bind.is_unspecified() { "127.0.0.1".to_string() } else { cfg.bind.to_string() };
-    let url = format!("https://{}", SocketAddr::new(host.parse().unwrap_or(cfg.bind), addr.port()));
-    let api = Arc::new(Api::new(Arc::new(store), Registry::default(), token.clone(), format!("{host}:{}", addr.port())));
+    let addr = listener
+        .local_addr()
+        .map_err(|source| ServerError::Bind { addr, source })?;
+    let host = if cfg.bind.is_unspecified() {
+        "127.0.0.1".to_string()
+    } else {
+        cfg.bind.to_string()
+    };
+    let url = format!(
+        "https://{}",
+        SocketAddr::new(host.parse().unwrap_or(cfg.bind), addr.port())
+    );
+    let address = format!("{host}:{}", addr.port());
+    let api = Arc::new(Api::new(
+        Arc::new(store),
+        token.clone(),
+        address,
+        cfg.bookmark_interval,
+    ));
     {
         let api = api.clone();
         tokio::task::spawn_blocking(move || crate::bootstrap::run(&api))
@@ -116,18 +165,35 @@ pub async fn start(cfg: Config) -> Result<ApiServer, ServerError> {
             .map_err(|e| ServerError::Bootstrap(e.to_string()))?
             .map_err(|e| ServerError::Bootstrap(e.to_string()))?;
     }
-    let mut names = vec!["localhost".to_string(), "127.0.0.1".into(), "::1".into(), "kubernetes".into()];
+    let mut names = vec![
+        "localhost".to_string(),
+        "127.0.0.1".into(),
+        "::1".into(),
+        "kubernetes".into(),
+    ];
     names.push(host.clone());
     names.extend(cfg.extra_names.iter().cloned());
     names.dedup();
     let tls = ca.server_config("kedge-apiserver", &names)?;
     let kubeconfig_path = cfg.data_dir.join("kubeconfig");
-    write_private(&kubeconfig_path, kubeconfig(&url, ca.cert_pem(), &token).as_bytes())?;
+    write_private(
+        &kubeconfig_path,
+        kubeconfig(&url, ca.cert_pem(), &token).as_bytes(),
+    )?;
     let (shutdown, rx) = watch::channel(false);
-    let router = axum::Router::new().fallback(dispatch).with_state(api.clone());
+    let router = axum::Router::new()
+        .fallback(dispatch)
+        .with_state(api.clone());
     let task = tokio::spawn(accept_loop(listener, TlsAcceptor::from(tls), router, rx));
     tracing::info!(%url, kubeconfig = %kubeconfig_path.display(), "API server listening");
-    Ok(ApiServer { addr, url, kubeconfig: kubeconfig_path, api, shutdown, task })
+    Ok(ApiServer {
+        addr,
+        url,
+        kubeconfig: kubeconfig_path,
+        api,
+        shutdown,
+        task,
+    })
 }
 
 async fn accept_loop(
@@ -154,14 +220,15 @@ async fn accept_loop(
         let (acceptor, router) = (acceptor.clone(), router.clone());
         let _ = tcp.set_nodelay(true);
         tokio::spawn(async move {
-            let tls = match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
-                Ok(Ok(s)) => s,
-                Ok(Err(e)) => {
-                    tracing::debug!(%peer, error = %e, "TLS handshake failed");
-                    return;
-                }
-                Err(_) => return,
-            };
+            let tls =
+                match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
+                    Ok(Ok(s)) => s,
+                    Ok(Err(e)) => {
+                        tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                        return;
+                    }
+                    Err(_) => return,
+                };
             let svc = TowerToHyperService::new(router);
             if let Err(e) = auto::Builder::new(TokioExecutor::new())
                 .serve_connection_with_upgrades(TokioIo::new(tls), svc)

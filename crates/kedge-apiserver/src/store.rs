@@ -19,8 +19,9 @@ use rusqlite::{Connection, OptionalExtension, params};
 use serde_json::Value;
 use tokio::sync::watch;
 
-/// Revisions of history kept for watch resumption; a watch from an older revision gets 410 Gone.
-pub const LOG_KEEP: u64 = 20_000;
+/// Default revisions of history kept for watch resumption; a watch from an older revision gets
+/// 410 Gone and relists.
+pub const DEFAULT_HISTORY: u64 = 20_000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -133,6 +134,8 @@ struct Inner {
     rev: u64,
     /// Events up to and including this revision are no longer in `log`.
     compacted: u64,
+    /// How many events `log` keeps.
+    history: u64,
 }
 
 pub struct Store {
@@ -160,7 +163,7 @@ CREATE TABLE IF NOT EXISTS events (
 
 impl Store {
     /// Opens (or creates) the store at `path`, loading every object and the recent history.
-    pub fn open(path: &Path) -> Result<Store, StoreError> {
+    pub fn open(path: &Path, history: u64) -> Result<Store, StoreError> {
         let db = Connection::open(path)?;
         db.busy_timeout(std::time::Duration::from_secs(5))?;
         db.execute_batch(SCHEMA)?;
@@ -169,6 +172,7 @@ impl Store {
             log: VecDeque::new(),
             rev: 0,
             compacted: 0,
+            history: history.max(1),
             db,
         };
         inner.load()?;
@@ -315,8 +319,11 @@ impl Inner {
                 params![res, ns, name, rv as i64, &stored.json[..]],
             )?;
         }
-        if rv % 1000 == 0 && rv > LOG_KEEP {
-            tx.execute("DELETE FROM events WHERE rv <= ?1", [(rv - LOG_KEEP) as i64])?;
+        if rv.is_multiple_of(1000) && rv > self.history {
+            tx.execute(
+                "DELETE FROM events WHERE rv <= ?1",
+                [(rv - self.history) as i64],
+            )?;
         }
         tx.commit()?;
         self.rev = rv;
@@ -354,7 +361,7 @@ impl Inner {
 
     fn push_event(&mut self, ev: Arc<Event>) {
         self.log.push_back(ev);
-        while self.log.len() as u64 > LOG_KEEP {
+        while self.log.len() as u64 > self.history {
             if let Some(old) = self.log.pop_front() {
                 self.compacted = old.rv;
             }
@@ -373,7 +380,11 @@ impl Inner {
             .optional()?
             .flatten();
         self.rev = max_obj.unwrap_or(0).max(max_ev.unwrap_or(0)) as u64;
-        let rows = read_rows(&self.db, "SELECT res, ns, name, rv, 0, body FROM objects", [])?;
+        let rows = read_rows(
+            &self.db,
+            "SELECT res, ns, name, rv, 0, body FROM objects",
+            [],
+        )?;
         for (res, ns, name, rv, _, body) in rows {
             let stored = Arc::new(parse_row(&res, &ns, &name, rv, &body)?);
             let res = self.resource_key(&res);
@@ -381,7 +392,7 @@ impl Inner {
                 objs.insert((ns, name), stored);
             }
         }
-        let from = self.rev.saturating_sub(LOG_KEEP) as i64;
+        let from = self.rev.saturating_sub(self.history) as i64;
         let rows = read_rows(
             &self.db,
             "SELECT res, ns, name, rv, type, body FROM events WHERE rv > ?1 ORDER BY rv",
@@ -404,7 +415,11 @@ impl Inner {
 
 type Row = (String, String, String, u64, i64, Vec<u8>);
 
-fn read_rows<P: rusqlite::Params>(db: &Connection, sql: &str, p: P) -> Result<Vec<Row>, StoreError> {
+fn read_rows<P: rusqlite::Params>(
+    db: &Connection,
+    sql: &str,
+    p: P,
+) -> Result<Vec<Row>, StoreError> {
     let mut stmt = db.prepare(sql)?;
     let rows = stmt.query_map(p, |r| {
         Ok((
@@ -448,8 +463,12 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("db");
         {
-            let store = Store::open(&path).expect("open");
-            let a = put(&store, "a", json!({"metadata": {"name": "a", "labels": {"x": "1"}}}));
+            let store = Store::open(&path, DEFAULT_HISTORY).expect("open");
+            let a = put(
+                &store,
+                "a",
+                json!({"metadata": {"name": "a", "labels": {"x": "1"}}}),
+            );
             let b = put(&store, "b", json!({"metadata": {"name": "b"}}));
             assert_eq!((a.rv, b.rv), (1, 2));
             assert_eq!(a.value()["metadata"]["resourceVersion"], "1");
@@ -457,7 +476,7 @@ mod tests {
                 .write::<StoreError>("cms", "default", "a", |_| Ok(Change::Delete))
                 .expect("delete");
         }
-        let store = Store::open(&path).expect("reopen");
+        let store = Store::open(&path, DEFAULT_HISTORY).expect("reopen");
         assert_eq!(store.revision(), 3);
         assert!(store.get("cms", "default", "a").is_none());
         let b = store.get("cms", "default", "b").expect("b survives");
@@ -466,7 +485,11 @@ mod tests {
         let kinds: Vec<_> = events.iter().map(|e| (e.rv, e.kind)).collect();
         assert_eq!(
             kinds,
-            [(1, EventType::Added), (2, EventType::Added), (3, EventType::Deleted)]
+            [
+                (1, EventType::Added),
+                (2, EventType::Added),
+                (3, EventType::Deleted)
+            ]
         );
         assert_eq!(events[0].obj.labels.get("x").map(String::as_str), Some("1"));
     }
@@ -474,7 +497,7 @@ mod tests {
     #[test]
     fn list_filters_by_namespace_in_order() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let store = Store::open(&dir.path().join("db")).expect("open");
+        let store = Store::open(&dir.path().join("db"), DEFAULT_HISTORY).expect("open");
         for (ns, name) in [("b", "2"), ("a", "1"), ("b", "1"), ("c", "0")] {
             store
                 .write::<StoreError>("cms", ns, name, |_| {
@@ -497,9 +520,12 @@ mod tests {
     #[test]
     fn a_rejected_write_changes_nothing() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let store = Store::open(&dir.path().join("db")).expect("open");
+        let store = Store::open(&dir.path().join("db"), DEFAULT_HISTORY).expect("open");
         let r = store.write::<StoreError>("cms", "d", "x", |_| {
-            Err(StoreError::Corrupt("x".into(), serde_json::from_str::<Value>("{").unwrap_err()))
+            Err(StoreError::Corrupt(
+                "x".into(),
+                serde_json::from_str::<Value>("{").expect_err("invalid"),
+            ))
         });
         assert!(r.is_err());
         assert_eq!(store.revision(), 0);
@@ -508,12 +534,12 @@ mod tests {
     #[test]
     fn compacted_history_is_expired() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let store = Store::open(&dir.path().join("db")).expect("open");
-        for i in 0..(LOG_KEEP + 5) {
+        let store = Store::open(&dir.path().join("db"), 100).expect("open");
+        for i in 0..105 {
             put(&store, &format!("o{}", i % 3), json!({"metadata": {}}));
         }
         let err = store.events_since("cms", 2).expect_err("expired");
         assert_eq!(err.oldest, 6);
-        assert_eq!(store.events_since("cms", 5).expect("ok").len() as u64, LOG_KEEP);
+        assert_eq!(store.events_since("cms", 5).expect("ok").len(), 100);
     }
 }

@@ -55,7 +55,11 @@ fn columns(res: &Resource, version: &str) -> Vec<Column> {
             ("Node", "string", 1),
         ]),
         "configmaps" => custom(&[("Data", "integer", 0), ("Age", "date", 0)]),
-        "secrets" => custom(&[("Type", "string", 0), ("Data", "integer", 0), ("Age", "date", 0)]),
+        "secrets" => custom(&[
+            ("Type", "string", 0),
+            ("Data", "integer", 0),
+            ("Age", "date", 0),
+        ]),
         "events" => vec![
             col("Last Seen", "string", 0),
             col("Type", "string", 0),
@@ -120,7 +124,11 @@ pub fn json_path(v: &Value, path: &str) -> Value {
         };
         let mut next = Vec::new();
         for c in cur {
-            let Some(x) = (if field.is_empty() { Some(c) } else { c.get(field) }) else {
+            let Some(x) = (if field.is_empty() {
+                Some(c)
+            } else {
+                c.get(field)
+            }) else {
                 continue;
             };
             match (index, x.as_array()) {
@@ -144,7 +152,10 @@ fn cell(v: Value) -> Value {
         Value::Null => json!("<none>"),
         Value::Array(a) => json!(
             a.iter()
-                .map(|x| x.as_str().map(String::from).unwrap_or_else(|| x.to_string()))
+                .map(|x| x
+                    .as_str()
+                    .map(String::from)
+                    .unwrap_or_else(|| x.to_string()))
                 .collect::<Vec<_>>()
                 .join(",")
         ),
@@ -196,7 +207,10 @@ fn pod_cells(o: &Value) -> Vec<Value> {
         .pointer("/spec/containers")
         .and_then(Value::as_array)
         .map_or(0, Vec::len);
-    let ready = statuses.iter().filter(|c| c["ready"] == json!(true)).count();
+    let ready = statuses
+        .iter()
+        .filter(|c| c["ready"] == json!(true))
+        .count();
     let restarts: i64 = statuses
         .iter()
         .filter_map(|c| c["restartCount"].as_i64())
@@ -205,9 +219,10 @@ fn pod_cells(o: &Value) -> Vec<Value> {
         .iter()
         .find_map(|c| c.pointer("/state/waiting/reason").and_then(Value::as_str))
         .or_else(|| {
-            statuses
-                .iter()
-                .find_map(|c| c.pointer("/state/terminated/reason").and_then(Value::as_str))
+            statuses.iter().find_map(|c| {
+                c.pointer("/state/terminated/reason")
+                    .and_then(Value::as_str)
+            })
         });
     let mut status = waiting
         .unwrap_or_else(|| str_at(o, "/status/phase"))
@@ -332,7 +347,11 @@ pub fn render(
         .iter()
         .map(|c| {
             let format = if c.name == "Name" { "name" } else { "" };
-            let type_ = if c.type_ == "date" { "string" } else { c.type_.as_str() };
+            let type_ = if c.type_ == "date" {
+                "string"
+            } else {
+                c.type_.as_str()
+            };
             json!({"name": c.name, "type": type_, "format": format,
                    "description": c.description, "priority": c.priority})
         })
@@ -352,8 +371,17 @@ mod tests {
 
     #[test]
     fn durations_read_like_kubectl() {
-        let cases = [(5, "5s"), (150, "2m30s"), (600, "10m"), (7200, "120m"), (30000, "8h"),
-                     (90000, "25h"), (200000, "2d7h"), (864000, "10d"), (800 * 86400, "2y70d")];
+        let cases = [
+            (5, "5s"),
+            (150, "2m30s"),
+            (600, "10m"),
+            (7200, "120m"),
+            (30000, "8h"),
+            (90000, "25h"),
+            (200000, "2d7h"),
+            (864000, "10d"),
+            (800 * 86400, "2y70d"),
+        ];
         for (secs, want) in cases {
             assert_eq!(human_duration(secs), want, "{secs}");
         }
@@ -363,7 +391,10 @@ mod tests {
     fn json_path_subset() {
         let v = json!({"status": {"twins": [{"reported": {"value": "1"}}, {"reported": {"value": "2"}}]}});
         assert_eq!(json_path(&v, ".status.twins[0].reported.value"), json!("1"));
-        assert_eq!(json_path(&v, ".status.twins[*].reported.value"), json!(["1", "2"]));
+        assert_eq!(
+            json_path(&v, ".status.twins[*].reported.value"),
+            json!(["1", "2"])
+        );
         assert_eq!(json_path(&v, ".missing"), Value::Null);
     }
 
@@ -381,7 +412,9 @@ mod tests {
 
     #[test]
     fn accept_header_detection() {
-        assert!(wants_table("application/json;as=Table;v=v1;g=meta.k8s.io,application/json"));
+        assert!(wants_table(
+            "application/json;as=Table;v=v1;g=meta.k8s.io,application/json"
+        ));
         assert!(!wants_table("application/json"));
     }
 }

@@ -23,8 +23,6 @@ use crate::registry::Resource;
 use crate::store::{EventType, Stored};
 use crate::table;
 
-/// How often an idle watch that asked for bookmarks gets one.
-const BOOKMARK_EVERY: Duration = Duration::from_secs(10);
 /// How long a watch lasts when the client does not say (kube-apiserver picks 30–60 min).
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(1800);
 
@@ -44,7 +42,9 @@ pub fn start(api: Arc<Api>, call: &Call) -> Result<Response, ApiError> {
     let rv = match call.query.get("resourceVersion") {
         None | Some("") | Some("0") => None,
         Some(v) => Some(v.parse::<u64>().map_err(|_| {
-            ApiError::bad_request(format!("resourceVersion: Invalid value: {v:?}: must be an integer"))
+            ApiError::bad_request(format!(
+                "resourceVersion: Invalid value: {v:?}: must be an integer"
+            ))
         })?),
     };
     let timeout = call
@@ -52,11 +52,23 @@ pub fn start(api: Arc<Api>, call: &Call) -> Result<Response, ApiError> {
         .u64("timeoutSeconds")?
         .map_or(DEFAULT_TIMEOUT, Duration::from_secs);
     let table = crate::table::wants_table(
-        call.headers.get("accept").and_then(|v| v.to_str().ok()).unwrap_or(""),
+        call.headers
+            .get("accept")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or(""),
     )
-    .then(|| call.query.get("includeObject").unwrap_or("Metadata").to_string());
+    .then(|| {
+        call.query
+            .get("includeObject")
+            .unwrap_or("Metadata")
+            .to_string()
+    });
     let (tx, rx) = mpsc::channel(64);
-    let content_type = if table.is_some() { table::CONTENT_TYPE } else { "application/json" };
+    let content_type = if table.is_some() {
+        table::CONTENT_TYPE
+    } else {
+        "application/json"
+    };
     let w = Watch {
         api,
         res: call.path.res.clone(),
@@ -70,7 +82,8 @@ pub fn start(api: Arc<Api>, call: &Call) -> Result<Response, ApiError> {
     };
     tokio::spawn(w.run(rv));
     let mut resp = (StatusCode::OK, Body::from_stream(ReceiverStream::new(rx))).into_response();
-    resp.headers_mut().insert("content-type", HeaderValue::from_static(content_type));
+    resp.headers_mut()
+        .insert("content-type", HeaderValue::from_static(content_type));
     Ok(resp)
 }
 
@@ -91,7 +104,7 @@ impl Watch {
                 rev
             }
         };
-        let mut bookmark = tokio::time::interval(BOOKMARK_EVERY);
+        let mut bookmark = tokio::time::interval(self.api.bookmark_interval);
         bookmark.set_missed_tick_behavior(MissedTickBehavior::Delay);
         bookmark.reset();
         loop {
@@ -100,16 +113,26 @@ impl Watch {
             let events = match self.api.store.events_since(&key, last) {
                 Ok(evs) => evs,
                 Err(exp) => {
-                    let msg = format!("too old resource version: {} ({})", exp.requested, exp.oldest);
+                    let msg = format!(
+                        "too old resource version: {} ({})",
+                        exp.requested, exp.oldest
+                    );
                     let status = ApiError::gone(msg).status();
-                    self.push(line("ERROR", &serde_json::to_vec(&status).unwrap_or_default()))
-                        .await;
+                    self.push(line(
+                        "ERROR",
+                        &serde_json::to_vec(&status).unwrap_or_default(),
+                    ))
+                    .await;
                     return;
                 }
             };
             for e in events.iter().filter(|e| e.rv <= rev) {
-                let in_ns = self.namespace.as_ref().is_none_or(|ns| *ns == e.obj.namespace);
-                if in_ns && self.filter.matches(&e.obj) && !self.send(e.kind.as_str(), &e.obj).await {
+                let in_ns = self
+                    .namespace
+                    .as_ref()
+                    .is_none_or(|ns| *ns == e.obj.namespace);
+                if in_ns && self.filter.matches(&e.obj) && !self.send(e.kind.as_str(), &e.obj).await
+                {
                     return;
                 }
             }

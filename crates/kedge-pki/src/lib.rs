@@ -185,8 +185,12 @@ fn leaf_params(common_name: &str) -> Result<CertificateParams, PkiError> {
 fn ca_params() -> Result<CertificateParams, PkiError> {
     let mut params = CertificateParams::new(Vec::<String>::new())?;
     params.distinguished_name = rcgen::DistinguishedName::new();
-    params.distinguished_name.push(DnType::CommonName, "kedge-ca");
-    params.distinguished_name.push(DnType::OrganizationName, "kedge");
+    params
+        .distinguished_name
+        .push(DnType::CommonName, "kedge-ca");
+    params
+        .distinguished_name
+        .push(DnType::OrganizationName, "kedge");
     params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     params.key_usages = vec![
         KeyUsagePurpose::KeyCertSign,
@@ -201,7 +205,11 @@ fn ca_params() -> Result<CertificateParams, PkiError> {
 /// process got there first the rename fails and its CA is kept.
 fn create_atomically(data_dir: &Path, dir: &Path) -> Result<(), PkiError> {
     fs::create_dir_all(data_dir).map_err(io_err(data_dir))?;
-    let tmp = data_dir.join(format!(".pki-{}-{}", std::process::id(), rand::random::<u32>()));
+    let tmp = data_dir.join(format!(
+        ".pki-{}-{}",
+        std::process::id(),
+        rand::random::<u32>()
+    ));
     fs::create_dir(&tmp).map_err(io_err(&tmp))?;
     let key = KeyPair::generate()?;
     let cert = ca_params()?.self_signed(&key)?;

@@ -8,7 +8,11 @@ use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "kedge", version, about = "Cloud-edge collaboration for Kubernetes")]
+#[command(
+    name = "kedge",
+    version,
+    about = "Cloud-edge collaboration for Kubernetes"
+)]
 pub struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -85,14 +89,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
 }
 
 async fn start_api(a: &ApiArgs) -> anyhow::Result<kedge_apiserver::ApiServer> {
-    kedge_apiserver::start(kedge_apiserver::Config {
-        data_dir: a.data_dir.clone(),
-        bind: a.api_bind,
-        port: a.api_port,
-        extra_names: Vec::new(),
-    })
-    .await
-    .context("starting the Kubernetes API")
+    let mut cfg = kedge_apiserver::Config::new(&a.data_dir);
+    cfg.bind = a.api_bind;
+    cfg.port = a.api_port;
+    kedge_apiserver::start(cfg)
+        .await
+        .context("starting the Kubernetes API")
 }
 
 async fn up(a: UpArgs) -> anyhow::Result<()> {
@@ -101,11 +103,18 @@ async fn up(a: UpArgs) -> anyhow::Result<()> {
     writeln!(out, "kedge is up")?;
     writeln!(out, "  Kubernetes API: {}", api.url)?;
     writeln!(out, "  kubeconfig:     {}", api.kubeconfig.display())?;
-    writeln!(out, "  edge node:      {} (the edge arrives with issue #3)", a.node_name)?;
+    writeln!(
+        out,
+        "  edge node:      {} (the edge arrives with issue #3)",
+        a.node_name
+    )?;
     let _ = (a.hub_port, a.https_port, a.router_port, a.mqtt_port);
     writeln!(out, "Next:")?;
     writeln!(out, "  export KUBECONFIG={}", api.kubeconfig.display())?;
-    writeln!(out, "  kubectl apply -f examples/devicemodel-counter.yaml -f examples/device-counter.yaml")?;
+    writeln!(
+        out,
+        "  kubectl apply -f examples/devicemodel-counter.yaml -f examples/device-counter.yaml"
+    )?;
     writeln!(out, "  kubectl get devices")?;
     out.flush()?;
     drop(out);
@@ -116,7 +125,11 @@ async fn up(a: UpArgs) -> anyhow::Result<()> {
 
 async fn cloud(a: CloudArgs) -> anyhow::Result<()> {
     let api = start_api(&a.api).await?;
-    println!("kedge cloud: Kubernetes API {} (kubeconfig {})", api.url, api.kubeconfig.display());
+    println!(
+        "kedge cloud: Kubernetes API {} (kubeconfig {})",
+        api.url,
+        api.kubeconfig.display()
+    );
     wait_for_signal().await;
     api.shutdown().await;
     Ok(())
