@@ -1,0 +1,280 @@
+//! `kedge-bench api`.
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Write};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use futures::{StreamExt, TryStreamExt, stream};
+use kube::api::{Api, ListParams, Patch, PatchParams, PostParams, WatchEvent, WatchParams};
+use kube::core::{DynamicObject, GroupVersionKind};
+use kube::discovery::ApiResource;
+use serde_json::json;
+
+use crate::stats::Latencies;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Devices to create.
+    #[arg(long, default_value_t = 10_000)]
+    devices: usize,
+    /// Concurrent create requests.
+    #[arg(long, default_value_t = 16)]
+    concurrency: usize,
+    /// Full lists of all devices to time.
+    #[arg(long, default_value_t = 20)]
+    lists: usize,
+    /// Concurrent watchers for the fan-out test.
+    #[arg(long, default_value_t = 100)]
+    watchers: usize,
+    /// Changes made while the watchers watch.
+    #[arg(long, default_value_t = 200)]
+    changes: usize,
+    /// The kedge binary (default: next to this one).
+    #[arg(long)]
+    kedge: Option<PathBuf>,
+    /// Print the summary as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+struct Server {
+    child: Child,
+    _dir: tempfile::TempDir,
+    kubeconfig: PathBuf,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_server(kedge: Option<PathBuf>) -> anyhow::Result<Server> {
+    let kedge = match kedge {
+        Some(k) => k,
+        None => std::env::current_exe()?.with_file_name("kedge"),
+    };
+    let dir = tempfile::tempdir()?;
+    let mut child = Command::new(&kedge)
+        .args(["up", "--api-port", "0", "--data-dir"])
+        .arg(dir.path())
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("starting {}", kedge.display()))?;
+    let stdout = child.stdout.take().context("stdout")?;
+    let mut lines = BufReader::new(stdout).lines();
+    loop {
+        match lines.next() {
+            Some(Ok(l)) if l.contains("Kubernetes API:") => break,
+            Some(Ok(_)) => {}
+            _ => bail!("kedge exited before serving its API"),
+        }
+    }
+    std::thread::spawn(move || lines.for_each(drop));
+    let kubeconfig = dir.path().join("kubeconfig");
+    Ok(Server {
+        child,
+        _dir: dir,
+        kubeconfig,
+    })
+}
+
+fn rss_kib(pid: u32) -> (u64, u64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}
+
+fn progress(what: &str, done: usize, total: usize) {
+    eprint!("\r{what}: {done}/{total}   ");
+    let _ = std::io::stderr().flush();
+}
+
+fn device(i: usize) -> anyhow::Result<DynamicObject> {
+    Ok(serde_json::from_value(json!({
+        "apiVersion": "devices.kubeedge.io/v1alpha2", "kind": "Device",
+        "metadata": {"name": format!("device-{i}"), "labels": {"description": "counter"}},
+        "spec": {"deviceModelRef": {"name": "counter-model"},
+            "nodeSelector": {"nodeSelectorTerms": [{"matchExpressions": [
+                {"key": "kubernetes.io/hostname", "operator": "In", "values": [format!("edge-{}", i % 100)]}]}]}},
+        "status": {"twins": [{"propertyName": "status",
+            "desired": {"metadata": {"type": "string"}, "value": "OFF"},
+            "reported": {"metadata": {"type": "string"}, "value": "0"}}]},
+    }))?)
+}
+
+pub async fn run(a: Args) -> anyhow::Result<()> {
+    let server = start_server(a.kedge.clone())?;
+    let pid = server.child.id();
+    let kc = kube::config::Kubeconfig::read_from(&server.kubeconfig)?;
+    let cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default()).await?;
+    let client = kube::Client::try_from(cfg)?;
+    let ar = ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("devices.kubeedge.io", "v1alpha2", "Device"),
+        "devices",
+    );
+    let devices: Api<DynamicObject> = Api::namespaced_with(client.clone(), "default", &ar);
+    let (rss_idle, _) = rss_kib(pid);
+
+    // Creates.
+    let started = Instant::now();
+    let done = Arc::new(Mutex::new(Latencies::default()));
+    stream::iter(0..a.devices)
+        .map(|i| {
+            let (devices, done) = (devices.clone(), done.clone());
+            async move {
+                let obj = device(i)?;
+                let t = Instant::now();
+                devices.create(&PostParams::default(), &obj).await?;
+                let mut d = done.lock().map_err(|_| anyhow::anyhow!("poisoned"))?;
+                d.push(t.elapsed());
+                if d.len() % 500 == 0 {
+                    progress("creates", d.len(), a.devices);
+                }
+                anyhow::Ok(())
+            }
+        })
+        .buffer_unordered(a.concurrency)
+        .try_collect::<Vec<_>>()
+        .await?;
+    let create_secs = started.elapsed().as_secs_f64();
+    let mut create_lat = done
+        .lock()
+        .map_err(|_| anyhow::anyhow!("poisoned"))?
+        .clone();
+    eprintln!();
+
+    // Lists.
+    let mut list_lat = Latencies::default();
+    for i in 0..a.lists {
+        let t = Instant::now();
+        let l = devices.list(&ListParams::default()).await?;
+        list_lat.push(t.elapsed());
+        if l.items.len() != a.devices {
+            bail!(
+                "list returned {} devices, expected {}",
+                l.items.len(),
+                a.devices
+            );
+        }
+        progress("lists", i + 1, a.lists);
+    }
+    eprintln!();
+    let (rss_loaded, _) = rss_kib(pid);
+
+    // Watch fan-out: every watcher must see every change.
+    let sent: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
+    let rv = devices
+        .list_metadata(&ListParams::default().limit(1))
+        .await?
+        .metadata
+        .resource_version
+        .unwrap_or_default();
+    let mut handles = Vec::new();
+    for _ in 0..a.watchers {
+        let (devices, sent, rv) = (devices.clone(), sent.clone(), rv.clone());
+        let want = a.changes;
+        let mut stream = devices
+            .watch(&WatchParams::default().timeout(290), &rv)
+            .await?
+            .boxed();
+        handles.push(tokio::spawn(async move {
+            let mut lat = Latencies::default();
+            while lat.len() < want {
+                match stream.try_next().await {
+                    Ok(Some(WatchEvent::Modified(o))) => {
+                        let seq = o
+                            .metadata
+                            .labels
+                            .and_then(|l| l.get("seq").cloned())
+                            .unwrap_or_default();
+                        if let Some(t) = sent.lock().ok().and_then(|m| m.get(&seq).copied()) {
+                            lat.push(t.elapsed());
+                        }
+                    }
+                    Ok(Some(_)) => {}
+                    _ => break,
+                }
+            }
+            lat
+        }));
+    }
+    for i in 0..a.changes {
+        let seq = i.to_string();
+        if let Ok(mut m) = sent.lock() {
+            m.insert(seq.clone(), Instant::now());
+        }
+        let p = json!({"metadata": {"labels": {"seq": seq}}});
+        devices
+            .patch(
+                &format!("device-{}", i % a.devices.max(1)),
+                &PatchParams::default(),
+                &Patch::Merge(&p),
+            )
+            .await?;
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        progress("changes", i + 1, a.changes);
+    }
+    eprintln!();
+    let mut watch_lat = Latencies::default();
+    let mut complete = 0;
+    for h in handles {
+        let l = tokio::time::timeout(Duration::from_secs(60), h).await??;
+        if l.len() == a.changes {
+            complete += 1;
+        }
+        watch_lat.extend(l);
+    }
+    let (rss_end, hwm) = rss_kib(pid);
+
+    let summary = json!({
+        "devices": a.devices,
+        "creates_per_sec": (a.devices as f64 / create_secs).round(),
+        "create_p50_ms": create_lat.quantile_ms(0.5),
+        "create_p99_ms": create_lat.quantile_ms(0.99),
+        "list_all_p50_ms": list_lat.quantile_ms(0.5),
+        "list_all_p99_ms": list_lat.quantile_ms(0.99),
+        "watchers": a.watchers,
+        "watchers_complete": complete,
+        "watch_events_delivered": watch_lat.len(),
+        "watch_delivery_p50_ms": watch_lat.quantile_ms(0.5),
+        "watch_delivery_p99_ms": watch_lat.quantile_ms(0.99),
+        "rss_idle_mib": rss_idle as f64 / 1024.0,
+        "rss_after_devices_mib": rss_loaded as f64 / 1024.0,
+        "rss_end_mib": rss_end as f64 / 1024.0,
+        "rss_peak_mib": hwm as f64 / 1024.0,
+    });
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&summary)?);
+    } else {
+        println!("{:<28} {:>12}", "metric", "value");
+        if let Some(m) = summary.as_object() {
+            for (k, v) in m {
+                let v = v
+                    .as_f64()
+                    .map_or_else(|| v.to_string(), |f| format!("{f:.2}"));
+                println!("{k:<28} {v:>12}");
+            }
+        }
+    }
+    if complete != a.watchers {
+        bail!(
+            "only {complete} of {} watchers saw every change",
+            a.watchers
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,34 @@
+//! `kedge-bench`: measures a real `kedge` process over real connections.
+//!
+//! `kedge-bench api` starts `kedge up` in a scratch directory and measures the embedded
+//! Kubernetes API with kube-rs: creates/s, list latency with many Devices, watch fan-out
+//! latency, and the server's memory.
+
+mod api;
+mod stats;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "kedge-bench", about = "kedge's load tool")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// The embedded Kubernetes API: creates, lists, watch fan-out, memory.
+    Api(api::Args),
+}
+
+fn main() -> anyhow::Result<()> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let cli = Cli::parse();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    match cli.command {
+        Command::Api(a) => rt.block_on(api::run(a)),
+    }
+}
