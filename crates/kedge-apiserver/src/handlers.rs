@@ -283,7 +283,7 @@ fn check_namespace_open(api: &Api, res: &Resource, ns: &str) -> Result<(), ApiEr
 
 async fn create(api: Arc<Api>, call: Call) -> Result<Response, ApiError> {
     let fv = field_validation(&call)?;
-    let mut obj = decode_body(call.header("content-type"), &call.body)?;
+    let mut obj = decode_body(call.header("content-type"), &call.body, &call.path.res)?;
     let res = call.path.res.clone();
     let target = Target {
         res: &res,
@@ -335,7 +335,7 @@ async fn after_write(api: &Arc<Api>, res: &Resource, written: &Written) {
 }
 
 async fn update(api: Arc<Api>, call: Call) -> Result<Response, ApiError> {
-    let obj = decode_body(call.header("content-type"), &call.body)?;
+    let obj = decode_body(call.header("content-type"), &call.body, &call.path.res)?;
     write_existing(api, call, move |_| Ok(obj)).await
 }
 
@@ -359,7 +359,7 @@ async fn patch(api: Arc<Api>, call: Call) -> Result<Response, ApiError> {
     } else {
         "application/json"
     };
-    let p = decode_body(body_ct, &call.body)?;
+    let p = decode_body(body_ct, &call.body, &call.path.res)?;
     write_existing(api, call, move |cur| {
         let mut v = cur.clone();
         patch::apply(kind, &mut v, p).map_err(|e| ApiError::bad_request(e.to_string()))?;
@@ -471,7 +471,7 @@ async fn delete(api: Arc<Api>, call: Call) -> Result<Response, ApiError> {
     let options = if call.body.is_empty() {
         json!({})
     } else {
-        decode_body("application/json", &call.body)?
+        decode_body("application/json", &call.body, &call.path.res)?
     };
     let api2 = api.clone();
     let written = blocking(move || {

@@ -17,6 +17,7 @@ mod error;
 mod handlers;
 mod meta;
 mod patch;
+mod protobuf;
 mod registry;
 mod request;
 mod schema;

@@ -137,8 +137,8 @@ impl Query {
     }
 }
 
-/// Decodes a request body as JSON, or YAML when the content type says so.
-pub fn decode_body(content_type: &str, body: &Bytes) -> Result<Value, ApiError> {
+/// Decodes a request body as JSON, or YAML or protobuf when the content type says so.
+pub fn decode_body(content_type: &str, body: &Bytes, res: &Resource) -> Result<Value, ApiError> {
     if body.is_empty() {
         return Err(ApiError::bad_request("the request body is empty"));
     }
@@ -146,6 +146,8 @@ pub fn decode_body(content_type: &str, body: &Bytes) -> Result<Value, ApiError> 
     if ct.ends_with("yaml") {
         serde_saphyr::from_slice(body)
             .map_err(|e| ApiError::bad_request(format!("the request body is not valid YAML: {e}")))
+    } else if ct == "application/vnd.kubernetes.protobuf" {
+        crate::protobuf::decode(&res.key(), &res.kind, body).map_err(ApiError::unsupported_media)
     } else if ct.contains("protobuf") || ct.contains("cbor") {
         Err(ApiError::unsupported_media(format!(
             "the content type {ct:?} is not supported: send application/json or application/yaml"
@@ -205,19 +207,13 @@ mod tests {
 
     #[test]
     fn bodies() {
-        let y = decode_body("application/yaml", &Bytes::from("a: 1\nb: [x]\n")).expect("yaml");
+        let reg = Registry::default();
+        let cm = reg.by_key("configmaps").expect("builtin");
+        let decode = |ct: &str, body: &'static str| decode_body(ct, &Bytes::from(body), &cm);
+        let y = decode("application/yaml", "a: 1\nb: [x]\n").expect("yaml");
         assert_eq!(y["b"][0], "x");
-        assert_eq!(
-            decode_body("application/json", &Bytes::from("{"))
-                .expect_err("bad")
-                .code,
-            400
-        );
-        assert_eq!(
-            decode_body("application/json", &Bytes::new())
-                .expect_err("empty")
-                .code,
-            400
-        );
+        assert_eq!(decode("application/json", "{").expect_err("bad").code, 400);
+        assert_eq!(decode("application/json", "").expect_err("empty").code, 400);
+        assert_eq!(decode("application/cbor", "x").expect_err("cbor").code, 415);
     }
 }

@@ -331,3 +331,56 @@ fn unauthenticated_requests_get_401() {
             .contains("default")
     );
 }
+
+#[test]
+fn imperative_generators_work() {
+    // client-go sends these as protobuf.
+    let (_dir, k) = up();
+    k.ok(&["create", "namespace", "demo"]);
+    k.ok(&[
+        "create",
+        "configmap",
+        "cfg",
+        "-n",
+        "demo",
+        "--from-literal=a=b",
+    ]);
+    k.ok(&[
+        "create",
+        "secret",
+        "generic",
+        "sec",
+        "-n",
+        "demo",
+        "--from-literal=pw=hunter2",
+    ]);
+    k.ok(&[
+        "run",
+        "web",
+        "-n",
+        "demo",
+        "--image=busybox:1",
+        "--labels=app=web",
+    ]);
+    assert_eq!(
+        k.ok(&["get", "cm", "cfg", "-n", "demo", "-o", "jsonpath={.data.a}"]),
+        "b"
+    );
+    let pw = k.ok(&[
+        "get",
+        "secret",
+        "sec",
+        "-n",
+        "demo",
+        "-o",
+        "jsonpath={.data.pw}",
+    ]);
+    assert_eq!(pw, "aHVudGVyMg==");
+    assert_eq!(
+        k.ok(&["get", "pods", "-n", "demo", "-l", "app=web", "-o", "name"])
+            .trim(),
+        "pod/web"
+    );
+    k.ok(&["delete", "namespace", "demo"]);
+    assert!(k.fails(&["get", "namespace", "demo"]).contains("not found"));
+}
