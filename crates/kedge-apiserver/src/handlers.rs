@@ -404,14 +404,23 @@ async fn write_existing(
     })
     .await?;
     after_write(&api, &call.path.res, &written).await;
+    written_response(&call, written, &warnings)
+}
+
+/// The answer to an update or delete: the object as it now is (or as it was, once deleted).
+fn written_response(
+    call: &Call,
+    written: Written,
+    warnings: &[String],
+) -> Result<Response, ApiError> {
     match written {
         Written::Put(o) | Written::Deleted(o) | Written::Unchanged(Some(o)) => {
-            Ok(object_response(&call, &o, StatusCode::OK, &warnings))
+            Ok(object_response(call, &o, StatusCode::OK, warnings))
         }
-        Written::Unchanged(None) => Err(ApiError::not_found(
-            &call.path.res.key(),
-            call.path.name.as_deref().unwrap_or(""),
-        )),
+        Written::Unchanged(None) => {
+            let name = call.path.name.as_deref().unwrap_or("");
+            Err(ApiError::not_found(&call.path.res.key(), name))
+        }
     }
 }
 
@@ -492,15 +501,7 @@ async fn delete(api: Arc<Api>, call: Call) -> Result<Response, ApiError> {
     })
     .await?;
     after_write(&api, &call.path.res, &written).await;
-    match &written {
-        Written::Put(o) | Written::Deleted(o) | Written::Unchanged(Some(o)) => {
-            Ok(object_response(&call, o, StatusCode::OK, &[]))
-        }
-        Written::Unchanged(None) => Err(ApiError::not_found(
-            &call.path.res.key(),
-            call.path.name.as_deref().unwrap_or(""),
-        )),
-    }
+    written_response(&call, written, &[])
 }
 
 /// Deletes every object in a terminating namespace (honouring their finalizers), then the

@@ -134,6 +134,12 @@ fn with(mut r: Resource, short: &[&str], status: bool) -> Resource {
     r
 }
 
+/// `kubectl get all` lists the kinds in category `all`.
+fn in_all(mut r: Resource) -> Resource {
+    r.categories = vec!["all".into()];
+    r
+}
+
 pub const CRD_KEY: &str = "customresourcedefinitions.apiextensions.k8s.io";
 
 fn builtins() -> Vec<Resource> {
@@ -144,7 +150,7 @@ fn builtins() -> Vec<Resource> {
             true,
         ),
         with(builtin("", "v1", "Node", "nodes", false), &["no"], true),
-        with(builtin("", "v1", "Pod", "pods", true), &["po"], true),
+        in_all(with(builtin("", "v1", "Pod", "pods", true), &["po"], true)),
         with(
             builtin("", "v1", "ConfigMap", "configmaps", true),
             &["cm"],

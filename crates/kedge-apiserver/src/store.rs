@@ -105,6 +105,9 @@ pub struct Event {
     pub resource: Arc<str>,
     pub kind: EventType,
     pub obj: Arc<Stored>,
+    /// The version before this change, when known (selectors need it to tell "left the
+    /// selection" from "changed within it"). Usually shared with an earlier event.
+    pub prev: Option<Arc<Stored>>,
 }
 
 /// What a write decided to do with the object.
@@ -248,11 +251,14 @@ impl Store {
                 } else {
                     EventType::Added
                 };
-                inner.commit(res, ns, name, kind, value)?
+                inner.commit(res, ns, name, kind, value, current)?
             }
             Change::Delete => match current {
                 None => return Ok(Written::Unchanged(None)),
-                Some(cur) => inner.commit(res, ns, name, EventType::Deleted, cur.value())?,
+                Some(cur) => {
+                    let last = cur.value();
+                    inner.commit(res, ns, name, EventType::Deleted, last, Some(cur))?
+                }
             },
         };
         let rev = inner.rev;
@@ -299,6 +305,7 @@ impl Inner {
         name: &str,
         kind: EventType,
         mut value: Value,
+        prev: Option<Arc<Stored>>,
     ) -> Result<Written, StoreError> {
         let rv = self.rev + 1;
         set_rv(&mut value, rv);
@@ -340,6 +347,7 @@ impl Inner {
             resource: res,
             kind,
             obj: stored.clone(),
+            prev,
         }));
         Ok(match kind {
             EventType::Deleted => Written::Deleted(stored),
@@ -399,14 +407,17 @@ impl Inner {
             [from],
         )?;
         self.compacted = rows.first().map_or(self.rev, |r| r.3.saturating_sub(1));
+        let mut latest: HashMap<(String, String, String), Arc<Stored>> = HashMap::new();
         for (res, ns, name, rv, kind, body) in rows {
             let obj = Arc::new(parse_row(&res, &ns, &name, rv, &body)?);
             let resource = self.resource_key(&res);
+            let prev = latest.insert((res, ns, name), obj.clone());
             self.push_event(Arc::new(Event {
                 rv,
                 resource,
                 kind: EventType::from_code(kind),
                 obj,
+                prev,
             }));
         }
         Ok(())

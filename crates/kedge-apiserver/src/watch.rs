@@ -131,8 +131,14 @@ impl Watch {
                     .namespace
                     .as_ref()
                     .is_none_or(|ns| *ns == e.obj.namespace);
-                if in_ns && self.filter.matches(&e.obj) && !self.send(e.kind.as_str(), &e.obj).await
-                {
+                if !in_ns {
+                    continue;
+                }
+                let before = e.prev.as_ref().map(|p| self.filter.matches(p));
+                let Some(kind) = seen_as(e.kind, before, self.filter.matches(&e.obj)) else {
+                    continue;
+                };
+                if !self.send(kind.as_str(), &e.obj).await {
                     return;
                 }
             }
@@ -170,6 +176,20 @@ impl Watch {
     }
 }
 
+/// How a change looks through a selector: an object that moves into the selection is ADDED, one
+/// that moves out is DELETED (as kube-apiserver does). `before` is whether the previous version
+/// matched, when known.
+fn seen_as(kind: EventType, before: Option<bool>, now: bool) -> Option<EventType> {
+    use EventType::*;
+    match (kind, before, now) {
+        (Added | Deleted, _, true) => Some(kind),
+        (Modified, Some(false), true) => Some(Added),
+        (Modified, Some(true), false) => Some(Deleted),
+        (Modified, None | Some(true), true) => Some(Modified),
+        _ => None,
+    }
+}
+
 fn line(kind: &str, object: &[u8]) -> Bytes {
     let mut b = BytesMut::with_capacity(object.len() + 32);
     b.put_slice(b"{\"type\":\"");
@@ -178,4 +198,21 @@ fn line(kind: &str, object: &[u8]) -> Bytes {
     b.put_slice(object);
     b.put_slice(b"}\n");
     b.freeze()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use EventType::*;
+
+    #[test]
+    fn selectors_turn_moves_into_adds_and_deletes() {
+        assert_eq!(seen_as(Modified, Some(false), true), Some(Added));
+        assert_eq!(seen_as(Modified, Some(true), false), Some(Deleted));
+        assert_eq!(seen_as(Modified, Some(true), true), Some(Modified));
+        assert_eq!(seen_as(Modified, Some(false), false), None);
+        assert_eq!(seen_as(Modified, None, true), Some(Modified));
+        assert_eq!(seen_as(Added, None, false), None);
+        assert_eq!(seen_as(Deleted, Some(true), true), Some(Deleted));
+    }
 }

@@ -401,3 +401,29 @@ async fn auth_body_limits_and_malformed_input() {
     assert_eq!(api_code(denied.expect_err("401")).0, 401);
     s.server.shutdown().await;
 }
+
+#[tokio::test]
+async fn selector_watches_see_objects_enter_and_leave() {
+    let s = server().await;
+    let cms: Api<ConfigMap> = Api::namespaced(s.client.clone(), "default");
+    let created = cms
+        .create(&PostParams::default(), &cm("m", json!({})))
+        .await
+        .expect("create");
+    let rv = created.metadata.resource_version.expect("rv");
+    let wp = WatchParams::default().labels("team=blue").timeout(10);
+    let mut stream = cms.watch(&wp, &rv).await.expect("watch").boxed();
+    for (team, want) in [("blue", "ADDED"), ("blue2", "DELETED"), ("blue", "ADDED")] {
+        let p = json!({"metadata": {"labels": {"team": team}}});
+        cms.patch("m", &PatchParams::default(), &Patch::Merge(&p))
+            .await
+            .expect("patch");
+        let got = match tokio::time::timeout(Duration::from_secs(5), stream.try_next()).await {
+            Ok(Ok(Some(WatchEvent::Added(_)))) => "ADDED",
+            Ok(Ok(Some(WatchEvent::Deleted(_)))) => "DELETED",
+            other => panic!("labelled {team}: unexpected {other:?}"),
+        };
+        assert_eq!(got, want, "labelled {team}");
+    }
+    s.server.shutdown().await;
+}
