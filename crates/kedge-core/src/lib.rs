@@ -1,0 +1,9 @@
+//! kedge's cloud–edge message model, shared by the cloud and the edge. Pure: no sockets, no files.
+//!
+//! - [`envelope`]: the beehive message that travels on the CloudHub ⇄ EdgeHub WebSocket, exactly
+//!   as KubeEdge encodes it, so a stock edgecore could talk to kedge.
+//! - [`resource`]: the resource strings in message routes (`node/<id>/<ns>/<type>/<name>` in the
+//!   cloud, `<ns>/<type>/<name>` on the wire).
+
+pub mod envelope;
+pub mod resource;
