@@ -49,24 +49,28 @@ impl Config {
 pub enum ServerError {
     #[error("{0}")]
     Pki(#[from] PkiError),
-    #[error("API store {path}: {source}")]
-    Store { path: PathBuf, source: StoreError },
-    #[error("cannot listen on {addr}: {source}")]
+    #[error("API store {path}: {cause}")]
+    Store { path: PathBuf, cause: StoreError },
+    #[error("cannot listen on {addr}: {cause}")]
     Bind {
         addr: SocketAddr,
-        source: std::io::Error,
+        cause: std::io::Error,
     },
-    #[error("{path}: {source}")]
+    #[error("{path}: {cause}")]
     Io {
         path: PathBuf,
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     #[error("bootstrapping the API store: {0}")]
     Bootstrap(String),
+    #[error("{0} is in use by another kedge process (its API store can have one owner)")]
+    Locked(PathBuf),
 }
 
 /// A running API server.
 pub struct ApiServer {
+    /// Held for the server's lifetime: one process per data directory.
+    _lock: std::fs::File,
     pub addr: SocketAddr,
     /// The URL clients use (`https://127.0.0.1:<port>`).
     pub url: String,
@@ -85,9 +89,26 @@ impl ApiServer {
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> ServerError + '_ {
-    move |source| ServerError::Io {
+    move |cause| ServerError::Io {
         path: path.to_path_buf(),
-        source,
+        cause,
+    }
+}
+
+/// Takes an exclusive lock on `<data_dir>/apiserver.lock`; released when the process exits,
+/// however it exits.
+fn lock_data_dir(data_dir: &Path) -> Result<std::fs::File, ServerError> {
+    let path = data_dir.join("apiserver.lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(io(&path))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(ServerError::Locked(data_dir.to_path_buf())),
+        Err(std::fs::TryLockError::Error(e)) => Err(io(&path)(e)),
     }
 }
 
@@ -121,6 +142,7 @@ fn kubeconfig(url: &str, ca_pem: &str, token: &str) -> String {
 
 pub async fn start(cfg: Config) -> Result<ApiServer, ServerError> {
     std::fs::create_dir_all(&cfg.data_dir).map_err(io(&cfg.data_dir))?;
+    let lock = lock_data_dir(&cfg.data_dir)?;
     let ca = Ca::load_or_create(&cfg.data_dir)?;
     let token = admin_token(&cfg.data_dir)?;
     let db_path = cfg.data_dir.join("apiserver.db");
@@ -130,18 +152,18 @@ pub async fn start(cfg: Config) -> Result<ApiServer, ServerError> {
         tokio::task::spawn_blocking(move || Store::open(&p, history))
             .await
             .map_err(|e| ServerError::Bootstrap(e.to_string()))?
-            .map_err(|source| ServerError::Store {
+            .map_err(|cause| ServerError::Store {
                 path: db_path.clone(),
-                source,
+                cause,
             })?
     };
     let addr = SocketAddr::new(cfg.bind, cfg.port);
     let listener = TcpListener::bind(addr)
         .await
-        .map_err(|source| ServerError::Bind { addr, source })?;
+        .map_err(|cause| ServerError::Bind { addr, cause })?;
     let addr = listener
         .local_addr()
-        .map_err(|source| ServerError::Bind { addr, source })?;
+        .map_err(|cause| ServerError::Bind { addr, cause })?;
     let host = if cfg.bind.is_unspecified() {
         "127.0.0.1".to_string()
     } else {
@@ -187,6 +209,7 @@ pub async fn start(cfg: Config) -> Result<ApiServer, ServerError> {
     let task = tokio::spawn(accept_loop(listener, TlsAcceptor::from(tls), router, rx));
     tracing::info!(%url, kubeconfig = %kubeconfig_path.display(), "API server listening");
     Ok(ApiServer {
+        _lock: lock,
         addr,
         url,
         kubeconfig: kubeconfig_path,

@@ -20,6 +20,8 @@ use rcgen::{
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use sha2::{Digest, Sha256};
 
+pub mod token;
+
 const CA_CERT: &str = "ca.crt";
 const CA_KEY: &str = "ca.key";
 /// Validity of the CA, in days.
@@ -29,10 +31,10 @@ const SERVING_DAYS: i64 = 365;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PkiError {
-    #[error("{path}: {source}")]
+    #[error("{path}: {cause}")]
     Io {
         path: PathBuf,
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     #[error("certificate generation failed: {0}")]
     Rcgen(#[from] rcgen::Error),
@@ -43,9 +45,9 @@ pub enum PkiError {
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> PkiError + '_ {
-    move |source| PkiError::Io {
+    move |cause| PkiError::Io {
         path: path.to_path_buf(),
-        source,
+        cause,
     }
 }
 
@@ -60,6 +62,8 @@ pub struct Ca {
     cert_pem: String,
     cert_der: CertificateDer<'static>,
     issuer: Issuer<'static, KeyPair>,
+    /// The CA key's DER: the HMAC secret of join tokens (as KubeEdge does).
+    token_secret: Vec<u8>,
 }
 
 impl std::fmt::Debug for Ca {
@@ -81,6 +85,11 @@ impl Ca {
         Self::load(&dir)
     }
 
+    /// Loads the CA from `<data_dir>/pki`; an error if there is none yet.
+    pub fn load_existing(data_dir: &Path) -> Result<Ca, PkiError> {
+        Self::load(&data_dir.join("pki"))
+    }
+
     fn load(dir: &Path) -> Result<Ca, PkiError> {
         let cert_path = dir.join(CA_CERT);
         let key_path = dir.join(CA_KEY);
@@ -92,12 +101,14 @@ impl Ca {
         let cert_der = pem_cert_der(&cert_pem).ok_or(PkiError::BadPem {
             path: cert_path.clone(),
         })?;
+        let token_secret = key.serialize_der();
         let issuer = Issuer::from_ca_cert_der(&cert_der, key)
             .map_err(|_| PkiError::BadPem { path: cert_path })?;
         Ok(Ca {
             cert_pem,
             cert_der,
             issuer,
+            token_secret,
         })
     }
 

@@ -27,8 +27,8 @@ enum Command {
     Cloud(CloudArgs),
     /// The edge side: EdgeHub, MetaManager, DeviceTwin, EventBus, ServiceBus, Edged.
     Edge,
-    /// Print a join token for an edge node.
-    Token,
+    /// Print a join token for an edge node: `<sha256 of the CA>.<JWT>`.
+    Token(TokenArgs),
     /// Print the version.
     Version,
 }
@@ -68,6 +68,32 @@ struct UpArgs {
 }
 
 #[derive(Args)]
+struct TokenArgs {
+    /// The cloud's data directory.
+    #[arg(long, default_value = "./kedge-data", env = "KEDGE_DATA_DIR")]
+    data_dir: PathBuf,
+    /// How long the token is valid: a number with s, m, h or d.
+    #[arg(long, default_value = "24h", value_parser = parse_duration)]
+    ttl: std::time::Duration,
+}
+
+/// `90s`, `30m`, `24h`, `7d`.
+fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration like 90s, 30m, 24h or 7d"))?;
+    let secs = match unit {
+        "s" | "" => n,
+        "m" => n * 60,
+        "h" => n * 3600,
+        "d" => n * 86_400,
+        _ => return Err(format!("{s:?}: the unit must be s, m, h or d")),
+    };
+    Ok(std::time::Duration::from_secs(secs))
+}
+
+#[derive(Args)]
 struct CloudArgs {
     #[command(flatten)]
     api: ApiArgs,
@@ -77,8 +103,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Up(a) => up(a).await,
         Command::Cloud(a) => cloud(a).await,
-        Command::Edge | Command::Token => anyhow::bail!(
-            "this subcommand arrives with the cloud-edge channel (issue #3); \
+        Command::Token(a) => token(a),
+        Command::Edge => anyhow::bail!(
+            "`kedge edge` arrives with the cloud-edge channel (issue #3); \
              `kedge up` and `kedge cloud` serve the Kubernetes API today"
         ),
         Command::Version => {
@@ -86,6 +113,17 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+fn token(a: TokenArgs) -> anyhow::Result<()> {
+    let ca = kedge_pki::Ca::load_existing(&a.data_dir).with_context(|| {
+        format!(
+            "no cloud CA in {}: start `kedge cloud --data-dir {0}` (or `kedge up`) first",
+            a.data_dir.display()
+        )
+    })?;
+    println!("{}", ca.token(a.ttl)?);
+    Ok(())
 }
 
 async fn start_api(a: &ApiArgs) -> anyhow::Result<kedge_apiserver::ApiServer> {
@@ -148,4 +186,19 @@ async fn wait_for_signal() {
         _ = term.recv() => {}
     }
     tracing::info!("shutting down");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_duration;
+    use std::time::Duration;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("24h"), Ok(Duration::from_secs(86_400)));
+        assert_eq!(parse_duration("90"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("2d"), Ok(Duration::from_secs(172_800)));
+        assert!(parse_duration("1w").is_err());
+        assert!(parse_duration("h").is_err());
+    }
 }

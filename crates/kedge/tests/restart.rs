@@ -158,3 +158,42 @@ async fn kube_watcher_resumes_after_a_restart() {
         "no relist: {seen:?}"
     );
 }
+
+/// A second process on the same data directory is refused with a clear message.
+#[test]
+fn one_process_per_data_dir() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let _first = Kedge::up(dir.path(), 0);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_kedge"))
+        .args(["up", "--api-port", "0", "--data-dir"])
+        .arg(dir.path())
+        .output()
+        .expect("second kedge runs");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("in use by another kedge process"), "{err}");
+}
+
+/// `kedge token` prints a join token for the cloud in a data directory, and says what to do
+/// when there is no cloud there yet.
+#[test]
+fn token_subcommand() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let token = |d: &std::path::Path| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_kedge"))
+            .args(["token", "--ttl", "1h", "--data-dir"])
+            .arg(d)
+            .output()
+            .expect("kedge token runs")
+    };
+    let none = token(dir.path());
+    assert!(!none.status.success());
+    assert!(String::from_utf8_lossy(&none.stderr).contains("start `kedge cloud"));
+    let _cloud = Kedge::up(dir.path(), 0);
+    let out = token(dir.path());
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    let (hash, jwt) = text.trim().split_once('.').expect("hash.jwt");
+    assert_eq!(hash.len(), 64);
+    assert_eq!(jwt.split('.').count(), 3);
+}
