@@ -20,6 +20,7 @@ use rcgen::{
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use sha2::{Digest, Sha256};
 
+pub mod node;
 pub mod token;
 
 const CA_CERT: &str = "ca.crt";
@@ -42,6 +43,8 @@ pub enum PkiError {
     BadPem { path: PathBuf },
     #[error("TLS configuration: {0}")]
     Tls(#[from] rustls::Error),
+    #[error("{0}")]
+    Csr(String),
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> PkiError + '_ {
@@ -169,7 +172,7 @@ fn san(name: &str) -> Result<SanType, PkiError> {
     })
 }
 
-fn validity(days: i64) -> (time::OffsetDateTime, time::OffsetDateTime) {
+pub(crate) fn validity(days: i64) -> (time::OffsetDateTime, time::OffsetDateTime) {
     let now = time::OffsetDateTime::now_utc();
     // Back-date a little so a peer with a slightly slow clock accepts a fresh certificate.
     (

@@ -1,0 +1,163 @@
+//! Node identities: the CA signs an edge's CSR into a client certificate
+//! `CN=system:node:<node>` (as KubeEdge), CloudHub requires one (mutual TLS), and reads the node
+//! back from the peer's certificate.
+
+use std::sync::Arc;
+
+use rcgen::{
+    CertificateParams, CertificateSigningRequestParams, DistinguishedName, DnType,
+    ExtendedKeyUsagePurpose, IsCa, KeyPair, KeyUsagePurpose, SerialNumber,
+};
+use rustls::pki_types::{CertificateDer, CertificateSigningRequestDer, PrivateKeyDer};
+
+use crate::{Ca, PkiError};
+
+/// Validity of node certificates, in days (KubeEdge's default); edges renew before expiry.
+pub const NODE_CERT_DAYS: i64 = 365;
+const NODE_CN_PREFIX: &str = "system:node:";
+/// Kubernetes' node group, as KubeEdge puts it in the CSR.
+const NODE_ORG: &str = "system:nodes";
+
+/// `system:node:<node>`.
+pub fn node_cn(node: &str) -> String {
+    format!("{NODE_CN_PREFIX}{node}")
+}
+
+/// The common name of a certificate (DER).
+pub fn cert_common_name(der: &[u8]) -> Option<String> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+    let cn = cert.subject().iter_common_name().next()?.as_str().ok()?;
+    Some(cn.to_string())
+}
+
+/// The node a client certificate names, if its CN is `system:node:<node>`.
+pub fn cert_node(der: &[u8]) -> Option<String> {
+    cert_common_name(der)?
+        .strip_prefix(NODE_CN_PREFIX)
+        .map(String::from)
+}
+
+/// When a certificate (DER) stops being valid, in seconds since the epoch.
+pub fn cert_not_after(der: &[u8]) -> Option<i64> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+    Some(cert.validity().not_after.timestamp())
+}
+
+fn csr_common_name(der: &[u8]) -> Result<String, PkiError> {
+    use x509_parser::prelude::FromDer;
+    let (_, csr) = x509_parser::certification_request::X509CertificationRequest::from_der(der)
+        .map_err(|_| PkiError::Csr("not a DER certificate signing request".into()))?;
+    let cn = csr
+        .certification_request_info
+        .subject
+        .iter_common_name()
+        .next()
+        .and_then(|cn| cn.as_str().ok())
+        .unwrap_or_default();
+    Ok(cn.to_string())
+}
+
+/// A new node key and its CSR (DER), subject `O=system:nodes, CN=system:node:<node>`.
+pub fn node_csr(node: &str) -> Result<(KeyPair, Vec<u8>), PkiError> {
+    let key = KeyPair::generate()?;
+    let mut params = CertificateParams::new(Vec::<String>::new())?;
+    params.distinguished_name = DistinguishedName::new();
+    params
+        .distinguished_name
+        .push(DnType::OrganizationName, NODE_ORG);
+    params
+        .distinguished_name
+        .push(DnType::CommonName, node_cn(node));
+    let csr = params.serialize_request(&key)?;
+    Ok((key, csr.der().to_vec()))
+}
+
+impl Ca {
+    /// Signs an edge's CSR into a client certificate, after checking that it asks for
+    /// `CN=system:node:<node>` and that its signature is valid.
+    pub fn sign_node_csr(
+        &self,
+        csr_der: &[u8],
+        node: &str,
+    ) -> Result<CertificateDer<'static>, PkiError> {
+        let cn = csr_common_name(csr_der)?;
+        let want = node_cn(node);
+        if cn != want {
+            return Err(PkiError::Csr(format!(
+                "the CSR asks for CN {cn:?}, but node {node:?} may only have {want:?}"
+            )));
+        }
+        let der = CertificateSigningRequestDer::from(csr_der.to_vec());
+        let mut csr = CertificateSigningRequestParams::from_der(&der)
+            .map_err(|e| PkiError::Csr(format!("the CSR is not acceptable: {e}")))?;
+        let p = &mut csr.params;
+        (p.not_before, p.not_after) = crate::validity(NODE_CERT_DAYS);
+        p.is_ca = IsCa::NoCa;
+        p.key_usages = vec![
+            KeyUsagePurpose::DigitalSignature,
+            KeyUsagePurpose::KeyEncipherment,
+        ];
+        p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        p.use_authority_key_identifier_extension = true;
+        p.serial_number = Some(SerialNumber::from_slice(&rand::random::<[u8; 16]>()));
+        let cert = csr.signed_by(&self.issuer)?;
+        Ok(cert.der().clone())
+    }
+
+    /// A server config that requires a client certificate issued by this CA (CloudHub).
+    pub fn mtls_server_config(
+        &self,
+        common_name: &str,
+        names: &[String],
+    ) -> Result<Arc<rustls::ServerConfig>, PkiError> {
+        let issued = self.issue_server(common_name, names)?;
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(self.cert_der().clone())?;
+        let verifier = rustls::server::WebPkiClientVerifier::builder(Arc::new(roots))
+            .build()
+            .map_err(|e| PkiError::Tls(rustls::Error::General(e.to_string())))?;
+        let mut cfg = rustls::ServerConfig::builder()
+            .with_client_cert_verifier(verifier)
+            .with_single_cert(issued.chain, issued.key)?;
+        cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+        Ok(Arc::new(cfg))
+    }
+}
+
+/// A client config that trusts `ca_der` and, when given, presents a client certificate.
+pub fn client_config(
+    ca_der: &[u8],
+    client: Option<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)>,
+) -> Result<Arc<rustls::ClientConfig>, PkiError> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(CertificateDer::from(ca_der.to_vec()))?;
+    let builder = rustls::ClientConfig::builder().with_root_certificates(roots);
+    let cfg = match client {
+        Some((chain, key)) => builder.with_client_auth_cert(chain, key)?,
+        None => builder.with_no_client_auth(),
+    };
+    Ok(Arc::new(cfg))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signs_only_the_node_it_is_asked_for() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ca = Ca::load_or_create(dir.path()).expect("ca");
+        let (_key, csr) = node_csr("edge-1").expect("csr");
+        let cert = ca.sign_node_csr(&csr, "edge-1").expect("signed");
+        assert_eq!(cert_node(&cert).as_deref(), Some("edge-1"));
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock")
+            .as_secs() as i64;
+        let days = (cert_not_after(&cert).expect("not after") - now) / 86_400;
+        assert!((364..=365).contains(&days), "{days} days");
+        let err = ca.sign_node_csr(&csr, "edge-2").expect_err("other node");
+        assert!(err.to_string().contains("system:node:edge-2"), "{err}");
+        assert!(ca.sign_node_csr(b"junk", "edge-1").is_err());
+    }
+}
