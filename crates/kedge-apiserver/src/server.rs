@@ -5,14 +5,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
-use hyper_util::service::TowerToHyperService;
 use kedge_pki::{Ca, PkiError, write_private};
-use tokio::net::TcpListener;
-use tokio::sync::watch;
-use tokio::task::JoinHandle;
-use tokio_rustls::TlsAcceptor;
 
 use crate::api::{Api, dispatch};
 use crate::store::{Store, StoreError};
@@ -76,15 +69,13 @@ pub struct ApiServer {
     pub url: String,
     pub kubeconfig: PathBuf,
     pub api: Arc<Api>,
-    shutdown: watch::Sender<bool>,
-    task: JoinHandle<()>,
+    listener: kedge_http::Listener,
 }
 
 impl ApiServer {
     /// Stops accepting connections and waits for the accept loop to end.
     pub async fn shutdown(self) {
-        let _ = self.shutdown.send(true);
-        let _ = self.task.await;
+        self.listener.shutdown().await;
     }
 }
 
@@ -158,9 +149,9 @@ pub async fn start(cfg: Config) -> Result<ApiServer, ServerError> {
             })?
     };
     let addr = SocketAddr::new(cfg.bind, cfg.port);
-    let listener = TcpListener::bind(addr)
-        .await
-        .map_err(|cause| ServerError::Bind { addr, cause })?;
+    // Bind before writing the kubeconfig: it names the real port.
+    let listener =
+        std::net::TcpListener::bind(addr).map_err(|cause| ServerError::Bind { addr, cause })?;
     let addr = listener
         .local_addr()
         .map_err(|cause| ServerError::Bind { addr, cause })?;
@@ -202,11 +193,14 @@ pub async fn start(cfg: Config) -> Result<ApiServer, ServerError> {
         &kubeconfig_path,
         kubeconfig(&url, ca.cert_pem(), &token).as_bytes(),
     )?;
-    let (shutdown, rx) = watch::channel(false);
     let router = axum::Router::new()
         .fallback(dispatch)
         .with_state(api.clone());
-    let task = tokio::spawn(accept_loop(listener, TlsAcceptor::from(tls), router, rx));
+    let listener =
+        kedge_http::Listener::serve(listener, tls, router).map_err(|e| ServerError::Bind {
+            addr,
+            cause: e.cause,
+        })?;
     tracing::info!(%url, kubeconfig = %kubeconfig_path.display(), "API server listening");
     Ok(ApiServer {
         _lock: lock,
@@ -214,51 +208,6 @@ pub async fn start(cfg: Config) -> Result<ApiServer, ServerError> {
         url,
         kubeconfig: kubeconfig_path,
         api,
-        shutdown,
-        task,
+        listener,
     })
-}
-
-async fn accept_loop(
-    listener: TcpListener,
-    acceptor: TlsAcceptor,
-    router: axum::Router,
-    mut shutdown: watch::Receiver<bool>,
-) {
-    let mut backoff = Duration::from_millis(5);
-    loop {
-        let (tcp, peer) = tokio::select! {
-            r = listener.accept() => match r {
-                Ok(x) => { backoff = Duration::from_millis(5); x }
-                Err(e) => {
-                    // Usually EMFILE: wait for descriptors to free up instead of spinning.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(1));
-                    continue;
-                }
-            },
-            _ = shutdown.changed() => return,
-        };
-        let (acceptor, router) = (acceptor.clone(), router.clone());
-        let _ = tcp.set_nodelay(true);
-        tokio::spawn(async move {
-            let tls =
-                match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
-                    Ok(Ok(s)) => s,
-                    Ok(Err(e)) => {
-                        tracing::debug!(%peer, error = %e, "TLS handshake failed");
-                        return;
-                    }
-                    Err(_) => return,
-                };
-            let svc = TowerToHyperService::new(router);
-            if let Err(e) = auto::Builder::new(TokioExecutor::new())
-                .serve_connection_with_upgrades(TokioIo::new(tls), svc)
-                .await
-            {
-                tracing::debug!(%peer, error = %e, "connection ended");
-            }
-        });
-    }
 }
