@@ -160,7 +160,7 @@ impl Ca {
     }
 }
 
-fn pem_cert_der(pem: &str) -> Option<CertificateDer<'static>> {
+pub(crate) fn pem_cert_der(pem: &str) -> Option<CertificateDer<'static>> {
     let mut reader = pem.as_bytes();
     rustls_pemfile::certs(&mut reader).next()?.ok()
 }

@@ -2,6 +2,7 @@
 //! `CN=system:node:<node>` (as KubeEdge), CloudHub requires one (mutual TLS), and reads the node
 //! back from the peer's certificate.
 
+use std::path::Path;
 use std::sync::Arc;
 
 use rcgen::{
@@ -10,7 +11,7 @@ use rcgen::{
 };
 use rustls::pki_types::{CertificateDer, CertificateSigningRequestDer, PrivateKeyDer};
 
-use crate::{Ca, PkiError};
+use crate::{Ca, PkiError, write_private};
 
 /// Validity of node certificates, in days (KubeEdge's default); edges renew before expiry.
 pub const NODE_CERT_DAYS: i64 = 365;
@@ -57,8 +58,8 @@ fn csr_common_name(der: &[u8]) -> Result<String, PkiError> {
     Ok(cn.to_string())
 }
 
-/// A new node key and its CSR (DER), subject `O=system:nodes, CN=system:node:<node>`.
-pub fn node_csr(node: &str) -> Result<(KeyPair, Vec<u8>), PkiError> {
+/// A new node key (PEM) and its CSR (DER), subject `O=system:nodes, CN=system:node:<node>`.
+pub fn node_csr(node: &str) -> Result<(String, Vec<u8>), PkiError> {
     let key = KeyPair::generate()?;
     let mut params = CertificateParams::new(Vec::<String>::new())?;
     params.distinguished_name = DistinguishedName::new();
@@ -69,7 +70,109 @@ pub fn node_csr(node: &str) -> Result<(KeyPair, Vec<u8>), PkiError> {
         .distinguished_name
         .push(DnType::CommonName, node_cn(node));
     let csr = params.serialize_request(&key)?;
-    Ok((key, csr.der().to_vec()))
+    Ok((key.serialize_pem(), csr.der().to_vec()))
+}
+
+/// What an edge holds after joining: the cloud CA, its node certificate and key.
+#[derive(Clone)]
+pub struct Identity {
+    pub ca_der: Vec<u8>,
+    pub cert_der: Vec<u8>,
+    key_pem: String,
+}
+
+impl std::fmt::Debug for Identity {
+    // Never print the key.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Identity")
+            .field("node", &self.node())
+            .finish()
+    }
+}
+
+fn pem(label: &str, der: &[u8]) -> String {
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
+    let lines: Vec<&str> = b64
+        .as_bytes()
+        .chunks(64)
+        .map(|c| std::str::from_utf8(c).unwrap_or_default())
+        .collect();
+    format!(
+        "-----BEGIN {label}-----\n{}\n-----END {label}-----\n",
+        lines.join("\n")
+    )
+}
+
+impl Identity {
+    pub fn new(ca_der: Vec<u8>, cert_der: Vec<u8>, key_pem: String) -> Identity {
+        Identity {
+            ca_der,
+            cert_der,
+            key_pem,
+        }
+    }
+
+    /// The node the certificate names.
+    pub fn node(&self) -> Option<String> {
+        cert_node(&self.cert_der)
+    }
+
+    /// Writes `ca.crt`, `node.crt` and `node.key` (mode 0600) under `dir`, each atomically.
+    pub fn save(&self, dir: &Path) -> Result<(), PkiError> {
+        std::fs::create_dir_all(dir).map_err(|cause| PkiError::Io {
+            path: dir.into(),
+            cause,
+        })?;
+        for (name, text) in [
+            ("ca.crt", pem("CERTIFICATE", &self.ca_der)),
+            ("node.crt", pem("CERTIFICATE", &self.cert_der)),
+            ("node.key", self.key_pem.clone()),
+        ] {
+            let tmp = dir.join(format!(".{name}.tmp"));
+            write_private(&tmp, text.as_bytes())?;
+            let path = dir.join(name);
+            std::fs::rename(&tmp, &path).map_err(|cause| PkiError::Io { path, cause })?;
+        }
+        Ok(())
+    }
+
+    /// Loads what [`Identity::save`] wrote; `Ok(None)` when nothing is there yet.
+    pub fn load(dir: &Path) -> Result<Option<Identity>, PkiError> {
+        let read = |name: &str| {
+            let path = dir.join(name);
+            std::fs::read_to_string(&path).map_err(|cause| PkiError::Io { path, cause })
+        };
+        if !dir.join("node.crt").exists() {
+            return Ok(None);
+        }
+        let cert = |name: &str| -> Result<Vec<u8>, PkiError> {
+            let text = read(name)?;
+            crate::pem_cert_der(&text)
+                .map(|d| d.to_vec())
+                .ok_or(PkiError::BadPem {
+                    path: dir.join(name),
+                })
+        };
+        Ok(Some(Identity {
+            ca_der: cert("ca.crt")?,
+            cert_der: cert("node.crt")?,
+            key_pem: read("node.key")?,
+        }))
+    }
+
+    /// A TLS client config that trusts the cloud CA and presents the node certificate.
+    pub fn client_config(&self) -> Result<rustls::ClientConfig, PkiError> {
+        let mut reader = self.key_pem.as_bytes();
+        let key = rustls_pemfile::private_key(&mut reader)
+            .ok()
+            .flatten()
+            .ok_or(PkiError::Csr(
+                "the node key is not a PEM private key".into(),
+            ))?;
+        let chain = vec![CertificateDer::from(self.cert_der.clone())];
+        client_config(&self.ca_der, Some((chain, key)))
+    }
 }
 
 impl Ca {
@@ -128,7 +231,7 @@ impl Ca {
 pub fn client_config(
     ca_der: &[u8],
     client: Option<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)>,
-) -> Result<Arc<rustls::ClientConfig>, PkiError> {
+) -> Result<rustls::ClientConfig, PkiError> {
     let mut roots = rustls::RootCertStore::empty();
     roots.add(CertificateDer::from(ca_der.to_vec()))?;
     let builder = rustls::ClientConfig::builder().with_root_certificates(roots);
@@ -136,7 +239,58 @@ pub fn client_config(
         Some((chain, key)) => builder.with_client_auth_cert(chain, key)?,
         None => builder.with_no_client_auth(),
     };
-    Ok(Arc::new(cfg))
+    Ok(cfg)
+}
+
+/// A client config that accepts any server certificate. Only for downloading the cloud CA at
+/// join time, whose SHA-256 is then checked against the join token before anything trusts it.
+pub fn unverified_client_config() -> rustls::ClientConfig {
+    rustls::ClientConfig::builder()
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(AcceptAny))
+        .with_no_client_auth()
+}
+
+#[derive(Debug)]
+struct AcceptAny;
+
+impl rustls::client::danger::ServerCertVerifier for AcceptAny {
+    fn verify_server_cert(
+        &self,
+        _: &CertificateDer<'_>,
+        _: &[CertificateDer<'_>],
+        _: &rustls::pki_types::ServerName<'_>,
+        _: &[u8],
+        _: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        let algs = rustls::crypto::ring::default_provider().signature_verification_algorithms;
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &algs)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        let algs = rustls::crypto::ring::default_provider().signature_verification_algorithms;
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &algs)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        rustls::crypto::ring::default_provider()
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
 }
 
 #[cfg(test)]
@@ -147,7 +301,7 @@ mod tests {
     fn signs_only_the_node_it_is_asked_for() {
         let dir = tempfile::tempdir().expect("tempdir");
         let ca = Ca::load_or_create(dir.path()).expect("ca");
-        let (_key, csr) = node_csr("edge-1").expect("csr");
+        let (key, csr) = node_csr("edge-1").expect("csr");
         let cert = ca.sign_node_csr(&csr, "edge-1").expect("signed");
         assert_eq!(cert_node(&cert).as_deref(), Some("edge-1"));
         let now = std::time::SystemTime::now()
@@ -159,5 +313,19 @@ mod tests {
         let err = ca.sign_node_csr(&csr, "edge-2").expect_err("other node");
         assert!(err.to_string().contains("system:node:edge-2"), "{err}");
         assert!(ca.sign_node_csr(b"junk", "edge-1").is_err());
+
+        let id = Identity::new(ca.cert_der().to_vec(), cert.to_vec(), key);
+        let edge_dir = dir.path().join("edge");
+        id.save(&edge_dir).expect("save");
+        let back = Identity::load(&edge_dir).expect("load").expect("present");
+        assert_eq!(back.node().as_deref(), Some("edge-1"));
+        assert_eq!(back.ca_der, ca.cert_der().to_vec());
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        back.client_config().expect("client config");
+        assert!(
+            Identity::load(&dir.path().join("none"))
+                .expect("ok")
+                .is_none()
+        );
     }
 }

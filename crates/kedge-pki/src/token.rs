@@ -142,11 +142,13 @@ mod tests {
         let foreign = JoinToken::parse(&foreign).expect("parses");
         assert_eq!(ca.verify_jwt(foreign.jwt), Err(TokenError::BadSignature));
         assert_eq!(foreign.check_ca(ca.cert_der()), Err(TokenError::CaMismatch));
-        let mut forged = ca.token(Duration::from_secs(60)).expect("token");
-        forged.pop();
-        forged.push('A');
-        let forged = JoinToken::parse(&forged).expect("parses");
-        assert!(ca.verify_jwt(forged.jwt).is_err());
+        // A longer-lived payload under the original signature.
+        let short = ca.token(Duration::from_secs(60)).expect("token");
+        let long = ca.token(Duration::from_secs(86_400 * 365)).expect("token");
+        let (s, l): (Vec<&str>, Vec<&str>) =
+            (short.split('.').collect(), long.split('.').collect());
+        let forged = format!("{}.{}.{}", s[1], l[2], s[3]);
+        assert_eq!(ca.verify_jwt(&forged), Err(TokenError::BadSignature));
         assert!(matches!(
             JoinToken::parse("abc"),
             Err(TokenError::Malformed)

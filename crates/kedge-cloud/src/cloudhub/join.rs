@@ -1,0 +1,139 @@
+//! The join server, as KubeEdge's (port 10002):
+//! - `GET /ca.crt`: the CA certificate, DER.
+//! - `GET /edge.crt`: body = a DER CSR for `CN=system:node:<NodeName>`, headers `NodeName` and
+//!   `Authorization: Bearer <token>`; answer = the signed client certificate, DER.
+//! - `GET /node/{name}`: 200 "Node found" or 404 "Node not found".
+//!
+//! Refusals are plain text that says what is wrong, and are logged with the node's name.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use bytes::Bytes;
+use k8s_openapi::api::core::v1::Node;
+use kedge_pki::Ca;
+use kedge_pki::token::JoinToken;
+use kube::Api;
+
+/// KubeEdge's limit on CSR bodies.
+const MAX_CSR: usize = 1 << 20;
+
+struct Join {
+    ca: Arc<Ca>,
+    nodes: Api<Node>,
+}
+
+/// The join server's routes.
+pub fn router(ca: Arc<Ca>, client: kube::Client) -> axum::Router {
+    let state = Arc::new(Join {
+        ca,
+        nodes: Api::all(client),
+    });
+    axum::Router::new()
+        .route("/ca.crt", get(ca_crt))
+        .route("/edge.crt", get(edge_crt))
+        .route("/node/{name}", get(node))
+        .layer(DefaultBodyLimit::max(MAX_CSR))
+        .with_state(state)
+}
+
+/// Starts the join server on `addr` with a serving certificate for `names`.
+pub async fn start(
+    addr: SocketAddr,
+    ca: Arc<Ca>,
+    client: kube::Client,
+    names: &[String],
+) -> Result<kedge_http::Listener, crate::CloudError> {
+    let tls = ca.server_config("kedge-cloudhub", names)?;
+    let l = kedge_http::Listener::bind(addr, tls, router(ca, client)).await?;
+    tracing::info!(addr = %l.addr, "join server listening");
+    Ok(l)
+}
+
+async fn ca_crt(State(j): State<Arc<Join>>) -> Response {
+    let der = j.ca.cert_der().to_vec();
+    ([("content-type", "application/pkix-cert")], der).into_response()
+}
+
+fn refuse(code: StatusCode, node: &str, why: String) -> Response {
+    tracing::warn!(node, reason = %why, "join refused");
+    (code, why).into_response()
+}
+
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    let v = headers.get("authorization")?.to_str().ok()?;
+    let token = v.strip_prefix("Bearer ")?.trim();
+    // Accept the whole join token or, as KubeEdge edges send it, only its JWT part.
+    Some(JoinToken::parse(token).map_or(token, |t| t.jwt))
+}
+
+async fn edge_crt(State(j): State<Arc<Join>>, headers: HeaderMap, csr: Bytes) -> Response {
+    let node = headers
+        .get("nodename")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string();
+    if !valid_node_name(&node) {
+        let why = format!("the NodeName header must be a valid node name, not {node:?}");
+        return refuse(StatusCode::BAD_REQUEST, &node, why);
+    }
+    let Some(jwt) = bearer(&headers) else {
+        let why = "an Authorization: Bearer <join token> header is required".to_string();
+        return refuse(StatusCode::UNAUTHORIZED, &node, why);
+    };
+    if let Err(e) = j.ca.verify_jwt(jwt) {
+        return refuse(StatusCode::UNAUTHORIZED, &node, e.to_string());
+    }
+    match j.ca.sign_node_csr(&csr, &node) {
+        Ok(cert) => {
+            tracing::info!(node, "issued a node certificate");
+            ([("content-type", "application/pkix-cert")], cert.to_vec()).into_response()
+        }
+        Err(e) => refuse(StatusCode::BAD_REQUEST, &node, e.to_string()),
+    }
+}
+
+async fn node(State(j): State<Arc<Join>>, Path(name): Path<String>) -> Response {
+    match j.nodes.get_opt(&name).await {
+        Ok(Some(_)) => (StatusCode::OK, "Node found").into_response(),
+        Ok(None) => (StatusCode::NOT_FOUND, "Node not found").into_response(),
+        Err(e) => {
+            tracing::error!(node = %name, error = %e, "node lookup failed");
+            (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response()
+        }
+    }
+}
+
+/// A DNS-1123 subdomain, as Kubernetes requires of node names.
+pub fn valid_node_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 253
+        && s.split('.').all(|label| {
+            let b = label.as_bytes();
+            !b.is_empty()
+                && b.len() <= 63
+                && b.iter()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
+                && b[0] != b'-'
+                && b[b.len() - 1] != b'-'
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::valid_node_name;
+
+    #[test]
+    fn node_names() {
+        for ok in ["kube-edge-1", "a", "edge.factory-3"] {
+            assert!(valid_node_name(ok), "{ok}");
+        }
+        for bad in ["", "Edge", "-a", "a-", "a..b", "a/b", &"x".repeat(64)] {
+            assert!(!valid_node_name(bad), "{bad}");
+        }
+    }
+}

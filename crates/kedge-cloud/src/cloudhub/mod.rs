@@ -1,0 +1,3 @@
+//! CloudHub: where edges join (HTTPS, port 10002) and connect (wss, port 10000).
+
+pub mod join;

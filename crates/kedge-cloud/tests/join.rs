@@ -1,0 +1,208 @@
+//! Joining over real TLS: the embedded API, the join server, and the edge's join client.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Node;
+use kedge_edge::edgehub::certificate::{Join, JoinError, join, load_or_join};
+use kedge_pki::Ca;
+use kedge_pki::token::TokenError;
+use kube::api::{Api, PostParams};
+
+struct Cloud {
+    _dir: tempfile::TempDir,
+    api: kedge_apiserver::ApiServer,
+    join: kedge_http::Listener,
+    ca: Arc<Ca>,
+}
+
+async fn cloud() -> Cloud {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut cfg = kedge_apiserver::Config::new(dir.path());
+    cfg.port = 0;
+    let api = kedge_apiserver::start(cfg).await.expect("api");
+    let kc = kube::config::Kubeconfig::read_from(&api.kubeconfig).expect("kubeconfig");
+    let kcfg = kube::Config::from_custom_kubeconfig(kc, &Default::default())
+        .await
+        .expect("cfg");
+    let client = kube::Client::try_from(kcfg).expect("client");
+    let ca = Arc::new(Ca::load_or_create(dir.path()).expect("ca"));
+    let names = vec!["localhost".to_string(), "127.0.0.1".to_string()];
+    let addr = "127.0.0.1:0".parse().expect("addr");
+    let join = kedge_cloud::cloudhub::join::start(addr, ca.clone(), client, &names)
+        .await
+        .expect("join");
+    Cloud {
+        _dir: dir,
+        api,
+        join,
+        ca,
+    }
+}
+
+impl Cloud {
+    fn url(&self) -> String {
+        format!("https://127.0.0.1:{}", self.join.addr.port())
+    }
+}
+
+async fn try_join(
+    c: &Cloud,
+    node: &str,
+    token: &str,
+    dir: &std::path::Path,
+) -> Result<String, JoinError> {
+    let server = c.url();
+    let j = Join {
+        server: &server,
+        node,
+        token,
+        dir,
+    };
+    join(&j).await.map(|id| id.node().unwrap_or_default())
+}
+
+#[tokio::test]
+async fn a_node_joins_with_a_token_and_keeps_its_identity() {
+    let c = cloud().await;
+    let edge = tempfile::tempdir().expect("edge dir");
+    let token = c.ca.token(Duration::from_secs(600)).expect("token");
+    assert_eq!(
+        try_join(&c, "edge-1", &token, edge.path())
+            .await
+            .expect("joins"),
+        "edge-1"
+    );
+    // The stored identity is reused: this works even with a token that would now be refused.
+    let server = c.url();
+    let again = Join {
+        server: &server,
+        node: "edge-1",
+        token: "not-a-token",
+        dir: edge.path(),
+    };
+    let id = load_or_join(&again)
+        .await
+        .expect("reuses the stored identity");
+    assert_eq!(id.node().as_deref(), Some("edge-1"));
+    c.api.shutdown().await;
+}
+
+#[tokio::test]
+async fn bad_tokens_are_refused_with_clear_errors() {
+    let c = cloud().await;
+    let edge = tempfile::tempdir().expect("edge dir");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs();
+    let expired =
+        c.ca.token_at(Duration::from_secs(60), now - 3600)
+            .expect("token");
+    match try_join(&c, "edge-1", &expired, edge.path()).await {
+        Err(JoinError::Refused {
+            status: 401,
+            reason,
+            ..
+        }) => assert!(reason.contains("expired"), "{reason}"),
+        other => panic!("expired token: {other:?}"),
+    }
+    // Signed by another CA but carrying this cloud's CA hash: a forgery.
+    let other_dir = tempfile::tempdir().expect("dir");
+    let other = Ca::load_or_create(other_dir.path()).expect("other ca");
+    let foreign = other.token(Duration::from_secs(60)).expect("token");
+    let jwt = foreign.split_once('.').expect("hash.jwt").1;
+    let forged = format!("{}.{jwt}", c.ca.fingerprint());
+    match try_join(&c, "edge-1", &forged, edge.path()).await {
+        Err(JoinError::Refused {
+            status: 401,
+            reason,
+            ..
+        }) => {
+            assert!(reason.contains("not issued by this cloud"), "{reason}")
+        }
+        other => panic!("forged token: {other:?}"),
+    }
+    // Another cloud's token: the downloaded CA does not match its hash, so nothing is sent.
+    match try_join(&c, "edge-1", &foreign, edge.path()).await {
+        Err(JoinError::Token(TokenError::CaMismatch)) => {}
+        other => panic!("wrong CA hash: {other:?}"),
+    }
+    assert!(matches!(
+        try_join(&c, "edge-1", "garbage", edge.path()).await,
+        Err(JoinError::Token(TokenError::Malformed))
+    ));
+    assert!(
+        kedge_pki::node::Identity::load(edge.path())
+            .expect("load")
+            .is_none(),
+        "nothing stored"
+    );
+    c.api.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_csr_for_another_node_is_refused() {
+    let c = cloud().await;
+    let token = c.ca.token(Duration::from_secs(60)).expect("token");
+    let jwt = token.split_once('.').expect("hash.jwt").1.to_string();
+    let (_key, csr) = kedge_pki::node::node_csr("edge-2").expect("csr");
+    let tls = kedge_pki::node::client_config(c.ca.cert_der(), None).expect("tls");
+    let http = reqwest::Client::builder()
+        .use_preconfigured_tls(tls)
+        .build()
+        .expect("client");
+    let resp = http
+        .get(format!("{}/edge.crt", c.url()))
+        .header("NodeName", "edge-1")
+        .header("Authorization", format!("Bearer {jwt}"))
+        .body(csr)
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(resp.status().as_u16(), 400);
+    let text = resp.text().await.expect("body");
+    assert!(text.contains("system:node:edge-1"), "{text}");
+    c.api.shutdown().await;
+}
+
+#[tokio::test]
+async fn node_lookup_answers_as_kubeedge() {
+    let c = cloud().await;
+    let kc = kube::config::Kubeconfig::read_from(&c.api.kubeconfig).expect("kubeconfig");
+    let kcfg = kube::Config::from_custom_kubeconfig(kc, &Default::default())
+        .await
+        .expect("cfg");
+    let nodes: Api<Node> = Api::all(kube::Client::try_from(kcfg).expect("client"));
+    let node: Node =
+        serde_json::from_value(serde_json::json!({"metadata": {"name": "edge-9"}})).expect("node");
+    nodes
+        .create(&PostParams::default(), &node)
+        .await
+        .expect("create node");
+    let tls = kedge_pki::node::client_config(c.ca.cert_der(), None).expect("tls");
+    let http = reqwest::Client::builder()
+        .use_preconfigured_tls(tls)
+        .build()
+        .expect("client");
+    let found = http
+        .get(format!("{}/node/edge-9", c.url()))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(
+        (
+            found.status().as_u16(),
+            found.text().await.expect("body").as_str()
+        ),
+        (200, "Node found")
+    );
+    let missing = http
+        .get(format!("{}/node/edge-0", c.url()))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(missing.status().as_u16(), 404);
+    c.api.shutdown().await;
+}

@@ -1,0 +1,3 @@
+//! EdgeHub: the edge's link to CloudHub.
+
+pub mod certificate;
