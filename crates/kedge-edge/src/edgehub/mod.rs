@@ -1,3 +1,4 @@
 //! EdgeHub: the edge's link to CloudHub.
 
 pub mod certificate;
+pub mod client;

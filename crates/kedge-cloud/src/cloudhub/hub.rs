@@ -1,0 +1,253 @@
+//! The hub: the WebSocket the edges dial (`wss://<cloud>:10000/<project>/<node>/events`), with
+//! mutual TLS. A connection is accepted only when the client certificate's CN is
+//! `system:node:<node_id>` (KubeEdge leaves this check off by default; kedge always does it).
+//! One session per node: a new connection replaces the old one. A session that sends nothing
+//! (not even a keepalive) for the keepalive timeout is closed.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::extract::ws::{Message as Frame, WebSocket, WebSocketUpgrade};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use futures::{SinkExt, StreamExt};
+use kedge_core::envelope::{Message, op};
+use kedge_http::PeerCerts;
+use tokio::sync::mpsc;
+
+/// What CloudHub tells the controllers.
+#[derive(Debug)]
+pub enum HubEvent {
+    Connected(String),
+    Disconnected(String),
+    /// A message from a node (its resource still in edge form).
+    Message(String, Box<Message>),
+}
+
+#[derive(Debug, Clone)]
+pub struct HubConfig {
+    /// A session that sends nothing for this long is closed (KubeEdge: 30 s).
+    pub keepalive_timeout: Duration,
+    /// The largest frame accepted.
+    pub max_frame: usize,
+    /// Messages queued for one node before senders wait.
+    pub node_queue: usize,
+}
+
+impl Default for HubConfig {
+    fn default() -> Self {
+        HubConfig {
+            keepalive_timeout: Duration::from_secs(30),
+            max_frame: 16 << 20,
+            node_queue: 1024,
+        }
+    }
+}
+
+struct Session {
+    id: u64,
+    tx: mpsc::Sender<Message>,
+}
+
+/// The hub's state: who is connected, and where node messages go.
+pub struct Hub {
+    cfg: HubConfig,
+    sessions: Mutex<HashMap<String, Session>>,
+    next_id: AtomicU64,
+    events: mpsc::Sender<HubEvent>,
+    refused: AtomicU64,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("node {0} is not connected")]
+pub struct NotConnected(pub String);
+
+impl Hub {
+    pub fn new(cfg: HubConfig, events: mpsc::Sender<HubEvent>) -> Arc<Hub> {
+        Arc::new(Hub {
+            cfg,
+            sessions: Mutex::default(),
+            next_id: AtomicU64::new(1),
+            events,
+            refused: AtomicU64::new(0),
+        })
+    }
+
+    fn sessions(&self) -> std::sync::MutexGuard<'_, HashMap<String, Session>> {
+        self.sessions.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Nodes with a live session.
+    pub fn connected(&self) -> Vec<String> {
+        let mut v: Vec<String> = self.sessions().keys().cloned().collect();
+        v.sort();
+        v
+    }
+
+    /// Connections refused (bad identity or headers) since start.
+    pub fn refused(&self) -> u64 {
+        self.refused.load(Ordering::Relaxed)
+    }
+
+    /// Queues `msg` for `node`.
+    pub async fn send(&self, node: &str, msg: Message) -> Result<(), NotConnected> {
+        let tx = self.sessions().get(node).map(|s| s.tx.clone());
+        match tx {
+            Some(tx) => tx.send(msg).await.map_err(|_| NotConnected(node.into())),
+            None => Err(NotConnected(node.into())),
+        }
+    }
+
+    fn register(&self, node: &str, tx: mpsc::Sender<Message>) -> u64 {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        // Replacing the old session drops its sender, which ends its writer and so the session.
+        if self
+            .sessions()
+            .insert(node.into(), Session { id, tx })
+            .is_some()
+        {
+            tracing::info!(
+                node,
+                "a new connection replaces the node's previous session"
+            );
+        }
+        id
+    }
+
+    /// Removes the session `id` if it is still the node's current one.
+    fn unregister(&self, node: &str, id: u64) -> bool {
+        let mut sessions = self.sessions();
+        if sessions.get(node).is_some_and(|s| s.id == id) {
+            sessions.remove(node);
+            true
+        } else {
+            false
+        }
+    }
+
+    fn refuse(&self, code: StatusCode, node: &str, why: String) -> Response {
+        self.refused.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(node, reason = %why, "hub connection refused");
+        (code, why).into_response()
+    }
+}
+
+/// The hub's routes: any path upgrades (KubeEdge ignores the path too).
+pub fn router(hub: Arc<Hub>) -> axum::Router {
+    axum::Router::new().fallback(upgrade).with_state(hub)
+}
+
+/// Starts the hub on `addr`.
+pub async fn start(
+    addr: SocketAddr,
+    hub: Arc<Hub>,
+    ca: &kedge_pki::Ca,
+    names: &[String],
+) -> Result<kedge_http::Listener, crate::CloudError> {
+    let tls = ca.mtls_server_config("kedge-cloudhub", names)?;
+    let l = kedge_http::Listener::bind(addr, tls, router(hub)).await?;
+    tracing::info!(addr = %l.addr, "CloudHub listening");
+    Ok(l)
+}
+
+fn header<'a>(h: &'a HeaderMap, name: &str) -> &'a str {
+    h.get(name).and_then(|v| v.to_str().ok()).unwrap_or("")
+}
+
+async fn upgrade(
+    State(hub): State<Arc<Hub>>,
+    axum::Extension(peer): axum::Extension<PeerCerts>,
+    headers: HeaderMap,
+    ws: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
+) -> Response {
+    let node = header(&headers, "node_id").to_string();
+    let Ok(ws) = ws else {
+        return hub.refuse(
+            StatusCode::BAD_REQUEST,
+            &node,
+            "expected a WebSocket upgrade".into(),
+        );
+    };
+    let cert_node = peer.0.first().and_then(|c| kedge_pki::node::cert_node(c));
+    if node.is_empty() || cert_node.as_deref() != Some(node.as_str()) {
+        let why = format!(
+            "node_id {node:?} does not match the client certificate (CN for node {:?})",
+            cert_node.unwrap_or_default()
+        );
+        return hub.refuse(StatusCode::FORBIDDEN, &node, why);
+    }
+    if header(&headers, "connectionuse") != "msg" {
+        let why = "the ConnectionUse header must be \"msg\"".to_string();
+        return hub.refuse(StatusCode::BAD_REQUEST, &node, why);
+    }
+    let max = hub.cfg.max_frame;
+    ws.max_message_size(max)
+        .max_frame_size(max)
+        .on_upgrade(move |socket| session(hub, node, socket))
+}
+
+async fn session(hub: Arc<Hub>, node: String, socket: WebSocket) {
+    let (tx, mut rx) = mpsc::channel(hub.cfg.node_queue);
+    let id = hub.register(&node, tx);
+    tracing::info!(node, "edge connected");
+    let _ = hub.events.send(HubEvent::Connected(node.clone())).await;
+    let (mut sink, mut stream) = socket.split();
+    let mut deadline = tokio::time::Instant::now() + hub.cfg.keepalive_timeout;
+    let reason = loop {
+        tokio::select! {
+            out = rx.recv() => match out {
+                Some(m) => if let Err(e) = sink.send(Frame::Text(m.encode().into())).await {
+                    break format!("write failed: {e}");
+                },
+                None => break "replaced by a new connection".to_string(),
+            },
+            frame = tokio::time::timeout_at(deadline, stream.next()) => match frame {
+                Err(_) => break format!("nothing received for {:?}", hub.cfg.keepalive_timeout),
+                Ok(None) => break "closed by the edge".to_string(),
+                Ok(Some(Err(e))) => break format!("read failed: {e}"),
+                Ok(Some(Ok(f))) => {
+                    deadline = tokio::time::Instant::now() + hub.cfg.keepalive_timeout;
+                    let data = match f {
+                        Frame::Text(t) => t.as_bytes().to_vec(),
+                        Frame::Binary(b) => b.to_vec(),
+                        Frame::Close(_) => break "closed by the edge".to_string(),
+                        Frame::Ping(_) | Frame::Pong(_) => continue,
+                    };
+                    if let Some(reply) = receive(&hub, &node, &data).await {
+                        let _ = sink.send(Frame::Text(reply.encode().into())).await;
+                    }
+                }
+            },
+        }
+    };
+    let _ = sink.close().await;
+    if hub.unregister(&node, id) {
+        tracing::info!(node, reason, "edge disconnected");
+        let _ = hub.events.send(HubEvent::Disconnected(node)).await;
+    }
+}
+
+/// Handles one frame from `node`; returns a reply to send back, if any.
+async fn receive(hub: &Hub, node: &str, data: &[u8]) -> Option<Message> {
+    let msg = match Message::decode(data, hub.cfg.max_frame) {
+        Ok(m) => m,
+        Err(e) => {
+            tracing::warn!(node, error = %e, "malformed frame from edge");
+            let mut reply = Message::new("cloudhub", "", op::ERROR, "", e.to_string().into());
+            reply.header.parent_id = String::new();
+            return Some(reply);
+        }
+    };
+    if msg.route.operation == op::KEEPALIVE {
+        return None;
+    }
+    let _ = hub
+        .events
+        .send(HubEvent::Message(node.into(), Box::new(msg)))
+        .await;
+    None
+}

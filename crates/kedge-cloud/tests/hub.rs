@@ -1,0 +1,187 @@
+//! CloudHub ⇄ EdgeHub over real WebSockets with mutual TLS.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use kedge_cloud::cloudhub::hub::{self, Hub, HubConfig, HubEvent};
+use kedge_core::envelope::Message;
+use kedge_edge::edgehub::certificate::{Join, join};
+use kedge_edge::edgehub::client;
+use kedge_pki::Ca;
+use kedge_pki::node::Identity;
+use serde_json::json;
+use tokio::sync::mpsc;
+
+struct Cloud {
+    _dir: tempfile::TempDir,
+    api: kedge_apiserver::ApiServer,
+    join: kedge_http::Listener,
+    hub_addr: std::net::SocketAddr,
+    _hub_listener: kedge_http::Listener,
+    hub: Arc<Hub>,
+    events: mpsc::Receiver<HubEvent>,
+    ca: Arc<Ca>,
+}
+
+async fn cloud(cfg: HubConfig) -> Cloud {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut acfg = kedge_apiserver::Config::new(dir.path());
+    acfg.port = 0;
+    let api = kedge_apiserver::start(acfg).await.expect("api");
+    let kc = kube::config::Kubeconfig::read_from(&api.kubeconfig).expect("kubeconfig");
+    let kcfg = kube::Config::from_custom_kubeconfig(kc, &Default::default())
+        .await
+        .expect("cfg");
+    let client = kube::Client::try_from(kcfg).expect("client");
+    let ca = Arc::new(Ca::load_or_create(dir.path()).expect("ca"));
+    let names = vec!["localhost".to_string(), "127.0.0.1".to_string()];
+    let any = "127.0.0.1:0".parse().expect("addr");
+    let join = kedge_cloud::cloudhub::join::start(any, ca.clone(), client, &names)
+        .await
+        .expect("join");
+    let (tx, events) = mpsc::channel(64);
+    let hub = Hub::new(cfg, tx);
+    let listener = hub::start(any, hub.clone(), &ca, &names)
+        .await
+        .expect("hub");
+    let hub_addr = listener.addr;
+    Cloud {
+        _dir: dir,
+        api,
+        join,
+        hub_addr,
+        _hub_listener: listener,
+        hub,
+        events,
+        ca,
+    }
+}
+
+async fn identity(c: &Cloud, node: &str, dir: &std::path::Path) -> Identity {
+    let token = c.ca.token(Duration::from_secs(60)).expect("token");
+    let server = format!("https://127.0.0.1:{}", c.join.addr.port());
+    join(&Join {
+        server: &server,
+        node,
+        token: &token,
+        dir,
+    })
+    .await
+    .expect("join")
+}
+
+async fn next_event(events: &mut mpsc::Receiver<HubEvent>) -> HubEvent {
+    tokio::time::timeout(Duration::from_secs(10), events.recv())
+        .await
+        .expect("an event in time")
+        .expect("events open")
+}
+
+#[tokio::test]
+async fn messages_flow_both_ways_and_keepalives_hold_the_session() {
+    let cfg = HubConfig {
+        keepalive_timeout: Duration::from_millis(600),
+        ..HubConfig::default()
+    };
+    let mut c = cloud(cfg).await;
+    let edge = tempfile::tempdir().expect("edge");
+    let id = identity(&c, "edge-1", edge.path()).await;
+    let mut hcfg = client::HubConfig::new(c.hub_addr.to_string(), "edge-1");
+    hcfg.heartbeat = Duration::from_millis(100);
+    let (down_tx, mut down) = mpsc::channel(16);
+    let eh = client::spawn(hcfg, id, down_tx).expect("edgehub");
+    assert!(matches!(next_event(&mut c.events).await, HubEvent::Connected(n) if n == "edge-1"));
+    assert_eq!(c.hub.connected(), ["edge-1"]);
+
+    let up = Message::new(
+        "edged",
+        "resource",
+        "update",
+        "default/podstatus/p",
+        json!({"phase": "Running"}),
+    );
+    assert!(eh.send(up.clone()).await);
+    match next_event(&mut c.events).await {
+        HubEvent::Message(node, m) => assert_eq!((node.as_str(), *m), ("edge-1", up)),
+        other => panic!("unexpected {other:?}"),
+    }
+    let downmsg = Message::new(
+        "edgecontroller",
+        "resource",
+        "insert",
+        "default/configmap/c",
+        json!({"data": {}}),
+    );
+    c.hub
+        .send("edge-1", downmsg.clone())
+        .await
+        .expect("node connected");
+    let got = tokio::time::timeout(Duration::from_secs(5), down.recv())
+        .await
+        .expect("in time")
+        .expect("open");
+    assert_eq!(got, downmsg);
+
+    // Keepalives every 100 ms keep a 600 ms session alive well past its timeout.
+    let quiet = tokio::time::timeout(Duration::from_millis(1500), c.events.recv()).await;
+    assert!(
+        quiet.is_err(),
+        "no disconnect while keepalives flow: {quiet:?}"
+    );
+    assert_eq!(c.hub.connected(), ["edge-1"]);
+    c.api.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_silent_edge_is_dropped_and_reconnects() {
+    let cfg = HubConfig {
+        keepalive_timeout: Duration::from_millis(300),
+        ..HubConfig::default()
+    };
+    let mut c = cloud(cfg).await;
+    let edge = tempfile::tempdir().expect("edge");
+    let id = identity(&c, "edge-1", edge.path()).await;
+    let mut hcfg = client::HubConfig::new(c.hub_addr.to_string(), "edge-1");
+    hcfg.heartbeat = Duration::from_secs(3600);
+    let (down_tx, _down) = mpsc::channel(16);
+    let _eh = client::spawn(hcfg, id, down_tx).expect("edgehub");
+    assert!(matches!(
+        next_event(&mut c.events).await,
+        HubEvent::Connected(_)
+    ));
+    assert!(matches!(next_event(&mut c.events).await, HubEvent::Disconnected(n) if n == "edge-1"));
+    // EdgeHub reconnects at once (back-off starts at 100 ms), not after KubeEdge's 30 s.
+    assert!(matches!(
+        next_event(&mut c.events).await,
+        HubEvent::Connected(_)
+    ));
+    c.api.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_certificate_for_another_node_is_refused() {
+    let mut c = cloud(HubConfig::default()).await;
+    let edge = tempfile::tempdir().expect("edge");
+    let id = identity(&c, "edge-1", edge.path()).await;
+    // edge-1's certificate, claiming to be edge-2.
+    let hcfg = client::HubConfig::new(c.hub_addr.to_string(), "edge-2");
+    let (down_tx, _down) = mpsc::channel(16);
+    let eh = client::spawn(hcfg, id, down_tx).expect("edgehub");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while c.hub.refused() == 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the hub refuses the connection"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(c.hub.connected().is_empty());
+    assert!(!*eh.connected().borrow());
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), c.events.recv())
+            .await
+            .is_err()
+    );
+    c.api.shutdown().await;
+}
