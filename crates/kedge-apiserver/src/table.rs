@@ -169,10 +169,11 @@ fn node_status(o: &Value) -> String {
         .and_then(Value::as_array)
         .and_then(|cs| cs.iter().find(|c| c["type"] == "Ready"))
         .map(|c| str_at(c, "/status"));
+    // As kube-apiserver prints it: any Ready status but True (False or Unknown) is NotReady.
     let mut s = match ready {
         Some("True") => "Ready".to_string(),
-        Some("False") => "NotReady".to_string(),
-        _ => "Unknown".to_string(),
+        Some(_) => "NotReady".to_string(),
+        None => "Unknown".to_string(),
     };
     if o.pointer("/spec/unschedulable") == Some(&json!(true)) {
         s.push_str(",SchedulingDisabled");
@@ -408,6 +409,9 @@ mod tests {
         assert_eq!(t["rows"][0]["cells"][1], "Ready");
         assert_eq!(t["rows"][0]["cells"][2], "edge");
         assert_eq!(t["rows"][0]["object"]["kind"], "PartialObjectMetadata");
+        let gone = json!({"metadata": {"name": "e2"}, "status": {"conditions": [{"type": "Ready", "status": "Unknown"}]}});
+        let t = render(&nodes, "v1", &[gone], json!({}), "Metadata");
+        assert_eq!(t["rows"][0]["cells"][1], "NotReady");
     }
 
     #[test]

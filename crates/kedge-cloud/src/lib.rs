@@ -12,3 +12,74 @@ pub enum CloudError {
     #[error("{0}")]
     Bind(#[from] kedge_http::BindError),
 }
+
+pub mod edgecontroller;
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// Where the cloud listens.
+#[derive(Debug, Clone)]
+pub struct CloudConfig {
+    pub data_dir: PathBuf,
+    /// Address of the hub and join listeners (all interfaces by default: edges dial in).
+    pub bind: IpAddr,
+    pub hub_port: u16,
+    pub https_port: u16,
+    /// Names and addresses edges use to reach the cloud (certificate SANs).
+    pub names: Vec<String>,
+    pub hub: cloudhub::hub::HubConfig,
+}
+
+/// A running cloud (hub, join server, controllers).
+pub struct Cloud {
+    pub hub: Arc<cloudhub::hub::Hub>,
+    pub hub_addr: SocketAddr,
+    pub join_addr: SocketAddr,
+    pub ca: Arc<kedge_pki::Ca>,
+    listeners: Vec<kedge_http::Listener>,
+}
+
+impl Cloud {
+    pub async fn shutdown(self) {
+        for l in self.listeners {
+            l.shutdown().await;
+        }
+    }
+}
+
+/// Starts CloudHub (join server and hub) and the controllers against `client`.
+pub async fn start(cfg: CloudConfig, client: kube::Client) -> Result<Cloud, CloudError> {
+    let ca = Arc::new(kedge_pki::Ca::load_or_create(&cfg.data_dir)?);
+    let mut names = vec!["localhost".to_string(), "127.0.0.1".to_string()];
+    names.extend(cfg.names.iter().cloned());
+    if !cfg.bind.is_unspecified() {
+        names.push(cfg.bind.to_string());
+    }
+    names.dedup();
+    let join = cloudhub::join::start(
+        SocketAddr::new(cfg.bind, cfg.https_port),
+        ca.clone(),
+        client.clone(),
+        &names,
+    )
+    .await?;
+    let (tx, rx) = tokio::sync::mpsc::channel(4096);
+    let hub = cloudhub::hub::Hub::new(cfg.hub.clone(), tx);
+    let hub_l = cloudhub::hub::start(
+        SocketAddr::new(cfg.bind, cfg.hub_port),
+        hub.clone(),
+        &ca,
+        &names,
+    )
+    .await?;
+    tokio::spawn(edgecontroller::EdgeController::new(client).run(rx));
+    Ok(Cloud {
+        hub,
+        hub_addr: hub_l.addr,
+        join_addr: join.addr,
+        ca,
+        listeners: vec![join, hub_l],
+    })
+}

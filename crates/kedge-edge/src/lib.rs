@@ -1,5 +1,128 @@
-//! kedge's edge side. Modules are named as in KubeEdge: `edgehub` (joining the cloud and, next,
-//! the WebSocket to CloudHub), then `metamanager`, `devicetwin`, `eventbus`, `servicebus`,
-//! `edged`.
+//! kedge's edge side. Modules are named as in KubeEdge: `edgehub` (joining the cloud, the
+//! WebSocket to CloudHub) and `edged` (the node; pods with issue #6); `metamanager`,
+//! `devicetwin`, `eventbus` and `servicebus` follow.
 
+pub mod edged;
 pub mod edgehub;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use kedge_core::envelope::{Message, group, op};
+use kedge_core::resource;
+use tokio::sync::mpsc;
+
+use edgehub::certificate::{Join, JoinError, identity_dir, load_or_join};
+use edgehub::client::{self, EdgeHub};
+
+#[derive(Debug, Clone)]
+pub struct EdgeConfig {
+    pub data_dir: PathBuf,
+    pub node: String,
+    /// The cloud's host name or address.
+    pub cloud: String,
+    pub hub_port: u16,
+    pub https_port: u16,
+    /// Join token; needed only until the edge holds a certificate.
+    pub token: String,
+    /// Keepalive period.
+    pub heartbeat: Duration,
+    /// How often node status is reported.
+    pub status_every: Duration,
+}
+
+impl EdgeConfig {
+    pub fn new(data_dir: impl Into<PathBuf>, node: &str, cloud: &str, token: &str) -> EdgeConfig {
+        EdgeConfig {
+            data_dir: data_dir.into(),
+            node: node.into(),
+            cloud: cloud.into(),
+            hub_port: 10000,
+            https_port: 10002,
+            token: token.into(),
+            heartbeat: Duration::from_secs(15),
+            status_every: Duration::from_secs(10),
+        }
+    }
+
+    fn server(&self, port: u16) -> String {
+        if self.cloud.contains(':') && !self.cloud.starts_with('[') {
+            format!("[{}]:{port}", self.cloud)
+        } else {
+            format!("{}:{port}", self.cloud)
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum EdgeError {
+    #[error("joining the cloud: {0}")]
+    Join(#[from] JoinError),
+    #[error("{0}")]
+    Pki(#[from] kedge_pki::PkiError),
+}
+
+/// A running edge.
+pub struct Edge {
+    pub hub: EdgeHub,
+}
+
+fn now() -> String {
+    jiff::Timestamp::now()
+        .strftime("%Y-%m-%dT%H:%M:%SZ")
+        .to_string()
+}
+
+/// Joins (once), connects to CloudHub, registers the node and keeps its status current.
+pub async fn start(cfg: EdgeConfig) -> Result<Edge, EdgeError> {
+    let join_server = format!("https://{}", cfg.server(cfg.https_port));
+    let dir = identity_dir(&cfg.data_dir);
+    let id = load_or_join(&Join {
+        server: &join_server,
+        node: &cfg.node,
+        token: &cfg.token,
+        dir: &dir,
+    })
+    .await?;
+    let mut hcfg = client::HubConfig::new(cfg.server(cfg.hub_port), cfg.node.clone());
+    hcfg.heartbeat = cfg.heartbeat;
+    let (down_tx, mut down_rx) = mpsc::channel(1024);
+    let hub = client::spawn(hcfg, id, down_tx)?;
+    tokio::spawn(report_node(cfg, hub.clone()));
+    tokio::spawn(async move {
+        // MetaManager takes these over with the next step of issue #3.
+        while let Some(m) = down_rx.recv().await {
+            tracing::debug!(resource = %m.route.resource, operation = %m.route.operation, "from the cloud");
+        }
+    });
+    Ok(Edge { hub })
+}
+
+/// Registers the node on every (re)connection and reports its status periodically.
+async fn report_node(cfg: EdgeConfig, hub: EdgeHub) {
+    let host = edged::nodestatus::Host::read();
+    let ip = edged::nodestatus::local_ip_towards(&cfg.server(cfg.hub_port));
+    let mut connected = hub.connected();
+    let mut tick = tokio::time::interval(cfg.status_every);
+    loop {
+        tokio::select! {
+            changed = connected.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+                if *connected.borrow_and_update() {
+                    let node = edged::nodestatus::node(&cfg.node, &ip, &host, &now());
+                    let res = resource::object("", "node", &cfg.node);
+                    hub.send(Message::new("edged", group::RESOURCE, op::INSERT, &res, node)).await;
+                }
+            }
+            _ = tick.tick() => {
+                if *connected.borrow() {
+                    let status = edged::nodestatus::status(&ip, &host, &now());
+                    let res = resource::object("", "nodestatus", &cfg.node);
+                    hub.send(Message::new("edged", group::RESOURCE, op::UPDATE, &res, status)).await;
+                }
+            }
+        }
+    }
+}

@@ -26,7 +26,7 @@ enum Command {
     /// The cloud side: CloudHub, controllers, router, and the embedded Kubernetes API.
     Cloud(CloudArgs),
     /// The edge side: EdgeHub, MetaManager, DeviceTwin, EventBus, ServiceBus, Edged.
-    Edge,
+    Edge(EdgeArgs),
     /// Print a join token for an edge node: `<sha256 of the CA>.<JWT>`.
     Token(TokenArgs),
     /// Print the version.
@@ -93,10 +93,49 @@ fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
     Ok(std::time::Duration::from_secs(secs))
 }
 
+#[derive(Args, Clone)]
+struct HubArgs {
+    /// CloudHub WebSocket port (edges connect here).
+    #[arg(long, default_value_t = 10000)]
+    hub_port: u16,
+    /// Join (certificate) server port.
+    #[arg(long, default_value_t = 10002)]
+    https_port: u16,
+}
+
 #[derive(Args)]
 struct CloudArgs {
     #[command(flatten)]
     api: ApiArgs,
+    #[command(flatten)]
+    hub: HubArgs,
+    /// Address CloudHub and the join server listen on.
+    #[arg(long, default_value = "0.0.0.0")]
+    bind: IpAddr,
+    /// Names or addresses edges use to reach this cloud (repeatable; go into its certificate).
+    #[arg(long = "advertise-address")]
+    advertise: Vec<String>,
+    /// Use the Kubernetes cluster in this kubeconfig instead of the embedded API.
+    #[arg(long)]
+    kubeconfig: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct EdgeArgs {
+    /// Where the edge keeps its identity and store.
+    #[arg(long, default_value = "./kedge-edge-data", env = "KEDGE_EDGE_DATA_DIR")]
+    data_dir: PathBuf,
+    /// This node's name.
+    #[arg(long)]
+    node_name: String,
+    /// The cloud's host name or address.
+    #[arg(long)]
+    cloud: String,
+    #[command(flatten)]
+    hub: HubArgs,
+    /// Join token from `kedge token` (needed until the edge holds its certificate).
+    #[arg(long, env = "KEDGE_TOKEN", default_value = "", hide_env_values = true)]
+    token: String,
 }
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
@@ -104,10 +143,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Up(a) => up(a).await,
         Command::Cloud(a) => cloud(a).await,
         Command::Token(a) => token(a),
-        Command::Edge => anyhow::bail!(
-            "`kedge edge` arrives with the cloud-edge channel (issue #3); \
-             `kedge up` and `kedge cloud` serve the Kubernetes API today"
-        ),
+        Command::Edge(a) => edge(a).await,
         Command::Version => {
             println!("kedge {}", env!("CARGO_PKG_VERSION"));
             Ok(())
@@ -135,41 +171,123 @@ async fn start_api(a: &ApiArgs) -> anyhow::Result<kedge_apiserver::ApiServer> {
         .context("starting the Kubernetes API")
 }
 
+async fn kube_client(kubeconfig: &std::path::Path) -> anyhow::Result<kube::Client> {
+    let kc = kube::config::Kubeconfig::read_from(kubeconfig)
+        .with_context(|| format!("reading {}", kubeconfig.display()))?;
+    let cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default()).await?;
+    Ok(kube::Client::try_from(cfg)?)
+}
+
+fn cloud_config(
+    data_dir: &std::path::Path,
+    bind: IpAddr,
+    hub: &HubArgs,
+    names: Vec<String>,
+) -> kedge_cloud::CloudConfig {
+    kedge_cloud::CloudConfig {
+        data_dir: data_dir.to_path_buf(),
+        bind,
+        hub_port: hub.hub_port,
+        https_port: hub.https_port,
+        names,
+        hub: Default::default(),
+    }
+}
+
 async fn up(a: UpArgs) -> anyhow::Result<()> {
     let api = start_api(&a.api).await?;
+    let client = kube_client(&api.kubeconfig).await?;
+    let hub_args = HubArgs {
+        hub_port: a.hub_port,
+        https_port: a.https_port,
+    };
+    let loopback = IpAddr::from([127, 0, 0, 1]);
+    let cloud = kedge_cloud::start(
+        cloud_config(&a.api.data_dir, loopback, &hub_args, Vec::new()),
+        client,
+    )
+    .await
+    .context("starting the cloud")?;
+    let token = cloud.ca.token(std::time::Duration::from_secs(600))?;
+    let mut edge_cfg = kedge_edge::EdgeConfig::new(
+        a.api.data_dir.join("edge"),
+        &a.node_name,
+        "127.0.0.1",
+        &token,
+    );
+    edge_cfg.hub_port = cloud.hub_addr.port();
+    edge_cfg.https_port = cloud.join_addr.port();
+    let _edge = kedge_edge::start(edge_cfg)
+        .await
+        .context("starting the edge")?;
+    let _ = a.router_port;
+    let _ = a.mqtt_port;
     let mut out = std::io::stdout().lock();
     writeln!(out, "kedge is up")?;
     writeln!(out, "  Kubernetes API: {}", api.url)?;
     writeln!(out, "  kubeconfig:     {}", api.kubeconfig.display())?;
-    writeln!(
-        out,
-        "  edge node:      {} (the edge arrives with issue #3)",
-        a.node_name
-    )?;
-    let _ = (a.hub_port, a.https_port, a.router_port, a.mqtt_port);
+    writeln!(out, "  CloudHub:       wss://{}", cloud.hub_addr)?;
+    writeln!(out, "  join server:    https://{}", cloud.join_addr)?;
+    writeln!(out, "  edge node:      {}", a.node_name)?;
     writeln!(out, "Next:")?;
     writeln!(out, "  export KUBECONFIG={}", api.kubeconfig.display())?;
+    writeln!(out, "  kubectl get nodes")?;
     writeln!(
         out,
         "  kubectl apply -f examples/devicemodel-counter.yaml -f examples/device-counter.yaml"
     )?;
-    writeln!(out, "  kubectl get devices")?;
     out.flush()?;
     drop(out);
     wait_for_signal().await;
+    cloud.shutdown().await;
     api.shutdown().await;
     Ok(())
 }
 
 async fn cloud(a: CloudArgs) -> anyhow::Result<()> {
-    let api = start_api(&a.api).await?;
+    let (api, kubeconfig) = match &a.kubeconfig {
+        Some(k) => (None, k.clone()),
+        None => {
+            let api = start_api(&a.api).await?;
+            let k = api.kubeconfig.clone();
+            (Some(api), k)
+        }
+    };
+    let client = kube_client(&kubeconfig).await?;
+    let cloud = kedge_cloud::start(
+        cloud_config(&a.api.data_dir, a.bind, &a.hub, a.advertise.clone()),
+        client,
+    )
+    .await
+    .context("starting the cloud")?;
+    println!("kedge cloud");
     println!(
-        "kedge cloud: Kubernetes API {} (kubeconfig {})",
-        api.url,
-        api.kubeconfig.display()
+        "  Kubernetes API: {}",
+        api.as_ref()
+            .map_or_else(|| "(external)".to_string(), |a| a.url.clone())
+    );
+    println!("  kubeconfig:     {}", kubeconfig.display());
+    println!("  CloudHub:       wss://{}", cloud.hub_addr);
+    println!("  join server:    https://{}", cloud.join_addr);
+    println!(
+        "  join an edge:   kedge edge --node-name NODE --cloud HOST --token $(kedge token --data-dir {})",
+        a.api.data_dir.display()
     );
     wait_for_signal().await;
-    api.shutdown().await;
+    cloud.shutdown().await;
+    if let Some(api) = api {
+        api.shutdown().await;
+    }
+    Ok(())
+}
+
+async fn edge(a: EdgeArgs) -> anyhow::Result<()> {
+    let mut cfg = kedge_edge::EdgeConfig::new(&a.data_dir, &a.node_name, &a.cloud, &a.token);
+    cfg.hub_port = a.hub.hub_port;
+    cfg.https_port = a.hub.https_port;
+    let _edge = kedge_edge::start(cfg).await.context("starting the edge")?;
+    println!("kedge edge: node {} → cloud {}", a.node_name, a.cloud);
+    wait_for_signal().await;
     Ok(())
 }
 

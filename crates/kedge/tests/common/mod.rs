@@ -29,43 +29,126 @@ pub struct Kedge {
     pub data_dir: PathBuf,
     pub url: String,
     pub port: u16,
+    pub hub_port: u16,
+    pub join_port: u16,
+}
+
+/// Spawns `kedge <args> --data-dir <dir>` and streams its stdout lines.
+fn spawn_kedge(args: &[&str], data_dir: &Path) -> (Child, mpsc::Receiver<String>) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_kedge"))
+        .args(args)
+        .arg("--data-dir")
+        .arg(data_dir)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("kedge starts");
+    let stdout = child.stdout.take().expect("stdout");
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        // Keep draining so the child never blocks on a full pipe.
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    (child, rx)
+}
+
+/// A running `kedge edge`.
+pub struct EdgeProc(Child);
+
+impl EdgeProc {
+    pub fn start(cloud: &Kedge, data_dir: &Path, node: &str, token: &str) -> EdgeProc {
+        let child = Command::new(env!("CARGO_BIN_EXE_kedge"))
+            .args(["edge", "--node-name", node, "--cloud", "127.0.0.1"])
+            .args([
+                "--hub-port",
+                &cloud.hub_port.to_string(),
+                "--https-port",
+                &cloud.join_port.to_string(),
+            ])
+            .arg("--data-dir")
+            .arg(data_dir)
+            .env("KEDGE_TOKEN", token)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("kedge edge starts");
+        EdgeProc(child)
+    }
+
+    pub fn kill9(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for EdgeProc {
+    fn drop(&mut self) {
+        self.kill9();
+    }
 }
 
 impl Kedge {
-    /// Starts `kedge up` on `port` (0: any) and waits until it prints its API URL.
+    /// Starts `kedge up` with its API on `port` (0: any; every other port is picked free) and
+    /// waits until it prints its endpoints.
     pub fn up(data_dir: &Path, port: u16) -> Kedge {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_kedge"))
-            .args(["up", "--data-dir"])
-            .arg(data_dir)
-            .args(["--api-port", &port.to_string()])
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("kedge starts");
-        let stdout = child.stdout.take().expect("stdout");
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            // Keep draining so the child never blocks on a full pipe.
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Some(url) = line.trim().strip_prefix("Kubernetes API:") {
-                    let _ = tx.send(url.trim().to_string());
-                }
+        let port = port.to_string();
+        let args = [
+            "up",
+            "--api-port",
+            &port,
+            "--hub-port",
+            "0",
+            "--https-port",
+            "0",
+        ];
+        let (child, lines) = spawn_kedge(&args, data_dir);
+        Self::from_lines(child, data_dir, &lines)
+    }
+
+    /// Starts `kedge cloud` on loopback with free ports.
+    pub fn cloud(data_dir: &Path) -> Kedge {
+        let args = [
+            "cloud",
+            "--api-port",
+            "0",
+            "--hub-port",
+            "0",
+            "--https-port",
+            "0",
+            "--bind",
+            "127.0.0.1",
+        ];
+        let (child, lines) = spawn_kedge(&args, data_dir);
+        Self::from_lines(child, data_dir, &lines)
+    }
+
+    fn from_lines(child: Child, data_dir: &Path, lines: &mpsc::Receiver<String>) -> Kedge {
+        let mut endpoints = std::collections::HashMap::new();
+        while !endpoints.contains_key("join server") {
+            let line = lines
+                .recv_timeout(Duration::from_secs(30))
+                .expect("kedge prints its endpoints");
+            if let Some((k, v)) = line.trim().split_once(':') {
+                endpoints.insert(k.trim().to_string(), v.trim().to_string());
             }
-        });
-        let url = rx
-            .recv_timeout(Duration::from_secs(30))
-            .expect("kedge up prints its API URL");
-        let port = url
-            .rsplit(':')
-            .next()
-            .and_then(|p| p.parse().ok())
-            .expect("port");
+        }
+        let port_of = |k: &str| -> u16 {
+            endpoints[k]
+                .rsplit(':')
+                .next()
+                .and_then(|p| p.parse().ok())
+                .expect("port")
+        };
         Kedge {
+            url: endpoints["Kubernetes API"].clone(),
+            port: port_of("Kubernetes API"),
+            hub_port: port_of("CloudHub"),
+            join_port: port_of("join server"),
             child,
             data_dir: data_dir.to_path_buf(),
-            url,
-            port,
         }
     }
 

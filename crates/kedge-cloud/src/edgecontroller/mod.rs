@@ -1,0 +1,151 @@
+//! EdgeController: what edges report about themselves reaches Kubernetes (through kube-rs).
+//! - `insert null/node/<node>`: the Node is created (or its labels and status updated);
+//! - `update null/nodestatus/<node>`: the Node's status is updated and its Lease renewed;
+//! - the session ending marks the Node's Ready condition Unknown (NotReady in kubectl).
+//!
+//! A node may only write its own Node and Lease: anything else is refused and logged.
+
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::Node;
+use kedge_core::envelope::{Message, op};
+use kedge_core::resource::ObjectRef;
+use kube::api::{Api, Patch, PatchParams, PostParams};
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+
+use crate::cloudhub::hub::HubEvent;
+
+/// Lease duration the cloud sets (as kubelet).
+const LEASE_SECONDS: i32 = 40;
+const NODE_LEASE_NAMESPACE: &str = "kube-node-lease";
+
+fn now() -> String {
+    jiff::Timestamp::now()
+        .strftime("%Y-%m-%dT%H:%M:%SZ")
+        .to_string()
+}
+
+fn micro_now() -> String {
+    jiff::Timestamp::now()
+        .strftime("%Y-%m-%dT%H:%M:%S.%6fZ")
+        .to_string()
+}
+
+pub struct EdgeController {
+    nodes: Api<Node>,
+    leases: Api<Lease>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    #[error("node {node} may not write {resource}")]
+    Forbidden { node: String, resource: String },
+    #[error("{0}")]
+    Resource(#[from] kedge_core::resource::ResourceError),
+    #[error("Kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
+    #[error("{0}")]
+    Content(#[from] serde_json::Error),
+}
+
+impl EdgeController {
+    pub fn new(client: kube::Client) -> EdgeController {
+        EdgeController {
+            nodes: Api::all(client.clone()),
+            leases: Api::namespaced(client, NODE_LEASE_NAMESPACE),
+        }
+    }
+
+    /// Handles hub events until the hub goes away.
+    pub async fn run(self, mut events: mpsc::Receiver<HubEvent>) {
+        while let Some(ev) = events.recv().await {
+            let result = match ev {
+                HubEvent::Connected(_) => Ok(()),
+                HubEvent::Disconnected(node) => self.not_ready(&node).await,
+                HubEvent::Message(node, m) => self.upstream(&node, &m).await,
+            };
+            if let Err(e) = result {
+                tracing::warn!(error = %e, "edgecontroller");
+            }
+        }
+    }
+
+    async fn upstream(&self, node: &str, m: &Message) -> Result<(), UpstreamError> {
+        let r = ObjectRef::parse(&m.route.resource)?;
+        let own = r.name == Some(node);
+        let forbidden = || UpstreamError::Forbidden {
+            node: node.into(),
+            resource: m.route.resource.clone(),
+        };
+        match (r.kind, m.route.operation.as_str()) {
+            ("node", op::INSERT | op::UPDATE) if own => self.upsert_node(node, &m.content).await,
+            ("nodestatus", op::UPDATE) if own => self.status(node, &m.content).await,
+            ("node" | "nodestatus", _) => Err(forbidden()),
+            _ => {
+                tracing::debug!(node, resource = %m.route.resource, "not handled yet");
+                Ok(())
+            }
+        }
+    }
+
+    async fn upsert_node(&self, node: &str, content: &Value) -> Result<(), UpstreamError> {
+        if self.nodes.get_opt(node).await?.is_none() {
+            let mut obj: Node = serde_json::from_value(content.clone())?;
+            obj.metadata.name = Some(node.into());
+            obj.metadata.resource_version = None;
+            self.nodes.create(&PostParams::default(), &obj).await?;
+            tracing::info!(node, "registered node");
+        } else {
+            let labels = content
+                .pointer("/metadata/labels")
+                .cloned()
+                .unwrap_or(json!({}));
+            let p = json!({"metadata": {"labels": labels}});
+            self.nodes
+                .patch(node, &PatchParams::default(), &Patch::Merge(&p))
+                .await?;
+        }
+        let status = content.get("status").cloned().unwrap_or(json!({}));
+        self.status(node, &status).await
+    }
+
+    async fn status(&self, node: &str, status: &Value) -> Result<(), UpstreamError> {
+        let p = json!({"status": status});
+        self.nodes
+            .patch_status(node, &PatchParams::default(), &Patch::Merge(&p))
+            .await?;
+        self.renew_lease(node).await
+    }
+
+    async fn renew_lease(&self, node: &str) -> Result<(), UpstreamError> {
+        let spec = json!({"holderIdentity": node, "leaseDurationSeconds": LEASE_SECONDS, "renewTime": micro_now()});
+        if self.leases.get_opt(node).await?.is_some() {
+            let p = json!({"spec": spec});
+            self.leases
+                .patch(node, &PatchParams::default(), &Patch::Merge(&p))
+                .await?;
+        } else {
+            let lease: Lease =
+                serde_json::from_value(json!({"metadata": {"name": node}, "spec": spec}))?;
+            self.leases.create(&PostParams::default(), &lease).await?;
+        }
+        Ok(())
+    }
+
+    /// The edge is gone: Ready becomes Unknown, as the node lifecycle controller does.
+    async fn not_ready(&self, node: &str) -> Result<(), UpstreamError> {
+        if self.nodes.get_opt(node).await?.is_none() {
+            return Ok(());
+        }
+        let p = json!({"status": {"conditions": [{
+            "type": "Ready", "status": "Unknown", "reason": "NodeStatusUnknown",
+            "message": "kedge: the edge's connection to CloudHub ended",
+            "lastHeartbeatTime": now(), "lastTransitionTime": now(),
+        }]}});
+        self.nodes
+            .patch_status(node, &PatchParams::default(), &Patch::Merge(&p))
+            .await?;
+        tracing::info!(node, "node is NotReady: its edge disconnected");
+        Ok(())
+    }
+}

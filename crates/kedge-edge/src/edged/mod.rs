@@ -1,0 +1,3 @@
+//! Edged: the node itself (and, with issue #6, its pods).
+
+pub mod nodestatus;

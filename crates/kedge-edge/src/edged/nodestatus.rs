@@ -1,0 +1,136 @@
+//! The Node object the edge registers and the status it reports: labels, addresses, capacity
+//! and nodeInfo read from the host, and a Ready condition.
+
+use serde_json::{Value, json};
+
+/// What the host looks like.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Host {
+    pub cpus: usize,
+    pub memory_kib: u64,
+    pub os_image: String,
+    pub kernel: String,
+    pub arch: String,
+    pub machine_id: String,
+}
+
+impl Host {
+    /// Reads the host (Linux `/proc`, `/etc/os-release`); missing facts stay empty.
+    pub fn read() -> Host {
+        let read = |p: &str| std::fs::read_to_string(p).unwrap_or_default();
+        let memory_kib = read("/proc/meminfo")
+            .lines()
+            .find_map(|l| l.strip_prefix("MemTotal:"))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            .unwrap_or(0);
+        let os_image = read("/etc/os-release")
+            .lines()
+            .find_map(|l| l.strip_prefix("PRETTY_NAME="))
+            .map(|v| v.trim_matches('"').to_string())
+            .unwrap_or_default();
+        Host {
+            cpus: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            memory_kib,
+            os_image,
+            kernel: read("/proc/sys/kernel/osrelease").trim().to_string(),
+            arch: std::env::consts::ARCH.to_string(),
+            machine_id: read("/etc/machine-id").trim().to_string(),
+        }
+    }
+}
+
+fn goarch(arch: &str) -> &str {
+    match arch {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        other => other,
+    }
+}
+
+/// The Node as the edge registers it.
+pub fn node(name: &str, ip: &str, host: &Host, now: &str) -> Value {
+    json!({
+        "apiVersion": "v1",
+        "kind": "Node",
+        "metadata": {
+            "name": name,
+            "labels": {
+                "node-role.kubernetes.io/edge": "",
+                "node-role.kubernetes.io/agent": "",
+                "kubernetes.io/hostname": name,
+                "kubernetes.io/os": std::env::consts::OS,
+                "kubernetes.io/arch": goarch(&host.arch),
+            },
+        },
+        "spec": {},
+        "status": status(ip, host, now),
+    })
+}
+
+/// The Node status: Ready while the edge reports.
+pub fn status(ip: &str, host: &Host, now: &str) -> Value {
+    let capacity = json!({
+        "cpu": host.cpus.to_string(),
+        "memory": format!("{}Ki", host.memory_kib),
+        "pods": "110",
+    });
+    json!({
+        "conditions": [{
+            "type": "Ready", "status": "True", "reason": "EdgeReady",
+            "message": "kedge edge is posting ready status",
+            "lastHeartbeatTime": now, "lastTransitionTime": now,
+        }],
+        "addresses": [{"type": "InternalIP", "address": ip}, {"type": "Hostname", "address": ip}],
+        "capacity": capacity,
+        "allocatable": capacity,
+        "nodeInfo": {
+            "machineID": host.machine_id, "systemUUID": "", "bootID": "",
+            "kernelVersion": host.kernel, "osImage": host.os_image,
+            "containerRuntimeVersion": "", "kubeletVersion": concat!("v1.36.0-kedge-", env!("CARGO_PKG_VERSION")),
+            "kubeProxyVersion": "", "operatingSystem": std::env::consts::OS, "architecture": goarch(&host.arch),
+        },
+        "daemonEndpoints": {"kubeletEndpoint": {"Port": 0}},
+    })
+}
+
+/// The local address the edge uses to reach `server` (`host:port`), without sending anything.
+pub fn local_ip_towards(server: &str) -> String {
+    std::net::UdpSocket::bind("0.0.0.0:0")
+        .and_then(|s| {
+            s.connect(server)?;
+            s.local_addr()
+        })
+        .map(|a| a.ip().to_string())
+        .unwrap_or_else(|_| "127.0.0.1".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_node_says_who_and_what_it_is() {
+        let host = Host {
+            cpus: 2,
+            memory_kib: 1024,
+            os_image: "Debian".into(),
+            kernel: "6.1".into(),
+            arch: "x86_64".into(),
+            machine_id: "m".into(),
+        };
+        let n = node("kube-edge-1", "10.0.0.5", &host, "2026-11-27T00:00:00Z");
+        assert_eq!(n["metadata"]["labels"]["node-role.kubernetes.io/edge"], "");
+        assert_eq!(n["metadata"]["labels"]["kubernetes.io/arch"], "amd64");
+        assert_eq!(n["status"]["conditions"][0]["status"], "True");
+        assert_eq!(n["status"]["capacity"]["memory"], "1024Ki");
+        assert_eq!(n["status"]["addresses"][0]["address"], "10.0.0.5");
+    }
+
+    #[test]
+    fn the_host_is_readable_here() {
+        let h = Host::read();
+        assert!(h.cpus >= 1);
+        assert!(h.memory_kib > 0, "{h:?}");
+        assert_eq!(local_ip_towards("127.0.0.1:9"), "127.0.0.1");
+    }
+}

@@ -1,0 +1,102 @@
+//! Edge nodes over the real channel: separate `kedge cloud` and `kedge edge` processes.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{EdgeProc, Kedge, wait_until};
+
+fn ready(k: &Kedge, node: &str) -> String {
+    let out = k.kubectl(&[
+        "get",
+        "node",
+        node,
+        "-o",
+        "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}",
+    ]);
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn token(k: &Kedge) -> String {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_kedge"))
+        .args(["token", "--data-dir"])
+        .arg(&k.data_dir)
+        .output()
+        .expect("kedge token");
+    assert!(out.status.success());
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+#[test]
+fn kedge_up_brings_a_ready_edge_node() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let k = Kedge::up(dir.path(), 0);
+    wait_until(Duration::from_secs(20), "kube-edge-1 Ready", || {
+        (ready(&k, "kube-edge-1") == "True").then_some(())
+    });
+    let roles = k.ok(&[
+        "get",
+        "node",
+        "kube-edge-1",
+        "-o",
+        "jsonpath={.metadata.labels}",
+    ]);
+    assert!(roles.contains("node-role.kubernetes.io/edge"), "{roles}");
+    let lease = k.ok(&[
+        "get",
+        "lease",
+        "kube-edge-1",
+        "-n",
+        "kube-node-lease",
+        "-o",
+        "jsonpath={.spec.holderIdentity}",
+    ]);
+    assert_eq!(lease, "kube-edge-1");
+}
+
+#[test]
+fn an_edge_joins_goes_not_ready_when_killed_and_comes_back_without_a_token() {
+    let cloud_dir = tempfile::tempdir().expect("tempdir");
+    let edge_dir = tempfile::tempdir().expect("tempdir");
+    let k = Kedge::cloud(cloud_dir.path());
+    let mut edge = EdgeProc::start(&k, edge_dir.path(), "edge-a", &token(&k));
+    wait_until(Duration::from_secs(20), "edge-a Ready", || {
+        (ready(&k, "edge-a") == "True").then_some(())
+    });
+    edge.kill9();
+    wait_until(Duration::from_secs(60), "edge-a NotReady", || {
+        (ready(&k, "edge-a") == "Unknown").then_some(())
+    });
+    assert!(k.ok(&["get", "nodes"]).contains("NotReady"));
+    // Its certificate is kept: no token needed to come back.
+    let _edge = EdgeProc::start(&k, edge_dir.path(), "edge-a", "");
+    wait_until(Duration::from_secs(20), "edge-a Ready again", || {
+        (ready(&k, "edge-a") == "True").then_some(())
+    });
+}
+
+#[test]
+fn a_bad_token_is_refused_with_a_clear_error() {
+    let cloud_dir = tempfile::tempdir().expect("tempdir");
+    let edge_dir = tempfile::tempdir().expect("tempdir");
+    let k = Kedge::cloud(cloud_dir.path());
+    let good = token(&k);
+    let (hash, jwt) = good.split_once('.').expect("hash.jwt");
+    let wrong_hash = format!("{}.{jwt}", "0".repeat(hash.len()));
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_kedge"))
+        .args(["edge", "--node-name", "edge-b", "--cloud", "127.0.0.1"])
+        .args([
+            "--hub-port",
+            &k.hub_port.to_string(),
+            "--https-port",
+            &k.join_port.to_string(),
+        ])
+        .arg("--data-dir")
+        .arg(edge_dir.path())
+        .env("KEDGE_TOKEN", &wrong_hash)
+        .output()
+        .expect("kedge edge runs");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("does not match the cloud's CA"), "{err}");
+}
