@@ -30,6 +30,7 @@ pub struct CloudConfig {
     /// Names and addresses edges use to reach the cloud (certificate SANs).
     pub names: Vec<String>,
     pub hub: cloudhub::hub::HubConfig,
+    pub lifecycle: edgecontroller::Lifecycle,
 }
 
 /// A running cloud (hub, join server, controllers).
@@ -74,7 +75,8 @@ pub async fn start(cfg: CloudConfig, client: kube::Client) -> Result<Cloud, Clou
         &names,
     )
     .await?;
-    tokio::spawn(edgecontroller::EdgeController::new(client).run(rx));
+    let ec = edgecontroller::EdgeController::new(client, hub.clone(), cfg.lifecycle.clone());
+    tokio::spawn(ec.run(rx));
     Ok(Cloud {
         hub,
         hub_addr: hub_l.addr,

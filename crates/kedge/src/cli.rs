@@ -191,6 +191,7 @@ fn cloud_config(
         https_port: hub.https_port,
         names,
         hub: Default::default(),
+        lifecycle: Default::default(),
     }
 }
 

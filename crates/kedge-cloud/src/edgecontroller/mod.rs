@@ -31,9 +31,52 @@ fn micro_now() -> String {
         .to_string()
 }
 
+/// Node lifecycle: how long an edge node may go without a heartbeat and without a session
+/// before it is marked NotReady (covers edges that died while the cloud was down).
+#[derive(Debug, Clone)]
+pub struct Lifecycle {
+    pub grace: std::time::Duration,
+    pub every: std::time::Duration,
+}
+
+impl Default for Lifecycle {
+    fn default() -> Self {
+        // kube-controller-manager's node-monitor-grace-period is 40 s.
+        Lifecycle {
+            grace: std::time::Duration::from_secs(40),
+            every: std::time::Duration::from_secs(10),
+        }
+    }
+}
+
+/// True when `node` claims Ready but has neither a session nor a heartbeat within `grace`.
+pub fn is_stale(
+    node: &Value,
+    connected: bool,
+    now: jiff::Timestamp,
+    grace: std::time::Duration,
+) -> bool {
+    if connected {
+        return false;
+    }
+    let ready = node
+        .pointer("/status/conditions")
+        .and_then(Value::as_array)
+        .and_then(|cs| cs.iter().find(|c| c["type"] == "Ready"));
+    let Some(ready) = ready.filter(|c| c["status"] == "True") else {
+        return false;
+    };
+    let beat = ready["lastHeartbeatTime"]
+        .as_str()
+        .and_then(|t| t.parse::<jiff::Timestamp>().ok());
+    beat.is_none_or(|b| now.as_second() - b.as_second() > grace.as_secs() as i64)
+}
+
 pub struct EdgeController {
     nodes: Api<Node>,
     leases: Api<Lease>,
+    hub: std::sync::Arc<crate::cloudhub::hub::Hub>,
+    lifecycle: Lifecycle,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -49,25 +92,51 @@ pub enum UpstreamError {
 }
 
 impl EdgeController {
-    pub fn new(client: kube::Client) -> EdgeController {
+    pub fn new(
+        client: kube::Client,
+        hub: std::sync::Arc<crate::cloudhub::hub::Hub>,
+        lifecycle: Lifecycle,
+    ) -> EdgeController {
         EdgeController {
             nodes: Api::all(client.clone()),
             leases: Api::namespaced(client, NODE_LEASE_NAMESPACE),
+            hub,
+            lifecycle,
         }
     }
 
-    /// Handles hub events until the hub goes away.
+    /// Handles hub events, and sweeps for stale nodes, until the hub goes away.
     pub async fn run(self, mut events: mpsc::Receiver<HubEvent>) {
-        while let Some(ev) = events.recv().await {
-            let result = match ev {
-                HubEvent::Connected(_) => Ok(()),
-                HubEvent::Disconnected(node) => self.not_ready(&node).await,
-                HubEvent::Message(node, m) => self.upstream(&node, &m).await,
+        let mut sweep = tokio::time::interval(self.lifecycle.every);
+        loop {
+            let result = tokio::select! {
+                ev = events.recv() => match ev {
+                    None => return,
+                    Some(HubEvent::Connected(_)) => Ok(()),
+                    Some(HubEvent::Disconnected(node)) => self.not_ready(&node).await,
+                    Some(HubEvent::Message(node, m)) => self.upstream(&node, &m).await,
+                },
+                _ = sweep.tick() => self.sweep().await,
             };
             if let Err(e) = result {
                 tracing::warn!(error = %e, "edgecontroller");
             }
         }
+    }
+
+    /// Marks NotReady the edge nodes that went silent without a session ending here.
+    async fn sweep(&self) -> Result<(), UpstreamError> {
+        let lp = kube::api::ListParams::default().labels("node-role.kubernetes.io/edge");
+        let connected = self.hub.connected();
+        let now = jiff::Timestamp::now();
+        for node in self.nodes.list(&lp).await? {
+            let name = node.metadata.name.clone().unwrap_or_default();
+            let value = serde_json::to_value(&node)?;
+            if is_stale(&value, connected.contains(&name), now, self.lifecycle.grace) {
+                self.not_ready(&name).await?;
+            }
+        }
+        Ok(())
     }
 
     async fn upstream(&self, node: &str, m: &Message) -> Result<(), UpstreamError> {
@@ -147,5 +216,43 @@ impl EdgeController {
             .await?;
         tracing::info!(node, "node is NotReady: its edge disconnected");
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn node(status: &str, beat: &str) -> Value {
+        json!({"status": {"conditions": [{"type": "Ready", "status": status, "lastHeartbeatTime": beat}]}})
+    }
+
+    #[test]
+    fn only_silent_disconnected_ready_nodes_are_stale() {
+        let now: jiff::Timestamp = "2026-11-27T12:00:00Z".parse().expect("time");
+        let grace = Duration::from_secs(40);
+        assert!(is_stale(
+            &node("True", "2026-11-27T11:59:00Z"),
+            false,
+            now,
+            grace
+        ));
+        assert!(
+            !is_stale(&node("True", "2026-11-27T11:59:30Z"), false, now, grace),
+            "within grace"
+        );
+        assert!(
+            !is_stale(&node("True", "2026-11-27T11:00:00Z"), true, now, grace),
+            "connected"
+        );
+        assert!(
+            !is_stale(&node("Unknown", "2026-11-27T11:00:00Z"), false, now, grace),
+            "already NotReady"
+        );
+        assert!(
+            is_stale(&node("True", "garbage"), false, now, grace),
+            "no usable heartbeat"
+        );
     }
 }
