@@ -2,6 +2,7 @@
 //! WebSocket to CloudHub) and `edged` (the node; pods with issue #6); `metamanager`,
 //! `devicetwin`, `eventbus` and `servicebus` follow.
 
+pub mod config;
 pub mod edged;
 pub mod edgehub;
 
@@ -15,7 +16,7 @@ use tokio::sync::mpsc;
 use edgehub::certificate::{Join, JoinError, identity_dir, load_or_join};
 use edgehub::client::{self, EdgeHub};
 
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct EdgeConfig {
     pub data_dir: PathBuf,
     pub node: String,
@@ -29,6 +30,27 @@ pub struct EdgeConfig {
     pub heartbeat: Duration,
     /// How often node status is reported.
     pub status_every: Duration,
+}
+
+impl std::fmt::Debug for EdgeConfig {
+    // The token is a secret: never printed.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let token = if self.token.is_empty() {
+            ""
+        } else {
+            "<redacted>"
+        };
+        f.debug_struct("EdgeConfig")
+            .field("data_dir", &self.data_dir)
+            .field("node", &self.node)
+            .field("cloud", &self.cloud)
+            .field("hub_port", &self.hub_port)
+            .field("https_port", &self.https_port)
+            .field("token", &token)
+            .field("heartbeat", &self.heartbeat)
+            .field("status_every", &self.status_every)
+            .finish()
+    }
 }
 
 impl EdgeConfig {
@@ -60,6 +82,8 @@ pub enum EdgeError {
     Join(#[from] JoinError),
     #[error("{0}")]
     Pki(#[from] kedge_pki::PkiError),
+    #[error("{0}")]
+    Config(#[from] config::ConfigError),
 }
 
 /// A running edge.
@@ -124,5 +148,14 @@ async fn report_node(cfg: EdgeConfig, hub: EdgeHub) {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_token_never_prints() {
+        let cfg = super::EdgeConfig::new("d", "n", "c", "s3cr3t.token");
+        assert!(!format!("{cfg:?}").contains("s3cr3t"));
     }
 }

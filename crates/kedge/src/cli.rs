@@ -122,20 +122,30 @@ struct CloudArgs {
 
 #[derive(Args)]
 struct EdgeArgs {
-    /// Where the edge keeps its identity and store.
-    #[arg(long, default_value = "./kedge-edge-data", env = "KEDGE_EDGE_DATA_DIR")]
-    data_dir: PathBuf,
+    /// Settings from a YAML file (`--print-default-config` shows them all); flags win.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Print every setting with its default and exit.
+    #[arg(long)]
+    print_default_config: bool,
+    /// Where the edge keeps its identity and store [default: ./kedge-edge-data].
+    #[arg(long, env = "KEDGE_EDGE_DATA_DIR")]
+    data_dir: Option<PathBuf>,
     /// This node's name.
     #[arg(long)]
-    node_name: String,
+    node_name: Option<String>,
     /// The cloud's host name or address.
     #[arg(long)]
-    cloud: String,
-    #[command(flatten)]
-    hub: HubArgs,
+    cloud: Option<String>,
+    /// CloudHub WebSocket port [default: 10000].
+    #[arg(long)]
+    hub_port: Option<u16>,
+    /// Join (certificate) server port [default: 10002].
+    #[arg(long)]
+    https_port: Option<u16>,
     /// Join token from `kedge token` (needed until the edge holds its certificate).
-    #[arg(long, env = "KEDGE_TOKEN", default_value = "", hide_env_values = true)]
-    token: String,
+    #[arg(long, env = "KEDGE_TOKEN", hide_env_values = true)]
+    token: Option<String>,
 }
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
@@ -283,11 +293,28 @@ async fn cloud(a: CloudArgs) -> anyhow::Result<()> {
 }
 
 async fn edge(a: EdgeArgs) -> anyhow::Result<()> {
-    let mut cfg = kedge_edge::EdgeConfig::new(&a.data_dir, &a.node_name, &a.cloud, &a.token);
-    cfg.hub_port = a.hub.hub_port;
-    cfg.https_port = a.hub.https_port;
+    use kedge_edge::config::{DEFAULT_CONFIG_YAML, FileConfig};
+    if a.print_default_config {
+        print!("{DEFAULT_CONFIG_YAML}");
+        return Ok(());
+    }
+    let file = match &a.config {
+        Some(p) => FileConfig::read(p)?,
+        None => FileConfig::default(),
+    };
+    let flags = FileConfig {
+        data_dir: a.data_dir,
+        node_name: a.node_name,
+        cloud: a.cloud,
+        hub_port: a.hub_port,
+        https_port: a.https_port,
+        token: a.token,
+        ..FileConfig::default()
+    };
+    let cfg = file.overlay(flags).resolve()?;
+    let (node, cloud) = (cfg.node.clone(), cfg.cloud.clone());
     let _edge = kedge_edge::start(cfg).await.context("starting the edge")?;
-    println!("kedge edge: node {} → cloud {}", a.node_name, a.cloud);
+    println!("kedge edge: node {node} → cloud {cloud}");
     wait_for_signal().await;
     Ok(())
 }
