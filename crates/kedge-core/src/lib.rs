@@ -5,5 +5,6 @@
 //! - [`resource`]: the resource strings in message routes (`node/<id>/<ns>/<type>/<name>` in the
 //!   cloud, `<ns>/<type>/<name>` on the wire).
 
+pub mod delivery;
 pub mod envelope;
 pub mod resource;

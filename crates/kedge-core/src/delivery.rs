@@ -1,0 +1,380 @@
+//! Cloud→edge delivery for one node, as a pure state machine (no sockets, no clock: callers pass
+//! the time). Level-based and at-least-once:
+//! - pending updates to one object coalesce to the newest version;
+//! - a sent message stays in flight until the edge acks its `msg_id` (`response`,
+//!   `parent_msg_id`), and is re-sent with the same `msg_id` until then;
+//! - what the node has acked is remembered per object (the cloud persists it as ObjectSync), so
+//!   on reconnect [`resync`] says exactly what the node lacks, deletions included;
+//! - versions the node already has are never queued again.
+//!
+//! CloudHub owns one [`NodeQueue`] per node: it `offer`s what controllers send, writes what
+//! `poll` returns, feeds acks to `ack`, and calls `disconnected` when the session ends.
+
+use std::collections::{HashMap, VecDeque};
+
+use crate::envelope::Message;
+
+/// One object version to deliver.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Outgoing {
+    /// The object's UID: versions of one object coalesce under it.
+    pub uid: String,
+    /// Its resourceVersion (numeric, as Kubernetes' are in practice).
+    pub rv: u64,
+    pub delete: bool,
+    pub msg: Message,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Messages in flight (sent, not acked) at once.
+    pub max_inflight: usize,
+    /// Objects waiting to be sent; beyond this, offers are refused (resync catches them up).
+    pub max_pending: usize,
+    /// Re-send an unacked message after this long.
+    pub resend_after_ms: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_inflight: 256,
+            max_pending: 100_000,
+            resend_after_ms: 5_000,
+        }
+    }
+}
+
+/// What happened to an offered version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Offered {
+    Queued,
+    /// Replaced an older pending version of the same object.
+    Coalesced,
+    /// The node already acked this version or a newer one.
+    AlreadyAcked,
+    /// A newer version (or the deletion) is already pending or in flight.
+    Superseded,
+    /// The queue is full; the object will be caught up by the next resync.
+    Full,
+}
+
+/// An acknowledged version: record it (ObjectSync) and forget it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Acked {
+    pub uid: String,
+    pub rv: u64,
+    pub delete: bool,
+}
+
+#[derive(Debug)]
+struct Inflight {
+    out: Outgoing,
+    sent_at_ms: u64,
+    attempts: u32,
+}
+
+#[derive(Debug)]
+pub struct NodeQueue {
+    limits: Limits,
+    pending: HashMap<String, Outgoing>,
+    order: VecDeque<String>,
+    inflight: HashMap<String, Inflight>,
+    acked: HashMap<String, u64>,
+}
+
+impl NodeQueue {
+    /// A queue for a node that has acked `acked` (uid → resourceVersion).
+    pub fn new(limits: Limits, acked: HashMap<String, u64>) -> NodeQueue {
+        NodeQueue {
+            limits,
+            pending: HashMap::new(),
+            order: VecDeque::new(),
+            inflight: HashMap::new(),
+            acked,
+        }
+    }
+
+    pub fn pending(&self) -> usize {
+        self.pending.len()
+    }
+
+    pub fn inflight(&self) -> usize {
+        self.inflight.len()
+    }
+
+    /// The version of `uid` the node has acked.
+    pub fn acked(&self, uid: &str) -> Option<u64> {
+        self.acked.get(uid).copied()
+    }
+
+    fn newest_inflight(&self, uid: &str) -> Option<(u64, bool)> {
+        self.inflight
+            .values()
+            .filter(|i| i.out.uid == uid)
+            .map(|i| (i.out.rv, i.out.delete))
+            .max()
+    }
+
+    pub fn offer(&mut self, out: Outgoing) -> Offered {
+        let covered = |rv: u64, delete: bool| delete || (!out.delete && rv >= out.rv);
+        if !out.delete && self.acked.get(&out.uid).is_some_and(|a| *a >= out.rv) {
+            return Offered::AlreadyAcked;
+        }
+        if let Some(p) = self.pending.get(&out.uid) {
+            if covered(p.rv, p.delete) {
+                return Offered::Superseded;
+            }
+            self.pending.insert(out.uid.clone(), out);
+            return Offered::Coalesced;
+        }
+        if self
+            .newest_inflight(&out.uid)
+            .is_some_and(|(rv, d)| covered(rv, d))
+        {
+            return Offered::Superseded;
+        }
+        if self.pending.len() >= self.limits.max_pending {
+            return Offered::Full;
+        }
+        self.order.push_back(out.uid.clone());
+        self.pending.insert(out.uid.clone(), out);
+        Offered::Queued
+    }
+
+    /// What to write now: due re-sends (same `msg_id`), then new messages up to the in-flight
+    /// limit, oldest first.
+    pub fn poll(&mut self, now_ms: u64) -> Vec<Message> {
+        let mut out = Vec::new();
+        for i in self.inflight.values_mut() {
+            if now_ms.saturating_sub(i.sent_at_ms) >= self.limits.resend_after_ms {
+                i.sent_at_ms = now_ms;
+                i.attempts += 1;
+                out.push(i.out.msg.clone());
+            }
+        }
+        while self.inflight.len() < self.limits.max_inflight {
+            let Some(uid) = self.order.pop_front() else {
+                break;
+            };
+            let Some(o) = self.pending.remove(&uid) else {
+                continue;
+            };
+            out.push(o.msg.clone());
+            let id = o.msg.header.id.clone();
+            self.inflight.insert(
+                id,
+                Inflight {
+                    out: o,
+                    sent_at_ms: now_ms,
+                    attempts: 1,
+                },
+            );
+        }
+        out
+    }
+
+    /// The edge acked `parent_msg_id`; `None` for an unknown or repeated ack.
+    pub fn ack(&mut self, parent_msg_id: &str) -> Option<Acked> {
+        let o = self.inflight.remove(parent_msg_id)?.out;
+        if o.delete {
+            self.acked.remove(&o.uid);
+        } else {
+            let a = self.acked.entry(o.uid.clone()).or_insert(0);
+            *a = (*a).max(o.rv);
+        }
+        Some(Acked {
+            uid: o.uid,
+            rv: o.rv,
+            delete: o.delete,
+        })
+    }
+
+    /// The session ended: what was in flight goes back to the front of the queue (unless a newer
+    /// version is pending), to be sent first on the next connection.
+    pub fn disconnected(&mut self) {
+        let mut back: Vec<Inflight> = self.inflight.drain().map(|(_, i)| i).collect();
+        back.sort_by_key(|i| std::cmp::Reverse(i.sent_at_ms));
+        for i in back {
+            if !self.pending.contains_key(&i.out.uid) {
+                self.order.push_front(i.out.uid.clone());
+                self.pending.insert(i.out.uid.clone(), i.out);
+            }
+        }
+    }
+}
+
+/// What a (re)connecting node lacks: objects it should have at a newer version than it acked
+/// (`send`), and objects it acked that it should no longer have (`delete`).
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Resync {
+    pub send: Vec<String>,
+    pub delete: Vec<String>,
+}
+
+/// Compares what the node should have (`desired`: uid → current resourceVersion) with what it
+/// acked.
+pub fn resync(desired: &HashMap<String, u64>, acked: &HashMap<String, u64>) -> Resync {
+    let mut r = Resync::default();
+    for (uid, rv) in desired {
+        if acked.get(uid).is_none_or(|a| a < rv) {
+            r.send.push(uid.clone());
+        }
+    }
+    for uid in acked.keys() {
+        if !desired.contains_key(uid) {
+            r.delete.push(uid.clone());
+        }
+    }
+    r.send.sort();
+    r.delete.sort();
+    r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn out(uid: &str, rv: u64, delete: bool) -> Outgoing {
+        let op = if delete { "delete" } else { "update" };
+        let msg = Message::new(
+            "edgecontroller",
+            "resource",
+            op,
+            &format!("default/configmap/{uid}"),
+            json!({}),
+        )
+        .with_resource_version(rv.to_string());
+        Outgoing {
+            uid: uid.into(),
+            rv,
+            delete,
+            msg,
+        }
+    }
+
+    fn q() -> NodeQueue {
+        NodeQueue::new(
+            Limits {
+                max_inflight: 2,
+                max_pending: 3,
+                resend_after_ms: 100,
+            },
+            HashMap::new(),
+        )
+    }
+
+    fn rvs(msgs: &[Message]) -> Vec<String> {
+        msgs.iter()
+            .map(|m| m.header.resource_version.clone())
+            .collect()
+    }
+
+    #[test]
+    fn pending_versions_coalesce_to_the_newest() {
+        let mut q = q();
+        assert_eq!(q.offer(out("a", 1, false)), Offered::Queued);
+        assert_eq!(q.offer(out("a", 3, false)), Offered::Coalesced);
+        assert_eq!(q.offer(out("a", 2, false)), Offered::Superseded);
+        assert_eq!(rvs(&q.poll(0)), ["3"]);
+    }
+
+    #[test]
+    fn unacked_messages_are_resent_with_the_same_id_until_acked() {
+        let mut q = q();
+        q.offer(out("a", 1, false));
+        let first = q.poll(0);
+        assert!(q.poll(50).is_empty(), "not due yet");
+        let again = q.poll(100);
+        assert_eq!(again[0].header.id, first[0].header.id);
+        assert_eq!(
+            q.ack(&first[0].header.id),
+            Some(Acked {
+                uid: "a".into(),
+                rv: 1,
+                delete: false
+            })
+        );
+        assert!(q.poll(1000).is_empty());
+        assert_eq!(
+            q.ack(&first[0].header.id),
+            None,
+            "a repeated ack is ignored"
+        );
+        assert_eq!(q.offer(out("a", 1, false)), Offered::AlreadyAcked);
+    }
+
+    #[test]
+    fn in_flight_is_bounded_and_order_is_kept() {
+        let mut q = q();
+        for (uid, rv) in [("a", 1), ("b", 2), ("c", 3)] {
+            q.offer(out(uid, rv, false));
+        }
+        assert_eq!(q.offer(out("d", 4, false)), Offered::Full);
+        let sent = q.poll(0);
+        assert_eq!(rvs(&sent), ["1", "2"]);
+        q.ack(&sent[0].header.id);
+        assert_eq!(rvs(&q.poll(1)), ["3"]);
+    }
+
+    #[test]
+    fn deletions_win_and_clear_what_was_acked() {
+        let mut q = q();
+        q.offer(out("a", 1, false));
+        let m = q.poll(0);
+        q.ack(&m[0].header.id);
+        assert_eq!(q.acked("a"), Some(1));
+        assert_eq!(q.offer(out("a", 2, true)), Offered::Queued);
+        assert_eq!(
+            q.offer(out("a", 3, false)),
+            Offered::Superseded,
+            "nothing after a delete"
+        );
+        let d = q.poll(1);
+        q.ack(&d[0].header.id);
+        assert_eq!(q.acked("a"), None);
+    }
+
+    #[test]
+    fn a_disconnect_requeues_what_was_in_flight_first() {
+        let mut q = q();
+        q.offer(out("a", 1, false));
+        q.offer(out("b", 1, false));
+        let sent = q.poll(0);
+        q.offer(out("c", 1, false));
+        q.offer(out("b", 2, false));
+        q.disconnected();
+        assert_eq!(q.inflight(), 0);
+        assert_eq!(sent.len(), 2);
+        // a was in flight: first again. b's in-flight v1 gave way to its pending v2, queued
+        // after c.
+        let again: Vec<(String, String)> = q
+            .poll(10)
+            .iter()
+            .map(|m| (m.route.resource.clone(), m.header.resource_version.clone()))
+            .collect();
+        let want = [("default/configmap/a", "1"), ("default/configmap/c", "1")];
+        assert_eq!(again, want.map(|(r, v)| (r.to_string(), v.to_string())));
+        assert_eq!(q.pending(), 1, "b v2 waits for a free in-flight slot");
+    }
+
+    #[test]
+    fn resync_finds_what_the_node_lacks() {
+        let desired: HashMap<String, u64> = [("a", 5), ("b", 2), ("c", 1)]
+            .iter()
+            .map(|(k, v)| (k.to_string(), *v))
+            .collect();
+        let acked: HashMap<String, u64> = [("a", 5), ("b", 1), ("gone", 9)]
+            .iter()
+            .map(|(k, v)| (k.to_string(), *v))
+            .collect();
+        assert_eq!(
+            resync(&desired, &acked),
+            Resync {
+                send: vec!["b".into(), "c".into()],
+                delete: vec!["gone".into()]
+            }
+        );
+    }
+}
