@@ -65,6 +65,8 @@ pub struct Acked {
     pub uid: String,
     pub rv: u64,
     pub delete: bool,
+    /// The message's resource (`<ns>/<type>/<name>`).
+    pub resource: String,
 }
 
 #[derive(Debug)]
@@ -184,10 +186,24 @@ impl NodeQueue {
             *a = (*a).max(o.rv);
         }
         Some(Acked {
+            resource: o.msg.route.resource,
             uid: o.uid,
             rv: o.rv,
             delete: o.delete,
         })
+    }
+
+    /// Everything not yet acknowledged (in flight first), emptying the queue: to carry it into a
+    /// queue rebuilt with fresher acknowledgement records.
+    pub fn drain(&mut self) -> Vec<Outgoing> {
+        self.disconnected();
+        let mut out = Vec::new();
+        while let Some(uid) = self.order.pop_front() {
+            if let Some(o) = self.pending.remove(&uid) {
+                out.push(o);
+            }
+        }
+        out
     }
 
     /// The session ended: what was in flight goes back to the front of the queue (unless a newer
@@ -293,7 +309,8 @@ mod tests {
             Some(Acked {
                 uid: "a".into(),
                 rv: 1,
-                delete: false
+                delete: false,
+                resource: "default/configmap/a".into(),
             })
         );
         assert!(q.poll(1000).is_empty());
@@ -357,6 +374,13 @@ mod tests {
         let want = [("default/configmap/a", "1"), ("default/configmap/c", "1")];
         assert_eq!(again, want.map(|(r, v)| (r.to_string(), v.to_string())));
         assert_eq!(q.pending(), 1, "b v2 waits for a free in-flight slot");
+        let rest: Vec<u64> = q.drain().iter().map(|o| o.rv).collect();
+        assert_eq!(
+            rest.len(),
+            3,
+            "a and c in flight again, b v2 pending: {rest:?}"
+        );
+        assert_eq!((q.pending(), q.inflight()), (0, 0));
     }
 
     #[test]

@@ -5,6 +5,7 @@
 pub mod config;
 pub mod edged;
 pub mod edgehub;
+pub mod metamanager;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -84,11 +85,19 @@ pub enum EdgeError {
     Pki(#[from] kedge_pki::PkiError),
     #[error("{0}")]
     Config(#[from] config::ConfigError),
+    #[error("{0}")]
+    Meta(#[from] metamanager::MetaError),
+    #[error("{path}: {cause}")]
+    Io {
+        path: PathBuf,
+        cause: std::io::Error,
+    },
 }
 
 /// A running edge.
 pub struct Edge {
     pub hub: EdgeHub,
+    pub meta: std::sync::Arc<metamanager::MetaStore>,
 }
 
 fn now() -> String {
@@ -110,16 +119,48 @@ pub async fn start(cfg: EdgeConfig) -> Result<Edge, EdgeError> {
     .await?;
     let mut hcfg = client::HubConfig::new(cfg.server(cfg.hub_port), cfg.node.clone());
     hcfg.heartbeat = cfg.heartbeat;
-    let (down_tx, mut down_rx) = mpsc::channel(1024);
+    let (down_tx, down_rx) = mpsc::channel(1024);
+    std::fs::create_dir_all(&cfg.data_dir).map_err(|cause| EdgeError::Io {
+        path: cfg.data_dir.clone(),
+        cause,
+    })?;
+    let meta = std::sync::Arc::new(metamanager::MetaStore::open(&cfg.data_dir.join("edge.db"))?);
     let hub = client::spawn(hcfg, id, down_tx)?;
     tokio::spawn(report_node(cfg, hub.clone()));
-    tokio::spawn(async move {
-        // MetaManager takes these over with the next step of issue #3.
-        while let Some(m) = down_rx.recv().await {
-            tracing::debug!(resource = %m.route.resource, operation = %m.route.operation, "from the cloud");
+    tokio::spawn(store_then_ack(down_rx, meta.clone(), hub.clone()));
+    Ok(Edge { hub, meta })
+}
+
+/// MetaManager's loop: every object change from the cloud is stored, then acknowledged; a
+/// failure is answered with an `error` message (the cloud re-sends).
+async fn store_then_ack(
+    mut down: mpsc::Receiver<Message>,
+    meta: std::sync::Arc<metamanager::MetaStore>,
+    hub: EdgeHub,
+) {
+    while let Some(m) = down.recv().await {
+        if m.route.group != group::RESOURCE
+            || !matches!(
+                m.route.operation.as_str(),
+                op::INSERT | op::UPDATE | op::PATCH | op::DELETE
+            )
+        {
+            tracing::debug!(resource = %m.route.resource, operation = %m.route.operation, "not for MetaManager");
+            continue;
         }
-    });
-    Ok(Edge { hub })
+        let store = meta.clone();
+        let msg = m.clone();
+        let result = tokio::task::spawn_blocking(move || store.apply(&msg)).await;
+        let reply = match result {
+            Ok(Ok(_)) => m.ack(),
+            Ok(Err(e)) => {
+                tracing::warn!(resource = %m.route.resource, error = %e, "could not store a cloud message");
+                m.error_reply(&e.to_string())
+            }
+            Err(e) => m.error_reply(&e.to_string()),
+        };
+        hub.send(reply).await;
+    }
 }
 
 /// Registers the node on every (re)connection and reports its status periodically.

@@ -13,7 +13,10 @@ use kube::api::{Api, Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
+use crate::cloudhub::downstream::Downstream;
 use crate::cloudhub::hub::HubEvent;
+
+pub mod pods;
 
 /// Lease duration the cloud sets (as kubelet).
 const LEASE_SECONDS: i32 = 40;
@@ -77,6 +80,8 @@ pub struct EdgeController {
     leases: Api<Lease>,
     hub: std::sync::Arc<crate::cloudhub::hub::Hub>,
     lifecycle: Lifecycle,
+    downstream: std::sync::Arc<Downstream>,
+    pods: pods::Pods,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -97,9 +102,12 @@ impl EdgeController {
         hub: std::sync::Arc<crate::cloudhub::hub::Hub>,
         lifecycle: Lifecycle,
     ) -> EdgeController {
+        let downstream = Downstream::new(hub.clone(), client.clone());
         EdgeController {
             nodes: Api::all(client.clone()),
-            leases: Api::namespaced(client, NODE_LEASE_NAMESPACE),
+            leases: Api::namespaced(client.clone(), NODE_LEASE_NAMESPACE),
+            pods: pods::Pods::start(client, downstream.clone()),
+            downstream,
             hub,
             lifecycle,
         }
@@ -112,8 +120,18 @@ impl EdgeController {
             let result = tokio::select! {
                 ev = events.recv() => match ev {
                     None => return,
-                    Some(HubEvent::Connected(_)) => Ok(()),
-                    Some(HubEvent::Disconnected(node)) => self.not_ready(&node).await,
+                    Some(HubEvent::Connected(node)) => self.connected(&node).await,
+                    Some(HubEvent::Disconnected(node)) => {
+                        self.downstream.disconnected(&node);
+                        self.not_ready(&node).await
+                    }
+                    Some(HubEvent::Message(node, m)) if m.route.operation == op::RESPONSE => {
+                        self.downstream.ack(&node, &m.header.parent_id).await.map_err(Into::into)
+                    }
+                    Some(HubEvent::Message(node, m)) if m.route.operation == op::ERROR => {
+                        tracing::warn!(node, resource = %m.route.resource, error = %m.content, "the edge could not apply a message; it will be re-sent");
+                        Ok(())
+                    }
                     Some(HubEvent::Message(node, m)) => self.upstream(&node, &m).await,
                 },
                 _ = sweep.tick() => self.sweep().await,
@@ -122,6 +140,13 @@ impl EdgeController {
                 tracing::warn!(error = %e, "edgecontroller");
             }
         }
+    }
+
+    /// A node (re)connected: rebuild its queue from what it acknowledged and resync it.
+    async fn connected(&self, node: &str) -> Result<(), UpstreamError> {
+        let records = self.downstream.connected(node).await?;
+        self.pods.resync(node, &records).await;
+        Ok(())
     }
 
     /// Marks NotReady the edge nodes that went silent without a session ending here.

@@ -1,0 +1,248 @@
+//! Cloud→edge delivery: one [`NodeQueue`] per node (the pure state machine in
+//! `kedge_core::delivery`), a writer that sends what the queues release, and the record of what
+//! each node acknowledged — ObjectSync (`<node>.<uid>` in the object's namespace) or
+//! ClusterObjectSync, with `status.objectResourceVersion`, as KubeEdge keeps it. On connect the
+//! queue is rebuilt from those records, so a resync sends exactly what the node lacks.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use kedge_core::delivery::{Acked, Limits, NodeQueue, Offered, Outgoing};
+use kedge_core::resource::ObjectRef;
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::core::{DynamicObject, GroupVersionKind};
+use kube::discovery::ApiResource;
+use serde_json::json;
+use tokio::sync::Notify;
+
+use super::hub::Hub;
+
+/// What a node acknowledged of one object (one ObjectSync).
+#[derive(Debug, Clone)]
+pub struct SyncRecord {
+    pub uid: String,
+    pub rv: u64,
+    pub namespace: Option<String>,
+    /// Resource-string type token (`pod`, `configmap`, …).
+    pub kind: String,
+    pub name: String,
+}
+
+/// Type token → Kubernetes kind, for ObjectSync specs.
+fn kind_of(token: &str) -> &str {
+    match token {
+        "pod" => "Pod",
+        "configmap" => "ConfigMap",
+        "secret" => "Secret",
+        "node" => "Node",
+        other => other,
+    }
+}
+
+fn token_of(kind: &str) -> String {
+    kind.to_lowercase()
+}
+
+fn sync_resource(cluster: bool) -> ApiResource {
+    let (kind, plural) = if cluster {
+        ("ClusterObjectSync", "clusterobjectsyncs")
+    } else {
+        ("ObjectSync", "objectsyncs")
+    };
+    ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("reliablesyncs.kubeedge.io", "v1alpha1", kind),
+        plural,
+    )
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+pub struct Downstream {
+    hub: Arc<Hub>,
+    client: kube::Client,
+    limits: Limits,
+    queues: Mutex<HashMap<String, NodeQueue>>,
+    wake: Notify,
+}
+
+impl Downstream {
+    pub fn new(hub: Arc<Hub>, client: kube::Client) -> Arc<Downstream> {
+        let d = Arc::new(Downstream {
+            hub,
+            client,
+            limits: Limits::default(),
+            queues: Mutex::default(),
+            wake: Notify::new(),
+        });
+        tokio::spawn(d.clone().write_loop());
+        d
+    }
+
+    fn queues(&self) -> std::sync::MutexGuard<'_, HashMap<String, NodeQueue>> {
+        self.queues.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Queues an object version for `node`.
+    pub fn offer(&self, node: &str, out: Outgoing) -> Offered {
+        let limits = self.limits;
+        let offered = self
+            .queues()
+            .entry(node.to_string())
+            .or_insert_with(|| NodeQueue::new(limits, HashMap::new()))
+            .offer(out);
+        if offered == Offered::Full {
+            tracing::warn!(
+                node,
+                "delivery queue full; the object will be resynced on the next connection"
+            );
+        }
+        self.wake.notify_one();
+        offered
+    }
+
+    /// A node connected: rebuild its queue from what it acknowledged, keeping what was waiting.
+    /// Returns the acknowledgement records, for the controllers' resync.
+    pub async fn connected(&self, node: &str) -> Result<Vec<SyncRecord>, kube::Error> {
+        let records = self.records(node).await?;
+        let acked = records.iter().map(|r| (r.uid.clone(), r.rv)).collect();
+        let mut queues = self.queues();
+        let waiting = queues
+            .get_mut(node)
+            .map(NodeQueue::drain)
+            .unwrap_or_default();
+        let mut q = NodeQueue::new(self.limits, acked);
+        for o in waiting {
+            q.offer(o);
+        }
+        queues.insert(node.to_string(), q);
+        drop(queues);
+        self.wake.notify_one();
+        Ok(records)
+    }
+
+    pub fn disconnected(&self, node: &str) {
+        if let Some(q) = self.queues().get_mut(node) {
+            q.disconnected();
+        }
+    }
+
+    /// The node acknowledged `parent_msg_id`: record it.
+    pub async fn ack(&self, node: &str, parent_msg_id: &str) -> Result<(), kube::Error> {
+        let acked = self
+            .queues()
+            .get_mut(node)
+            .and_then(|q| q.ack(parent_msg_id));
+        self.wake.notify_one();
+        match acked {
+            Some(a) => self.record(node, &a).await,
+            None => Ok(()),
+        }
+    }
+
+    async fn write_loop(self: Arc<Self>) {
+        let mut tick = tokio::time::interval(Duration::from_millis(200));
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = self.wake.notified() => {}
+            }
+            for node in self.hub.connected() {
+                let msgs = self
+                    .queues()
+                    .get_mut(&node)
+                    .map(|q| q.poll(now_ms()))
+                    .unwrap_or_default();
+                for m in msgs {
+                    if self.hub.send(&node, m).await.is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+    }
+
+    fn syncs(&self, namespace: Option<&str>) -> Api<DynamicObject> {
+        match namespace {
+            Some(ns) => Api::namespaced_with(self.client.clone(), ns, &sync_resource(false)),
+            None => Api::all_with(self.client.clone(), &sync_resource(true)),
+        }
+    }
+
+    /// Every ObjectSync and ClusterObjectSync of `node`.
+    async fn records(&self, node: &str) -> Result<Vec<SyncRecord>, kube::Error> {
+        let prefix = format!("{node}.");
+        let mut out = Vec::new();
+        let namespaced: Api<DynamicObject> =
+            Api::all_with(self.client.clone(), &sync_resource(false));
+        let cluster = self.syncs(None);
+        for list in [
+            namespaced.list(&ListParams::default()).await?,
+            cluster.list(&ListParams::default()).await?,
+        ] {
+            for o in list {
+                let name = o.metadata.name.clone().unwrap_or_default();
+                let Some(uid) = name.strip_prefix(&prefix) else {
+                    continue;
+                };
+                let rv = o
+                    .data
+                    .pointer("/status/objectResourceVersion")
+                    .and_then(|v| v.as_str())
+                    .and_then(|v| v.parse().ok());
+                out.push(SyncRecord {
+                    uid: uid.to_string(),
+                    rv: rv.unwrap_or(0),
+                    namespace: o.metadata.namespace.clone(),
+                    kind: token_of(
+                        o.data
+                            .pointer("/spec/objectKind")
+                            .and_then(|v| v.as_str())
+                            .unwrap_or(""),
+                    ),
+                    name: o
+                        .data
+                        .pointer("/spec/objectName")
+                        .and_then(|v| v.as_str())
+                        .unwrap_or("")
+                        .to_string(),
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    /// Writes what `node` acknowledged.
+    async fn record(&self, node: &str, a: &Acked) -> Result<(), kube::Error> {
+        let Ok(r) = ObjectRef::parse(&a.resource) else {
+            return Ok(());
+        };
+        let api = self.syncs(r.namespace());
+        let name = format!("{node}.{}", a.uid);
+        if a.delete {
+            return match api.delete(&name, &DeleteParams::default()).await {
+                Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+                other => other.map(|_| ()),
+            };
+        }
+        if api.get_opt(&name).await?.is_none() {
+            let cluster = r.namespace().is_none();
+            let ar = sync_resource(cluster);
+            let obj: DynamicObject = serde_json::from_value(json!({
+                "apiVersion": ar.api_version, "kind": ar.kind,
+                "metadata": {"name": name, "namespace": r.namespace()},
+                "spec": {"objectAPIVersion": "v1", "objectKind": kind_of(r.kind), "objectName": r.name.unwrap_or("")},
+            }))
+            .map_err(kube::Error::SerdeError)?;
+            api.create(&PostParams::default(), &obj).await?;
+        }
+        let status = json!({"status": {"objectResourceVersion": a.rv.to_string()}});
+        api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&status))
+            .await?;
+        Ok(())
+    }
+}

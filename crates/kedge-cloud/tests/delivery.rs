@@ -1,0 +1,120 @@
+//! Cloud→edge delivery: what changes while an edge is away reaches it when it connects, and
+//! what it acknowledged is recorded (ObjectSync), over real TLS and real SQLite.
+
+use std::time::Duration;
+
+use futures::{StreamExt, TryStreamExt, stream};
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, DeleteParams, ListParams, PostParams};
+use kube::core::{DynamicObject, GroupVersionKind};
+use kube::discovery::ApiResource;
+use serde_json::json;
+
+fn pod(i: usize) -> Pod {
+    serde_json::from_value(json!({"metadata": {"name": format!("p-{i:04}")},
+        "spec": {"nodeName": "edge-1", "containers": [{"name": "c", "image": "busybox:1"}]}}))
+    .expect("pod")
+}
+
+async fn wait_for(what: &str, secs: u64, mut check: impl AsyncFnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+    while !check().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changes_made_while_the_edge_is_away_all_arrive() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut acfg = kedge_apiserver::Config::new(dir.path());
+    acfg.port = 0;
+    let api = kedge_apiserver::start(acfg).await.expect("api");
+    let kc = kube::config::Kubeconfig::read_from(&api.kubeconfig).expect("kubeconfig");
+    let kcfg = kube::Config::from_custom_kubeconfig(kc, &Default::default())
+        .await
+        .expect("cfg");
+    let client = kube::Client::try_from(kcfg).expect("client");
+    let cfg = kedge_cloud::CloudConfig {
+        data_dir: dir.path().to_path_buf(),
+        bind: "127.0.0.1".parse().expect("ip"),
+        hub_port: 0,
+        https_port: 0,
+        names: Vec::new(),
+        hub: Default::default(),
+        lifecycle: Default::default(),
+    };
+    let cloud = kedge_cloud::start(cfg, client.clone())
+        .await
+        .expect("cloud");
+
+    // While no edge is connected: 1,000 pods for edge-1, then 100 of them deleted.
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    stream::iter(0..1000)
+        .map(|i| {
+            let pods = pods.clone();
+            async move { pods.create(&PostParams::default(), &pod(i)).await }
+        })
+        .buffer_unordered(16)
+        .try_collect::<Vec<_>>()
+        .await
+        .expect("creates");
+    for i in 0..100 {
+        pods.delete(&format!("p-{i:04}"), &DeleteParams::default())
+            .await
+            .expect("delete");
+    }
+
+    let token = cloud.ca.token(Duration::from_secs(60)).expect("token");
+    let edge_dir = tempfile::tempdir().expect("edge dir");
+    let mut ecfg = kedge_edge::EdgeConfig::new(edge_dir.path(), "edge-1", "127.0.0.1", &token);
+    ecfg.hub_port = cloud.hub_addr.port();
+    ecfg.https_port = cloud.join_addr.port();
+    let edge = kedge_edge::start(ecfg).await.expect("edge");
+    let meta = edge.meta.clone();
+    let want: Vec<String> = (100..1000)
+        .map(|i| format!("default/pod/p-{i:04}"))
+        .collect();
+    wait_for("900 pods in the edge store", 120, async || {
+        meta.keys("pod").expect("keys") == want
+    })
+    .await;
+
+    // Acknowledgements are recorded as ObjectSync <node>.<uid>.
+    let ar = ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("reliablesyncs.kubeedge.io", "v1alpha1", "ObjectSync"),
+        "objectsyncs",
+    );
+    let syncs: Api<DynamicObject> = Api::namespaced_with(client.clone(), "default", &ar);
+    wait_for("900 ObjectSyncs", 60, async || {
+        syncs
+            .list(&ListParams::default())
+            .await
+            .map(|l| l.items.len())
+            .unwrap_or(0)
+            == 900
+    })
+    .await;
+
+    // Live deletions reach the connected edge too.
+    for i in 100..110 {
+        pods.delete(&format!("p-{i:04}"), &DeleteParams::default())
+            .await
+            .expect("delete");
+    }
+    wait_for("890 pods in the edge store", 60, async || {
+        meta.keys("pod").expect("keys").len() == 890
+    })
+    .await;
+    let first = meta
+        .get("default/pod/p-0110")
+        .expect("get")
+        .expect("stored");
+    assert_eq!(first["spec"]["nodeName"], "edge-1");
+    cloud.shutdown().await;
+    api.shutdown().await;
+}
