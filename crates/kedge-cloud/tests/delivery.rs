@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use futures::{StreamExt, TryStreamExt, stream};
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use kube::core::{DynamicObject, GroupVersionKind};
 use kube::discovery::ApiResource;
@@ -27,8 +27,15 @@ async fn wait_for(what: &str, secs: u64, mut check: impl AsyncFnMut() -> bool) {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn changes_made_while_the_edge_is_away_all_arrive() {
+struct Env {
+    _dir: tempfile::TempDir,
+    _edge_dir: tempfile::TempDir,
+    api: kedge_apiserver::ApiServer,
+    client: kube::Client,
+    cloud: kedge_cloud::Cloud,
+}
+
+async fn cloud() -> Env {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let dir = tempfile::tempdir().expect("tempdir");
     let mut acfg = kedge_apiserver::Config::new(dir.path());
@@ -51,7 +58,36 @@ async fn changes_made_while_the_edge_is_away_all_arrive() {
     let cloud = kedge_cloud::start(cfg, client.clone())
         .await
         .expect("cloud");
+    let edge_dir = tempfile::tempdir().expect("edge dir");
+    Env {
+        _dir: dir,
+        _edge_dir: edge_dir,
+        api,
+        client,
+        cloud,
+    }
+}
 
+impl Env {
+    async fn edge(&self) -> kedge_edge::Edge {
+        let token = self.cloud.ca.token(Duration::from_secs(60)).expect("token");
+        let mut ecfg =
+            kedge_edge::EdgeConfig::new(self._edge_dir.path(), "edge-1", "127.0.0.1", &token);
+        ecfg.hub_port = self.cloud.hub_addr.port();
+        ecfg.https_port = self.cloud.join_addr.port();
+        kedge_edge::start(ecfg).await.expect("edge")
+    }
+
+    async fn stop(self) {
+        self.cloud.shutdown().await;
+        self.api.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changes_made_while_the_edge_is_away_all_arrive() {
+    let env = cloud().await;
+    let client = env.client.clone();
     // While no edge is connected: 1,000 pods for edge-1, then 100 of them deleted.
     let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
     stream::iter(0..1000)
@@ -69,12 +105,7 @@ async fn changes_made_while_the_edge_is_away_all_arrive() {
             .expect("delete");
     }
 
-    let token = cloud.ca.token(Duration::from_secs(60)).expect("token");
-    let edge_dir = tempfile::tempdir().expect("edge dir");
-    let mut ecfg = kedge_edge::EdgeConfig::new(edge_dir.path(), "edge-1", "127.0.0.1", &token);
-    ecfg.hub_port = cloud.hub_addr.port();
-    ecfg.https_port = cloud.join_addr.port();
-    let edge = kedge_edge::start(ecfg).await.expect("edge");
+    let edge = env.edge().await;
     let meta = edge.meta.clone();
     let want: Vec<String> = (100..1000)
         .map(|i| format!("default/pod/p-{i:04}"))
@@ -115,6 +146,63 @@ async fn changes_made_while_the_edge_is_away_all_arrive() {
         .expect("get")
         .expect("stored");
     assert_eq!(first["spec"]["nodeName"], "edge-1");
-    cloud.shutdown().await;
-    api.shutdown().await;
+    env.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn configmaps_and_secrets_follow_the_pods_that_use_them() {
+    let env = cloud().await;
+    let pp = PostParams::default();
+    let cms: Api<ConfigMap> = Api::namespaced(env.client.clone(), "default");
+    let secrets: Api<Secret> = Api::namespaced(env.client.clone(), "default");
+    let pods: Api<Pod> = Api::namespaced(env.client.clone(), "default");
+    for name in ["used", "unused"] {
+        let cm: ConfigMap =
+            serde_json::from_value(json!({"metadata": {"name": name}, "data": {"v": "1"}}))
+                .expect("cm");
+        cms.create(&pp, &cm).await.expect("cm");
+    }
+    let s: Secret =
+        serde_json::from_value(json!({"metadata": {"name": "creds"}, "stringData": {"pw": "x"}}))
+            .expect("secret");
+    secrets.create(&pp, &s).await.expect("secret");
+    let app: Pod = serde_json::from_value(json!({"metadata": {"name": "app"}, "spec": {"nodeName": "edge-1",
+        "containers": [{"name": "c", "image": "busybox:1", "envFrom": [{"secretRef": {"name": "creds"}}]}],
+        "volumes": [{"name": "v", "configMap": {"name": "used"}}]}})).expect("pod");
+    pods.create(&pp, &app).await.expect("pod");
+
+    let edge = env.edge().await;
+    let meta = edge.meta.clone();
+    wait_for("the pod, its ConfigMap and its Secret", 30, async || {
+        meta.keys("configmap").expect("keys") == ["default/configmap/used"]
+            && meta.keys("secret").expect("keys") == ["default/secret/creds"]
+            && meta.keys("pod").expect("keys") == ["default/pod/app"]
+    })
+    .await;
+    // An update follows the ConfigMap to the node.
+    let p = json!({"data": {"v": "2"}});
+    cms.patch(
+        "used",
+        &kube::api::PatchParams::default(),
+        &kube::api::Patch::Merge(&p),
+    )
+    .await
+    .expect("patch");
+    wait_for("the updated ConfigMap", 30, async || {
+        meta.get("default/configmap/used")
+            .expect("get")
+            .is_some_and(|c| c["data"]["v"] == "2")
+    })
+    .await;
+    // Without the pod, the node has no business with its ConfigMap and Secret.
+    pods.delete("app", &DeleteParams::default())
+        .await
+        .expect("delete");
+    wait_for("everything removed from the edge", 30, async || {
+        meta.keys("pod").expect("keys").is_empty()
+            && meta.keys("configmap").expect("keys").is_empty()
+            && meta.keys("secret").expect("keys").is_empty()
+    })
+    .await;
+    env.stop().await;
 }

@@ -16,7 +16,8 @@ use tokio::sync::mpsc;
 use crate::cloudhub::downstream::Downstream;
 use crate::cloudhub::hub::HubEvent;
 
-pub mod pods;
+pub mod bound;
+pub mod refs;
 
 /// Lease duration the cloud sets (as kubelet).
 const LEASE_SECONDS: i32 = 40;
@@ -81,7 +82,7 @@ pub struct EdgeController {
     hub: std::sync::Arc<crate::cloudhub::hub::Hub>,
     lifecycle: Lifecycle,
     downstream: std::sync::Arc<Downstream>,
-    pods: pods::Pods,
+    bound: bound::Bound,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -106,7 +107,7 @@ impl EdgeController {
         EdgeController {
             nodes: Api::all(client.clone()),
             leases: Api::namespaced(client.clone(), NODE_LEASE_NAMESPACE),
-            pods: pods::Pods::start(client, downstream.clone()),
+            bound: bound::Bound::start(client, downstream.clone()),
             downstream,
             hub,
             lifecycle,
@@ -145,7 +146,7 @@ impl EdgeController {
     /// A node (re)connected: rebuild its queue from what it acknowledged and resync it.
     async fn connected(&self, node: &str) -> Result<(), UpstreamError> {
         let records = self.downstream.connected(node).await?;
-        self.pods.resync(node, &records).await;
+        self.bound.resync(node, &records).await;
         Ok(())
     }
 
