@@ -60,6 +60,32 @@ pub struct EdgeProc(Child);
 
 impl EdgeProc {
     pub fn start(cloud: &Kedge, data_dir: &Path, node: &str, token: &str) -> EdgeProc {
+        Self::spawn(cloud, data_dir, node, token, Stdio::inherit())
+    }
+
+    /// Like [`EdgeProc::start`], streaming the edge's log lines.
+    pub fn start_logged(
+        cloud: &Kedge,
+        data_dir: &Path,
+        node: &str,
+        token: &str,
+    ) -> (EdgeProc, mpsc::Receiver<String>) {
+        let mut p = Self::spawn(cloud, data_dir, node, token, Stdio::piped());
+        let stderr = p.0.stderr.take().expect("stderr");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        (p, rx)
+    }
+
+    pub fn alive(&mut self) -> bool {
+        matches!(self.0.try_wait(), Ok(None))
+    }
+
+    fn spawn(cloud: &Kedge, data_dir: &Path, node: &str, token: &str, stderr: Stdio) -> EdgeProc {
         let child = Command::new(env!("CARGO_BIN_EXE_kedge"))
             .args(["edge", "--node-name", node, "--cloud", "127.0.0.1"])
             .args([
@@ -73,6 +99,7 @@ impl EdgeProc {
             .env("KEDGE_TOKEN", token)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
+            .stderr(stderr)
             .spawn()
             .expect("kedge edge starts");
         EdgeProc(child)
@@ -110,14 +137,20 @@ impl Kedge {
 
     /// Starts `kedge cloud` on loopback with free ports.
     pub fn cloud(data_dir: &Path) -> Kedge {
+        Self::cloud_on(data_dir, 0, 0, 0)
+    }
+
+    /// Starts `kedge cloud` on loopback on the given ports (a restart keeps the edges' address).
+    pub fn cloud_on(data_dir: &Path, api: u16, hub: u16, join: u16) -> Kedge {
+        let (api, hub, join) = (api.to_string(), hub.to_string(), join.to_string());
         let args = [
             "cloud",
             "--api-port",
-            "0",
+            &api,
             "--hub-port",
-            "0",
+            &hub,
             "--https-port",
-            "0",
+            &join,
             "--bind",
             "127.0.0.1",
         ];
