@@ -2,6 +2,7 @@
 //! validation, system metadata (uid, timestamps, generation), per-kind defaults, and the status
 //! subresource split.
 
+use kedge_core::names::{is_dns_label, is_dns_subdomain};
 use serde_json::{Map, Value, json};
 
 use crate::error::ApiError;
@@ -87,22 +88,11 @@ fn check_type(t: &Target, obj: &mut Value) -> Result<(), ApiError> {
 const SUBDOMAIN_MSG: &str = "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character (e.g. 'example.com', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')";
 const LABEL_MSG: &str = "a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character (e.g. 'my-name',  or '123-abc', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?')";
 
-fn is_label(s: &str) -> bool {
-    let b = s.as_bytes();
-    !b.is_empty()
-        && b.len() <= 63
-        && b.iter()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
-        && b[0] != b'-'
-        && b[b.len() - 1] != b'-'
-}
-
 fn name_error(res: &Resource, name: &str) -> Option<Cause> {
     let (ok, msg) = if res.key() == "namespaces" {
-        (is_label(name), LABEL_MSG)
+        (is_dns_label(name), LABEL_MSG)
     } else {
-        let ok = name.len() <= 253 && name.split('.').all(is_label);
-        (ok, SUBDOMAIN_MSG)
+        (is_dns_subdomain(name), SUBDOMAIN_MSG)
     };
     (!ok).then(|| Cause {
         reason: "FieldValueInvalid",

@@ -1,6 +1,8 @@
 //! Cloud→edge delivery: what changes while an edge is away reaches it when it connects, and
 //! what it acknowledged is recorded (ObjectSync), over real TLS and real SQLite.
 
+mod common;
+
 use std::time::Duration;
 
 use futures::{StreamExt, TryStreamExt, stream};
@@ -28,41 +30,22 @@ async fn wait_for(what: &str, secs: u64, mut check: impl AsyncFnMut() -> bool) {
 }
 
 struct Env {
-    _dir: tempfile::TempDir,
-    _edge_dir: tempfile::TempDir,
-    api: kedge_apiserver::ApiServer,
+    api: common::Api,
+    edge_dir: tempfile::TempDir,
     client: kube::Client,
     cloud: kedge_cloud::Cloud,
 }
 
 async fn cloud() -> Env {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let dir = tempfile::tempdir().expect("tempdir");
-    let mut acfg = kedge_apiserver::Config::new(dir.path());
-    acfg.port = 0;
-    let api = kedge_apiserver::start(acfg).await.expect("api");
-    let kc = kube::config::Kubeconfig::read_from(&api.kubeconfig).expect("kubeconfig");
-    let kcfg = kube::Config::from_custom_kubeconfig(kc, &Default::default())
-        .await
-        .expect("cfg");
-    let client = kube::Client::try_from(kcfg).expect("client");
-    let cfg = kedge_cloud::CloudConfig {
-        data_dir: dir.path().to_path_buf(),
-        bind: "127.0.0.1".parse().expect("ip"),
-        hub_port: 0,
-        https_port: 0,
-        names: Vec::new(),
-        hub: Default::default(),
-        lifecycle: Default::default(),
-    };
-    let cloud = kedge_cloud::start(cfg, client.clone())
+    let api = common::api().await;
+    let client = api.client.clone();
+    let cloud = kedge_cloud::start(common::cloud_config(api.dir.path()), client.clone())
         .await
         .expect("cloud");
     let edge_dir = tempfile::tempdir().expect("edge dir");
     Env {
-        _dir: dir,
-        _edge_dir: edge_dir,
         api,
+        edge_dir,
         client,
         cloud,
     }
@@ -72,7 +55,7 @@ impl Env {
     async fn edge(&self) -> kedge_edge::Edge {
         let token = self.cloud.ca.token(Duration::from_secs(60)).expect("token");
         let mut ecfg =
-            kedge_edge::EdgeConfig::new(self._edge_dir.path(), "edge-1", "127.0.0.1", &token);
+            kedge_edge::EdgeConfig::new(self.edge_dir.path(), "edge-1", "127.0.0.1", &token);
         ecfg.hub_port = self.cloud.hub_addr.port();
         ecfg.https_port = self.cloud.join_addr.port();
         kedge_edge::start(ecfg).await.expect("edge")
@@ -80,7 +63,7 @@ impl Env {
 
     async fn stop(self) {
         self.cloud.shutdown().await;
-        self.api.shutdown().await;
+        self.api.server.shutdown().await;
     }
 }
 

@@ -1,5 +1,7 @@
 //! CloudHub ⇄ EdgeHub over real WebSockets with mutual TLS.
 
+mod common;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,8 +15,7 @@ use serde_json::json;
 use tokio::sync::mpsc;
 
 struct Cloud {
-    _dir: tempfile::TempDir,
-    api: kedge_apiserver::ApiServer,
+    api: common::Api,
     join: kedge_http::Listener,
     hub_addr: std::net::SocketAddr,
     _hub_listener: kedge_http::Listener,
@@ -24,20 +25,11 @@ struct Cloud {
 }
 
 async fn cloud(cfg: HubConfig) -> Cloud {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let dir = tempfile::tempdir().expect("tempdir");
-    let mut acfg = kedge_apiserver::Config::new(dir.path());
-    acfg.port = 0;
-    let api = kedge_apiserver::start(acfg).await.expect("api");
-    let kc = kube::config::Kubeconfig::read_from(&api.kubeconfig).expect("kubeconfig");
-    let kcfg = kube::Config::from_custom_kubeconfig(kc, &Default::default())
-        .await
-        .expect("cfg");
-    let client = kube::Client::try_from(kcfg).expect("client");
-    let ca = Arc::new(Ca::load_or_create(dir.path()).expect("ca"));
+    let api = common::api().await;
+    let ca = Arc::new(Ca::load_or_create(api.dir.path()).expect("ca"));
     let names = vec!["localhost".to_string(), "127.0.0.1".to_string()];
     let any = "127.0.0.1:0".parse().expect("addr");
-    let join = kedge_cloud::cloudhub::join::start(any, ca.clone(), client, &names)
+    let join = kedge_cloud::cloudhub::join::start(any, ca.clone(), api.client.clone(), &names)
         .await
         .expect("join");
     let (tx, events) = mpsc::channel(64);
@@ -47,7 +39,6 @@ async fn cloud(cfg: HubConfig) -> Cloud {
         .expect("hub");
     let hub_addr = listener.addr;
     Cloud {
-        _dir: dir,
         api,
         join,
         hub_addr,
@@ -130,7 +121,7 @@ async fn messages_flow_both_ways_and_keepalives_hold_the_session() {
         "no disconnect while keepalives flow: {quiet:?}"
     );
     assert_eq!(c.hub.connected(), ["edge-1"]);
-    c.api.shutdown().await;
+    c.api.server.shutdown().await;
 }
 
 #[tokio::test]
@@ -156,7 +147,7 @@ async fn a_silent_edge_is_dropped_and_reconnects() {
         next_event(&mut c.events).await,
         HubEvent::Connected(_)
     ));
-    c.api.shutdown().await;
+    c.api.server.shutdown().await;
 }
 
 #[tokio::test]
@@ -183,5 +174,5 @@ async fn a_certificate_for_another_node_is_refused() {
             .await
             .is_err()
     );
-    c.api.shutdown().await;
+    c.api.server.shutdown().await;
 }

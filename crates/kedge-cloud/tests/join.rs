@@ -1,5 +1,7 @@
 //! Joining over real TLS: the embedded API, the join server, and the edge's join client.
 
+mod common;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -10,35 +12,20 @@ use kedge_pki::token::TokenError;
 use kube::api::{Api, PostParams};
 
 struct Cloud {
-    _dir: tempfile::TempDir,
-    api: kedge_apiserver::ApiServer,
+    api: common::Api,
     join: kedge_http::Listener,
     ca: Arc<Ca>,
 }
 
 async fn cloud() -> Cloud {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let dir = tempfile::tempdir().expect("tempdir");
-    let mut cfg = kedge_apiserver::Config::new(dir.path());
-    cfg.port = 0;
-    let api = kedge_apiserver::start(cfg).await.expect("api");
-    let kc = kube::config::Kubeconfig::read_from(&api.kubeconfig).expect("kubeconfig");
-    let kcfg = kube::Config::from_custom_kubeconfig(kc, &Default::default())
-        .await
-        .expect("cfg");
-    let client = kube::Client::try_from(kcfg).expect("client");
-    let ca = Arc::new(Ca::load_or_create(dir.path()).expect("ca"));
+    let api = common::api().await;
+    let ca = Arc::new(Ca::load_or_create(api.dir.path()).expect("ca"));
     let names = vec!["localhost".to_string(), "127.0.0.1".to_string()];
     let addr = "127.0.0.1:0".parse().expect("addr");
-    let join = kedge_cloud::cloudhub::join::start(addr, ca.clone(), client, &names)
+    let join = kedge_cloud::cloudhub::join::start(addr, ca.clone(), api.client.clone(), &names)
         .await
         .expect("join");
-    Cloud {
-        _dir: dir,
-        api,
-        join,
-        ca,
-    }
+    Cloud { api, join, ca }
 }
 
 impl Cloud {
@@ -86,7 +73,7 @@ async fn a_node_joins_with_a_token_and_keeps_its_identity() {
         .await
         .expect("reuses the stored identity");
     assert_eq!(id.node().as_deref(), Some("edge-1"));
-    c.api.shutdown().await;
+    c.api.server.shutdown().await;
 }
 
 #[tokio::test]
@@ -139,7 +126,7 @@ async fn bad_tokens_are_refused_with_clear_errors() {
             .is_none(),
         "nothing stored"
     );
-    c.api.shutdown().await;
+    c.api.server.shutdown().await;
 }
 
 #[tokio::test]
@@ -164,17 +151,13 @@ async fn a_csr_for_another_node_is_refused() {
     assert_eq!(resp.status().as_u16(), 400);
     let text = resp.text().await.expect("body");
     assert!(text.contains("system:node:edge-1"), "{text}");
-    c.api.shutdown().await;
+    c.api.server.shutdown().await;
 }
 
 #[tokio::test]
 async fn node_lookup_answers_as_kubeedge() {
     let c = cloud().await;
-    let kc = kube::config::Kubeconfig::read_from(&c.api.kubeconfig).expect("kubeconfig");
-    let kcfg = kube::Config::from_custom_kubeconfig(kc, &Default::default())
-        .await
-        .expect("cfg");
-    let nodes: Api<Node> = Api::all(kube::Client::try_from(kcfg).expect("client"));
+    let nodes: Api<Node> = Api::all(c.api.client.clone());
     let node: Node =
         serde_json::from_value(serde_json::json!({"metadata": {"name": "edge-9"}})).expect("node");
     nodes
@@ -204,5 +187,5 @@ async fn node_lookup_answers_as_kubeedge() {
         .await
         .expect("request");
     assert_eq!(missing.status().as_u16(), 404);
-    c.api.shutdown().await;
+    c.api.server.shutdown().await;
 }

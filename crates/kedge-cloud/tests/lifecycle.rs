@@ -1,5 +1,7 @@
 //! Node lifecycle: an edge node that went silent while no session was open turns NotReady.
 
+mod common;
+
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Node;
@@ -17,16 +19,8 @@ fn ready(n: &Node) -> String {
 
 #[tokio::test]
 async fn silent_nodes_without_a_session_turn_not_ready() {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let dir = tempfile::tempdir().expect("tempdir");
-    let mut acfg = kedge_apiserver::Config::new(dir.path());
-    acfg.port = 0;
-    let api = kedge_apiserver::start(acfg).await.expect("api");
-    let kc = kube::config::Kubeconfig::read_from(&api.kubeconfig).expect("kubeconfig");
-    let kcfg = kube::Config::from_custom_kubeconfig(kc, &Default::default())
-        .await
-        .expect("cfg");
-    let client = kube::Client::try_from(kcfg).expect("client");
+    let api = common::api().await;
+    let client = api.client.clone();
     let nodes: Api<Node> = Api::all(client.clone());
     let ten_min_ago = (jiff::Timestamp::now() - jiff::SignedDuration::from_secs(600))
         .strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -49,17 +43,10 @@ async fn silent_nodes_without_a_session_turn_not_ready() {
             .await
             .expect("status");
     }
-    let cfg = kedge_cloud::CloudConfig {
-        data_dir: dir.path().to_path_buf(),
-        bind: "127.0.0.1".parse().expect("ip"),
-        hub_port: 0,
-        https_port: 0,
-        names: Vec::new(),
-        hub: Default::default(),
-        lifecycle: kedge_cloud::edgecontroller::Lifecycle {
-            grace: Duration::from_secs(60),
-            every: Duration::from_millis(100),
-        },
+    let mut cfg = common::cloud_config(api.dir.path());
+    cfg.lifecycle = kedge_cloud::edgecontroller::Lifecycle {
+        grace: Duration::from_secs(60),
+        every: Duration::from_millis(100),
     };
     let cloud = kedge_cloud::start(cfg, client).await.expect("cloud");
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
@@ -80,5 +67,5 @@ async fn silent_nodes_without_a_session_turn_not_ready() {
         "a fresh heartbeat is left alone"
     );
     cloud.shutdown().await;
-    api.shutdown().await;
+    api.server.shutdown().await;
 }

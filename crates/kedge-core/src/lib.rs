@@ -7,4 +7,5 @@
 
 pub mod delivery;
 pub mod envelope;
+pub mod names;
 pub mod resource;

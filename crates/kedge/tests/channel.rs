@@ -12,15 +12,6 @@ use kedge_edge::metamanager::MetaStore;
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use serde_json::json;
 
-fn token(k: &Kedge) -> String {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_kedge"))
-        .args(["token", "--data-dir"])
-        .arg(&k.data_dir)
-        .output()
-        .expect("kedge token");
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
-
 /// Every pod of the API, by edge resource key, with its resourceVersion.
 async fn cloud_state(pods: &Api<Pod>) -> Vec<(String, String)> {
     let mut v: Vec<(String, String)> = pods
@@ -90,7 +81,7 @@ async fn the_edge_converges_after_the_cloud_is_killed_mid_stream() {
     let edge_dir = tempfile::tempdir().expect("tempdir");
     let mut cloud = Kedge::cloud(cloud_dir.path());
     let (api_port, hub_port, join_port) = (cloud.port, cloud.hub_port, cloud.join_port);
-    let _edge = EdgeProc::start(&cloud, edge_dir.path(), "edge-a", &token(&cloud));
+    let _edge = EdgeProc::start(&cloud, edge_dir.path(), "edge-a", &cloud.token());
     let pods: Api<Pod> = Api::namespaced(cloud.client().await, "default");
     stream::iter(0..10)
         .map(|i| {
@@ -132,7 +123,7 @@ async fn an_edge_restarted_without_its_cloud_keeps_its_store() {
     let cloud_dir = tempfile::tempdir().expect("tempdir");
     let edge_dir = tempfile::tempdir().expect("tempdir");
     let mut cloud = Kedge::cloud(cloud_dir.path());
-    let mut edge = EdgeProc::start(&cloud, edge_dir.path(), "edge-a", &token(&cloud));
+    let mut edge = EdgeProc::start(&cloud, edge_dir.path(), "edge-a", &cloud.token());
     let pods: Api<Pod> = Api::namespaced(cloud.client().await, "default");
     pods.create(&PostParams::default(), &pod(1))
         .await

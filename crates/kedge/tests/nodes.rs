@@ -17,16 +17,6 @@ fn ready(k: &Kedge, node: &str) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-fn token(k: &Kedge) -> String {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_kedge"))
-        .args(["token", "--data-dir"])
-        .arg(&k.data_dir)
-        .output()
-        .expect("kedge token");
-    assert!(out.status.success());
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
-
 #[test]
 fn kedge_up_brings_a_ready_edge_node() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -59,7 +49,7 @@ fn an_edge_joins_goes_not_ready_when_killed_and_comes_back_without_a_token() {
     let cloud_dir = tempfile::tempdir().expect("tempdir");
     let edge_dir = tempfile::tempdir().expect("tempdir");
     let k = Kedge::cloud(cloud_dir.path());
-    let mut edge = EdgeProc::start(&k, edge_dir.path(), "edge-a", &token(&k));
+    let mut edge = EdgeProc::start(&k, edge_dir.path(), "edge-a", &k.token());
     wait_until(Duration::from_secs(20), "edge-a Ready", || {
         (ready(&k, "edge-a") == "True").then_some(())
     });
@@ -80,7 +70,7 @@ fn a_bad_token_is_refused_with_a_clear_error() {
     let cloud_dir = tempfile::tempdir().expect("tempdir");
     let edge_dir = tempfile::tempdir().expect("tempdir");
     let k = Kedge::cloud(cloud_dir.path());
-    let good = token(&k);
+    let good = k.token();
     let (hash, jwt) = good.split_once('.').expect("hash.jwt");
     let wrong_hash = format!("{}.{jwt}", "0".repeat(hash.len()));
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_kedge"))

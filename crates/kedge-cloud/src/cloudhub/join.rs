@@ -77,7 +77,7 @@ async fn edge_crt(State(j): State<Arc<Join>>, headers: HeaderMap, csr: Bytes) ->
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default()
         .to_string();
-    if !valid_node_name(&node) {
+    if !kedge_core::names::is_dns_subdomain(&node) {
         let why = format!("the NodeName header must be a valid node name, not {node:?}");
         return refuse(StatusCode::BAD_REQUEST, &node, why);
     }
@@ -104,36 +104,6 @@ async fn node(State(j): State<Arc<Join>>, Path(name): Path<String>) -> Response 
         Err(e) => {
             tracing::error!(node = %name, error = %e, "node lookup failed");
             (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response()
-        }
-    }
-}
-
-/// A DNS-1123 subdomain, as Kubernetes requires of node names.
-pub fn valid_node_name(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 253
-        && s.split('.').all(|label| {
-            let b = label.as_bytes();
-            !b.is_empty()
-                && b.len() <= 63
-                && b.iter()
-                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
-                && b[0] != b'-'
-                && b[b.len() - 1] != b'-'
-        })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::valid_node_name;
-
-    #[test]
-    fn node_names() {
-        for ok in ["kube-edge-1", "a", "edge.factory-3"] {
-            assert!(valid_node_name(ok), "{ok}");
-        }
-        for bad in ["", "Edge", "-a", "a-", "a..b", "a/b", &"x".repeat(64)] {
-            assert!(!valid_node_name(bad), "{bad}");
         }
     }
 }

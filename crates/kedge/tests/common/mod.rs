@@ -185,6 +185,21 @@ impl Kedge {
         }
     }
 
+    /// A join token from `kedge token` for this cloud.
+    pub fn token(&self) -> String {
+        let out = Command::new(env!("CARGO_BIN_EXE_kedge"))
+            .args(["token", "--data-dir"])
+            .arg(&self.data_dir)
+            .output()
+            .expect("kedge token runs");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
     pub fn kubeconfig(&self) -> PathBuf {
         self.data_dir.join("kubeconfig")
     }

@@ -1,0 +1,42 @@
+//! Shared fixture: a real embedded API server and a kube-rs client for it.
+#![allow(dead_code)]
+
+use std::path::Path;
+
+pub struct Api {
+    pub dir: tempfile::TempDir,
+    pub server: kedge_apiserver::ApiServer,
+    pub client: kube::Client,
+}
+
+/// Starts the embedded API on a free port in a fresh data directory.
+pub async fn api() -> Api {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut cfg = kedge_apiserver::Config::new(dir.path());
+    cfg.port = 0;
+    let server = kedge_apiserver::start(cfg).await.expect("api");
+    let kc = kube::config::Kubeconfig::read_from(&server.kubeconfig).expect("kubeconfig");
+    let kcfg = kube::Config::from_custom_kubeconfig(kc, &Default::default())
+        .await
+        .expect("cfg");
+    let client = kube::Client::try_from(kcfg).expect("client");
+    Api {
+        dir,
+        server,
+        client,
+    }
+}
+
+/// The cloud on loopback with free ports.
+pub fn cloud_config(data_dir: &Path) -> kedge_cloud::CloudConfig {
+    kedge_cloud::CloudConfig {
+        data_dir: data_dir.to_path_buf(),
+        bind: "127.0.0.1".parse().expect("ip"),
+        hub_port: 0,
+        https_port: 0,
+        names: Vec::new(),
+        hub: Default::default(),
+        lifecycle: Default::default(),
+    }
+}
