@@ -235,12 +235,20 @@ impl Bound {
     /// partial one would delete what the node needs.
     pub async fn resync(&self, node: &str, records: &[SyncRecord]) {
         let i = &self.0;
-        let ready = (
-            i.pods.wait_until_ready().await,
-            i.configmaps.wait_until_ready().await,
-            i.secrets.wait_until_ready().await,
-        );
-        if ready.0.is_err() || ready.1.is_err() || ready.2.is_err() {
+        let ready = async {
+            i.pods.wait_until_ready().await.is_ok()
+                && i.configmaps.wait_until_ready().await.is_ok()
+                && i.secrets.wait_until_ready().await.is_ok()
+        };
+        // Bounded: a watch that cannot list (RBAC, API down) must not stall every other node.
+        if !tokio::time::timeout(std::time::Duration::from_secs(30), ready)
+            .await
+            .unwrap_or(false)
+        {
+            tracing::warn!(
+                node,
+                "resync skipped: pods, ConfigMaps or Secrets could not be listed"
+            );
             return;
         }
         let mut desired = HashSet::new();
