@@ -43,7 +43,9 @@ pub struct Cloud {
 }
 
 impl Cloud {
+    /// Stops accepting, then closes every edge session.
     pub async fn shutdown(self) {
+        self.hub.close_all();
         for l in self.listeners {
             l.shutdown().await;
         }

@@ -193,6 +193,11 @@ impl NodeQueue {
         })
     }
 
+    /// Drops the acknowledgement record of `uid` (for one-off messages, whose keys never recur).
+    pub fn forget(&mut self, uid: &str) {
+        self.acked.remove(uid);
+    }
+
     /// Everything not yet acknowledged (in flight first), emptying the queue: to carry it into a
     /// queue rebuilt with fresher acknowledgement records.
     pub fn drain(&mut self) -> Vec<Outgoing> {
@@ -320,6 +325,8 @@ mod tests {
             "a repeated ack is ignored"
         );
         assert_eq!(q.offer(out("a", 1, false)), Offered::AlreadyAcked);
+        q.forget("a");
+        assert_eq!(q.acked("a"), None);
     }
 
     #[test]

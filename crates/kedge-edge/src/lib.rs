@@ -8,6 +8,7 @@ pub mod edgehub;
 pub mod metamanager;
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use kedge_core::envelope::{Message, group, op};
@@ -16,6 +17,7 @@ use tokio::sync::mpsc;
 
 use edgehub::certificate::{Join, JoinError, identity_dir, load_or_join};
 use edgehub::client::{self, EdgeHub};
+use edgehub::outbox::Outbox;
 
 #[derive(Clone)]
 pub struct EdgeConfig {
@@ -87,6 +89,8 @@ pub enum EdgeError {
     Config(#[from] config::ConfigError),
     #[error("{0}")]
     Meta(#[from] metamanager::MetaError),
+    #[error("{0}")]
+    Outbox(#[from] edgehub::outbox::OutboxError),
     #[error("{path}: {cause}")]
     Io {
         path: PathBuf,
@@ -98,6 +102,7 @@ pub enum EdgeError {
 pub struct Edge {
     pub hub: EdgeHub,
     pub meta: std::sync::Arc<metamanager::MetaStore>,
+    pub outbox: std::sync::Arc<edgehub::outbox::Outbox>,
 }
 
 fn now() -> String {
@@ -125,10 +130,50 @@ pub async fn start(cfg: EdgeConfig) -> Result<Edge, EdgeError> {
         cause,
     })?;
     let meta = std::sync::Arc::new(metamanager::MetaStore::open(&cfg.data_dir.join("edge.db"))?);
+    let db = cfg.data_dir.join("edge.db");
+    let outbox = Arc::new(Outbox::open(&db, edgehub::outbox::DEFAULT_MAX_BYTES)?);
     let hub = client::spawn(hcfg, id, down_tx)?;
-    tokio::spawn(report_node(cfg, hub.clone()));
-    tokio::spawn(store_then_ack(down_rx, meta.clone(), hub.clone()));
-    Ok(Edge { hub, meta })
+    tokio::spawn(report_node(cfg, hub.clone(), outbox.clone()));
+    tokio::spawn(pump(outbox.clone(), hub.clone()));
+    tokio::spawn(store_then_ack(
+        down_rx,
+        meta.clone(),
+        outbox.clone(),
+        hub.clone(),
+    ));
+    Ok(Edge { hub, meta, outbox })
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Sends what the outbox releases while connected; on a disconnect, unacked messages go back to
+/// be sent first next time.
+async fn pump(outbox: Arc<Outbox>, hub: EdgeHub) {
+    let mut connected = hub.connected();
+    let mut tick = tokio::time::interval(Duration::from_millis(200));
+    loop {
+        tokio::select! {
+            _ = outbox.wake.notified() => {}
+            _ = tick.tick() => {}
+            changed = connected.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+                if !*connected.borrow_and_update() {
+                    outbox.disconnected();
+                }
+            }
+        }
+        if *connected.borrow() {
+            for m in outbox.poll(now_ms()) {
+                hub.send(m).await;
+            }
+        }
+    }
 }
 
 /// MetaManager's loop: every object change from the cloud is stored, then acknowledged; a
@@ -136,9 +181,20 @@ pub async fn start(cfg: EdgeConfig) -> Result<Edge, EdgeError> {
 async fn store_then_ack(
     mut down: mpsc::Receiver<Message>,
     meta: std::sync::Arc<metamanager::MetaStore>,
+    outbox: Arc<Outbox>,
     hub: EdgeHub,
 ) {
     while let Some(m) = down.recv().await {
+        // The cloud's answers to what the outbox sent: applied (response), or refused for good.
+        if matches!(m.route.operation.as_str(), op::RESPONSE | op::ERROR) {
+            if m.route.operation == op::ERROR {
+                tracing::warn!(resource = %m.route.resource, reason = %m.content, "the cloud refused a message");
+            }
+            if let Err(e) = outbox.ack(&m.header.parent_id) {
+                tracing::warn!(error = %e, "outbox");
+            }
+            continue;
+        }
         if m.route.group != group::RESOURCE
             || !matches!(
                 m.route.operation.as_str(),
@@ -163,8 +219,14 @@ async fn store_then_ack(
     }
 }
 
+fn push(outbox: &Outbox, m: Message, key: &str) {
+    if let Err(e) = outbox.push(m, Some(key)) {
+        tracing::warn!(error = %e, "node status not queued");
+    }
+}
+
 /// Registers the node on every (re)connection and reports its status periodically.
-async fn report_node(cfg: EdgeConfig, hub: EdgeHub) {
+async fn report_node(cfg: EdgeConfig, hub: EdgeHub, outbox: Arc<Outbox>) {
     let host = edged::nodestatus::Host::read();
     let ip = edged::nodestatus::local_ip_towards(&cfg.server(cfg.hub_port));
     let mut connected = hub.connected();
@@ -178,14 +240,16 @@ async fn report_node(cfg: EdgeConfig, hub: EdgeHub) {
                 if *connected.borrow_and_update() {
                     let node = edged::nodestatus::node(&cfg.node, &ip, &host, &now());
                     let res = resource::object("", "node", &cfg.node);
-                    hub.send(Message::new("edged", group::RESOURCE, op::INSERT, &res, node)).await;
+                    let m = Message::new("edged", group::RESOURCE, op::INSERT, &res, node);
+                    push(&outbox, m, "node");
                 }
             }
             _ = tick.tick() => {
                 if *connected.borrow() {
                     let status = edged::nodestatus::status(&ip, &host, &now());
                     let res = resource::object("", "nodestatus", &cfg.node);
-                    hub.send(Message::new("edged", group::RESOURCE, op::UPDATE, &res, status)).await;
+                    let m = Message::new("edged", group::RESOURCE, op::UPDATE, &res, status);
+                    push(&outbox, m, "nodestatus");
                 }
             }
         }

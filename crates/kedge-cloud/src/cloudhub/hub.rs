@@ -118,6 +118,11 @@ impl Hub {
         id
     }
 
+    /// Ends every session (shutdown): each one's writer sees its queue close and closes the socket.
+    pub fn close_all(&self) {
+        self.sessions().clear();
+    }
+
     /// Removes the session `id` if it is still the node's current one.
     fn unregister(&self, node: &str, id: u64) -> bool {
         let mut sessions = self.sessions();
@@ -203,7 +208,7 @@ async fn session(hub: Arc<Hub>, node: String, socket: WebSocket) {
                 Some(m) => if let Err(e) = sink.send(Frame::Text(m.encode().into())).await {
                     break format!("write failed: {e}");
                 },
-                None => break "replaced by a new connection".to_string(),
+                None => break "replaced by a new connection, or the cloud is shutting down".to_string(),
             },
             frame = tokio::time::timeout_at(deadline, stream.next()) => match frame {
                 Err(_) => break format!("nothing received for {:?}", hub.cfg.keepalive_timeout),

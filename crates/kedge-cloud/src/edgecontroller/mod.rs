@@ -133,7 +133,7 @@ impl EdgeController {
                         tracing::warn!(node, resource = %m.route.resource, error = %m.content, "the edge could not apply a message; it will be re-sent");
                         Ok(())
                     }
-                    Some(HubEvent::Message(node, m)) => self.upstream(&node, &m).await,
+                    Some(HubEvent::Message(node, m)) => self.apply_and_answer(&node, &m).await,
                 },
                 _ = sweep.tick() => self.sweep().await,
             };
@@ -163,6 +163,21 @@ impl EdgeController {
             }
         }
         Ok(())
+    }
+
+    /// Applies an edge message and answers it: an ack once applied, an `error` for what can
+    /// never be applied (the edge drops it), nothing on a transient failure (the edge re-sends).
+    async fn apply_and_answer(&self, node: &str, m: &Message) -> Result<(), UpstreamError> {
+        let result = self.upstream(node, m).await;
+        let reply = match &result {
+            Ok(()) => Some(m.ack()),
+            Err(UpstreamError::Kube(_)) => None,
+            Err(e) => Some(m.error_reply(&e.to_string())),
+        };
+        if let Some(r) = reply {
+            let _ = self.hub.send(node, r).await;
+        }
+        result
     }
 
     async fn upstream(&self, node: &str, m: &Message) -> Result<(), UpstreamError> {

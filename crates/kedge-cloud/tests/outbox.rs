@@ -1,0 +1,89 @@
+//! Edge→cloud at-least-once: what the edge sends while the cloud is down waits in its outbox
+//! and arrives once the cloud is back.
+
+mod common;
+
+use std::time::Duration;
+
+use kedge_core::envelope::Message;
+use serde_json::json;
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("port")
+}
+
+async fn wait_for(what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while !check() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_sent_while_the_cloud_is_down_arrive_after() {
+    let api = common::api().await;
+    let mut cfg = common::cloud_config(api.dir.path());
+    cfg.hub_port = free_port();
+    let cloud = kedge_cloud::start(cfg.clone(), api.client.clone())
+        .await
+        .expect("cloud");
+    let token = cloud.ca.token(Duration::from_secs(60)).expect("token");
+    let edge_dir = tempfile::tempdir().expect("edge dir");
+    let mut ecfg = kedge_edge::EdgeConfig::new(edge_dir.path(), "edge-1", "127.0.0.1", &token);
+    ecfg.hub_port = cfg.hub_port;
+    ecfg.https_port = cloud.join_addr.port();
+    ecfg.status_every = Duration::from_secs(3600);
+    let edge = kedge_edge::start(ecfg).await.expect("edge");
+    let outbox = edge.outbox.clone();
+    let mut connected = edge.hub.connected();
+    wait_for("the node's registration to be acked", || {
+        *connected.borrow_and_update() && outbox.is_empty()
+    })
+    .await;
+
+    cloud.shutdown().await;
+    wait_for("the edge to notice", || !*connected.borrow_and_update()).await;
+    // While the cloud is down: 1,000 status updates of one object (they coalesce to the latest)
+    // and 100 one-off messages.
+    for i in 0..1000 {
+        let m = Message::new(
+            "edged",
+            "resource",
+            "update",
+            "default/podstatus/web",
+            json!({"i": i}),
+        );
+        outbox.push(m, Some("podstatus/default/web")).expect("push");
+    }
+    for i in 0..100 {
+        let m = Message::new(
+            "edged",
+            "resource",
+            "update",
+            &format!("default/podstatus/job-{i}"),
+            json!({"i": i}),
+        );
+        outbox.push(m, None).expect("push");
+    }
+    assert_eq!(
+        outbox.len(),
+        101,
+        "the latest status, and every one-off message"
+    );
+
+    // The cloud comes back on the same hub port; the outbox drains only as the cloud acks.
+    let cloud = kedge_cloud::start(cfg, api.client.clone())
+        .await
+        .expect("cloud again");
+    wait_for("every message acked by the cloud", || outbox.is_empty()).await;
+    assert_eq!(outbox.bytes(), 0);
+    cloud.shutdown().await;
+    api.server.shutdown().await;
+}

@@ -1,0 +1,269 @@
+//! The edge's outbox: every edge→cloud message that must not be lost (status, twin reports,
+//! eventbus→rest messages) is written here first and removed only when the cloud acknowledges it
+//! — KubeEdge sends these straight to the socket and loses them around disconnects. Messages with
+//! a key (status-like) coalesce to the latest; others are kept one by one. Bounded by bytes, with
+//! a clear error when full. Sending, resending and acks use `kedge_core::delivery::NodeQueue`.
+
+use std::path::Path;
+use std::sync::Mutex;
+
+use kedge_core::delivery::{Limits, NodeQueue, Outgoing};
+use kedge_core::envelope::Message;
+use rusqlite::{Connection, OptionalExtension, params};
+use tokio::sync::Notify;
+
+/// Default bound on what the outbox holds.
+pub const DEFAULT_MAX_BYTES: u64 = 64 << 20;
+
+#[derive(Debug, thiserror::Error)]
+pub enum OutboxError {
+    #[error("the outbox is full ({max} bytes of messages waiting for the cloud); message dropped")]
+    Full { max: u64 },
+    #[error("outbox store: {0}")]
+    Db(#[from] rusqlite::Error),
+}
+
+struct State {
+    queue: NodeQueue,
+    seq: u64,
+    bytes: u64,
+}
+
+pub struct Outbox {
+    db: Mutex<Connection>,
+    state: Mutex<State>,
+    max_bytes: u64,
+    /// Signalled when there is something new to send.
+    pub wake: Notify,
+}
+
+fn limits() -> Limits {
+    Limits {
+        max_inflight: 64,
+        max_pending: usize::MAX,
+        resend_after_ms: 5_000,
+    }
+}
+
+impl Outbox {
+    /// Opens the outbox in the edge's database, loading what is still waiting.
+    pub fn open(path: &Path, max_bytes: u64) -> Result<Outbox, OutboxError> {
+        let db = Connection::open(path)?;
+        db.busy_timeout(std::time::Duration::from_secs(5))?;
+        db.execute_batch(
+            "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;
+             CREATE TABLE IF NOT EXISTS outbox (key TEXT PRIMARY KEY, seq INTEGER NOT NULL, msg TEXT NOT NULL);",
+        )?;
+        let mut state = State {
+            queue: NodeQueue::new(limits(), Default::default()),
+            seq: 0,
+            bytes: 0,
+        };
+        {
+            let mut stmt = db.prepare("SELECT key, seq, msg FROM outbox ORDER BY seq")?;
+            let rows = stmt.query_map([], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, i64>(1)? as u64,
+                    r.get::<_, String>(2)?,
+                ))
+            })?;
+            for row in rows {
+                let (key, seq, text) = row?;
+                state.seq = state.seq.max(seq);
+                state.bytes += text.len() as u64;
+                match Message::decode(text.as_bytes(), usize::MAX) {
+                    Ok(msg) => {
+                        state.queue.offer(Outgoing {
+                            uid: key,
+                            rv: seq,
+                            delete: false,
+                            msg,
+                        });
+                    }
+                    Err(e) => {
+                        tracing::warn!(key, error = %e, "dropping an unreadable outbox entry")
+                    }
+                }
+            }
+        }
+        Ok(Outbox {
+            db: Mutex::new(db),
+            state: Mutex::new(state),
+            max_bytes,
+            wake: Notify::new(),
+        })
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Stores `msg` until the cloud acks it; a later message with the same `key` replaces it.
+    pub fn push(&self, msg: Message, key: Option<&str>) -> Result<(), OutboxError> {
+        let key = key.map_or_else(|| msg.header.id.clone(), String::from);
+        let text = msg.encode();
+        let db = self.db.lock().unwrap_or_else(|p| p.into_inner());
+        let old: Option<i64> = db
+            .query_row(
+                "SELECT length(msg) FROM outbox WHERE key = ?1",
+                [&key],
+                |r| r.get(0),
+            )
+            .optional()?;
+        let mut st = self.state();
+        let bytes = st.bytes - old.unwrap_or(0) as u64 + text.len() as u64;
+        if bytes > self.max_bytes {
+            tracing::warn!(
+                max = self.max_bytes,
+                "edge outbox full: a message for the cloud was dropped"
+            );
+            return Err(OutboxError::Full {
+                max: self.max_bytes,
+            });
+        }
+        let seq = st.seq + 1;
+        db.execute(
+            "INSERT OR REPLACE INTO outbox (key, seq, msg) VALUES (?1, ?2, ?3)",
+            params![key, seq as i64, text],
+        )?;
+        st.seq = seq;
+        st.bytes = bytes;
+        st.queue.offer(Outgoing {
+            uid: key,
+            rv: seq,
+            delete: false,
+            msg,
+        });
+        drop(st);
+        self.wake.notify_one();
+        Ok(())
+    }
+
+    /// Messages to send now (new ones, and re-sends of unacked ones).
+    pub fn poll(&self, now_ms: u64) -> Vec<Message> {
+        self.state().queue.poll(now_ms)
+    }
+
+    /// The cloud acknowledged `parent_msg_id`: the message leaves the outbox.
+    pub fn ack(&self, parent_msg_id: &str) -> Result<(), OutboxError> {
+        let Some(a) = self.state().queue.ack(parent_msg_id) else {
+            return Ok(());
+        };
+        let db = self.db.lock().unwrap_or_else(|p| p.into_inner());
+        let len: Option<i64> = db
+            .query_row(
+                "SELECT length(msg) FROM outbox WHERE key = ?1 AND seq <= ?2",
+                params![a.uid, a.rv as i64],
+                |r| r.get(0),
+            )
+            .optional()?;
+        db.execute(
+            "DELETE FROM outbox WHERE key = ?1 AND seq <= ?2",
+            params![a.uid, a.rv as i64],
+        )?;
+        let mut st = self.state();
+        st.bytes -= len.unwrap_or(0) as u64;
+        st.queue.forget(&a.uid);
+        Ok(())
+    }
+
+    /// The connection ended: unacked messages are sent again first on the next one.
+    pub fn disconnected(&self) {
+        self.state().queue.disconnected();
+    }
+
+    /// Messages waiting (sent or not) for the cloud's ack.
+    pub fn len(&self) -> usize {
+        let st = self.state();
+        st.queue.pending() + st.queue.inflight()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Bytes of messages waiting.
+    pub fn bytes(&self) -> u64 {
+        self.state().bytes
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn status(i: u64) -> Message {
+        Message::new(
+            "edged",
+            "resource",
+            "update",
+            "null/nodestatus/n",
+            json!({"i": i}),
+        )
+    }
+
+    #[test]
+    fn keyed_messages_coalesce_others_queue_and_everything_survives_a_restart() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("edge.db");
+        {
+            let o = Outbox::open(&path, DEFAULT_MAX_BYTES).expect("open");
+            for i in 0..1000 {
+                o.push(status(i), Some("nodestatus")).expect("push");
+            }
+            for i in 0..5 {
+                o.push(status(i), None).expect("push");
+            }
+            assert_eq!(o.len(), 6);
+        }
+        let o = Outbox::open(&path, DEFAULT_MAX_BYTES).expect("reopen");
+        assert_eq!(o.len(), 6, "nothing is lost by a restart");
+        let sent = o.poll(0);
+        assert_eq!(sent.len(), 6);
+        assert_eq!(
+            sent.iter()
+                .filter(|m| m.content == json!({"i": 999}))
+                .count(),
+            1,
+            "the latest status"
+        );
+        for m in &sent {
+            o.ack(&m.header.id).expect("ack");
+        }
+        assert!(o.is_empty());
+        assert_eq!(o.bytes(), 0);
+        assert!(
+            Outbox::open(&path, DEFAULT_MAX_BYTES)
+                .expect("reopen")
+                .is_empty(),
+            "acked means gone"
+        );
+    }
+
+    #[test]
+    fn unacked_messages_are_resent_and_a_full_outbox_says_so() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let o = Outbox::open(&dir.path().join("edge.db"), 400).expect("open");
+        o.push(status(1), None).expect("push");
+        let first = o.poll(0);
+        o.disconnected();
+        assert_eq!(
+            o.poll(1)[0].header.id,
+            first[0].header.id,
+            "re-sent after a reconnect"
+        );
+        let mut full = None;
+        for i in 0..10 {
+            if let Err(e) = o.push(status(i), None) {
+                full = Some(e);
+                break;
+            }
+        }
+        assert!(
+            matches!(full, Some(OutboxError::Full { max: 400 })),
+            "{full:?}"
+        );
+    }
+}
