@@ -36,6 +36,7 @@ pub struct CloudConfig {
 /// A running cloud (hub, join server, controllers).
 pub struct Cloud {
     pub hub: Arc<cloudhub::hub::Hub>,
+    pub downstream: Arc<cloudhub::downstream::Downstream>,
     pub hub_addr: SocketAddr,
     pub join_addr: SocketAddr,
     pub ca: Arc<kedge_pki::Ca>,
@@ -43,6 +44,28 @@ pub struct Cloud {
 }
 
 impl Cloud {
+    /// What `/metrics` reports about the cloud, read at each scrape.
+    pub fn metrics(&self) -> kedge_http::metrics::Source {
+        use kedge_http::metrics::Reading;
+        let (hub, downstream) = (self.hub.clone(), self.downstream.clone());
+        Arc::new(move || {
+            let mut r = vec![
+                Reading::gauge(
+                    "kedge_cloudhub_connected_nodes",
+                    "Edge nodes with a live session.",
+                    hub.connected().len() as u64,
+                ),
+                Reading::counter(
+                    "kedge_cloudhub_refused_connections",
+                    "Hub connections refused (identity or headers).",
+                    hub.refused(),
+                ),
+            ];
+            r.extend(downstream.readings());
+            r
+        })
+    }
+
     /// Stops accepting, then closes every edge session.
     pub async fn shutdown(self) {
         self.hub.close_all();
@@ -77,10 +100,17 @@ pub async fn start(cfg: CloudConfig, client: kube::Client) -> Result<Cloud, Clou
         &names,
     )
     .await?;
-    let ec = edgecontroller::EdgeController::new(client, hub.clone(), cfg.lifecycle.clone());
+    let downstream = cloudhub::downstream::Downstream::new(hub.clone(), client.clone());
+    let ec = edgecontroller::EdgeController::new(
+        client,
+        hub.clone(),
+        cfg.lifecycle.clone(),
+        downstream.clone(),
+    );
     tokio::spawn(ec.run(rx));
     Ok(Cloud {
         hub,
+        downstream,
         hub_addr: hub_l.addr,
         join_addr: join.addr,
         ca,

@@ -83,6 +83,7 @@ pub struct NodeQueue {
     order: VecDeque<String>,
     inflight: HashMap<String, Inflight>,
     acked: HashMap<String, u64>,
+    resends: u64,
 }
 
 impl NodeQueue {
@@ -94,6 +95,7 @@ impl NodeQueue {
             order: VecDeque::new(),
             inflight: HashMap::new(),
             acked,
+            resends: 0,
         }
     }
 
@@ -103,6 +105,11 @@ impl NodeQueue {
 
     pub fn inflight(&self) -> usize {
         self.inflight.len()
+    }
+
+    /// Messages re-sent because no ack came in time.
+    pub fn resends(&self) -> u64 {
+        self.resends
     }
 
     /// The version of `uid` the node has acked.
@@ -152,6 +159,7 @@ impl NodeQueue {
             if now_ms.saturating_sub(i.sent_at_ms) >= self.limits.resend_after_ms {
                 i.sent_at_ms = now_ms;
                 i.attempts += 1;
+                self.resends += 1;
                 out.push(i.out.msg.clone());
             }
         }
@@ -309,6 +317,7 @@ mod tests {
         assert!(q.poll(50).is_empty(), "not due yet");
         let again = q.poll(100);
         assert_eq!(again[0].header.id, first[0].header.id);
+        assert_eq!(q.resends(), 1);
         assert_eq!(
             q.ack(&first[0].header.id),
             Some(Acked {

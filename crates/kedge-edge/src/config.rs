@@ -27,6 +27,8 @@ token: ""
 heartbeatSeconds: 15
 # How often the node's status is reported, in seconds.
 statusSeconds: 10
+# Port of /metrics and /healthz (plain HTTP on 127.0.0.1).
+metricsPort: 10351
 "#;
 
 /// The file's settings; every key optional.
@@ -41,6 +43,7 @@ pub struct FileConfig {
     pub token: Option<String>,
     pub heartbeat_seconds: Option<u64>,
     pub status_seconds: Option<u64>,
+    pub metrics_port: Option<u16>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -85,6 +88,7 @@ impl FileConfig {
             token: over.token.or(self.token),
             heartbeat_seconds: over.heartbeat_seconds.or(self.heartbeat_seconds),
             status_seconds: over.status_seconds.or(self.status_seconds),
+            metrics_port: over.metrics_port.or(self.metrics_port),
         }
     }
 
@@ -107,6 +111,9 @@ impl FileConfig {
         }
         if let Some(p) = self.https_port {
             cfg.https_port = p;
+        }
+        if let Some(p) = self.metrics_port {
+            cfg.metrics_port = p;
         }
         let secs = |v: Option<u64>, name, default: Duration| match v {
             Some(0) => Err(ConfigError::Zero(name)),

@@ -33,6 +33,8 @@ pub struct EdgeConfig {
     pub heartbeat: Duration,
     /// How often node status is reported.
     pub status_every: Duration,
+    /// Port of `/metrics` and `/healthz` (served by the binary on loopback).
+    pub metrics_port: u16,
 }
 
 impl std::fmt::Debug for EdgeConfig {
@@ -52,6 +54,7 @@ impl std::fmt::Debug for EdgeConfig {
             .field("token", &token)
             .field("heartbeat", &self.heartbeat)
             .field("status_every", &self.status_every)
+            .field("metrics_port", &self.metrics_port)
             .finish()
     }
 }
@@ -67,6 +70,7 @@ impl EdgeConfig {
             token: token.into(),
             heartbeat: Duration::from_secs(15),
             status_every: Duration::from_secs(10),
+            metrics_port: 10351,
         }
     }
 
@@ -142,6 +146,38 @@ pub async fn start(cfg: EdgeConfig) -> Result<Edge, EdgeError> {
         hub.clone(),
     ));
     Ok(Edge { hub, meta, outbox })
+}
+
+impl Edge {
+    /// What `/metrics` reports about the edge, read at each scrape.
+    pub fn metrics(&self) -> kedge_http::metrics::Source {
+        use kedge_http::metrics::Reading;
+        let (hub, outbox) = (self.hub.clone(), self.outbox.clone());
+        Arc::new(move || {
+            vec![
+                Reading::gauge(
+                    "kedge_edge_connected",
+                    "1 while connected to CloudHub.",
+                    u64::from(*hub.connected().borrow()),
+                ),
+                Reading::gauge(
+                    "kedge_edge_outbox_messages",
+                    "Messages waiting for the cloud's ack.",
+                    outbox.len() as u64,
+                ),
+                Reading::gauge(
+                    "kedge_edge_outbox_bytes",
+                    "Bytes waiting for the cloud's ack.",
+                    outbox.bytes(),
+                ),
+                Reading::counter(
+                    "kedge_edge_outbox_refused",
+                    "Messages refused because the outbox was full.",
+                    outbox.refused(),
+                ),
+            ]
+        })
+    }
 }
 
 fn now_ms() -> u64 {

@@ -126,6 +126,8 @@ async fn accept_loop(
     }
 }
 
+pub mod metrics;
+
 /// The client certificate chain (DER) presented on this connection; empty without mTLS.
 #[derive(Debug, Clone, Default)]
 pub struct PeerCerts(pub Vec<Vec<u8>>);

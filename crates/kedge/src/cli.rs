@@ -65,6 +65,9 @@ struct UpArgs {
     /// Port of the edge's MQTT broker.
     #[arg(long, default_value_t = 1883)]
     mqtt_port: u16,
+    /// Port of /metrics and /healthz (plain HTTP on 127.0.0.1) for the cloud and the edge.
+    #[arg(long, default_value_t = 9091)]
+    metrics_port: u16,
 }
 
 #[derive(Args)]
@@ -118,6 +121,9 @@ struct CloudArgs {
     /// Use the Kubernetes cluster in this kubeconfig instead of the embedded API.
     #[arg(long)]
     kubeconfig: Option<PathBuf>,
+    /// Port of /metrics and /healthz (plain HTTP on 127.0.0.1).
+    #[arg(long, default_value_t = 9091)]
+    metrics_port: u16,
 }
 
 #[derive(Args)]
@@ -146,6 +152,9 @@ struct EdgeArgs {
     /// Join token from `kedge token` (needed until the edge holds its certificate).
     #[arg(long, env = "KEDGE_TOKEN", hide_env_values = true)]
     token: Option<String>,
+    /// Port of /metrics and /healthz (plain HTTP on 127.0.0.1) [default: 10351].
+    #[arg(long)]
+    metrics_port: Option<u16>,
 }
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
@@ -228,9 +237,16 @@ async fn up(a: UpArgs) -> anyhow::Result<()> {
     );
     edge_cfg.hub_port = cloud.hub_addr.port();
     edge_cfg.https_port = cloud.join_addr.port();
-    let _edge = kedge_edge::start(edge_cfg)
+    let edge = kedge_edge::start(edge_cfg)
         .await
         .context("starting the edge")?;
+    let (cloud_m, edge_m) = (cloud.metrics(), edge.metrics());
+    let both: kedge_http::metrics::Source = std::sync::Arc::new(move || {
+        let mut r = cloud_m();
+        r.extend(edge_m());
+        r
+    });
+    let metrics = serve_metrics(a.metrics_port, both).await?;
     let _ = a.router_port;
     let _ = a.mqtt_port;
     let mut out = std::io::stdout().lock();
@@ -240,6 +256,7 @@ async fn up(a: UpArgs) -> anyhow::Result<()> {
     writeln!(out, "  CloudHub:       wss://{}", cloud.hub_addr)?;
     writeln!(out, "  join server:    https://{}", cloud.join_addr)?;
     writeln!(out, "  edge node:      {}", a.node_name)?;
+    writeln!(out, "  metrics:        http://{metrics}/metrics")?;
     writeln!(out, "Next:")?;
     writeln!(out, "  export KUBECONFIG={}", api.kubeconfig.display())?;
     writeln!(out, "  kubectl get nodes")?;
@@ -280,6 +297,8 @@ async fn cloud(a: CloudArgs) -> anyhow::Result<()> {
     println!("  kubeconfig:     {}", kubeconfig.display());
     println!("  CloudHub:       wss://{}", cloud.hub_addr);
     println!("  join server:    https://{}", cloud.join_addr);
+    let metrics = serve_metrics(a.metrics_port, cloud.metrics()).await?;
+    println!("  metrics:        http://{metrics}/metrics");
     println!(
         "  join an edge:   kedge edge --node-name NODE --cloud HOST --token $(kedge token --data-dir {})",
         a.api.data_dir.display()
@@ -309,14 +328,26 @@ async fn edge(a: EdgeArgs) -> anyhow::Result<()> {
         hub_port: a.hub_port,
         https_port: a.https_port,
         token: a.token,
+        metrics_port: a.metrics_port,
         ..FileConfig::default()
     };
     let cfg = file.overlay(flags).resolve()?;
-    let (node, cloud) = (cfg.node.clone(), cfg.cloud.clone());
-    let _edge = kedge_edge::start(cfg).await.context("starting the edge")?;
+    let (node, cloud, metrics_port) = (cfg.node.clone(), cfg.cloud.clone(), cfg.metrics_port);
+    let edge = kedge_edge::start(cfg).await.context("starting the edge")?;
+    let metrics = serve_metrics(metrics_port, edge.metrics()).await?;
     println!("kedge edge: node {node} → cloud {cloud}");
+    println!("  metrics:        http://{metrics}/metrics");
     wait_for_signal().await;
     Ok(())
+}
+
+/// Serves `/metrics` and `/healthz` on 127.0.0.1:`port` (0 picks one).
+async fn serve_metrics(
+    port: u16,
+    source: kedge_http::metrics::Source,
+) -> anyhow::Result<std::net::SocketAddr> {
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    Ok(kedge_http::metrics::serve(addr, source).await?)
 }
 
 async fn wait_for_signal() {

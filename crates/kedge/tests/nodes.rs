@@ -42,6 +42,23 @@ fn kedge_up_brings_a_ready_edge_node() {
         "jsonpath={.spec.holderIdentity}",
     ]);
     assert_eq!(lease, "kube-edge-1");
+    // The cloud's and the edge's metrics, and health.
+    wait_until(
+        Duration::from_secs(20),
+        "metrics of a connected node",
+        || {
+            let m = common::http_get(&k.metrics);
+            (m.contains("kedge_cloudhub_connected_nodes 1")
+                && m.contains("kedge_edge_connected 1")
+                && m.contains("kedge_downstream_acks_total")
+                && m.contains("kedge_edge_outbox_messages"))
+            .then_some(())
+        },
+    );
+    assert_eq!(
+        common::http_get(&k.metrics.replace("/metrics", "/healthz")),
+        "ok"
+    );
 }
 
 #[test]

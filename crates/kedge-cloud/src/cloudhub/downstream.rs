@@ -68,6 +68,7 @@ pub struct Downstream {
     limits: Limits,
     queues: Mutex<HashMap<String, NodeQueue>>,
     wake: Notify,
+    acks: std::sync::atomic::AtomicU64,
 }
 
 impl Downstream {
@@ -78,6 +79,7 @@ impl Downstream {
             limits: Limits::default(),
             queues: Mutex::default(),
             wake: Notify::new(),
+            acks: Default::default(),
         });
         tokio::spawn(d.clone().write_loop());
         d
@@ -142,6 +144,35 @@ impl Downstream {
             Some(a) => self.record(node, &a).await,
             None => Ok(()),
         }
+    }
+
+    /// `/metrics` readings: queue depths across nodes, acks and re-sends since start.
+    pub fn readings(&self) -> Vec<kedge_http::metrics::Reading> {
+        use kedge_http::metrics::Reading;
+        let queues = self.queues();
+        let sum = |f: fn(&NodeQueue) -> u64| queues.values().map(f).sum::<u64>();
+        vec![
+            Reading::gauge(
+                "kedge_downstream_pending",
+                "Object versions waiting to be sent to edges.",
+                sum(|q| q.pending() as u64),
+            ),
+            Reading::gauge(
+                "kedge_downstream_inflight",
+                "Messages sent to edges and not yet acked.",
+                sum(|q| q.inflight() as u64),
+            ),
+            Reading::counter(
+                "kedge_downstream_resends",
+                "Messages re-sent to edges for want of an ack.",
+                sum(NodeQueue::resends),
+            ),
+            Reading::counter(
+                "kedge_downstream_acks",
+                "Acknowledgements received from edges.",
+                self.acks.load(std::sync::atomic::Ordering::Relaxed),
+            ),
+        ]
     }
 
     async fn write_loop(self: Arc<Self>) {

@@ -102,8 +102,8 @@ impl EdgeController {
         client: kube::Client,
         hub: std::sync::Arc<crate::cloudhub::hub::Hub>,
         lifecycle: Lifecycle,
+        downstream: std::sync::Arc<Downstream>,
     ) -> EdgeController {
-        let downstream = Downstream::new(hub.clone(), client.clone());
         EdgeController {
             nodes: Api::all(client.clone()),
             leases: Api::namespaced(client.clone(), NODE_LEASE_NAMESPACE),

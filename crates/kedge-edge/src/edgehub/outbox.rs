@@ -33,6 +33,7 @@ pub struct Outbox {
     db: Mutex<Connection>,
     state: Mutex<State>,
     max_bytes: u64,
+    refused: std::sync::atomic::AtomicU64,
     /// Signalled when there is something new to send.
     pub wake: Notify,
 }
@@ -91,6 +92,7 @@ impl Outbox {
             db: Mutex::new(db),
             state: Mutex::new(state),
             max_bytes,
+            refused: Default::default(),
             wake: Notify::new(),
         })
     }
@@ -181,6 +183,11 @@ impl Outbox {
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// Messages refused because the outbox was full, since start.
+    pub fn refused(&self) -> u64 {
+        self.refused.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Bytes of messages waiting.

@@ -31,6 +31,8 @@ pub struct Kedge {
     pub port: u16,
     pub hub_port: u16,
     pub join_port: u16,
+    /// `http://127.0.0.1:<port>/metrics`.
+    pub metrics: String,
 }
 
 /// Spawns `kedge <args> --data-dir <dir>` and streams its stdout lines.
@@ -87,7 +89,15 @@ impl EdgeProc {
 
     fn spawn(cloud: &Kedge, data_dir: &Path, node: &str, token: &str, stderr: Stdio) -> EdgeProc {
         let child = Command::new(env!("CARGO_BIN_EXE_kedge"))
-            .args(["edge", "--node-name", node, "--cloud", "127.0.0.1"])
+            .args([
+                "edge",
+                "--node-name",
+                node,
+                "--cloud",
+                "127.0.0.1",
+                "--metrics-port",
+                "0",
+            ])
             .args([
                 "--hub-port",
                 &cloud.hub_port.to_string(),
@@ -130,6 +140,8 @@ impl Kedge {
             "0",
             "--https-port",
             "0",
+            "--metrics-port",
+            "0",
         ];
         let (child, lines) = spawn_kedge(&args, data_dir);
         Self::from_lines(child, data_dir, &lines)
@@ -153,6 +165,8 @@ impl Kedge {
             &join,
             "--bind",
             "127.0.0.1",
+            "--metrics-port",
+            "0",
         ];
         let (child, lines) = spawn_kedge(&args, data_dir);
         Self::from_lines(child, data_dir, &lines)
@@ -160,7 +174,7 @@ impl Kedge {
 
     fn from_lines(child: Child, data_dir: &Path, lines: &mpsc::Receiver<String>) -> Kedge {
         let mut endpoints = std::collections::HashMap::new();
-        while !endpoints.contains_key("join server") {
+        while !endpoints.contains_key("metrics") {
             let line = lines
                 .recv_timeout(Duration::from_secs(30))
                 .expect("kedge prints its endpoints");
@@ -180,6 +194,7 @@ impl Kedge {
             port: port_of("Kubernetes API"),
             hub_port: port_of("CloudHub"),
             join_port: port_of("join server"),
+            metrics: endpoints["metrics"].clone(),
             child,
             data_dir: data_dir.to_path_buf(),
         }
@@ -269,6 +284,26 @@ impl Kedge {
             .expect("config");
         kube::Client::try_from(cfg).expect("client")
     }
+}
+
+/// A plain-HTTP GET (loopback listeners such as /metrics); returns the body.
+pub fn http_get(url: &str) -> String {
+    use std::io::{Read, Write};
+    let rest = url.strip_prefix("http://").expect("http URL");
+    let (host, path) = rest
+        .split_once('/')
+        .map_or((rest, "/".to_string()), |(h, p)| (h, format!("/{p}")));
+    let mut s = std::net::TcpStream::connect(host).expect("connect");
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+    )
+    .expect("write");
+    let mut text = String::new();
+    s.read_to_string(&mut text).expect("read");
+    text.split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default()
 }
 
 impl Drop for Kedge {
