@@ -39,11 +39,7 @@ pub struct Target<'a> {
     pub fv: FieldValidation,
 }
 
-pub fn now() -> String {
-    jiff::Timestamp::now()
-        .strftime("%Y-%m-%dT%H:%M:%SZ")
-        .to_string()
-}
+pub use kedge_core::clock::rfc3339 as now;
 
 fn meta_mut(obj: &mut Value) -> Result<&mut Map<String, Value>, ApiError> {
     let map = obj

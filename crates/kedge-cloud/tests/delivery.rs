@@ -18,17 +18,6 @@ fn pod(i: usize) -> Pod {
     .expect("pod")
 }
 
-async fn wait_for(what: &str, secs: u64, mut check: impl AsyncFnMut() -> bool) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
-    while !check().await {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 struct Env {
     api: common::Api,
     edge_dir: tempfile::TempDir,
@@ -93,7 +82,7 @@ async fn changes_made_while_the_edge_is_away_all_arrive() {
     let want: Vec<String> = (100..1000)
         .map(|i| format!("default/pod/p-{i:04}"))
         .collect();
-    wait_for("900 pods in the edge store", 120, async || {
+    common::wait_for("900 pods in the edge store", 120, async || {
         meta.keys("pod").expect("keys") == want
     })
     .await;
@@ -104,7 +93,7 @@ async fn changes_made_while_the_edge_is_away_all_arrive() {
         "objectsyncs",
     );
     let syncs: Api<DynamicObject> = Api::namespaced_with(client.clone(), "default", &ar);
-    wait_for("900 ObjectSyncs", 60, async || {
+    common::wait_for("900 ObjectSyncs", 60, async || {
         syncs
             .list(&ListParams::default())
             .await
@@ -120,7 +109,7 @@ async fn changes_made_while_the_edge_is_away_all_arrive() {
             .await
             .expect("delete");
     }
-    wait_for("890 pods in the edge store", 60, async || {
+    common::wait_for("890 pods in the edge store", 60, async || {
         meta.keys("pod").expect("keys").len() == 890
     })
     .await;
@@ -156,7 +145,7 @@ async fn configmaps_and_secrets_follow_the_pods_that_use_them() {
 
     let edge = env.edge().await;
     let meta = edge.meta.clone();
-    wait_for("the pod, its ConfigMap and its Secret", 30, async || {
+    common::wait_for("the pod, its ConfigMap and its Secret", 30, async || {
         meta.keys("configmap").expect("keys") == ["default/configmap/used"]
             && meta.keys("secret").expect("keys") == ["default/secret/creds"]
             && meta.keys("pod").expect("keys") == ["default/pod/app"]
@@ -171,7 +160,7 @@ async fn configmaps_and_secrets_follow_the_pods_that_use_them() {
     )
     .await
     .expect("patch");
-    wait_for("the updated ConfigMap", 30, async || {
+    common::wait_for("the updated ConfigMap", 30, async || {
         meta.get("default/configmap/used")
             .expect("get")
             .is_some_and(|c| c["data"]["v"] == "2")
@@ -181,7 +170,7 @@ async fn configmaps_and_secrets_follow_the_pods_that_use_them() {
     pods.delete("app", &DeleteParams::default())
         .await
         .expect("delete");
-    wait_for("everything removed from the edge", 30, async || {
+    common::wait_for("everything removed from the edge", 30, async || {
         meta.keys("pod").expect("keys").is_empty()
             && meta.keys("configmap").expect("keys").is_empty()
             && meta.keys("secret").expect("keys").is_empty()

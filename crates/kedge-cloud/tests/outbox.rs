@@ -15,17 +15,6 @@ fn free_port() -> u16 {
         .expect("port")
 }
 
-async fn wait_for(what: &str, mut check: impl FnMut() -> bool) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    while !check() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn messages_sent_while_the_cloud_is_down_arrive_after() {
     let api = common::api().await;
@@ -43,13 +32,16 @@ async fn messages_sent_while_the_cloud_is_down_arrive_after() {
     let edge = kedge_edge::start(ecfg).await.expect("edge");
     let outbox = edge.outbox.clone();
     let mut connected = edge.hub.connected();
-    wait_for("the node's registration to be acked", || {
+    common::wait_for("the node's registration to be acked", 60, async || {
         *connected.borrow_and_update() && outbox.is_empty()
     })
     .await;
 
     cloud.shutdown().await;
-    wait_for("the edge to notice", || !*connected.borrow_and_update()).await;
+    common::wait_for("the edge to notice", 60, async || {
+        !*connected.borrow_and_update()
+    })
+    .await;
     // While the cloud is down: 1,000 status updates of one object (they coalesce to the latest)
     // and 100 one-off messages.
     for i in 0..1000 {
@@ -82,7 +74,10 @@ async fn messages_sent_while_the_cloud_is_down_arrive_after() {
     let cloud = kedge_cloud::start(cfg, api.client.clone())
         .await
         .expect("cloud again");
-    wait_for("every message acked by the cloud", || outbox.is_empty()).await;
+    common::wait_for("every message acked by the cloud", 60, async || {
+        outbox.is_empty()
+    })
+    .await;
     assert_eq!(outbox.bytes(), 0);
     cloud.shutdown().await;
     api.server.shutdown().await;

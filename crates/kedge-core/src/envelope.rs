@@ -93,12 +93,6 @@ pub enum EnvelopeError {
     NoId,
 }
 
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
-}
-
 impl Message {
     /// A new message with a fresh id and the current time.
     pub fn new(
@@ -111,7 +105,7 @@ impl Message {
         Message {
             header: Header {
                 id: uuid::Uuid::new_v4().to_string(),
-                timestamp: now_ms(),
+                timestamp: crate::clock::now_ms() as i64,
                 ..Header::default()
             },
             route: Route {

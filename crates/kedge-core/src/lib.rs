@@ -5,6 +5,7 @@
 //! - [`resource`]: the resource strings in message routes (`node/<id>/<ns>/<type>/<name>` in the
 //!   cloud, `<ns>/<type>/<name>` on the wire).
 
+pub mod clock;
 pub mod delivery;
 pub mod envelope;
 pub mod names;

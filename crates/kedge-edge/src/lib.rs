@@ -109,12 +109,6 @@ pub struct Edge {
     pub outbox: std::sync::Arc<edgehub::outbox::Outbox>,
 }
 
-fn now() -> String {
-    jiff::Timestamp::now()
-        .strftime("%Y-%m-%dT%H:%M:%SZ")
-        .to_string()
-}
-
 /// Joins (once), connects to CloudHub, registers the node and keeps its status current.
 pub async fn start(cfg: EdgeConfig) -> Result<Edge, EdgeError> {
     let join_server = format!("https://{}", cfg.server(cfg.https_port));
@@ -180,12 +174,6 @@ impl Edge {
     }
 }
 
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
-
 /// Sends what the outbox releases while connected; on a disconnect, unacked messages go back to
 /// be sent first next time.
 async fn pump(outbox: Arc<Outbox>, hub: EdgeHub) {
@@ -205,7 +193,7 @@ async fn pump(outbox: Arc<Outbox>, hub: EdgeHub) {
             }
         }
         if *connected.borrow() {
-            for m in outbox.poll(now_ms()) {
+            for m in outbox.poll(kedge_core::clock::now_ms()) {
                 hub.send(m).await;
             }
         }
@@ -274,7 +262,7 @@ async fn report_node(cfg: EdgeConfig, hub: EdgeHub, outbox: Arc<Outbox>) {
                     return;
                 }
                 if *connected.borrow_and_update() {
-                    let node = edged::nodestatus::node(&cfg.node, &ip, &host, &now());
+                    let node = edged::nodestatus::node(&cfg.node, &ip, &host, &kedge_core::clock::rfc3339());
                     let res = resource::object("", "node", &cfg.node);
                     let m = Message::new("edged", group::RESOURCE, op::INSERT, &res, node);
                     push(&outbox, m, "node");
@@ -282,7 +270,7 @@ async fn report_node(cfg: EdgeConfig, hub: EdgeHub, outbox: Arc<Outbox>) {
             }
             _ = tick.tick() => {
                 if *connected.borrow() {
-                    let status = edged::nodestatus::status(&ip, &host, &now());
+                    let status = edged::nodestatus::status(&ip, &host, &kedge_core::clock::rfc3339());
                     let res = resource::object("", "nodestatus", &cfg.node);
                     let m = Message::new("edged", group::RESOURCE, op::UPDATE, &res, status);
                     push(&outbox, m, "nodestatus");

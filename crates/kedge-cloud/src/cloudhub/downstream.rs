@@ -56,12 +56,6 @@ fn sync_resource(cluster: bool) -> ApiResource {
     )
 }
 
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
-
 pub struct Downstream {
     hub: Arc<Hub>,
     client: kube::Client,
@@ -186,7 +180,7 @@ impl Downstream {
                 let msgs = self
                     .queues()
                     .get_mut(&node)
-                    .map(|q| q.poll(now_ms()))
+                    .map(|q| q.poll(kedge_core::clock::now_ms()))
                     .unwrap_or_default();
                 for m in msgs {
                     if self.hub.send(&node, m).await.is_err() {

@@ -23,18 +23,6 @@ pub mod refs;
 const LEASE_SECONDS: i32 = 40;
 const NODE_LEASE_NAMESPACE: &str = "kube-node-lease";
 
-fn now() -> String {
-    jiff::Timestamp::now()
-        .strftime("%Y-%m-%dT%H:%M:%SZ")
-        .to_string()
-}
-
-fn micro_now() -> String {
-    jiff::Timestamp::now()
-        .strftime("%Y-%m-%dT%H:%M:%S.%6fZ")
-        .to_string()
-}
-
 /// Node lifecycle: how long an edge node may go without a heartbeat and without a session
 /// before it is marked NotReady (covers edges that died while the cloud was down).
 #[derive(Debug, Clone)]
@@ -228,7 +216,7 @@ impl EdgeController {
     }
 
     async fn renew_lease(&self, node: &str) -> Result<(), UpstreamError> {
-        let spec = json!({"holderIdentity": node, "leaseDurationSeconds": LEASE_SECONDS, "renewTime": micro_now()});
+        let spec = json!({"holderIdentity": node, "leaseDurationSeconds": LEASE_SECONDS, "renewTime": kedge_core::clock::rfc3339_micro()});
         if self.leases.get_opt(node).await?.is_some() {
             let p = json!({"spec": spec});
             self.leases
@@ -250,7 +238,7 @@ impl EdgeController {
         let p = json!({"status": {"conditions": [{
             "type": "Ready", "status": "Unknown", "reason": "NodeStatusUnknown",
             "message": "kedge: the edge's connection to CloudHub ended",
-            "lastHeartbeatTime": now(), "lastTransitionTime": now(),
+            "lastHeartbeatTime": kedge_core::clock::rfc3339(), "lastTransitionTime": kedge_core::clock::rfc3339(),
         }]}});
         self.nodes
             .patch_status(node, &PatchParams::default(), &Patch::Merge(&p))

@@ -40,3 +40,15 @@ pub fn cloud_config(data_dir: &Path) -> kedge_cloud::CloudConfig {
         lifecycle: Default::default(),
     }
 }
+
+/// Polls `check` until it holds, failing the test after `secs` seconds.
+pub async fn wait_for(what: &str, secs: u64, mut check: impl AsyncFnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(secs);
+    while !check().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
