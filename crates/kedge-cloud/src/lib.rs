@@ -40,6 +40,7 @@ pub struct Cloud {
     pub hub_addr: SocketAddr,
     pub join_addr: SocketAddr,
     pub ca: Arc<kedge_pki::Ca>,
+    edgecontroller: Arc<edgecontroller::Stats>,
     listeners: Vec<kedge_http::Listener>,
 }
 
@@ -47,7 +48,9 @@ impl Cloud {
     /// What `/metrics` reports about the cloud, read at each scrape.
     pub fn metrics(&self) -> kedge_http::metrics::Source {
         use kedge_http::metrics::Reading;
+        use std::sync::atomic::Ordering::Relaxed;
         let (hub, downstream) = (self.hub.clone(), self.downstream.clone());
+        let ec = self.edgecontroller.clone();
         Arc::new(move || {
             let mut r = vec![
                 Reading::gauge(
@@ -56,11 +59,28 @@ impl Cloud {
                     hub.connected().len() as u64,
                 ),
                 Reading::counter(
+                    "kedge_cloudhub_throttled_messages",
+                    "Messages from nodes over their rate, read late.",
+                    hub.throttled(),
+                ),
+                Reading::counter(
                     "kedge_cloudhub_refused_connections",
                     "Hub connections refused (identity or headers).",
                     hub.refused(),
                 ),
             ];
+            r.extend([
+                Reading::counter(
+                    "kedge_edgecontroller_refused_writes",
+                    "Edge writes refused by node authorization.",
+                    ec.refused.load(Relaxed),
+                ),
+                Reading::counter(
+                    "kedge_edgecontroller_applied_messages",
+                    "Edge messages applied and acknowledged.",
+                    ec.applied.load(Relaxed),
+                ),
+            ]);
             r.extend(downstream.readings());
             r
         })
@@ -107,6 +127,7 @@ pub async fn start(cfg: CloudConfig, client: kube::Client) -> Result<Cloud, Clou
         cfg.lifecycle.clone(),
         downstream.clone(),
     );
+    let stats = ec.stats();
     tokio::spawn(ec.run(rx));
     Ok(Cloud {
         hub,
@@ -114,6 +135,7 @@ pub async fn start(cfg: CloudConfig, client: kube::Client) -> Result<Cloud, Clou
         hub_addr: hub_l.addr,
         join_addr: join.addr,
         ca,
+        edgecontroller: stats,
         listeners: vec![join, hub_l],
     })
 }

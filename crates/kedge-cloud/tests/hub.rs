@@ -176,3 +176,45 @@ async fn a_certificate_for_another_node_is_refused() {
     );
     c.api.server.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_flooding_node_is_slowed_to_its_rate_and_loses_nothing() {
+    let cfg = HubConfig {
+        node_rate: 50,
+        node_burst: 10,
+        ..HubConfig::default()
+    };
+    let mut c = cloud(cfg).await;
+    let edge = tempfile::tempdir().expect("edge");
+    let id = identity(&c, "edge-1", edge.path()).await;
+    let mut hcfg = client::HubConfig::new(c.hub_addr.to_string(), "edge-1");
+    hcfg.heartbeat = Duration::from_secs(3600);
+    let (down_tx, _down) = mpsc::channel(16);
+    let eh = client::spawn(hcfg, id, down_tx).expect("edgehub");
+    assert!(matches!(
+        next_event(&mut c.events).await,
+        HubEvent::Connected(_)
+    ));
+    let started = tokio::time::Instant::now();
+    for i in 0..60 {
+        let m = Message::new(
+            "edged",
+            "resource",
+            "update",
+            "default/podstatus/p",
+            json!(i),
+        );
+        assert!(eh.send(m).await);
+    }
+    for i in 0..60 {
+        match next_event(&mut c.events).await {
+            HubEvent::Message(_, m) => assert_eq!(m.content, json!(i), "in order, none lost"),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    // 10 pass at once; the other 50 at 50/s take at least a second.
+    let took = started.elapsed();
+    assert!(took >= Duration::from_millis(950), "throttled: {took:?}");
+    assert!(c.hub.throttled() >= 49, "counted: {}", c.hub.throttled());
+    c.api.server.shutdown().await;
+}

@@ -5,7 +5,9 @@ mod common;
 
 use std::time::Duration;
 
+use k8s_openapi::api::core::v1::Pod;
 use kedge_core::envelope::Message;
+use kube::api::{Api, PostParams};
 use serde_json::json;
 
 fn free_port() -> u16 {
@@ -18,6 +20,21 @@ fn free_port() -> u16 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn messages_sent_while_the_cloud_is_down_arrive_after() {
     let api = common::api().await;
+    // The pods whose status the edge reports: `web` (1,000 updates) and 100 one-off jobs.
+    let pods: Api<Pod> = Api::namespaced(api.client.clone(), "default");
+    let mut uids = std::collections::HashMap::new();
+    for name in std::iter::once("web".to_string()).chain((0..100).map(|i| format!("job-{i}"))) {
+        let p: Pod =
+            serde_json::from_value(json!({"metadata": {"name": name, "namespace": "default"},
+            "spec": {"nodeName": "edge-1", "containers": [{"name": "c", "image": "busybox"}]}}))
+            .expect("pod");
+        let p = pods
+            .create(&PostParams::default(), &p)
+            .await
+            .expect("create");
+        uids.insert(name, p.metadata.uid.expect("uid"));
+    }
+    let report = |name: &str, message: String| json!({"UID": uids[name], "Name": name, "Status": {"phase": "Running", "message": message}});
     let mut cfg = common::cloud_config(api.dir.path());
     cfg.hub_port = free_port();
     let cloud = kedge_cloud::start(cfg.clone(), api.client.clone())
@@ -50,7 +67,7 @@ async fn messages_sent_while_the_cloud_is_down_arrive_after() {
             "resource",
             "update",
             "default/podstatus/web",
-            json!({"i": i}),
+            report("web", format!("update {i}")),
         );
         outbox.push(m, Some("podstatus/default/web")).expect("push");
     }
@@ -60,7 +77,7 @@ async fn messages_sent_while_the_cloud_is_down_arrive_after() {
             "resource",
             "update",
             &format!("default/podstatus/job-{i}"),
-            json!({"i": i}),
+            report(&format!("job-{i}"), format!("job {i}")),
         );
         outbox.push(m, None).expect("push");
     }
@@ -79,6 +96,20 @@ async fn messages_sent_while_the_cloud_is_down_arrive_after() {
     })
     .await;
     assert_eq!(outbox.bytes(), 0);
+    // Acked means applied: every pod carries the latest status the edge reported.
+    let message = |p: Pod| p.status.and_then(|s| s.message).unwrap_or_default();
+    assert_eq!(message(pods.get("web").await.expect("web")), "update 999");
+    for i in 0..100 {
+        let p = pods.get(&format!("job-{i}")).await.expect("job");
+        assert_eq!(message(p), format!("job {i}"));
+    }
+    assert_eq!(
+        (cloud.metrics())()
+            .iter()
+            .find(|r| r.name == "kedge_edgecontroller_refused_writes")
+            .map(|r| r.value),
+        Some(0)
+    );
     cloud.shutdown().await;
     api.server.shutdown().await;
 }

@@ -4,9 +4,12 @@
 //!   as KubeEdge encodes it, so a stock edgecore could talk to kedge.
 //! - [`resource`]: the resource strings in message routes (`node/<id>/<ns>/<type>/<name>` in the
 //!   cloud, `<ns>/<type>/<name>` on the wire).
+//! - [`delivery`]: the cloud→edge at-least-once queue of one node; [`throttle`]: the token bucket
+//!   that slows a node that floods.
 
 pub mod clock;
 pub mod delivery;
 pub mod envelope;
 pub mod names;
 pub mod resource;
+pub mod throttle;

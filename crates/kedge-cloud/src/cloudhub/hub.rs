@@ -2,7 +2,8 @@
 //! mutual TLS. A connection is accepted only when the client certificate's CN is
 //! `system:node:<node_id>` (KubeEdge leaves this check off by default; kedge always does it).
 //! One session per node: a new connection replaces the old one. A session that sends nothing
-//! (not even a keepalive) for the keepalive timeout is closed.
+//! (not even a keepalive) for the keepalive timeout is closed. A node sending faster than its
+//! rate is read from more slowly (TCP back-pressure reaches the edge; nothing is dropped).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -16,6 +17,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use futures::{SinkExt, StreamExt};
 use kedge_core::envelope::{Message, op};
+use kedge_core::throttle::TokenBucket;
 use kedge_http::PeerCerts;
 use tokio::sync::mpsc;
 
@@ -36,6 +38,10 @@ pub struct HubConfig {
     pub max_frame: usize,
     /// Messages queued for one node before senders wait.
     pub node_queue: usize,
+    /// Messages per second one node may send before the hub reads from it more slowly
+    /// (0: unlimited), and the burst allowed above that rate.
+    pub node_rate: u32,
+    pub node_burst: u32,
 }
 
 impl Default for HubConfig {
@@ -44,6 +50,10 @@ impl Default for HubConfig {
             keepalive_timeout: Duration::from_secs(30),
             max_frame: 16 << 20,
             node_queue: 1024,
+            // Well above what one edge needs (eventbus→rest aims at 10,000 msg/s), low enough
+            // that one runaway edge cannot take the controllers from the others.
+            node_rate: 20_000,
+            node_burst: 20_000,
         }
     }
 }
@@ -60,6 +70,8 @@ pub struct Hub {
     next_id: AtomicU64,
     events: mpsc::Sender<HubEvent>,
     refused: AtomicU64,
+    throttled: AtomicU64,
+    started: tokio::time::Instant,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -74,6 +86,8 @@ impl Hub {
             next_id: AtomicU64::new(1),
             events,
             refused: AtomicU64::new(0),
+            throttled: AtomicU64::new(0),
+            started: tokio::time::Instant::now(),
         })
     }
 
@@ -91,6 +105,39 @@ impl Hub {
     /// Connections refused (bad identity or headers) since start.
     pub fn refused(&self) -> u64 {
         self.refused.load(Ordering::Relaxed)
+    }
+
+    /// Messages from flooding nodes that were held back by the throttle since start.
+    pub fn throttled(&self) -> u64 {
+        self.throttled.load(Ordering::Relaxed)
+    }
+
+    /// A fresh throttle for one session.
+    fn bucket(&self) -> TokenBucket {
+        TokenBucket::new(
+            self.cfg.node_rate,
+            self.cfg.node_burst,
+            self.started.elapsed(),
+        )
+    }
+
+    /// Takes a token for one message from `node`; waits while the node is over its rate.
+    async fn throttle(&self, node: &str, bucket: &mut TokenBucket, flooding: &mut bool) {
+        match bucket.take(self.started.elapsed()) {
+            None => *flooding = false,
+            Some(wait) => {
+                self.throttled.fetch_add(1, Ordering::Relaxed);
+                if !*flooding {
+                    *flooding = true;
+                    tracing::warn!(
+                        node,
+                        rate = self.cfg.node_rate,
+                        "node exceeds its message rate; reading from it more slowly"
+                    );
+                }
+                tokio::time::sleep(wait).await;
+            }
+        }
     }
 
     /// Queues `msg` for `node`.
@@ -202,6 +249,7 @@ async fn session(hub: Arc<Hub>, node: String, socket: WebSocket) {
     let _ = hub.events.send(HubEvent::Connected(node.clone())).await;
     let (mut sink, mut stream) = socket.split();
     let mut deadline = tokio::time::Instant::now() + hub.cfg.keepalive_timeout;
+    let (mut bucket, mut flooding) = (hub.bucket(), false);
     let reason = loop {
         tokio::select! {
             out = rx.recv() => match out {
@@ -222,6 +270,7 @@ async fn session(hub: Arc<Hub>, node: String, socket: WebSocket) {
                         Frame::Close(_) => break "closed by the edge".to_string(),
                         Frame::Ping(_) | Frame::Pong(_) => continue,
                     };
+                    hub.throttle(&node, &mut bucket, &mut flooding).await;
                     if let Some(reply) = receive(&hub, &node, &data).await {
                         let _ = sink.send(Frame::Text(reply.encode().into())).await;
                     }

@@ -1,27 +1,33 @@
 //! EdgeController: what edges report about themselves reaches Kubernetes (through kube-rs).
 //! - `insert null/node/<node>`: the Node is created (or its labels and status updated);
 //! - `update null/nodestatus/<node>`: the Node's status is updated and its Lease renewed;
+//! - `update <ns>/podstatus/<pod>`: the pod's status is updated (`podstatus`);
 //! - the session ending marks the Node's Ready condition Unknown (NotReady in kubectl).
 //!
-//! A node may only write its own Node and Lease: anything else is refused and logged.
+//! What a node may write is decided by `authz`; refusals are answered, logged and counted.
 
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Node;
 use kedge_core::envelope::{Message, op};
 use kedge_core::resource::ObjectRef;
 use kube::api::{Api, Patch, PatchParams, PostParams};
+use podstatus::PodStatusError;
 use serde_json::{Value, json};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use tokio::sync::mpsc;
 
 use crate::cloudhub::downstream::Downstream;
 use crate::cloudhub::hub::HubEvent;
 
+pub mod authz;
 pub mod bound;
+pub mod podstatus;
 pub mod refs;
 
 /// Lease duration the cloud sets (as kubelet).
 const LEASE_SECONDS: i32 = 40;
-const NODE_LEASE_NAMESPACE: &str = "kube-node-lease";
+use authz::{NODE_LEASE_NAMESPACE, Write};
 
 /// Node lifecycle: how long an edge node may go without a heartbeat and without a session
 /// before it is marked NotReady (covers edges that died while the cloud was down).
@@ -67,16 +73,29 @@ pub fn is_stale(
 pub struct EdgeController {
     nodes: Api<Node>,
     leases: Api<Lease>,
-    hub: std::sync::Arc<crate::cloudhub::hub::Hub>,
+    hub: Arc<crate::cloudhub::hub::Hub>,
     lifecycle: Lifecycle,
-    downstream: std::sync::Arc<Downstream>,
+    downstream: Arc<Downstream>,
     bound: bound::Bound,
+    client: kube::Client,
+    stats: Arc<Stats>,
+}
+
+/// Counters for `/metrics`.
+#[derive(Debug, Default)]
+pub struct Stats {
+    /// Edge writes refused by node authorization.
+    pub refused: AtomicU64,
+    /// Edge messages applied (and acknowledged).
+    pub applied: AtomicU64,
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum UpstreamError {
-    #[error("node {node} may not write {resource}")]
-    Forbidden { node: String, resource: String },
+    #[error("{0}")]
+    Forbidden(#[from] authz::Forbidden),
+    #[error("{0}")]
+    PodStatus(#[from] podstatus::PodStatusError),
     #[error("{0}")]
     Resource(#[from] kedge_core::resource::ResourceError),
     #[error("Kubernetes API: {0}")]
@@ -85,21 +104,38 @@ pub enum UpstreamError {
     Content(#[from] serde_json::Error),
 }
 
+impl UpstreamError {
+    /// True when the node asked for something it may not do (logged and counted).
+    fn is_refusal(&self) -> bool {
+        matches!(
+            self,
+            UpstreamError::Forbidden(_) | UpstreamError::PodStatus(PodStatusError::NotBound { .. })
+        )
+    }
+}
+
 impl EdgeController {
     pub fn new(
         client: kube::Client,
-        hub: std::sync::Arc<crate::cloudhub::hub::Hub>,
+        hub: Arc<crate::cloudhub::hub::Hub>,
         lifecycle: Lifecycle,
-        downstream: std::sync::Arc<Downstream>,
+        downstream: Arc<Downstream>,
     ) -> EdgeController {
         EdgeController {
             nodes: Api::all(client.clone()),
             leases: Api::namespaced(client.clone(), NODE_LEASE_NAMESPACE),
-            bound: bound::Bound::start(client, downstream.clone()),
+            bound: bound::Bound::start(client.clone(), downstream.clone()),
+            client,
+            stats: Arc::default(),
             downstream,
             hub,
             lifecycle,
         }
+    }
+
+    /// The controller's counters (for `/metrics`).
+    pub fn stats(&self) -> Arc<Stats> {
+        self.stats.clone()
     }
 
     /// Handles hub events, and sweeps for stale nodes, until the hub goes away.
@@ -125,8 +161,10 @@ impl EdgeController {
                 },
                 _ = sweep.tick() => self.sweep().await,
             };
-            if let Err(e) = result {
-                tracing::warn!(error = %e, "edgecontroller");
+            match result {
+                Err(e) if e.is_refusal() => tracing::warn!(error = %e, "edge write refused"),
+                Err(e) => tracing::warn!(error = %e, "edgecontroller"),
+                Ok(()) => {}
             }
         }
     }
@@ -158,9 +196,17 @@ impl EdgeController {
     async fn apply_and_answer(&self, node: &str, m: &Message) -> Result<(), UpstreamError> {
         let result = self.upstream(node, m).await;
         let reply = match &result {
-            Ok(()) => Some(m.ack()),
-            Err(UpstreamError::Kube(_)) => None,
-            Err(e) => Some(m.error_reply(&e.to_string())),
+            Ok(()) => {
+                self.stats.applied.fetch_add(1, Ordering::Relaxed);
+                Some(m.ack())
+            }
+            Err(UpstreamError::Kube(_) | UpstreamError::PodStatus(PodStatusError::Kube(_))) => None,
+            Err(e) => {
+                if e.is_refusal() {
+                    self.stats.refused.fetch_add(1, Ordering::Relaxed);
+                }
+                Some(m.error_reply(&e.to_string()))
+            }
         };
         if let Some(r) = reply {
             let _ = self.hub.send(node, r).await;
@@ -170,18 +216,13 @@ impl EdgeController {
 
     async fn upstream(&self, node: &str, m: &Message) -> Result<(), UpstreamError> {
         let r = ObjectRef::parse(&m.route.resource)?;
-        let own = r.name == Some(node);
-        let forbidden = || UpstreamError::Forbidden {
-            node: node.into(),
-            resource: m.route.resource.clone(),
-        };
-        match (r.kind, m.route.operation.as_str()) {
-            ("node", op::INSERT | op::UPDATE) if own => self.upsert_node(node, &m.content).await,
-            ("nodestatus", op::UPDATE) if own => self.status(node, &m.content).await,
-            ("node" | "nodestatus", _) => Err(forbidden()),
-            _ => {
-                tracing::debug!(node, resource = %m.route.resource, "not handled yet");
-                Ok(())
+        match authz::authorize(node, &m.route.operation, &m.route.resource, &r)? {
+            Write::Node => self.upsert_node(node, &m.content).await,
+            Write::NodeStatus => self.status(node, &m.content).await,
+            Write::Lease => self.renew_lease(node).await,
+            Write::PodStatus { namespace, name } => {
+                let req = podstatus::parse(name, &m.content)?;
+                Ok(podstatus::apply(&self.client, node, namespace, &req).await?)
             }
         }
     }

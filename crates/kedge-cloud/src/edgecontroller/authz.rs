@@ -1,0 +1,129 @@
+//! Node authorization of edge→cloud writes, as Kubernetes' node authorizer: a node may write its
+//! own Node and Lease, and the status of pods bound to it. This module decides from the message
+//! alone; whether a pod is bound to the node is checked against the pod when it is written.
+//! Everything else is refused (and counted), so a compromised edge cannot touch other nodes'
+//! objects or anything cluster-wide.
+
+use kedge_core::envelope::op;
+use kedge_core::resource::ObjectRef;
+
+/// Lease namespace, as kubelet uses.
+pub const NODE_LEASE_NAMESPACE: &str = "kube-node-lease";
+
+/// An edge write the EdgeController may apply.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Write<'a> {
+    /// Register or update the node itself (`null/node/<node>`).
+    Node,
+    /// The node's status (`null/nodestatus/<node>`), which also renews its Lease.
+    NodeStatus,
+    /// The node's Lease (`kube-node-lease/lease/<node>`, as edgecore sends it).
+    Lease,
+    /// Status of a pod; applied only if the pod is bound to the node.
+    PodStatus { namespace: &'a str, name: &'a str },
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("node {node} may not {operation} {resource}: {why}")]
+pub struct Forbidden {
+    pub node: String,
+    pub operation: String,
+    pub resource: String,
+    pub why: &'static str,
+}
+
+/// Decides what `node` may do with `operation` on the edge-form resource `r`.
+pub fn authorize<'a>(
+    node: &str,
+    operation: &str,
+    resource: &str,
+    r: &ObjectRef<'a>,
+) -> Result<Write<'a>, Forbidden> {
+    let deny = |why| Forbidden {
+        node: node.into(),
+        operation: operation.into(),
+        resource: resource.into(),
+        why,
+    };
+    let own = r.name == Some(node);
+    let write = matches!(operation, op::INSERT | op::UPDATE);
+    match (r.kind, r.namespace) {
+        ("node", _) | ("nodestatus", _) | ("lease", _) if !write => {
+            Err(deny("only insert and update are allowed"))
+        }
+        ("node", _) | ("nodestatus", _) | ("lease", _) if !own => {
+            Err(deny("a node may only write its own Node and Lease"))
+        }
+        ("node", _) => Ok(Write::Node),
+        ("nodestatus", _) => Ok(Write::NodeStatus),
+        ("lease", NODE_LEASE_NAMESPACE) => Ok(Write::Lease),
+        ("lease", _) => Err(deny("node leases live in kube-node-lease")),
+        ("podstatus", ns) if operation == op::UPDATE => match (r.namespace(), r.name) {
+            (Some(_), Some(name)) => Ok(Write::PodStatus {
+                namespace: ns,
+                name,
+            }),
+            _ => Err(deny("pod status names a namespaced pod")),
+        },
+        ("podstatus", _) => Err(deny("pod status is written with update")),
+        _ => Err(deny("not an object an edge node may write")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(node: &str, operation: &str, resource: &str) -> Result<String, String> {
+        let r = ObjectRef::parse(resource).map_err(|e| e.to_string())?;
+        authorize(node, operation, resource, &r)
+            .map(|w| format!("{w:?}"))
+            .map_err(|e| e.why.to_string())
+    }
+
+    #[test]
+    fn a_node_writes_its_own_node_and_lease() {
+        assert_eq!(check("n1", "insert", "null/node/n1").as_deref(), Ok("Node"));
+        assert_eq!(
+            check("n1", "update", "null/nodestatus/n1").as_deref(),
+            Ok("NodeStatus")
+        );
+        assert_eq!(
+            check("n1", "update", "kube-node-lease/lease/n1").as_deref(),
+            Ok("Lease")
+        );
+    }
+
+    #[test]
+    fn another_nodes_objects_are_refused() {
+        assert!(check("n1", "insert", "null/node/n2").is_err());
+        assert!(check("n1", "update", "null/nodestatus/n2").is_err());
+        assert!(check("n1", "update", "kube-node-lease/lease/n2").is_err());
+        assert!(check("n1", "update", "default/lease/n1").is_err());
+        assert!(check("n1", "delete", "null/node/n1").is_err());
+    }
+
+    #[test]
+    fn pod_status_needs_a_namespaced_pod_name() {
+        assert_eq!(
+            check("n1", "update", "default/podstatus/web").as_deref(),
+            Ok("PodStatus { namespace: \"default\", name: \"web\" }")
+        );
+        assert!(check("n1", "update", "null/podstatus/web").is_err());
+        assert!(check("n1", "update", "default/podstatus").is_err());
+        assert!(check("n1", "delete", "default/podstatus/web").is_err());
+    }
+
+    #[test]
+    fn everything_else_is_refused() {
+        for (operation, resource) in [
+            ("update", "default/configmap/cfg"),
+            ("insert", "default/secret/s"),
+            ("delete", "default/pod/web"),
+            ("update", "null/namespace/default"),
+            ("update", "kube-system/clusterrolebinding/admin"),
+        ] {
+            assert!(check("n1", operation, resource).is_err(), "{resource}");
+        }
+    }
+}
