@@ -59,6 +59,11 @@ impl Cloud {
                     hub.connected().len() as u64,
                 ),
                 Reading::counter(
+                    "kedge_cloudhub_sessions",
+                    "Edge sessions accepted (reconnections included).",
+                    hub.sessions_total(),
+                ),
+                Reading::counter(
                     "kedge_cloudhub_throttled_messages",
                     "Messages from nodes over their rate, read late.",
                     hub.throttled(),

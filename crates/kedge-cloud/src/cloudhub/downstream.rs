@@ -40,6 +40,18 @@ fn kind_of(token: &str) -> &str {
     }
 }
 
+/// The ObjectSync name recording what `node` acknowledged of the object `uid`.
+pub fn sync_name(node: &str, uid: &str) -> String {
+    format!("{node}.{uid}")
+}
+
+/// The node and object UID of an ObjectSync name. Node names may contain dots, UIDs do not,
+/// so the split is at the last dot (a prefix match would give node `a` the records of `a.b`).
+pub fn sync_owner(name: &str) -> Option<(&str, &str)> {
+    name.rsplit_once('.')
+        .filter(|(node, uid)| !node.is_empty() && !uid.is_empty())
+}
+
 fn token_of(kind: &str) -> String {
     kind.to_lowercase()
 }
@@ -54,6 +66,20 @@ fn sync_resource(cluster: bool) -> ApiResource {
         &GroupVersionKind::gvk("reliablesyncs.kubeedge.io", "v1alpha1", kind),
         plural,
     )
+}
+
+/// The record an ObjectSync holds about the object `uid`.
+fn record_of(o: &DynamicObject, uid: &str) -> SyncRecord {
+    let text = |path: &str| o.data.pointer(path).and_then(|v| v.as_str());
+    SyncRecord {
+        uid: uid.to_string(),
+        rv: text("/status/objectResourceVersion")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0),
+        namespace: o.metadata.namespace.clone(),
+        kind: token_of(text("/spec/objectKind").unwrap_or("")),
+        name: text("/spec/objectName").unwrap_or("").to_string(),
+    }
 }
 
 pub struct Downstream {
@@ -198,47 +224,58 @@ impl Downstream {
         }
     }
 
-    /// Every ObjectSync and ClusterObjectSync of `node`.
-    async fn records(&self, node: &str) -> Result<Vec<SyncRecord>, kube::Error> {
-        let prefix = format!("{node}.");
-        let mut out = Vec::new();
+    /// Every ObjectSync and ClusterObjectSync there is.
+    async fn all_syncs(&self) -> Result<Vec<DynamicObject>, kube::Error> {
         let namespaced: Api<DynamicObject> =
             Api::all_with(self.client.clone(), &sync_resource(false));
-        let cluster = self.syncs(None);
-        for list in [
-            namespaced.list(&ListParams::default()).await?,
-            cluster.list(&ListParams::default()).await?,
-        ] {
-            for o in list {
-                let name = o.metadata.name.clone().unwrap_or_default();
-                let Some(uid) = name.strip_prefix(&prefix) else {
-                    continue;
-                };
-                let rv = o
-                    .data
-                    .pointer("/status/objectResourceVersion")
-                    .and_then(|v| v.as_str())
-                    .and_then(|v| v.parse().ok());
-                out.push(SyncRecord {
-                    uid: uid.to_string(),
-                    rv: rv.unwrap_or(0),
-                    namespace: o.metadata.namespace.clone(),
-                    kind: token_of(
-                        o.data
-                            .pointer("/spec/objectKind")
-                            .and_then(|v| v.as_str())
-                            .unwrap_or(""),
-                    ),
-                    name: o
-                        .data
-                        .pointer("/spec/objectName")
-                        .and_then(|v| v.as_str())
-                        .unwrap_or("")
-                        .to_string(),
-                });
+        let mut all = namespaced.list(&ListParams::default()).await?.items;
+        all.extend(self.syncs(None).list(&ListParams::default()).await?.items);
+        Ok(all)
+    }
+
+    /// A node was deleted: drop its queue and what it acknowledged, so a node registering
+    /// again under that name starts from nothing. Returns how many records were removed.
+    pub async fn forget_node(&self, node: &str) -> Result<usize, kube::Error> {
+        self.queues().remove(node);
+        self.delete_syncs(|owner| owner == node).await
+    }
+
+    /// Removes the records of nodes that no longer exist (deleted while the cloud was down).
+    pub async fn forget_orphans(
+        &self,
+        live: &std::collections::HashSet<String>,
+    ) -> Result<usize, kube::Error> {
+        self.delete_syncs(|owner| !live.contains(owner)).await
+    }
+
+    async fn delete_syncs(&self, doomed: impl Fn(&str) -> bool) -> Result<usize, kube::Error> {
+        let mut n = 0;
+        for o in self.all_syncs().await? {
+            let name = o.metadata.name.clone().unwrap_or_default();
+            if !sync_owner(&name).is_some_and(|(owner, _)| doomed(owner)) {
+                continue;
+            }
+            match self
+                .syncs(o.metadata.namespace.as_deref())
+                .delete(&name, &DeleteParams::default())
+                .await
+            {
+                Ok(_) => n += 1,
+                Err(kube::Error::Api(s)) if s.code == 404 => {}
+                Err(e) => return Err(e),
             }
         }
-        Ok(out)
+        Ok(n)
+    }
+
+    /// Every ObjectSync and ClusterObjectSync of `node`.
+    async fn records(&self, node: &str) -> Result<Vec<SyncRecord>, kube::Error> {
+        let mine = |o: &DynamicObject| {
+            let name = o.metadata.name.as_deref()?;
+            let (owner, uid) = sync_owner(name)?;
+            (owner == node).then(|| record_of(o, uid))
+        };
+        Ok(self.all_syncs().await?.iter().filter_map(mine).collect())
     }
 
     /// Writes what `node` acknowledged.
@@ -247,7 +284,7 @@ impl Downstream {
             return Ok(());
         };
         let api = self.syncs(r.namespace());
-        let name = format!("{node}.{}", a.uid);
+        let name = sync_name(node, &a.uid);
         if a.delete {
             return match api.delete(&name, &DeleteParams::default()).await {
                 Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
@@ -269,5 +306,23 @@ impl Downstream {
         api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&status))
             .await?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sync_names_split_at_the_last_dot() {
+        let uid = "4f1c2a3e-0000-4000-8000-000000000001";
+        assert_eq!(sync_owner(&sync_name("edge-1", uid)), Some(("edge-1", uid)));
+        assert_eq!(
+            sync_owner(&sync_name("edge.example.com", uid)),
+            Some(("edge.example.com", uid))
+        );
+        assert_eq!(sync_owner("no-dot"), None);
+        assert_eq!(sync_owner(".uid"), None);
+        assert_eq!(sync_owner("node."), None);
     }
 }

@@ -71,6 +71,7 @@ pub struct Hub {
     events: mpsc::Sender<HubEvent>,
     refused: AtomicU64,
     throttled: AtomicU64,
+    sessions_total: AtomicU64,
     started: tokio::time::Instant,
 }
 
@@ -87,6 +88,7 @@ impl Hub {
             events,
             refused: AtomicU64::new(0),
             throttled: AtomicU64::new(0),
+            sessions_total: AtomicU64::new(0),
             started: tokio::time::Instant::now(),
         })
     }
@@ -105,6 +107,16 @@ impl Hub {
     /// Connections refused (bad identity or headers) since start.
     pub fn refused(&self) -> u64 {
         self.refused.load(Ordering::Relaxed)
+    }
+
+    /// Sessions accepted since start (reconnections included).
+    pub fn sessions_total(&self) -> u64 {
+        self.sessions_total.load(Ordering::Relaxed)
+    }
+
+    /// Ends `node`'s session, if it has one (its Node was deleted).
+    pub fn close(&self, node: &str) -> bool {
+        self.sessions().remove(node).is_some()
     }
 
     /// Messages from flooding nodes that were held back by the throttle since start.
@@ -151,6 +163,7 @@ impl Hub {
 
     fn register(&self, node: &str, tx: mpsc::Sender<Message>) -> u64 {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        self.sessions_total.fetch_add(1, Ordering::Relaxed);
         // Replacing the old session drops its sender, which ends its writer and so the session.
         if self
             .sessions()

@@ -2,15 +2,20 @@
 //! - `insert null/node/<node>`: the Node is created (or its labels and status updated);
 //! - `update null/nodestatus/<node>`: the Node's status is updated and its Lease renewed;
 //! - `update <ns>/podstatus/<pod>`: the pod's status is updated (`podstatus`);
-//! - the session ending marks the Node's Ready condition Unknown (NotReady in kubectl).
+//! - the session ending marks the Node's Ready condition Unknown (NotReady in kubectl);
+//! - a deleted Node loses its session and its ObjectSyncs: as with kubelet, a running edge
+//!   registers again and is sent everything afresh.
 //!
 //! What a node may write is decided by `authz`; refusals are answered, logged and counted.
 
+use futures::StreamExt;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Node;
 use kedge_core::envelope::{Message, op};
 use kedge_core::resource::ObjectRef;
+use kube::ResourceExt;
 use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::runtime::{WatchStreamExt, watcher};
 use podstatus::PodStatusError;
 use serde_json::{Value, json};
 use std::sync::Arc;
@@ -100,6 +105,8 @@ pub enum UpstreamError {
     Resource(#[from] kedge_core::resource::ResourceError),
     #[error("Kubernetes API: {0}")]
     Kube(#[from] kube::Error),
+    #[error("watching nodes: {0}")]
+    Watch(#[from] kube::runtime::watcher::Error),
     #[error("{0}")]
     Content(#[from] serde_json::Error),
 }
@@ -141,8 +148,16 @@ impl EdgeController {
     /// Handles hub events, and sweeps for stale nodes, until the hub goes away.
     pub async fn run(self, mut events: mpsc::Receiver<HubEvent>) {
         let mut sweep = tokio::time::interval(self.lifecycle.every);
+        let nodes = watcher(self.nodes.clone(), watcher::Config::default()).default_backoff();
+        let mut nodes = std::pin::pin!(nodes);
         loop {
             let result = tokio::select! {
+                Some(ev) = nodes.next() => match ev {
+                    Ok(watcher::Event::Delete(n)) => self.node_deleted(&n.name_any()).await,
+                    Ok(watcher::Event::InitDone) => self.forget_orphans().await,
+                    Ok(_) => Ok(()),
+                    Err(e) => Err(e.into()),
+                },
                 ev = events.recv() => match ev {
                     None => return,
                     Some(HubEvent::Connected(node)) => self.connected(&node).await,
@@ -173,6 +188,38 @@ impl EdgeController {
     async fn connected(&self, node: &str) -> Result<(), UpstreamError> {
         let records = self.downstream.connected(node).await?;
         self.bound.resync(node, &records).await;
+        Ok(())
+    }
+
+    /// A Node was deleted: end its session and drop what it acknowledged.
+    async fn node_deleted(&self, node: &str) -> Result<(), UpstreamError> {
+        let closed = self.hub.close(node);
+        let records = self.downstream.forget_node(node).await?;
+        if closed || records > 0 {
+            tracing::info!(
+                node,
+                records,
+                closed,
+                "node deleted: its session and sync records are gone"
+            );
+        }
+        Ok(())
+    }
+
+    /// Drops the sync records of nodes deleted while the cloud was down.
+    async fn forget_orphans(&self) -> Result<(), UpstreamError> {
+        let live = self
+            .nodes
+            .list_metadata(&kube::api::ListParams::default())
+            .await?
+            .items
+            .into_iter()
+            .map(|n| n.name_any())
+            .collect();
+        let n = self.downstream.forget_orphans(&live).await?;
+        if n > 0 {
+            tracing::info!(records = n, "removed the sync records of deleted nodes");
+        }
         Ok(())
     }
 
