@@ -31,6 +31,8 @@ pub struct CloudConfig {
     pub names: Vec<String>,
     pub hub: cloudhub::hub::HubConfig,
     pub lifecycle: edgecontroller::Lifecycle,
+    /// Lifetime of the node certificates the join server signs (edges renew at 70–90 % of it).
+    pub node_cert_ttl: std::time::Duration,
 }
 
 /// A running cloud (hub, join server, controllers).
@@ -114,6 +116,7 @@ pub async fn start(cfg: CloudConfig, client: kube::Client) -> Result<Cloud, Clou
         ca.clone(),
         client.clone(),
         &names,
+        cfg.node_cert_ttl,
     )
     .await?;
     let (tx, rx) = tokio::sync::mpsc::channel(4096);

@@ -29,9 +29,15 @@ async fn cloud(cfg: HubConfig) -> Cloud {
     let ca = Arc::new(Ca::load_or_create(api.dir.path()).expect("ca"));
     let names = vec!["localhost".to_string(), "127.0.0.1".to_string()];
     let any = "127.0.0.1:0".parse().expect("addr");
-    let join = kedge_cloud::cloudhub::join::start(any, ca.clone(), api.client.clone(), &names)
-        .await
-        .expect("join");
+    let join = kedge_cloud::cloudhub::join::start(
+        any,
+        ca.clone(),
+        api.client.clone(),
+        &names,
+        kedge_pki::node::NODE_CERT_TTL,
+    )
+    .await
+    .expect("join");
     let (tx, events) = mpsc::channel(64);
     let hub = Hub::new(cfg, tx);
     let listener = hub::start(any, hub.clone(), &ca, &names)
@@ -216,5 +222,35 @@ async fn a_flooding_node_is_slowed_to_its_rate_and_loses_nothing() {
     let took = started.elapsed();
     assert!(took >= Duration::from_millis(950), "throttled: {took:?}");
     assert!(c.hub.throttled() >= 49, "counted: {}", c.hub.throttled());
+    c.api.server.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_session_ends_when_its_certificate_expires() {
+    let mut c = cloud(HubConfig::default()).await;
+    let (key, csr) = kedge_pki::node::node_csr("edge-1").expect("csr");
+    let cert =
+        c.ca.sign_node_csr(&csr, "edge-1", Duration::from_secs(3))
+            .expect("short-lived certificate");
+    let id = Identity::new(c.ca.cert_der().to_vec(), cert.to_vec(), key);
+    let (down_tx, _down) = mpsc::channel(16);
+    let hcfg = client::HubConfig::new(c.hub_addr.to_string(), "edge-1");
+    let _eh = client::spawn(hcfg, id, down_tx).expect("edgehub");
+    assert!(matches!(
+        next_event(&mut c.events).await,
+        HubEvent::Connected(_)
+    ));
+    let connected_at = tokio::time::Instant::now();
+    assert!(matches!(next_event(&mut c.events).await, HubEvent::Disconnected(n) if n == "edge-1"));
+    assert!(
+        connected_at.elapsed() < Duration::from_secs(5),
+        "closed at expiry, not at the 30 s keepalive timeout"
+    );
+    // Reconnecting with the expired certificate fails the TLS handshake.
+    let after = tokio::time::timeout(Duration::from_millis(1500), c.events.recv()).await;
+    assert!(
+        after.is_err(),
+        "no new session with an expired certificate: {after:?}"
+    );
     c.api.server.shutdown().await;
 }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Node;
-use kedge_edge::edgehub::certificate::{Join, JoinError, join, load_or_join};
+use kedge_edge::edgehub::certificate::{Join, JoinError, join, load_or_join, renew};
 use kedge_pki::Ca;
 use kedge_pki::token::TokenError;
 use kube::api::{Api, PostParams};
@@ -22,9 +22,15 @@ async fn cloud() -> Cloud {
     let ca = Arc::new(Ca::load_or_create(api.dir.path()).expect("ca"));
     let names = vec!["localhost".to_string(), "127.0.0.1".to_string()];
     let addr = "127.0.0.1:0".parse().expect("addr");
-    let join = kedge_cloud::cloudhub::join::start(addr, ca.clone(), api.client.clone(), &names)
-        .await
-        .expect("join");
+    let join = kedge_cloud::cloudhub::join::start(
+        addr,
+        ca.clone(),
+        api.client.clone(),
+        &names,
+        kedge_pki::node::NODE_CERT_TTL,
+    )
+    .await
+    .expect("join");
     Cloud { api, join, ca }
 }
 
@@ -187,5 +193,45 @@ async fn node_lookup_answers_as_kubeedge() {
         .await
         .expect("request");
     assert_eq!(missing.status().as_u16(), 404);
+    c.api.server.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_node_renews_with_its_certificate_and_only_for_itself() {
+    let c = cloud().await;
+    let server = c.url();
+    let dir = tempfile::tempdir().expect("edge dir");
+    let token = c.ca.token(Duration::from_secs(600)).expect("token");
+    let j = Join {
+        server: &server,
+        node: "edge-1",
+        token: &token,
+        dir: dir.path(),
+    };
+    let first = join(&j).await.expect("joins");
+    // Renewal needs no token: the current certificate authenticates it.
+    let no_token = Join { token: "", ..j };
+    let renewed = renew(&no_token, &first).await.expect("renews");
+    assert_ne!(renewed.cert_der, first.cert_der, "a new certificate");
+    assert_eq!(renewed.node().as_deref(), Some("edge-1"));
+    let stored = kedge_pki::node::Identity::load(dir.path())
+        .expect("load")
+        .expect("stored");
+    assert_eq!(stored.cert_der, renewed.cert_der, "the new one is stored");
+    // edge-1's certificate cannot obtain one for edge-2.
+    let other = tempfile::tempdir().expect("other dir");
+    let as_edge2 = Join {
+        server: &server,
+        node: "edge-2",
+        token: "",
+        dir: other.path(),
+    };
+    match renew(&as_edge2, &renewed).await {
+        Err(JoinError::Refused { status, reason, .. }) => {
+            assert_eq!(status, 403);
+            assert!(reason.contains("\"edge-1\""), "{reason}");
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
     c.api.server.shutdown().await;
 }

@@ -130,7 +130,8 @@ pub async fn start(cfg: EdgeConfig) -> Result<Edge, EdgeError> {
     let meta = std::sync::Arc::new(metamanager::MetaStore::open(&cfg.data_dir.join("edge.db"))?);
     let db = cfg.data_dir.join("edge.db");
     let outbox = Arc::new(Outbox::open(&db, edgehub::outbox::DEFAULT_MAX_BYTES)?);
-    let hub = client::spawn(hcfg, id, down_tx)?;
+    let hub = client::spawn(hcfg, id.clone(), down_tx)?;
+    tokio::spawn(keep_certificate(cfg.clone(), hub.clone(), id));
     tokio::spawn(report_node(cfg, hub.clone(), outbox.clone()));
     tokio::spawn(pump(outbox.clone(), hub.clone()));
     tokio::spawn(store_then_ack(
@@ -140,6 +141,40 @@ pub async fn start(cfg: EdgeConfig) -> Result<Edge, EdgeError> {
         hub.clone(),
     ));
     Ok(Edge { hub, meta, outbox })
+}
+
+/// Renews the node certificate at 70–90 % of its lifetime, for as long as the edge runs; a
+/// failed renewal is retried with back-off (10 s → 10 min).
+async fn keep_certificate(cfg: EdgeConfig, hub: EdgeHub, mut id: kedge_pki::node::Identity) {
+    let join_server = format!("https://{}", cfg.server(cfg.https_port));
+    let dir = identity_dir(&cfg.data_dir);
+    let j = Join {
+        server: &join_server,
+        node: &cfg.node,
+        token: &cfg.token,
+        dir: &dir,
+    };
+    let mut retry = Duration::from_secs(10);
+    loop {
+        let validity = kedge_pki::node::cert_validity(&id.cert_der).unwrap_or((0, 0));
+        let fraction = 0.7 + 0.2 * rand::random::<f64>();
+        let now = jiff::Timestamp::now().as_second();
+        tokio::time::sleep(edgehub::certificate::renewal_delay(validity, now, fraction)).await;
+        match edgehub::certificate::renew(&j, &id).await {
+            Ok(new) => {
+                if let Err(e) = hub.use_identity(&new) {
+                    tracing::error!(error = %e, "the renewed certificate cannot be used");
+                }
+                id = new;
+                retry = Duration::from_secs(10);
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, retry_in = ?retry, "certificate renewal failed");
+                tokio::time::sleep(retry).await;
+                retry = (retry * 2).min(Duration::from_secs(600));
+            }
+        }
+    }
 }
 
 impl Edge {

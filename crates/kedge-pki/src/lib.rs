@@ -26,9 +26,9 @@ pub mod token;
 const CA_CERT: &str = "ca.crt";
 const CA_KEY: &str = "ca.key";
 /// Validity of the CA, in days.
-const CA_DAYS: i64 = 3650;
+const CA_DAYS: u32 = 3650;
 /// Validity of serving certificates, in days; they are re-issued at every start.
-const SERVING_DAYS: i64 = 365;
+const SERVING_DAYS: u32 = 365;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PkiError {
@@ -172,14 +172,15 @@ fn san(name: &str) -> Result<SanType, PkiError> {
     })
 }
 
-pub(crate) fn validity(days: i64) -> (time::OffsetDateTime, time::OffsetDateTime) {
+pub(crate) fn validity(ttl: std::time::Duration) -> (time::OffsetDateTime, time::OffsetDateTime) {
     let now = time::OffsetDateTime::now_utc();
-    // Back-date a little so a peer with a slightly slow clock accepts a fresh certificate.
-    (
-        now - time::Duration::hours(1),
-        now + time::Duration::days(days),
-    )
+    // Back-date a little so a peer with a slightly slow clock accepts a fresh certificate; by at
+    // most a tenth of the lifetime, so renewing at a fraction of it stays meaningful.
+    let back = (ttl / 10).min(std::time::Duration::from_secs(3600));
+    (now - back, now + ttl)
 }
+
+const DAY: std::time::Duration = std::time::Duration::from_secs(86_400);
 
 fn leaf_params(common_name: &str) -> Result<CertificateParams, PkiError> {
     let mut params = CertificateParams::new(Vec::<String>::new())?;
@@ -187,7 +188,7 @@ fn leaf_params(common_name: &str) -> Result<CertificateParams, PkiError> {
     params
         .distinguished_name
         .push(DnType::CommonName, common_name);
-    (params.not_before, params.not_after) = validity(SERVING_DAYS);
+    (params.not_before, params.not_after) = validity(SERVING_DAYS * DAY);
     params.key_usages = vec![
         KeyUsagePurpose::DigitalSignature,
         KeyUsagePurpose::KeyEncipherment,
@@ -211,7 +212,7 @@ fn ca_params() -> Result<CertificateParams, PkiError> {
         KeyUsagePurpose::CrlSign,
         KeyUsagePurpose::DigitalSignature,
     ];
-    (params.not_before, params.not_after) = validity(CA_DAYS);
+    (params.not_before, params.not_after) = validity(CA_DAYS * DAY);
     Ok(params)
 }
 

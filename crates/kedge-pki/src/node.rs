@@ -13,8 +13,8 @@ use rustls::pki_types::{CertificateDer, CertificateSigningRequestDer, PrivateKey
 
 use crate::{Ca, PkiError, write_private};
 
-/// Validity of node certificates, in days (KubeEdge's default); edges renew before expiry.
-pub const NODE_CERT_DAYS: i64 = 365;
+/// Validity of node certificates (KubeEdge's default, a year); edges renew before expiry.
+pub const NODE_CERT_TTL: std::time::Duration = std::time::Duration::from_secs(365 * 86_400);
 const NODE_CN_PREFIX: &str = "system:node:";
 /// Kubernetes' node group, as KubeEdge puts it in the CSR.
 const NODE_ORG: &str = "system:nodes";
@@ -40,8 +40,14 @@ pub fn cert_node(der: &[u8]) -> Option<String> {
 
 /// When a certificate (DER) stops being valid, in seconds since the epoch.
 pub fn cert_not_after(der: &[u8]) -> Option<i64> {
+    cert_validity(der).map(|(_, after)| after)
+}
+
+/// A certificate's (not before, not after), in seconds since the epoch.
+pub fn cert_validity(der: &[u8]) -> Option<(i64, i64)> {
     let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
-    Some(cert.validity().not_after.timestamp())
+    let v = cert.validity();
+    Some((v.not_before.timestamp(), v.not_after.timestamp()))
 }
 
 fn csr_common_name(der: &[u8]) -> Result<String, PkiError> {
@@ -90,6 +96,13 @@ impl std::fmt::Debug for Identity {
     }
 }
 
+/// The private-key block of a PEM file holding a certificate and its key.
+fn key_block(text: &str) -> Option<String> {
+    let start = text.find("-----BEGIN PRIVATE KEY-----")?;
+    let end = text[start..].find("-----END PRIVATE KEY-----")? + start;
+    Some(format!("{}-----END PRIVATE KEY-----\n", &text[start..end]))
+}
+
 fn pem(label: &str, der: &[u8]) -> String {
     use base64::Engine;
     let b64 = base64::engine::general_purpose::STANDARD.encode(der);
@@ -118,7 +131,9 @@ impl Identity {
         cert_node(&self.cert_der)
     }
 
-    /// Writes `ca.crt`, `node.crt` and `node.key` (mode 0600) under `dir`, each atomically.
+    /// Writes `ca.crt` and `node.pem` (the certificate and its key, mode 0600) under `dir`,
+    /// each atomically. Certificate and key share one file so that a crash during renewal
+    /// can never leave a certificate next to another certificate's key.
     pub fn save(&self, dir: &Path) -> Result<(), PkiError> {
         std::fs::create_dir_all(dir).map_err(|cause| PkiError::Io {
             path: dir.into(),
@@ -126,8 +141,10 @@ impl Identity {
         })?;
         for (name, text) in [
             ("ca.crt", pem("CERTIFICATE", &self.ca_der)),
-            ("node.crt", pem("CERTIFICATE", &self.cert_der)),
-            ("node.key", self.key_pem.clone()),
+            (
+                "node.pem",
+                pem("CERTIFICATE", &self.cert_der) + &self.key_pem,
+            ),
         ] {
             let tmp = dir.join(format!(".{name}.tmp"));
             write_private(&tmp, text.as_bytes())?;
@@ -143,7 +160,7 @@ impl Identity {
             let path = dir.join(name);
             std::fs::read_to_string(&path).map_err(|cause| PkiError::Io { path, cause })
         };
-        if !dir.join("node.crt").exists() {
+        if !dir.join("node.pem").exists() {
             return Ok(None);
         }
         let cert = |name: &str| -> Result<Vec<u8>, PkiError> {
@@ -156,8 +173,10 @@ impl Identity {
         };
         Ok(Some(Identity {
             ca_der: cert("ca.crt")?,
-            cert_der: cert("node.crt")?,
-            key_pem: read("node.key")?,
+            cert_der: cert("node.pem")?,
+            key_pem: key_block(&read("node.pem")?).ok_or(PkiError::BadPem {
+                path: dir.join("node.pem"),
+            })?,
         }))
     }
 
@@ -176,12 +195,13 @@ impl Identity {
 }
 
 impl Ca {
-    /// Signs an edge's CSR into a client certificate, after checking that it asks for
-    /// `CN=system:node:<node>` and that its signature is valid.
+    /// Signs an edge's CSR into a client certificate valid for `ttl`, after checking that it
+    /// asks for `CN=system:node:<node>` and that its signature is valid.
     pub fn sign_node_csr(
         &self,
         csr_der: &[u8],
         node: &str,
+        ttl: std::time::Duration,
     ) -> Result<CertificateDer<'static>, PkiError> {
         let cn = csr_common_name(csr_der)?;
         let want = node_cn(node);
@@ -194,7 +214,7 @@ impl Ca {
         let mut csr = CertificateSigningRequestParams::from_der(&der)
             .map_err(|e| PkiError::Csr(format!("the CSR is not acceptable: {e}")))?;
         let p = &mut csr.params;
-        (p.not_before, p.not_after) = crate::validity(NODE_CERT_DAYS);
+        (p.not_before, p.not_after) = crate::validity(ttl);
         p.is_ca = IsCa::NoCa;
         p.key_usages = vec![
             KeyUsagePurpose::DigitalSignature,
@@ -207,22 +227,34 @@ impl Ca {
         Ok(cert.der().clone())
     }
 
-    /// A server config that requires a client certificate issued by this CA (CloudHub).
+    /// A server config that verifies client certificates against this CA: required (CloudHub),
+    /// or optional (the join server, where an edge renews with its current certificate).
     pub fn mtls_server_config(
         &self,
         common_name: &str,
         names: &[String],
+        required: bool,
     ) -> Result<Arc<rustls::ServerConfig>, PkiError> {
         let issued = self.issue_server(common_name, names)?;
         let mut roots = rustls::RootCertStore::empty();
         roots.add(self.cert_der().clone())?;
-        let verifier = rustls::server::WebPkiClientVerifier::builder(Arc::new(roots))
+        let builder = rustls::server::WebPkiClientVerifier::builder(Arc::new(roots));
+        let builder = if required {
+            builder
+        } else {
+            builder.allow_unauthenticated()
+        };
+        let verifier = builder
             .build()
             .map_err(|e| PkiError::Tls(rustls::Error::General(e.to_string())))?;
         let mut cfg = rustls::ServerConfig::builder()
             .with_client_cert_verifier(verifier)
             .with_single_cert(issued.chain, issued.key)?;
         cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+        // No session resumption: a resumed session skips certificate verification, so an
+        // expired node certificate could keep reconnecting. Edge sessions are long-lived anyway.
+        cfg.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
+        cfg.send_tls13_tickets = 0;
         Ok(Arc::new(cfg))
     }
 }
@@ -303,7 +335,9 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let ca = Ca::load_or_create(dir.path()).expect("ca");
         let (key, csr) = node_csr("edge-1").expect("csr");
-        let cert = ca.sign_node_csr(&csr, "edge-1").expect("signed");
+        let cert = ca
+            .sign_node_csr(&csr, "edge-1", NODE_CERT_TTL)
+            .expect("signed");
         assert_eq!(cert_node(&cert).as_deref(), Some("edge-1"));
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -311,9 +345,11 @@ mod tests {
             .as_secs() as i64;
         let days = (cert_not_after(&cert).expect("not after") - now) / 86_400;
         assert!((364..=365).contains(&days), "{days} days");
-        let err = ca.sign_node_csr(&csr, "edge-2").expect_err("other node");
+        let err = ca
+            .sign_node_csr(&csr, "edge-2", NODE_CERT_TTL)
+            .expect_err("other node");
         assert!(err.to_string().contains("system:node:edge-2"), "{err}");
-        assert!(ca.sign_node_csr(b"junk", "edge-1").is_err());
+        assert!(ca.sign_node_csr(b"junk", "edge-1", NODE_CERT_TTL).is_err());
 
         let id = Identity::new(ca.cert_der().to_vec(), cert.to_vec(), key);
         let edge_dir = dir.path().join("edge");

@@ -104,6 +104,9 @@ struct HubArgs {
     /// Join (certificate) server port.
     #[arg(long, default_value_t = 10002)]
     https_port: u16,
+    /// Lifetime of the node certificates the cloud signs (edges renew them at 70–90 % of it).
+    #[arg(long, default_value = "365d", value_parser = parse_duration)]
+    node_cert_ttl: std::time::Duration,
 }
 
 #[derive(Args)]
@@ -211,6 +214,7 @@ fn cloud_config(
         names,
         hub: Default::default(),
         lifecycle: Default::default(),
+        node_cert_ttl: hub.node_cert_ttl,
     }
 }
 
@@ -220,6 +224,7 @@ async fn up(a: UpArgs) -> anyhow::Result<()> {
     let hub_args = HubArgs {
         hub_port: a.hub_port,
         https_port: a.https_port,
+        node_cert_ttl: kedge_pki::node::NODE_CERT_TTL,
     };
     let loopback = IpAddr::from([127, 0, 0, 1]);
     let cloud = kedge_cloud::start(

@@ -213,7 +213,7 @@ pub async fn start(
     ca: &kedge_pki::Ca,
     names: &[String],
 ) -> Result<kedge_http::Listener, crate::CloudError> {
-    let tls = ca.mtls_server_config("kedge-cloudhub", names)?;
+    let tls = ca.mtls_server_config("kedge-cloudhub", names, true)?;
     let l = kedge_http::Listener::bind(addr, tls, router(hub)).await?;
     tracing::info!(addr = %l.addr, "CloudHub listening");
     Ok(l)
@@ -250,12 +250,32 @@ async fn upgrade(
         return hub.refuse(StatusCode::BAD_REQUEST, &node, why);
     }
     let max = hub.cfg.max_frame;
+    let expires = peer
+        .0
+        .first()
+        .and_then(|c| kedge_pki::node::cert_not_after(c));
     ws.max_message_size(max)
         .max_frame_size(max)
-        .on_upgrade(move |socket| session(hub, node, socket))
+        .on_upgrade(move |socket| session(hub, node, socket, expires))
 }
 
-async fn session(hub: Arc<Hub>, node: String, socket: WebSocket) {
+/// When a certificate that expires at `not_after` (seconds since the epoch) runs out.
+fn expiry(not_after: Option<i64>) -> tokio::time::Instant {
+    let now = tokio::time::Instant::now();
+    let Some(not_after) = not_after else {
+        return now;
+    };
+    // TLS verifiers treat a certificate as valid through the whole second of its notAfter;
+    // the session ends when they would refuse it, so the edge cannot simply reconnect.
+    let end = jiff::Timestamp::from_second(not_after.saturating_add(1)).unwrap_or_default();
+    let left = end.duration_since(jiff::Timestamp::now());
+    now + Duration::try_from(left).unwrap_or_default()
+}
+
+/// One edge's session. It ends, besides on errors, when the client certificate expires: TLS
+/// checked it only at the handshake, and the edge renews before then and reconnects.
+async fn session(hub: Arc<Hub>, node: String, socket: WebSocket, not_after: Option<i64>) {
+    let expires = expiry(not_after);
     let (tx, mut rx) = mpsc::channel(hub.cfg.node_queue);
     let id = hub.register(&node, tx);
     tracing::info!(node, "edge connected");
@@ -265,6 +285,7 @@ async fn session(hub: Arc<Hub>, node: String, socket: WebSocket) {
     let (mut bucket, mut flooding) = (hub.bucket(), false);
     let reason = loop {
         tokio::select! {
+            _ = tokio::time::sleep_until(expires) => break "its client certificate expired".to_string(),
             out = rx.recv() => match out {
                 Some(m) => if let Err(e) = sink.send(Frame::Text(m.encode().into())).await {
                     break format!("write failed: {e}");

@@ -1,13 +1,16 @@
 //! The join server, as KubeEdge's (port 10002):
 //! - `GET /ca.crt`: the CA certificate, DER.
 //! - `GET /edge.crt`: body = a DER CSR for `CN=system:node:<NodeName>`, headers `NodeName` and
-//!   `Authorization: Bearer <token>`; answer = the signed client certificate, DER.
+//!   `Authorization: Bearer <token>`; answer = the signed client certificate, DER. An edge that
+//!   renews presents its current certificate for that node instead of a token (TLS client auth
+//!   is optional on this port), so renewal outlives the join token.
 //! - `GET /node/{name}`: 200 "Node found" or 404 "Node not found".
 //!
 //! Refusals are plain text that says what is wrong, and are logged with the node's name.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -15,6 +18,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use bytes::Bytes;
 use k8s_openapi::api::core::v1::Node;
+use kedge_http::PeerCerts;
 use kedge_pki::Ca;
 use kedge_pki::token::JoinToken;
 use kube::Api;
@@ -25,13 +29,15 @@ const MAX_CSR: usize = 1 << 20;
 struct Join {
     ca: Arc<Ca>,
     nodes: Api<Node>,
+    node_ttl: Duration,
 }
 
-/// The join server's routes.
-pub fn router(ca: Arc<Ca>, client: kube::Client) -> axum::Router {
+/// The join server's routes; node certificates it signs are valid for `node_ttl`.
+pub fn router(ca: Arc<Ca>, client: kube::Client, node_ttl: Duration) -> axum::Router {
     let state = Arc::new(Join {
         ca,
         nodes: Api::all(client),
+        node_ttl,
     });
     axum::Router::new()
         .route("/ca.crt", get(ca_crt))
@@ -47,9 +53,10 @@ pub async fn start(
     ca: Arc<Ca>,
     client: kube::Client,
     names: &[String],
+    node_ttl: Duration,
 ) -> Result<kedge_http::Listener, crate::CloudError> {
-    let tls = ca.server_config("kedge-cloudhub", names)?;
-    let l = kedge_http::Listener::bind(addr, tls, router(ca, client)).await?;
+    let tls = ca.mtls_server_config("kedge-cloudhub", names, false)?;
+    let l = kedge_http::Listener::bind(addr, tls, router(ca, client, node_ttl)).await?;
     tracing::info!(addr = %l.addr, "join server listening");
     Ok(l)
 }
@@ -71,7 +78,37 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
     Some(JoinToken::parse(token).map_or(token, |t| t.jwt))
 }
 
-async fn edge_crt(State(j): State<Arc<Join>>, headers: HeaderMap, csr: Bytes) -> Response {
+/// Whether the request may have a certificate for `node`: its current certificate for that node
+/// (already verified against the CA, validity included, by the TLS handshake), or a valid token.
+fn authorized(
+    j: &Join,
+    peer: &PeerCerts,
+    headers: &HeaderMap,
+    node: &str,
+) -> Result<(), (StatusCode, String)> {
+    let cert_node = peer.0.first().and_then(|c| kedge_pki::node::cert_node(c));
+    match cert_node {
+        Some(n) if n == node => return Ok(()),
+        Some(n) => {
+            let why = format!("the client certificate is for node {n:?}, not {node:?}");
+            return Err((StatusCode::FORBIDDEN, why));
+        }
+        None => {}
+    }
+    let Some(jwt) = bearer(headers) else {
+        let why = "an Authorization: Bearer <join token> header is required".to_string();
+        return Err((StatusCode::UNAUTHORIZED, why));
+    };
+    j.ca.verify_jwt(jwt)
+        .map_err(|e| (StatusCode::UNAUTHORIZED, e.to_string()))
+}
+
+async fn edge_crt(
+    State(j): State<Arc<Join>>,
+    axum::Extension(peer): axum::Extension<PeerCerts>,
+    headers: HeaderMap,
+    csr: Bytes,
+) -> Response {
     let node = headers
         .get("nodename")
         .and_then(|v| v.to_str().ok())
@@ -81,14 +118,10 @@ async fn edge_crt(State(j): State<Arc<Join>>, headers: HeaderMap, csr: Bytes) ->
         let why = format!("the NodeName header must be a valid node name, not {node:?}");
         return refuse(StatusCode::BAD_REQUEST, &node, why);
     }
-    let Some(jwt) = bearer(&headers) else {
-        let why = "an Authorization: Bearer <join token> header is required".to_string();
-        return refuse(StatusCode::UNAUTHORIZED, &node, why);
-    };
-    if let Err(e) = j.ca.verify_jwt(jwt) {
-        return refuse(StatusCode::UNAUTHORIZED, &node, e.to_string());
+    if let Err((code, why)) = authorized(&j, &peer, &headers, &node) {
+        return refuse(code, &node, why);
     }
-    match j.ca.sign_node_csr(&csr, &node) {
+    match j.ca.sign_node_csr(&csr, &node, j.node_ttl) {
         Ok(cert) => {
             tracing::info!(node, "issued a node certificate");
             ([("content-type", "application/pkix-cert")], cert.to_vec()).into_response()

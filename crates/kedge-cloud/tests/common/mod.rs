@@ -38,6 +38,7 @@ pub fn cloud_config(data_dir: &Path) -> kedge_cloud::CloudConfig {
         names: Vec::new(),
         hub: Default::default(),
         lifecycle: Default::default(),
+        node_cert_ttl: kedge_pki::node::NODE_CERT_TTL,
     }
 }
 

@@ -1,10 +1,12 @@
 //! Joining the cloud with a token, as KubeEdge's edge does: download the CA, check it against the
-//! token's hash, send a CSR for `CN=system:node:<node>`, keep the signed certificate.
+//! token's hash, send a CSR for `CN=system:node:<node>`, keep the signed certificate. Renewal
+//! sends a CSR for a fresh key authenticated by the current certificate (no token needed), at a
+//! random point between 70 % and 90 % of the certificate's lifetime.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use kedge_pki::node::{Identity, node_csr, unverified_client_config};
+use kedge_pki::node::{Identity, cert_validity, node_csr, unverified_client_config};
 use kedge_pki::token::{JoinToken, TokenError};
 
 #[derive(Debug, thiserror::Error)]
@@ -88,16 +90,53 @@ pub async fn join(j: &Join<'_>) -> Result<Identity, JoinError> {
         .map_err(unreachable(&ca_url))?
         .to_vec();
     token.check_ca(&ca_der)?;
+    let tls = kedge_pki::node::client_config(&ca_der, None)?;
+    let id = request_certificate(j, tls, Some(token.jwt), ca_der).await?;
+    tracing::info!(node = j.node, dir = %j.dir.display(), "joined the cloud");
+    Ok(id)
+}
+
+/// Renews `current` before it expires: with the certificate itself while it is valid, with
+/// the join token once it has expired (the edge was off too long). Stores the new identity.
+pub async fn renew(j: &Join<'_>, current: &Identity) -> Result<Identity, JoinError> {
+    let now = jiff::Timestamp::now().as_second();
+    let valid = cert_validity(&current.cert_der).is_some_and(|(_, after)| after > now);
+    if !valid {
+        tracing::warn!(
+            node = j.node,
+            "the node certificate has expired; renewing with the join token"
+        );
+        return join(j).await;
+    }
+    let tls = current.client_config()?;
+    let id = request_certificate(j, tls, None, current.ca_der.clone()).await?;
+    tracing::info!(node = j.node, "renewed the node certificate");
+    Ok(id)
+}
+
+/// How long to wait before renewing a certificate valid over `[not_before, not_after]`, at
+/// `now` (seconds since the epoch): until `fraction` (0.7–0.9, random) of its lifetime.
+pub fn renewal_delay(validity: (i64, i64), now: i64, fraction: f64) -> Duration {
+    let (before, after) = validity;
+    let lifetime = (after - before).max(0) as f64;
+    let at = before as f64 + lifetime * fraction.clamp(0.0, 1.0);
+    Duration::from_secs_f64((at - now as f64).max(0.0))
+}
+
+/// Sends a CSR for a new key over `tls`, with the join token if given; stores the result.
+async fn request_certificate(
+    j: &Join<'_>,
+    tls: rustls::ClientConfig,
+    jwt: Option<&str>,
+    ca_der: Vec<u8>,
+) -> Result<Identity, JoinError> {
     let (key_pem, csr) = node_csr(j.node)?;
     let cert_url = format!("{}/edge.crt", j.server);
-    let resp = client(kedge_pki::node::client_config(&ca_der, None)?)?
-        .get(&cert_url)
-        .header("NodeName", j.node)
-        .header("Authorization", format!("Bearer {}", token.jwt))
-        .body(csr)
-        .send()
-        .await
-        .map_err(unreachable(&cert_url))?;
+    let mut req = client(tls)?.get(&cert_url).header("NodeName", j.node);
+    if let Some(jwt) = jwt {
+        req = req.header("Authorization", format!("Bearer {jwt}"));
+    }
+    let resp = req.body(csr).send().await.map_err(unreachable(&cert_url))?;
     let status = resp.status().as_u16();
     let body = resp.bytes().await.map_err(unreachable(&cert_url))?.to_vec();
     if status != 200 {
@@ -110,11 +149,38 @@ pub async fn join(j: &Join<'_>) -> Result<Identity, JoinError> {
     }
     let id = Identity::new(ca_der, body, key_pem);
     id.save(j.dir)?;
-    tracing::info!(node = j.node, dir = %j.dir.display(), "joined the cloud");
     Ok(id)
 }
 
 /// `<data-dir>/pki`.
 pub fn identity_dir(data_dir: &Path) -> PathBuf {
     data_dir.join("pki")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renewal_falls_at_the_chosen_fraction_of_the_lifetime() {
+        // Valid for 1,000 s from t=10,000.
+        let v = (10_000, 11_000);
+        assert_eq!(renewal_delay(v, 10_000, 0.8), Duration::from_secs(800));
+        assert_eq!(renewal_delay(v, 10_500, 0.7), Duration::from_secs(200));
+        assert_eq!(
+            renewal_delay(v, 10_950, 0.9),
+            Duration::ZERO,
+            "overdue: now"
+        );
+        assert_eq!(
+            renewal_delay(v, 20_000, 0.8),
+            Duration::ZERO,
+            "expired: now"
+        );
+        assert_eq!(
+            renewal_delay((5, 1), 0, 0.8),
+            Duration::from_secs(5),
+            "inverted validity"
+        );
+    }
 }

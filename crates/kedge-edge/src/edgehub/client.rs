@@ -45,12 +45,19 @@ impl HubConfig {
 pub struct EdgeHub {
     up: mpsc::Sender<Message>,
     connected: watch::Receiver<bool>,
+    tls: Arc<watch::Sender<Arc<rustls::ClientConfig>>>,
 }
 
 impl EdgeHub {
     /// Queues a message for the cloud; it is sent once connected.
     pub async fn send(&self, msg: Message) -> bool {
         self.up.send(msg).await.is_ok()
+    }
+
+    /// Switches to a renewed identity: the session reconnects with it at once.
+    pub fn use_identity(&self, id: &Identity) -> Result<(), kedge_pki::PkiError> {
+        self.tls.send_replace(Arc::new(id.client_config()?));
+        Ok(())
     }
 
     /// Changes whenever the connection comes up or goes down.
@@ -74,18 +81,19 @@ pub fn spawn(
     id: Identity,
     down: mpsc::Sender<Message>,
 ) -> Result<EdgeHub, kedge_pki::PkiError> {
-    let tls = Arc::new(id.client_config()?);
+    let (tls_tx, mut tls_rx) = watch::channel(Arc::new(id.client_config()?));
     let (up_tx, mut up_rx) = mpsc::channel(1024);
     let (conn_tx, conn_rx) = watch::channel(false);
     tokio::spawn(async move {
         let mut delays = backoff();
         loop {
-            match connect(&cfg, tls.clone()).await {
+            let tls = tls_rx.borrow_and_update().clone();
+            match connect(&cfg, tls).await {
                 Ok(ws) => {
                     delays = backoff();
                     tracing::info!(server = %cfg.server, node = %cfg.node, "connected to CloudHub");
                     conn_tx.send_replace(true);
-                    let why = run(&cfg, ws, &mut up_rx, &down).await;
+                    let why = run(&cfg, ws, &mut up_rx, &down, &mut tls_rx).await;
                     conn_tx.send_replace(false);
                     tracing::warn!(reason = %why, "disconnected from CloudHub");
                     if down.is_closed() {
@@ -103,6 +111,7 @@ pub fn spawn(
     Ok(EdgeHub {
         up: up_tx,
         connected: conn_rx,
+        tls: Arc::new(tls_tx),
     })
 }
 
@@ -164,11 +173,16 @@ async fn run(
     ws: Ws,
     up: &mut mpsc::Receiver<Message>,
     down: &mpsc::Sender<Message>,
+    tls: &mut watch::Receiver<Arc<rustls::ClientConfig>>,
 ) -> String {
     let (mut sink, mut stream) = ws.split();
     let mut keepalive = tokio::time::interval(cfg.heartbeat);
     loop {
         tokio::select! {
+            Ok(()) = tls.changed() => {
+                let _ = sink.close().await;
+                return "the certificate was renewed; reconnecting with it".into();
+            }
             _ = keepalive.tick() => {
                 if let Err(e) = sink.send(Frame::Text(Message::keepalive().encode().into())).await {
                     return format!("keepalive failed: {e}");
