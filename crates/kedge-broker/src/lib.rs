@@ -1,0 +1,243 @@
+//! kedge's embedded MQTT broker: MQTT 3.1.1 over TCP, QoS 0 and 1 (QoS 2 publishes are accepted
+//! and delivered at QoS 1 at most), retained messages, last wills, `+`/`#` filters with the `$`
+//! rule, client-id takeover, keepalive. Sessions are clean: a client reconnecting with
+//! `clean_session=0` is told no session is present (CONNACK session-present 0).
+//!
+//! Why not an existing crate: rumqttd drops clients that subscribe to `$hw/...` (every KubeEdge
+//! device topic), and rmqtt brings ~240 crates to an edge that must stay small (see
+//! `docs/architecture.md`). The packet codec is rumqttc's, which the edge's client uses anyway.
+//!
+//! A subscriber that cannot keep up has a bounded queue (`client_queue`); what does not fit is
+//! dropped for that subscriber, logged and counted, so one stuck device cannot stall the others.
+
+mod router;
+mod session;
+pub mod topic;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, watch};
+
+pub use router::{ClientKey, Retained, Router};
+
+#[derive(Debug, Clone)]
+pub struct BrokerConfig {
+    /// Where to listen (loopback by default: devices on the same host).
+    pub addr: SocketAddr,
+    /// The largest packet accepted or sent.
+    pub max_packet: usize,
+    /// Messages queued for one subscriber before further ones are dropped for it.
+    pub client_queue: usize,
+    /// How long a new connection has to send CONNECT.
+    pub connect_timeout: Duration,
+}
+
+impl Default for BrokerConfig {
+    fn default() -> Self {
+        BrokerConfig {
+            addr: SocketAddr::from(([127, 0, 0, 1], 1883)),
+            max_packet: 16 << 20,
+            client_queue: 10_000,
+            connect_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("MQTT broker cannot listen on {addr}: {cause}")]
+pub struct BindError {
+    pub addr: SocketAddr,
+    pub cause: std::io::Error,
+}
+
+/// Counters for `/metrics`.
+#[derive(Debug, Default)]
+pub struct Stats {
+    pub connected: AtomicU64,
+    pub received: AtomicU64,
+    pub delivered: AtomicU64,
+    pub dropped: AtomicU64,
+}
+
+/// A message on its way to one subscriber.
+#[derive(Debug, Clone)]
+pub(crate) struct Outgoing {
+    pub topic: String,
+    pub payload: Bytes,
+    pub qos: u8,
+    pub retain: bool,
+}
+
+pub(crate) struct Client {
+    pub tx: mpsc::Sender<Outgoing>,
+    /// Closes the session (another connection took its client id).
+    pub kick: Arc<tokio::sync::Notify>,
+}
+
+/// State shared by every session.
+pub(crate) struct Shared {
+    pub cfg: BrokerConfig,
+    router: Mutex<Router>,
+    clients: Mutex<HashMap<ClientKey, Client>>,
+    ids: Mutex<HashMap<String, ClientKey>>,
+    next: AtomicU64,
+    pub stats: Arc<Stats>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Shared {
+    pub fn router(&self) -> MutexGuard<'_, Router> {
+        lock(&self.router)
+    }
+
+    /// Registers a session under `client_id`, kicking the session that held it.
+    pub fn register(&self, client_id: &str, client: Client) -> ClientKey {
+        let key = self.next.fetch_add(1, Ordering::Relaxed);
+        lock(&self.clients).insert(key, client);
+        if let Some(old) = lock(&self.ids).insert(client_id.to_string(), key)
+            && let Some(c) = lock(&self.clients).get(&old)
+        {
+            c.kick.notify_one();
+        }
+        self.stats.connected.fetch_add(1, Ordering::Relaxed);
+        key
+    }
+
+    pub fn unregister(&self, client_id: &str, key: ClientKey) {
+        lock(&self.clients).remove(&key);
+        self.router().remove_client(key);
+        let mut ids = lock(&self.ids);
+        if ids.get(client_id) == Some(&key) {
+            ids.remove(client_id);
+        }
+        self.stats.connected.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// Routes a publish to its subscribers (and keeps it if retained).
+    pub fn publish(&self, topic: &str, payload: Bytes, qos: u8, retain: bool) {
+        self.stats.received.fetch_add(1, Ordering::Relaxed);
+        let targets = {
+            let mut router = self.router();
+            if retain {
+                router.retain(topic, payload.clone(), qos.min(1));
+            }
+            router.route(topic)
+        };
+        if targets.is_empty() {
+            return;
+        }
+        let clients = lock(&self.clients);
+        for (key, sub_qos) in targets {
+            let Some(c) = clients.get(&key) else { continue };
+            let out = Outgoing {
+                topic: topic.to_string(),
+                payload: payload.clone(),
+                qos: qos.min(sub_qos).min(1),
+                retain: false,
+            };
+            self.deliver(key, &c.tx, out);
+        }
+    }
+
+    /// Queues `out` for one client; drops it (counted) when the client's queue is full.
+    pub fn deliver(&self, key: ClientKey, tx: &mpsc::Sender<Outgoing>, out: Outgoing) {
+        match tx.try_send(out) {
+            Ok(()) => {
+                self.stats.delivered.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(mpsc::error::TrySendError::Full(out)) => {
+                let n = self.stats.dropped.fetch_add(1, Ordering::Relaxed);
+                if n.is_power_of_two() {
+                    tracing::warn!(client = key, topic = %out.topic, dropped = n + 1, "MQTT subscriber too slow; messages dropped for it");
+                }
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => {}
+        }
+    }
+}
+
+/// A running broker.
+pub struct Broker {
+    pub addr: SocketAddr,
+    shared: Arc<Shared>,
+    shutdown: watch::Sender<bool>,
+}
+
+impl Broker {
+    /// Binds `cfg.addr` (port 0 picks one) and serves until [`Broker::shutdown`].
+    pub async fn start(cfg: BrokerConfig) -> Result<Broker, BindError> {
+        let listener = TcpListener::bind(cfg.addr)
+            .await
+            .map_err(|cause| BindError {
+                addr: cfg.addr,
+                cause,
+            })?;
+        let addr = listener.local_addr().map_err(|cause| BindError {
+            addr: cfg.addr,
+            cause,
+        })?;
+        let shared = Arc::new(Shared {
+            cfg,
+            router: Mutex::default(),
+            clients: Mutex::default(),
+            ids: Mutex::default(),
+            next: AtomicU64::new(1),
+            stats: Arc::default(),
+        });
+        let (shutdown, rx) = watch::channel(false);
+        tokio::spawn(accept_loop(listener, shared.clone(), rx));
+        tracing::info!(%addr, "MQTT broker listening");
+        Ok(Broker {
+            addr,
+            shared,
+            shutdown,
+        })
+    }
+
+    pub fn stats(&self) -> Arc<Stats> {
+        self.shared.stats.clone()
+    }
+
+    /// Stops accepting and closes every session.
+    pub fn shutdown(&self) {
+        let _ = self.shutdown.send(true);
+        for c in lock(&self.shared.clients).values() {
+            c.kick.notify_one();
+        }
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
+    let mut backoff = Duration::from_millis(5);
+    loop {
+        let (tcp, peer) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(x) => { backoff = Duration::from_millis(5); x }
+                Err(e) => {
+                    tracing::warn!(error = %e, "MQTT accept failed");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(1));
+                    continue;
+                }
+            },
+            _ = stop.changed() => return,
+        };
+        let _ = tcp.set_nodelay(true);
+        tokio::spawn(session::run(shared.clone(), tcp, peer, stop.clone()));
+    }
+}

@@ -1,0 +1,400 @@
+//! One client connection: CONNECT, then packets in both directions until DISCONNECT, an error,
+//! a keepalive timeout, a takeover or shutdown. Outgoing messages are batched into one write.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use rumqttc::mqttbytes::v4::{
+    ConnAck, Connect, ConnectReturnCode, LastWill, Packet, PubAck, PubComp, PubRec, Publish,
+    SubAck, Subscribe, SubscribeReasonCode, UnsubAck, Unsubscribe,
+};
+use rumqttc::mqttbytes::{Error as CodecError, Protocol, QoS};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::sync::{Notify, mpsc, watch};
+
+use crate::{Client, ClientKey, Outgoing, Shared, topic};
+
+#[derive(Debug, thiserror::Error)]
+enum SessionError {
+    #[error("{0}")]
+    Codec(#[from] CodecError),
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    #[error("connection closed")]
+    Closed,
+    #[error("{0}")]
+    Protocol(String),
+    #[error("MQTT 5 is not supported")]
+    Mqtt5,
+}
+
+fn qos_of(q: QoS) -> u8 {
+    q as u8
+}
+
+fn qos(n: u8) -> QoS {
+    if n == 0 {
+        QoS::AtMostOnce
+    } else {
+        QoS::AtLeastOnce
+    }
+}
+
+/// Reads one packet, reading from the socket as needed.
+async fn read_packet(
+    rd: &mut OwnedReadHalf,
+    buf: &mut BytesMut,
+    max: usize,
+) -> Result<Packet, SessionError> {
+    loop {
+        match Packet::read(buf, max) {
+            Ok(p) => return Ok(p),
+            Err(CodecError::InsufficientBytes(n)) => {
+                buf.reserve(n.max(4096));
+                if rd.read_buf(buf).await? == 0 {
+                    return Err(SessionError::Closed);
+                }
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+async fn write_packets(
+    wr: &mut OwnedWriteHalf,
+    packets: &[Packet],
+    max: usize,
+) -> Result<(), SessionError> {
+    let mut buf = BytesMut::new();
+    for p in packets {
+        p.write(&mut buf, max)?;
+    }
+    wr.write_all(&buf).await?;
+    Ok(())
+}
+
+pub(crate) async fn run(
+    shared: Arc<Shared>,
+    tcp: TcpStream,
+    peer: SocketAddr,
+    stop: watch::Receiver<bool>,
+) {
+    let (mut rd, mut wr) = tcp.into_split();
+    let mut buf = BytesMut::with_capacity(4096);
+    let max = shared.cfg.max_packet;
+    let first = tokio::time::timeout(
+        shared.cfg.connect_timeout,
+        read_connect(&mut rd, &mut buf, max),
+    )
+    .await;
+    let connect = match first {
+        Ok(Ok(Packet::Connect(c))) => c,
+        Ok(Err(SessionError::Mqtt5)) => {
+            // An MQTT 5 CONNACK with reason 0x84 (unsupported protocol version), which a v5
+            // client reads and reports, rather than a 3.1.1 one it would take for a lost link.
+            let _ = wr.write_all(&[0x20, 0x03, 0x00, 0x84, 0x00]).await;
+            tracing::info!(%peer, "MQTT 5 connection refused: this broker speaks MQTT 3.1.1");
+            return;
+        }
+        Ok(Ok(other)) => {
+            tracing::debug!(%peer, packet = ?other, "MQTT client did not start with CONNECT");
+            return;
+        }
+        Ok(Err(e)) => {
+            tracing::debug!(%peer, error = %e, "MQTT connect failed");
+            return;
+        }
+        Err(_) => return,
+    };
+    if let Some(code) = refusal(&connect) {
+        let ack = Packet::ConnAck(ConnAck::new(code, false));
+        let _ = write_packets(&mut wr, &[ack], max).await;
+        tracing::info!(%peer, client = %connect.client_id, ?code, "MQTT connection refused");
+        return;
+    }
+    let client_id = if connect.client_id.is_empty() {
+        format!("kedge-anon-{}", rand_id(&peer))
+    } else {
+        connect.client_id.clone()
+    };
+    let (tx, rx) = mpsc::channel(shared.cfg.client_queue);
+    let kick = Arc::new(Notify::new());
+    let key = shared.register(
+        &client_id,
+        Client {
+            tx: tx.clone(),
+            kick: kick.clone(),
+        },
+    );
+    let mut s = Session {
+        shared: shared.clone(),
+        key,
+        tx,
+        wr,
+        max,
+        next_pkid: 0,
+        inflight: HashMap::new(),
+    };
+    let result = async {
+        s.send(&[Packet::ConnAck(ConnAck::new(
+            ConnectReturnCode::Success,
+            false,
+        ))])
+        .await?;
+        s.serve(&mut rd, &mut buf, rx, &kick, stop, connect.keep_alive)
+            .await
+    }
+    .await;
+    let graceful = matches!(result, Ok(()));
+    if let Err(e) = &result {
+        tracing::debug!(client = %client_id, error = %e, "MQTT session ended");
+    }
+    shared.unregister(&client_id, key);
+    if !graceful && let Some(will) = connect.last_will {
+        publish_will(&shared, will);
+    }
+}
+
+/// What a connection's first bytes say: a CONNECT of MQTT 3.1.1, 5, or not MQTT at all.
+fn first_bytes(buf: &[u8]) -> Result<Option<u8>, SessionError> {
+    let Some(&kind) = buf.first() else {
+        return Ok(None);
+    };
+    if kind != 0x10 {
+        return Err(SessionError::Protocol(format!(
+            "expected CONNECT, got first byte {kind:#04x}"
+        )));
+    }
+    // Fixed header: the type byte, then a 1–4 byte length; then the protocol name "MQTT" as a
+    // 2-byte length and 4 bytes; then the level.
+    let len_bytes = buf[1..].iter().take(4).position(|b| b & 0x80 == 0);
+    Ok(len_bytes.and_then(|n| buf.get(1 + n + 1 + 6).copied()))
+}
+
+/// Reads the first packet, refusing at once what is not an MQTT 3.1.1 CONNECT.
+async fn read_connect(
+    rd: &mut OwnedReadHalf,
+    buf: &mut BytesMut,
+    max: usize,
+) -> Result<Packet, SessionError> {
+    loop {
+        match first_bytes(buf)? {
+            Some(5) => return Err(SessionError::Mqtt5),
+            Some(_) => return read_packet(rd, buf, max).await,
+            None if rd.read_buf(buf).await? == 0 => return Err(SessionError::Closed),
+            None => {}
+        }
+    }
+}
+
+/// Why a CONNECT is refused, if it is.
+fn refusal(c: &Connect) -> Option<ConnectReturnCode> {
+    if c.protocol != Protocol::V4 {
+        return Some(ConnectReturnCode::RefusedProtocolVersion);
+    }
+    if c.client_id.is_empty() && !c.clean_session {
+        return Some(ConnectReturnCode::BadClientId);
+    }
+    None
+}
+
+fn publish_will(shared: &Shared, will: LastWill) {
+    if topic::valid_name(&will.topic) {
+        shared.publish(&will.topic, will.message, qos_of(will.qos), will.retain);
+    }
+}
+
+fn rand_id(peer: &SocketAddr) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    format!("{}-{nanos}", peer.port())
+}
+
+struct Session {
+    shared: Arc<Shared>,
+    key: ClientKey,
+    tx: mpsc::Sender<Outgoing>,
+    wr: OwnedWriteHalf,
+    max: usize,
+    next_pkid: u16,
+    /// QoS 1 messages sent and not yet acknowledged.
+    inflight: HashMap<u16, ()>,
+}
+
+/// Most messages written in one batch.
+const BATCH: usize = 256;
+
+impl Session {
+    async fn send(&mut self, packets: &[Packet]) -> Result<(), SessionError> {
+        write_packets(&mut self.wr, packets, self.max).await
+    }
+
+    async fn serve(
+        &mut self,
+        rd: &mut OwnedReadHalf,
+        buf: &mut BytesMut,
+        mut rx: mpsc::Receiver<Outgoing>,
+        kick: &Notify,
+        mut stop: watch::Receiver<bool>,
+        keep_alive: u16,
+    ) -> Result<(), SessionError> {
+        // The spec allows one and a half keepalive periods of silence.
+        let idle = (keep_alive > 0).then(|| Duration::from_millis(u64::from(keep_alive) * 1500));
+        let mut batch = Vec::with_capacity(BATCH);
+        let mut deadline = idle.map(|d| tokio::time::Instant::now() + d);
+        loop {
+            tokio::select! {
+                p = read_packet(rd, buf, self.max) => {
+                    // Only what the client sends counts as a sign of life.
+                    deadline = idle.map(|d| tokio::time::Instant::now() + d);
+                    if !self.handle(p?).await? {
+                        return Ok(());
+                    }
+                }
+                n = rx.recv_many(&mut batch, BATCH) => {
+                    if n == 0 {
+                        return Err(SessionError::Closed);
+                    }
+                    let packets: Vec<Packet> = batch.drain(..).map(|o| self.outgoing(o)).collect();
+                    self.send(&packets).await?;
+                }
+                _ = kick.notified() => return Err(SessionError::Protocol("taken over by a new connection with the same client id, or broker shutdown".into())),
+                _ = stop.changed() => return Err(SessionError::Protocol("broker shutdown".into())),
+                _ = sleep_until(deadline) => return Err(SessionError::Protocol("keepalive timeout".into())),
+            }
+        }
+    }
+
+    fn outgoing(&mut self, o: Outgoing) -> Packet {
+        let mut p = Publish::from_bytes(o.topic, qos(o.qos), o.payload);
+        p.retain = o.retain;
+        if o.qos > 0 {
+            p.pkid = self.pkid();
+            self.inflight.insert(p.pkid, ());
+        }
+        Packet::Publish(p)
+    }
+
+    fn pkid(&mut self) -> u16 {
+        loop {
+            self.next_pkid = self.next_pkid.checked_add(1).unwrap_or(1);
+            if !self.inflight.contains_key(&self.next_pkid) {
+                return self.next_pkid;
+            }
+        }
+    }
+
+    /// Handles one packet from the client; false when it disconnected cleanly.
+    async fn handle(&mut self, p: Packet) -> Result<bool, SessionError> {
+        match p {
+            Packet::Publish(p) => self.on_publish(p).await?,
+            Packet::PubAck(a) => {
+                self.inflight.remove(&a.pkid);
+            }
+            Packet::PubRel(r) => self.send(&[Packet::PubComp(PubComp::new(r.pkid))]).await?,
+            Packet::Subscribe(s) => self.on_subscribe(s).await?,
+            Packet::Unsubscribe(u) => self.on_unsubscribe(u).await?,
+            Packet::PingReq => self.send(&[Packet::PingResp]).await?,
+            Packet::Disconnect => return Ok(false),
+            Packet::Connect(_) => {
+                return Err(SessionError::Protocol("a second CONNECT".into()));
+            }
+            // PUBREC/PUBCOMP never come: the broker sends at most QoS 1.
+            _ => {}
+        }
+        Ok(true)
+    }
+
+    async fn on_publish(&mut self, p: Publish) -> Result<(), SessionError> {
+        if !topic::valid_name(&p.topic) {
+            return Err(SessionError::Protocol(format!(
+                "publish to an invalid topic {:?}",
+                p.topic
+            )));
+        }
+        let q = qos_of(p.qos);
+        self.shared.publish(&p.topic, p.payload, q, p.retain);
+        match q {
+            1 => self.send(&[Packet::PubAck(PubAck::new(p.pkid))]).await,
+            2 => self.send(&[Packet::PubRec(PubRec::new(p.pkid))]).await,
+            _ => Ok(()),
+        }
+    }
+
+    async fn on_subscribe(&mut self, s: Subscribe) -> Result<(), SessionError> {
+        let mut codes = Vec::with_capacity(s.filters.len());
+        let mut retained = Vec::new();
+        for f in &s.filters {
+            if !topic::valid_filter(&f.path) {
+                codes.push(SubscribeReasonCode::Failure);
+                continue;
+            }
+            let granted = qos_of(f.qos).min(1);
+            let mut router = self.shared.router();
+            router.subscribe(self.key, &f.path, granted);
+            retained.extend(
+                router
+                    .retained_for(&f.path)
+                    .into_iter()
+                    .map(|r| (r, granted)),
+            );
+            codes.push(SubscribeReasonCode::Success(qos(granted)));
+        }
+        self.send(&[Packet::SubAck(SubAck::new(s.pkid, codes))])
+            .await?;
+        // Retained messages follow the SUBACK, with the retain flag set.
+        for (r, granted) in retained {
+            let out = Outgoing {
+                topic: r.topic,
+                payload: r.payload,
+                qos: r.qos.min(granted),
+                retain: true,
+            };
+            self.shared.deliver(self.key, &self.tx, out);
+        }
+        Ok(())
+    }
+
+    async fn on_unsubscribe(&mut self, u: Unsubscribe) -> Result<(), SessionError> {
+        {
+            let mut router = self.shared.router();
+            for t in &u.topics {
+                router.unsubscribe(self.key, t);
+            }
+        }
+        self.send(&[Packet::UnsubAck(UnsubAck::new(u.pkid))]).await
+    }
+}
+
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_first_bytes_tell_the_protocol_level() {
+        let v311 = [0x10, 0x0e, 0x00, 0x04, b'M', b'Q', b'T', b'T', 0x04, 0x02];
+        assert_eq!(first_bytes(&v311).ok().flatten(), Some(4));
+        let v5 = [0x10, 0x10, 0x00, 0x04, b'M', b'Q', b'T', b'T', 0x05];
+        assert_eq!(first_bytes(&v5).ok().flatten(), Some(5));
+        assert!(
+            matches!(first_bytes(&v5[..4]), Ok(None)),
+            "needs more bytes"
+        );
+        assert!(matches!(first_bytes(&[]), Ok(None)));
+        assert!(first_bytes(b"GET / HTTP/1.1").is_err());
+    }
+}
