@@ -6,6 +6,7 @@
 //!   cloud, `<ns>/<type>/<name>` on the wire).
 //! - [`delivery`]: the cloud→edge at-least-once queue of one node; [`throttle`]: the token bucket
 //!   that slows a node that floods.
+//! - [`twin`]: device twins — payloads, type checks, the edge's merge rules, the cloud's report.
 
 pub mod clock;
 pub mod delivery;
@@ -13,3 +14,4 @@ pub mod envelope;
 pub mod names;
 pub mod resource;
 pub mod throttle;
+pub mod twin;
