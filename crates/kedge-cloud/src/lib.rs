@@ -13,7 +13,9 @@ pub enum CloudError {
     Bind(#[from] kedge_http::BindError),
 }
 
+pub mod devicecontroller;
 pub mod edgecontroller;
+pub mod objects;
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;

@@ -29,7 +29,17 @@ heartbeatSeconds: 15
 statusSeconds: 10
 # Port of /metrics and /healthz (plain HTTP on 127.0.0.1).
 metricsPort: 10351
+# The embedded MQTT broker devices and apps use (MQTT 3.1.1), and the address it listens on
+# (loopback: only this host; 0.0.0.0 to let devices on the network in).
+mqttPort: 1883
+mqttBind: 127.0.0.1
+# An external broker instead of the embedded one: mqtt://[user:password@]host[:port].
+# Prefer the KEDGE_MQTT_URL environment variable when it carries a password.
+mqttUrl: ""
 "#;
+
+/// The MQTT port devices expect.
+pub const DEFAULT_MQTT_PORT: u16 = 1883;
 
 /// The file's settings; every key optional.
 #[derive(Debug, Default, Deserialize, PartialEq)]
@@ -44,6 +54,9 @@ pub struct FileConfig {
     pub heartbeat_seconds: Option<u64>,
     pub status_seconds: Option<u64>,
     pub metrics_port: Option<u16>,
+    pub mqtt_port: Option<u16>,
+    pub mqtt_bind: Option<std::net::IpAddr>,
+    pub mqtt_url: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -59,6 +72,8 @@ pub enum ConfigError {
     Missing(&'static str),
     #[error("{0} must be at least 1 second")]
     Zero(&'static str),
+    #[error("{0}")]
+    MqttUrl(#[from] crate::eventbus::UrlError),
 }
 
 impl FileConfig {
@@ -89,6 +104,9 @@ impl FileConfig {
             heartbeat_seconds: over.heartbeat_seconds.or(self.heartbeat_seconds),
             status_seconds: over.status_seconds.or(self.status_seconds),
             metrics_port: over.metrics_port.or(self.metrics_port),
+            mqtt_port: over.mqtt_port.or(self.mqtt_port),
+            mqtt_bind: over.mqtt_bind.or(self.mqtt_bind),
+            mqtt_url: over.mqtt_url.or(self.mqtt_url),
         }
     }
 
@@ -120,6 +138,13 @@ impl FileConfig {
             Some(s) => Ok(Duration::from_secs(s)),
             None => Ok(default),
         };
+        cfg.mqtt = match self.mqtt_url.filter(|u| !u.is_empty()) {
+            Some(url) => crate::Mqtt::External(crate::eventbus::parse_url(&url)?),
+            None => crate::Mqtt::Embedded(std::net::SocketAddr::new(
+                self.mqtt_bind.unwrap_or([127, 0, 0, 1].into()),
+                self.mqtt_port.unwrap_or(DEFAULT_MQTT_PORT),
+            )),
+        };
         cfg.heartbeat = secs(self.heartbeat_seconds, "heartbeatSeconds", cfg.heartbeat)?;
         cfg.status_every = secs(self.status_seconds, "statusSeconds", cfg.status_every)?;
         Ok(cfg)
@@ -139,7 +164,8 @@ mod tests {
             ..FileConfig::default()
         };
         let from_file = file.overlay(flags).resolve().expect("resolves");
-        let builtin = EdgeConfig::new("./kedge-edge-data", "n1", "c", "");
+        let mut builtin = EdgeConfig::new("./kedge-edge-data", "n1", "c", "");
+        builtin.mqtt = crate::Mqtt::Embedded("127.0.0.1:1883".parse().expect("addr"));
         assert_eq!(format!("{from_file:?}"), format!("{builtin:?}"));
     }
 
@@ -165,5 +191,22 @@ mod tests {
         )
         .expect("parses");
         assert!(zero.resolve().is_err());
+        let external = FileConfig::parse(
+            "nodeName: a\ncloud: c\nmqttUrl: mqtt://u:pw@broker:1884\n",
+            Path::new("f"),
+        )
+        .expect("parses")
+        .resolve()
+        .expect("ok");
+        assert!(matches!(&external.mqtt, crate::Mqtt::External(b) if b.port == 1884));
+        assert!(
+            !format!("{external:?}").contains("pw"),
+            "no password in logs"
+        );
+        let bad = FileConfig::parse("nodeName: a\ncloud: c\nmqttUrl: http://x\n", Path::new("f"))
+            .expect("parses")
+            .resolve()
+            .expect_err("bad URL");
+        assert!(bad.to_string().contains("mqtt://"), "{bad}");
     }
 }

@@ -3,8 +3,10 @@
 //! `devicetwin`, `eventbus` and `servicebus` follow.
 
 pub mod config;
+pub mod devicetwin;
 pub mod edged;
 pub mod edgehub;
+pub mod eventbus;
 pub mod metamanager;
 
 use std::path::PathBuf;
@@ -35,6 +37,17 @@ pub struct EdgeConfig {
     pub status_every: Duration,
     /// Port of `/metrics` and `/healthz` (served by the binary on loopback).
     pub metrics_port: u16,
+    /// The MQTT broker devices and apps use.
+    pub mqtt: Mqtt,
+}
+
+/// Where the edge's MQTT broker is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Mqtt {
+    /// kedge's embedded broker, listening here (port 0 picks one).
+    Embedded(std::net::SocketAddr),
+    /// A broker the user runs (mosquitto, say).
+    External(eventbus::BrokerAddr),
 }
 
 impl std::fmt::Debug for EdgeConfig {
@@ -55,6 +68,7 @@ impl std::fmt::Debug for EdgeConfig {
             .field("heartbeat", &self.heartbeat)
             .field("status_every", &self.status_every)
             .field("metrics_port", &self.metrics_port)
+            .field("mqtt", &self.mqtt_display())
             .finish()
     }
 }
@@ -71,6 +85,16 @@ impl EdgeConfig {
             heartbeat: Duration::from_secs(15),
             status_every: Duration::from_secs(10),
             metrics_port: 10351,
+            // Any free port: the command line and config file default to 1883.
+            mqtt: Mqtt::Embedded(std::net::SocketAddr::from(([127, 0, 0, 1], 0))),
+        }
+    }
+
+    /// The broker, without its password.
+    fn mqtt_display(&self) -> String {
+        match &self.mqtt {
+            Mqtt::Embedded(a) => format!("embedded on {a}"),
+            Mqtt::External(b) => b.to_string(),
         }
     }
 
@@ -95,6 +119,10 @@ pub enum EdgeError {
     Meta(#[from] metamanager::MetaError),
     #[error("{0}")]
     Outbox(#[from] edgehub::outbox::OutboxError),
+    #[error("{0}")]
+    Broker(#[from] kedge_broker::BindError),
+    #[error("{0}")]
+    DeviceTwin(#[from] devicetwin::DeviceTwinError),
     #[error("{path}: {cause}")]
     Io {
         path: PathBuf,
@@ -107,6 +135,11 @@ pub struct Edge {
     pub hub: EdgeHub,
     pub meta: std::sync::Arc<metamanager::MetaStore>,
     pub outbox: std::sync::Arc<edgehub::outbox::Outbox>,
+    pub devicetwin: Arc<devicetwin::DeviceTwin>,
+    pub bus: eventbus::EventBus,
+    /// The broker devices use (the embedded one's actual port when 0 was asked).
+    pub mqtt: eventbus::BrokerAddr,
+    broker: Option<kedge_broker::Broker>,
 }
 
 /// Joins (once), connects to CloudHub, registers the node and keeps its status current.
@@ -131,6 +164,20 @@ pub async fn start(cfg: EdgeConfig) -> Result<Edge, EdgeError> {
     let db = cfg.data_dir.join("edge.db");
     let outbox = Arc::new(Outbox::open(&db, edgehub::outbox::DEFAULT_MAX_BYTES)?);
     let hub = client::spawn(hcfg, id.clone(), down_tx)?;
+    let (broker, mqtt) = start_broker(&cfg.mqtt).await?;
+    let (in_tx, in_rx) = mpsc::channel(10_000);
+    let subscriptions = kedge_core::twin::topic::SUBSCRIPTIONS
+        .map(String::from)
+        .to_vec();
+    let bus = eventbus::EventBus::start(
+        &mqtt,
+        &format!("kedge-edge-{}", cfg.node),
+        subscriptions,
+        in_tx,
+    );
+    let devicetwin =
+        devicetwin::DeviceTwin::open(&cfg.node, &db, meta.clone(), bus.clone(), outbox.clone())?;
+    tokio::spawn(run_devicetwin(devicetwin.clone(), bus.clone(), in_rx));
     tokio::spawn(keep_certificate(cfg.clone(), hub.clone(), id));
     tokio::spawn(report_node(cfg, hub.clone(), outbox.clone()));
     tokio::spawn(pump(outbox.clone(), hub.clone()));
@@ -139,8 +186,70 @@ pub async fn start(cfg: EdgeConfig) -> Result<Edge, EdgeError> {
         meta.clone(),
         outbox.clone(),
         hub.clone(),
+        devicetwin.clone(),
     ));
-    Ok(Edge { hub, meta, outbox })
+    Ok(Edge {
+        hub,
+        meta,
+        outbox,
+        devicetwin,
+        bus,
+        mqtt,
+        broker,
+    })
+}
+
+/// The embedded broker (when configured) and the address EventBus dials.
+async fn start_broker(
+    mqtt: &Mqtt,
+) -> Result<(Option<kedge_broker::Broker>, eventbus::BrokerAddr), EdgeError> {
+    match mqtt {
+        Mqtt::External(b) => Ok((None, b.clone())),
+        Mqtt::Embedded(addr) => {
+            let cfg = kedge_broker::BrokerConfig {
+                addr: *addr,
+                ..Default::default()
+            };
+            let broker = kedge_broker::Broker::start(cfg).await?;
+            let host = if addr.ip().is_unspecified() {
+                "127.0.0.1".to_string()
+            } else {
+                addr.ip().to_string()
+            };
+            let dial = eventbus::BrokerAddr {
+                host,
+                port: broker.addr.port(),
+                username: None,
+                password: None,
+            };
+            Ok((Some(broker), dial))
+        }
+    }
+}
+
+/// DeviceTwin's MQTT loop; on every broker (re)connection the retained deltas are restored.
+async fn run_devicetwin(
+    dt: Arc<devicetwin::DeviceTwin>,
+    bus: eventbus::EventBus,
+    mut inbound: mpsc::Receiver<eventbus::Inbound>,
+) {
+    let mut connected = bus.connected();
+    loop {
+        tokio::select! {
+            m = inbound.recv() => match m {
+                Some(m) => dt.on_mqtt(m).await,
+                None => return,
+            },
+            changed = connected.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+                if *connected.borrow_and_update() {
+                    dt.republish_deltas().await;
+                }
+            }
+        }
+    }
 }
 
 /// Renews the node certificate at 70–90 % of its lifetime, for as long as the edge runs; a
@@ -182,8 +291,12 @@ impl Edge {
     pub fn metrics(&self) -> kedge_http::metrics::Source {
         use kedge_http::metrics::Reading;
         let (hub, outbox) = (self.hub.clone(), self.outbox.clone());
+        let dt = self.devicetwin.clone();
+        let broker = self.broker.as_ref().map(|b| b.stats());
+        let bus = self.bus.clone();
         Arc::new(move || {
-            vec![
+            use std::sync::atomic::Ordering::Relaxed;
+            let mut r = vec![
                 Reading::gauge(
                     "kedge_edge_connected",
                     "1 while connected to CloudHub.",
@@ -204,7 +317,42 @@ impl Edge {
                     "Messages refused because the outbox was full.",
                     outbox.refused(),
                 ),
-            ]
+                Reading::gauge(
+                    "kedge_devicetwin_devices",
+                    "Devices bound to this node.",
+                    dt.device_ids().len() as u64,
+                ),
+                Reading::gauge(
+                    "kedge_eventbus_connected",
+                    "1 while EventBus is connected to the MQTT broker.",
+                    u64::from(*bus.connected().borrow()),
+                ),
+            ];
+            if let Some(b) = &broker {
+                r.extend([
+                    Reading::gauge(
+                        "kedge_broker_clients",
+                        "MQTT clients connected to the embedded broker.",
+                        b.connected.load(Relaxed),
+                    ),
+                    Reading::counter(
+                        "kedge_broker_received",
+                        "MQTT messages published to the embedded broker.",
+                        b.received.load(Relaxed),
+                    ),
+                    Reading::counter(
+                        "kedge_broker_delivered",
+                        "MQTT messages queued for subscribers.",
+                        b.delivered.load(Relaxed),
+                    ),
+                    Reading::counter(
+                        "kedge_broker_dropped",
+                        "MQTT messages dropped for subscribers too slow to take them.",
+                        b.dropped.load(Relaxed),
+                    ),
+                ]);
+            }
+            r
         })
     }
 }
@@ -242,6 +390,7 @@ async fn store_then_ack(
     meta: std::sync::Arc<metamanager::MetaStore>,
     outbox: Arc<Outbox>,
     hub: EdgeHub,
+    devicetwin: Arc<devicetwin::DeviceTwin>,
 ) {
     while let Some(m) = down.recv().await {
         // The cloud's answers to what the outbox sent: applied (response), or refused for good.
@@ -267,7 +416,10 @@ async fn store_then_ack(
         let msg = m.clone();
         let result = tokio::task::spawn_blocking(move || store.apply(&msg)).await;
         let reply = match result {
-            Ok(Ok(_)) => m.ack(),
+            Ok(Ok(applied)) => {
+                to_devicetwin(&devicetwin, &m, applied).await;
+                m.ack()
+            }
             Ok(Err(e)) => {
                 tracing::warn!(resource = %m.route.resource, error = %e, "could not store a cloud message");
                 m.error_reply(&e.to_string())
@@ -275,6 +427,21 @@ async fn store_then_ack(
             Err(e) => m.error_reply(&e.to_string()),
         };
         hub.send(reply).await;
+    }
+}
+
+/// Devices and models go on to DeviceTwin once stored (and before the cloud is told).
+async fn to_devicetwin(dt: &devicetwin::DeviceTwin, m: &Message, applied: metamanager::Applied) {
+    let Ok(r) = resource::ObjectRef::parse(&m.route.resource) else {
+        return;
+    };
+    if !matches!(r.kind, "device" | "devicemodel") {
+        return;
+    }
+    match applied {
+        metamanager::Applied::Stored => dt.on_object(r.kind, &m.content, false).await,
+        metamanager::Applied::Deleted => dt.on_object(r.kind, &m.content, true).await,
+        _ => {}
     }
 }
 

@@ -158,6 +158,15 @@ struct EdgeArgs {
     /// Port of /metrics and /healthz (plain HTTP on 127.0.0.1) [default: 10351].
     #[arg(long)]
     metrics_port: Option<u16>,
+    /// Port of the embedded MQTT broker [default: 1883].
+    #[arg(long)]
+    mqtt_port: Option<u16>,
+    /// Address the embedded MQTT broker listens on [default: 127.0.0.1].
+    #[arg(long)]
+    mqtt_bind: Option<IpAddr>,
+    /// Use this MQTT broker instead of the embedded one: mqtt://[user:password@]host[:port].
+    #[arg(long, env = "KEDGE_MQTT_URL", hide_env_values = true)]
+    mqtt_url: Option<String>,
 }
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
@@ -242,6 +251,7 @@ async fn up(a: UpArgs) -> anyhow::Result<()> {
     );
     edge_cfg.hub_port = cloud.hub_addr.port();
     edge_cfg.https_port = cloud.join_addr.port();
+    edge_cfg.mqtt = kedge_edge::Mqtt::Embedded(std::net::SocketAddr::new(loopback, a.mqtt_port));
     let edge = kedge_edge::start(edge_cfg)
         .await
         .context("starting the edge")?;
@@ -253,7 +263,6 @@ async fn up(a: UpArgs) -> anyhow::Result<()> {
     });
     let metrics = serve_metrics(a.metrics_port, both).await?;
     let _ = a.router_port;
-    let _ = a.mqtt_port;
     let mut out = std::io::stdout().lock();
     writeln!(out, "kedge is up")?;
     writeln!(out, "  Kubernetes API: {}", api.url)?;
@@ -261,6 +270,7 @@ async fn up(a: UpArgs) -> anyhow::Result<()> {
     writeln!(out, "  CloudHub:       wss://{}", cloud.hub_addr)?;
     writeln!(out, "  join server:    https://{}", cloud.join_addr)?;
     writeln!(out, "  edge node:      {}", a.node_name)?;
+    writeln!(out, "  MQTT broker:    {}", edge.mqtt)?;
     writeln!(out, "  metrics:        http://{metrics}/metrics")?;
     writeln!(out, "Next:")?;
     writeln!(out, "  export KUBECONFIG={}", api.kubeconfig.display())?;
@@ -334,6 +344,9 @@ async fn edge(a: EdgeArgs) -> anyhow::Result<()> {
         https_port: a.https_port,
         token: a.token,
         metrics_port: a.metrics_port,
+        mqtt_port: a.mqtt_port,
+        mqtt_bind: a.mqtt_bind,
+        mqtt_url: a.mqtt_url,
         ..FileConfig::default()
     };
     let cfg = file.overlay(flags).resolve()?;
@@ -341,6 +354,7 @@ async fn edge(a: EdgeArgs) -> anyhow::Result<()> {
     let edge = kedge_edge::start(cfg).await.context("starting the edge")?;
     let metrics = serve_metrics(metrics_port, edge.metrics()).await?;
     println!("kedge edge: node {node} → cloud {cloud}");
+    println!("  MQTT broker:    {}", edge.mqtt);
     println!("  metrics:        http://{metrics}/metrics");
     wait_for_signal().await;
     Ok(())

@@ -36,7 +36,17 @@ fn kind_of(token: &str) -> &str {
         "configmap" => "ConfigMap",
         "secret" => "Secret",
         "node" => "Node",
+        "device" => "Device",
+        "devicemodel" => "DeviceModel",
         other => other,
+    }
+}
+
+/// Type token → apiVersion, for ObjectSync specs.
+fn api_version_of(token: &str) -> &'static str {
+    match token {
+        "device" | "devicemodel" => "devices.kubeedge.io/v1alpha2",
+        _ => "v1",
     }
 }
 
@@ -297,7 +307,7 @@ impl Downstream {
             let obj: DynamicObject = serde_json::from_value(json!({
                 "apiVersion": ar.api_version, "kind": ar.kind,
                 "metadata": {"name": name, "namespace": r.namespace()},
-                "spec": {"objectAPIVersion": "v1", "objectKind": kind_of(r.kind), "objectName": r.name.unwrap_or("")},
+                "spec": {"objectAPIVersion": api_version_of(r.kind), "objectKind": kind_of(r.kind), "objectName": r.name.unwrap_or("")},
             }))
             .map_err(kube::Error::SerdeError)?;
             api.create(&PostParams::default(), &obj).await?;

@@ -4,23 +4,16 @@
 //! acknowledged, which also removes what it should no longer have.
 
 use std::collections::{BTreeSet, HashSet};
-use std::fmt::Debug;
-use std::hash::Hash;
 use std::sync::Arc;
 
-use futures::StreamExt;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
 use kedge_core::delivery::Outgoing;
-use kedge_core::envelope::{Message, group, op};
-use kedge_core::resource;
 use kube::api::Api;
 use kube::runtime::reflector::{self, Store};
-use kube::runtime::{WatchStreamExt, watcher};
-use serde::Serialize;
-use serde::de::DeserializeOwned;
 
 use super::refs;
 use crate::cloudhub::downstream::{Downstream, SyncRecord};
+use crate::objects::{deletion, outgoing, watch};
 
 struct Inner {
     pods: Store<Pod>,
@@ -31,76 +24,12 @@ struct Inner {
 
 pub struct Bound(Arc<Inner>);
 
-fn message(
-    token: &str,
-    namespace: &str,
-    name: &str,
-    rv: u64,
-    delete: bool,
-    content: serde_json::Value,
-) -> Message {
-    let operation = if delete { op::DELETE } else { op::UPDATE };
-    let res = resource::object(namespace, token, name);
-    Message::new("edgecontroller", group::RESOURCE, operation, &res, content)
-        .with_resource_version(rv.to_string())
-}
-
-/// The delivery of this version of `obj` (`token` is its resource-string type).
-fn outgoing<K: kube::Resource + Serialize>(obj: &K, token: &str, delete: bool) -> Option<Outgoing> {
-    let meta = obj.meta();
-    let uid = meta.uid.clone()?;
-    let rv: u64 = meta.resource_version.as_deref()?.parse().ok()?;
-    let ns = meta.namespace.clone().unwrap_or_default();
-    let name = meta.name.clone()?;
-    let msg = message(
-        token,
-        &ns,
-        &name,
-        rv,
-        delete,
-        serde_json::to_value(obj).ok()?,
-    );
-    Some(Outgoing {
-        uid,
-        rv,
-        delete,
-        msg,
-    })
-}
-
 fn node_of(pod: &Pod) -> Option<&str> {
     pod.spec.as_ref()?.node_name.as_deref()
 }
 
 fn same_ns(pod: &Pod, ns: &str) -> bool {
     pod.metadata.namespace.as_deref() == Some(ns)
-}
-
-/// Watches `api` through a reflector, calling `on(inner, object, deleted)` for each change.
-fn watch<K>(
-    api: Api<K>,
-    writer: reflector::store::Writer<K>,
-    inner: Arc<Inner>,
-    on: fn(&Inner, &K, bool),
-) where
-    K: kube::Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
-    K::DynamicType: Default + Eq + Hash + Clone + Send + Sync,
-{
-    let stream =
-        reflector::reflector(writer, watcher(api, watcher::Config::default())).default_backoff();
-    tokio::spawn(async move {
-        let mut stream = std::pin::pin!(stream);
-        while let Some(ev) = stream.next().await {
-            match ev {
-                Ok(watcher::Event::Apply(o) | watcher::Event::InitApply(o)) => {
-                    on(&inner, &o, false)
-                }
-                Ok(watcher::Event::Delete(o)) => on(&inner, &o, true),
-                Ok(_) => {}
-                Err(e) => tracing::warn!(error = %e, "watch"),
-            }
-        }
-    });
 }
 
 impl Inner {
@@ -264,19 +193,7 @@ impl Bound {
             .iter()
             .filter(|r| ours(&r.kind) && !desired.contains(&r.uid))
         {
-            let ns = r.namespace.as_deref().unwrap_or("");
-            let content =
-                serde_json::json!({"metadata": {"name": r.name, "namespace": ns, "uid": r.uid}});
-            let msg = message(&r.kind, ns, &r.name, r.rv, true, content);
-            i.downstream.offer(
-                node,
-                Outgoing {
-                    uid: r.uid.clone(),
-                    rv: r.rv,
-                    delete: true,
-                    msg,
-                },
-            );
+            i.downstream.offer(node, deletion(r));
         }
     }
 }

@@ -2,12 +2,15 @@
 //! - `insert null/node/<node>`: the Node is created (or its labels and status updated);
 //! - `update null/nodestatus/<node>`: the Node's status is updated and its Lease renewed;
 //! - `update <ns>/podstatus/<pod>`: the pod's status is updated (`podstatus`);
+//! - `update device/<ns>/<name>/twin/edge_updated|state/update`: the Device's status
+//!   (`devicecontroller::report`), if the Device is bound to the node;
 //! - the session ending marks the Node's Ready condition Unknown (NotReady in kubectl);
 //! - a deleted Node loses its session and its ObjectSyncs: as with kubelet, a running edge
 //!   registers again and is sent everything afresh.
 //!
 //! What a node may write is decided by `authz`; refusals are answered, logged and counted.
 
+use crate::devicecontroller::report::{self, ReportError};
 use futures::StreamExt;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Node;
@@ -82,6 +85,7 @@ pub struct EdgeController {
     lifecycle: Lifecycle,
     downstream: Arc<Downstream>,
     bound: bound::Bound,
+    devices: crate::devicecontroller::DeviceController,
     client: kube::Client,
     stats: Arc<Stats>,
 }
@@ -102,6 +106,8 @@ pub enum UpstreamError {
     #[error("{0}")]
     PodStatus(#[from] podstatus::PodStatusError),
     #[error("{0}")]
+    Device(#[from] ReportError),
+    #[error("{0}")]
     Resource(#[from] kedge_core::resource::ResourceError),
     #[error("Kubernetes API: {0}")]
     Kube(#[from] kube::Error),
@@ -116,7 +122,9 @@ impl UpstreamError {
     fn is_refusal(&self) -> bool {
         matches!(
             self,
-            UpstreamError::Forbidden(_) | UpstreamError::PodStatus(PodStatusError::NotBound { .. })
+            UpstreamError::Forbidden(_)
+                | UpstreamError::PodStatus(PodStatusError::NotBound { .. })
+                | UpstreamError::Device(ReportError::NotBound { .. })
         )
     }
 }
@@ -132,6 +140,10 @@ impl EdgeController {
             nodes: Api::all(client.clone()),
             leases: Api::namespaced(client.clone(), NODE_LEASE_NAMESPACE),
             bound: bound::Bound::start(client.clone(), downstream.clone()),
+            devices: crate::devicecontroller::DeviceController::start(
+                client.clone(),
+                downstream.clone(),
+            ),
             client,
             stats: Arc::default(),
             downstream,
@@ -188,6 +200,7 @@ impl EdgeController {
     async fn connected(&self, node: &str) -> Result<(), UpstreamError> {
         let records = self.downstream.connected(node).await?;
         self.bound.resync(node, &records).await;
+        self.devices.resync(node, &records).await;
         Ok(())
     }
 
@@ -247,7 +260,11 @@ impl EdgeController {
                 self.stats.applied.fetch_add(1, Ordering::Relaxed);
                 Some(m.ack())
             }
-            Err(UpstreamError::Kube(_) | UpstreamError::PodStatus(PodStatusError::Kube(_))) => None,
+            Err(
+                UpstreamError::Kube(_)
+                | UpstreamError::PodStatus(PodStatusError::Kube(_))
+                | UpstreamError::Device(ReportError::Kube(_) | ReportError::Conflict(_)),
+            ) => None,
             Err(e) => {
                 if e.is_refusal() {
                     self.stats.refused.fetch_add(1, Ordering::Relaxed);
@@ -262,6 +279,18 @@ impl EdgeController {
     }
 
     async fn upstream(&self, node: &str, m: &Message) -> Result<(), UpstreamError> {
+        if let Some(r) = report::parse(&m.route.resource) {
+            if m.route.operation != op::UPDATE {
+                return Err(authz::Forbidden {
+                    node: node.into(),
+                    operation: m.route.operation.clone(),
+                    resource: m.route.resource.clone(),
+                    why: "device reports are updates",
+                }
+                .into());
+            }
+            return Ok(report::apply(&self.client, node, r, &m.content).await?);
+        }
         let r = ObjectRef::parse(&m.route.resource)?;
         match authz::authorize(node, &m.route.operation, &m.route.resource, &r)? {
             Write::Node => self.upsert_node(node, &m.content).await,

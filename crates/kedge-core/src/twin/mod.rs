@@ -152,12 +152,27 @@ struct EventId {
     event_id: Option<String>,
 }
 
-/// The `event_id` of a payload, when it has one.
+/// The `event_id` of a payload, when it has one; found even in malformed JSON when it is a plain
+/// string, so the error result still names the request it answers.
 pub fn event_id_of(payload: &[u8]) -> String {
-    serde_json::from_slice::<EventId>(payload)
-        .ok()
-        .and_then(|e| e.event_id)
-        .unwrap_or_default()
+    match serde_json::from_slice::<EventId>(payload) {
+        Ok(e) => e.event_id.unwrap_or_default(),
+        Err(_) => scan_event_id(&String::from_utf8_lossy(payload)).unwrap_or_default(),
+    }
+}
+
+/// `"event_id" : "<no quotes or backslashes>"` anywhere in `text`.
+fn scan_event_id(text: &str) -> Option<String> {
+    let after = &text[text.find("\"event_id\"")? + 10..];
+    let value = after
+        .trim_start()
+        .strip_prefix(':')?
+        .trim_start()
+        .strip_prefix('"')?;
+    let end = value.find(['"', '\\'])?;
+    value[end..]
+        .starts_with('"')
+        .then(|| value[..end].to_string())
 }
 
 /// Parses a twin update; a payload that is not one is a 400.
@@ -225,5 +240,7 @@ mod tests {
         }
         assert_eq!(event_id_of(br#"{"event_id":"e1","twin":[1]}"#), "e1");
         assert_eq!(event_id_of(b"junk"), "");
+        assert_eq!(event_id_of(br#"{"event_id": "bad","twin":"#), "bad");
+        assert_eq!(event_id_of(br#"{"event_id":"a\"b","#), "");
     }
 }

@@ -1,10 +1,9 @@
 //! DeviceTwin's MQTT topics (KubeEdge v1.17+: device id `<namespace>/<name>`).
 
 /// What the edge subscribes to for DeviceTwin.
-pub const SUBSCRIPTIONS: [&str; 4] = [
+pub const SUBSCRIPTIONS: [&str; 3] = [
     "$hw/events/device/+/+/twin/+",
     "$hw/events/device/+/+/state/update",
-    "$hw/events/device/+/+/updated",
     "$hw/events/node/+/membership/get",
 ];
 

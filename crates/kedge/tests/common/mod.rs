@@ -33,6 +33,8 @@ pub struct Kedge {
     pub join_port: u16,
     /// `http://127.0.0.1:<port>/metrics`.
     pub metrics: String,
+    /// `kedge up`'s edge broker (0 for `kedge cloud`).
+    pub mqtt_port: u16,
 }
 
 /// Spawns `kedge <args> --data-dir <dir>` and streams its stdout lines.
@@ -58,11 +60,26 @@ fn spawn_kedge(args: &[&str], data_dir: &Path) -> (Child, mpsc::Receiver<String>
 }
 
 /// A running `kedge edge`.
-pub struct EdgeProc(Child);
+pub struct EdgeProc {
+    child: Child,
+    /// The MQTT broker devices use: the embedded one (on a free port) unless `--mqtt-url` was given.
+    pub mqtt_port: u16,
+}
 
 impl EdgeProc {
     pub fn start(cloud: &Kedge, data_dir: &Path, node: &str, token: &str) -> EdgeProc {
-        Self::spawn(cloud, data_dir, node, token, Stdio::inherit())
+        Self::spawn(cloud, data_dir, node, token, &[], Stdio::inherit())
+    }
+
+    /// Like [`EdgeProc::start`], with more flags (`--mqtt-url ...`, say).
+    pub fn start_with(
+        cloud: &Kedge,
+        data_dir: &Path,
+        node: &str,
+        token: &str,
+        extra: &[&str],
+    ) -> EdgeProc {
+        Self::spawn(cloud, data_dir, node, token, extra, Stdio::inherit())
     }
 
     /// Like [`EdgeProc::start`], streaming the edge's log lines.
@@ -72,8 +89,8 @@ impl EdgeProc {
         node: &str,
         token: &str,
     ) -> (EdgeProc, mpsc::Receiver<String>) {
-        let mut p = Self::spawn(cloud, data_dir, node, token, Stdio::piped());
-        let stderr = p.0.stderr.take().expect("stderr");
+        let mut p = Self::spawn(cloud, data_dir, node, token, &[], Stdio::piped());
+        let stderr = p.child.stderr.take().expect("stderr");
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
@@ -84,11 +101,18 @@ impl EdgeProc {
     }
 
     pub fn alive(&mut self) -> bool {
-        matches!(self.0.try_wait(), Ok(None))
+        matches!(self.child.try_wait(), Ok(None))
     }
 
-    fn spawn(cloud: &Kedge, data_dir: &Path, node: &str, token: &str, stderr: Stdio) -> EdgeProc {
-        let child = Command::new(env!("CARGO_BIN_EXE_kedge"))
+    fn spawn(
+        cloud: &Kedge,
+        data_dir: &Path,
+        node: &str,
+        token: &str,
+        extra: &[&str],
+        stderr: Stdio,
+    ) -> EdgeProc {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_kedge"))
             .args([
                 "edge",
                 "--node-name",
@@ -97,7 +121,10 @@ impl EdgeProc {
                 "127.0.0.1",
                 "--metrics-port",
                 "0",
+                "--mqtt-port",
+                "0",
             ])
+            .args(extra)
             .args([
                 "--hub-port",
                 &cloud.hub_port.to_string(),
@@ -108,16 +135,40 @@ impl EdgeProc {
             .arg(data_dir)
             .env("KEDGE_TOKEN", token)
             .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
+            .stdout(Stdio::piped())
             .stderr(stderr)
             .spawn()
             .expect("kedge edge starts");
-        EdgeProc(child)
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        let mut mqtt_port = 0;
+        loop {
+            let line = rx
+                .recv_timeout(Duration::from_secs(30))
+                .expect("kedge edge prints its endpoints");
+            if let Some(url) = line.trim().strip_prefix("MQTT broker:") {
+                mqtt_port = url
+                    .trim()
+                    .rsplit(':')
+                    .next()
+                    .and_then(|p| p.parse().ok())
+                    .unwrap_or(0);
+            }
+            if line.trim().starts_with("metrics:") {
+                break;
+            }
+        }
+        EdgeProc { child, mqtt_port }
     }
 
     pub fn kill9(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
@@ -141,6 +192,8 @@ impl Kedge {
             "--https-port",
             "0",
             "--metrics-port",
+            "0",
+            "--mqtt-port",
             "0",
         ];
         let (child, lines) = spawn_kedge(&args, data_dir);
@@ -195,6 +248,11 @@ impl Kedge {
             hub_port: port_of("CloudHub"),
             join_port: port_of("join server"),
             metrics: endpoints["metrics"].clone(),
+            mqtt_port: if endpoints.contains_key("MQTT broker") {
+                port_of("MQTT broker")
+            } else {
+                0
+            },
             child,
             data_dir: data_dir.to_path_buf(),
         }

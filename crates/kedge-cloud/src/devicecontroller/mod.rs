@@ -1,0 +1,211 @@
+//! DeviceController: v1alpha2 Devices and their DeviceModels go to the node each Device's
+//! `nodeSelector` names, through the same at-least-once, level-based delivery as pods (ACK,
+//! ObjectSync, resync on connect); the edge's DeviceTwin turns them into membership and desired
+//! twins. A Device that moves leaves its old node; a deleted one leaves its node. Edge reports
+//! (`device/<ns>/<name>/twin/edge_updated`, `.../state/update`) are written to the Device's
+//! `status` by `report`.
+
+pub mod report;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+
+use kedge_core::delivery::Outgoing;
+use kedge_core::twin::device;
+use kube::api::{Api, DynamicObject};
+use kube::core::GroupVersionKind;
+use kube::discovery::ApiResource;
+use kube::runtime::reflector::{self, Store};
+use serde_json::Value;
+
+use crate::cloudhub::downstream::{Downstream, SyncRecord};
+use crate::objects::{deletion, outgoing, watch};
+
+pub const GROUP: &str = "devices.kubeedge.io";
+pub const VERSION: &str = "v1alpha2";
+
+pub fn device_resource() -> ApiResource {
+    ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(GROUP, VERSION, "Device"), "devices")
+}
+
+fn model_resource() -> ApiResource {
+    ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk(GROUP, VERSION, "DeviceModel"),
+        "devicemodels",
+    )
+}
+
+struct Inner {
+    devices: Store<DynamicObject>,
+    models: Store<DynamicObject>,
+    /// Where each Device (`ns/name`) was last sent.
+    placed: Mutex<HashMap<String, String>>,
+    downstream: Arc<Downstream>,
+}
+
+pub struct DeviceController(Arc<Inner>);
+
+fn key(o: &DynamicObject) -> String {
+    format!(
+        "{}/{}",
+        o.metadata.namespace.as_deref().unwrap_or_default(),
+        o.metadata.name.as_deref().unwrap_or_default()
+    )
+}
+
+fn node_of(o: &DynamicObject) -> Option<String> {
+    device::node_of(&o.data).map(String::from)
+}
+
+fn model_name(o: &DynamicObject) -> Option<&str> {
+    device::model_of(&o.data)
+}
+
+impl Inner {
+    fn placed(&self) -> std::sync::MutexGuard<'_, HashMap<String, String>> {
+        self.placed.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn model(&self, ns: &str, name: &str) -> Option<Arc<DynamicObject>> {
+        let r = reflector::ObjectRef::new_with(name, model_resource()).within(ns);
+        self.models.get(&r)
+    }
+
+    /// Devices on `node` other than `except`.
+    fn devices_on(&self, node: &str, except: &str) -> Vec<Arc<DynamicObject>> {
+        self.devices
+            .state()
+            .into_iter()
+            .filter(|d| node_of(d).as_deref() == Some(node) && key(d) != except)
+            .collect()
+    }
+
+    /// The Device and its model, as deliveries.
+    fn with_model(&self, d: &DynamicObject, delete: bool) -> Vec<Outgoing> {
+        let ns = d.metadata.namespace.clone().unwrap_or_default();
+        let model = model_name(d).and_then(|m| self.model(&ns, m));
+        let own = outgoing(d, "device", delete);
+        let model = model.and_then(|m| outgoing(m.as_ref(), "devicemodel", delete));
+        own.into_iter().chain(model).collect()
+    }
+
+    fn on_device(&self, d: &DynamicObject, deleted: bool) {
+        let k = key(d);
+        let to = if deleted { None } else { node_of(d) };
+        let from = self.placed().get(&k).cloned();
+        if let Some(from) = from.filter(|f| Some(f) != to.as_ref()) {
+            self.leave(d, &from, &k);
+        }
+        match to {
+            Some(node) => {
+                for out in self.with_model(d, false) {
+                    self.downstream.offer(&node, out);
+                }
+                self.placed().insert(k, node);
+            }
+            None => {
+                self.placed().remove(&k);
+            }
+        }
+    }
+
+    /// `d` leaves `node`: its deletion, and its model's unless another device there uses it.
+    fn leave(&self, d: &DynamicObject, node: &str, k: &str) {
+        let ns = d.metadata.namespace.as_deref().unwrap_or_default();
+        let model = model_name(d);
+        let still_used = self
+            .devices_on(node, k)
+            .iter()
+            .any(|o| o.metadata.namespace.as_deref() == Some(ns) && model_name(o) == model);
+        for out in self.with_model(d, true) {
+            let is_model = out.msg.route.resource.contains("/devicemodel/");
+            if !(is_model && still_used) {
+                self.downstream.offer(node, out);
+            }
+        }
+    }
+
+    fn on_model(&self, m: &DynamicObject, deleted: bool) {
+        let ns = m.metadata.namespace.as_deref();
+        let name = m.metadata.name.as_deref();
+        let nodes: HashSet<String> = self
+            .devices
+            .state()
+            .iter()
+            .filter(|d| d.metadata.namespace.as_deref() == ns && model_name(d) == name)
+            .filter_map(|d| node_of(d))
+            .collect();
+        for node in nodes {
+            if let Some(out) = outgoing(m, "devicemodel", deleted) {
+                self.downstream.offer(&node, out);
+            }
+        }
+    }
+}
+
+impl DeviceController {
+    pub fn start(client: kube::Client, downstream: Arc<Downstream>) -> DeviceController {
+        let (dr, mr) = (device_resource(), model_resource());
+        let dw = reflector::store::Writer::new(dr.clone());
+        let mw = reflector::store::Writer::new(mr.clone());
+        let inner = Arc::new(Inner {
+            devices: dw.as_reader(),
+            models: mw.as_reader(),
+            placed: Mutex::default(),
+            downstream,
+        });
+        watch(
+            Api::all_with(client.clone(), &mr),
+            mw,
+            inner.clone(),
+            Inner::on_model,
+        );
+        watch(
+            Api::all_with(client, &dr),
+            dw,
+            inner.clone(),
+            Inner::on_device,
+        );
+        DeviceController(inner)
+    }
+
+    /// Offers `node` its devices and models, and deletions for what it acknowledged and should
+    /// no longer have. Waits (bounded) for the first full lists, as `bound::resync` does.
+    pub async fn resync(&self, node: &str, records: &[SyncRecord]) {
+        let i = &self.0;
+        let ready = async {
+            i.devices.wait_until_ready().await.is_ok() && i.models.wait_until_ready().await.is_ok()
+        };
+        if !tokio::time::timeout(std::time::Duration::from_secs(30), ready)
+            .await
+            .unwrap_or(false)
+        {
+            tracing::warn!(
+                node,
+                "device resync skipped: Devices or DeviceModels could not be listed (are the KubeEdge CRDs installed?)"
+            );
+            return;
+        }
+        let mut desired = HashSet::new();
+        for d in i.devices_on(node, "") {
+            i.placed().insert(key(&d), node.to_string());
+            for out in i.with_model(&d, false) {
+                desired.insert(out.uid.clone());
+                i.downstream.offer(node, out);
+            }
+        }
+        let ours = |k: &str| matches!(k, "device" | "devicemodel");
+        for r in records
+            .iter()
+            .filter(|r| ours(&r.kind) && !desired.contains(&r.uid))
+        {
+            i.downstream.offer(node, deletion(r));
+        }
+    }
+
+    /// The Device `namespace/name`, if the controller has seen it.
+    pub fn device(&self, namespace: &str, name: &str) -> Option<Value> {
+        let r = reflector::ObjectRef::new_with(name, device_resource()).within(namespace);
+        self.0.devices.get(&r).map(|d| d.data.clone())
+    }
+}

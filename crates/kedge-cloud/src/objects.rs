@@ -1,0 +1,98 @@
+//! What the controllers that push objects to edges share: a reflector-backed watch calling
+//! back on every change, and the delivery of one object version (or of its deletion).
+
+use std::fmt::Debug;
+use std::hash::Hash;
+use std::sync::Arc;
+
+use futures::StreamExt;
+use kedge_core::delivery::Outgoing;
+use kedge_core::envelope::{Message, group, op};
+use kedge_core::resource;
+use kube::api::Api;
+use kube::runtime::reflector;
+use kube::runtime::{WatchStreamExt, watcher};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::cloudhub::downstream::SyncRecord;
+
+/// Watches `api` through a reflector (kept in `writer`'s store), calling
+/// `on(ctx, object, deleted)` for each change.
+pub fn watch<K, C>(
+    api: Api<K>,
+    writer: reflector::store::Writer<K>,
+    ctx: Arc<C>,
+    on: fn(&C, &K, bool),
+) where
+    K: kube::Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+    K::DynamicType: Eq + Hash + Clone + Send + Sync,
+    C: Send + Sync + 'static,
+{
+    let stream =
+        reflector::reflector(writer, watcher(api, watcher::Config::default())).default_backoff();
+    tokio::spawn(async move {
+        let mut stream = std::pin::pin!(stream);
+        while let Some(ev) = stream.next().await {
+            match ev {
+                Ok(watcher::Event::Apply(o) | watcher::Event::InitApply(o)) => on(&ctx, &o, false),
+                Ok(watcher::Event::Delete(o)) => on(&ctx, &o, true),
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "watch"),
+            }
+        }
+    });
+}
+
+pub fn message(
+    token: &str,
+    namespace: &str,
+    name: &str,
+    rv: u64,
+    delete: bool,
+    content: serde_json::Value,
+) -> Message {
+    let operation = if delete { op::DELETE } else { op::UPDATE };
+    let res = resource::object(namespace, token, name);
+    Message::new("edgecontroller", group::RESOURCE, operation, &res, content)
+        .with_resource_version(rv.to_string())
+}
+
+/// The delivery of this version of `obj` (`token` is its resource-string type).
+pub fn outgoing<K: kube::Resource + Serialize>(
+    obj: &K,
+    token: &str,
+    delete: bool,
+) -> Option<Outgoing> {
+    let meta = obj.meta();
+    let uid = meta.uid.clone()?;
+    let rv: u64 = meta.resource_version.as_deref()?.parse().ok()?;
+    let ns = meta.namespace.clone().unwrap_or_default();
+    let name = meta.name.clone()?;
+    let msg = message(
+        token,
+        &ns,
+        &name,
+        rv,
+        delete,
+        serde_json::to_value(obj).ok()?,
+    );
+    Some(Outgoing {
+        uid,
+        rv,
+        delete,
+        msg,
+    })
+}
+
+/// The deletion of an object the node acknowledged and should no longer have.
+pub fn deletion(r: &SyncRecord) -> Outgoing {
+    let ns = r.namespace.as_deref().unwrap_or("");
+    let content = serde_json::json!({"metadata": {"name": r.name, "namespace": ns, "uid": r.uid}});
+    Outgoing {
+        uid: r.uid.clone(),
+        rv: r.rv,
+        delete: true,
+        msg: message(&r.kind, ns, &r.name, r.rv, true, content),
+    }
+}

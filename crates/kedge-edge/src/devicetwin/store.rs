@@ -1,0 +1,224 @@
+//! DeviceTwin's SQLite tables, named as KubeEdge's (`device`, `device_attr`, `device_twin`), in
+//! the edge database. A device and its twins are written in one transaction.
+
+use std::path::Path;
+use std::sync::Mutex;
+
+use kedge_core::twin::merge::Types;
+use kedge_core::twin::{Twin, TwinValue, TwinVersion, Twins, ValueMetadata};
+use rusqlite::{Connection, params};
+
+#[derive(Debug, thiserror::Error)]
+#[error("device store: {0}")]
+pub struct StoreError(#[from] rusqlite::Error);
+
+/// One device as the edge keeps it.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct DeviceRecord {
+    /// `<namespace>/<name>`.
+    pub id: String,
+    pub name: String,
+    pub description: String,
+    pub model: String,
+    /// Property types from the DeviceModel (empty until the model arrives).
+    pub types: Types,
+    pub state: String,
+    pub last_online: String,
+    /// The Device's resourceVersion last applied.
+    pub rv: i64,
+    pub twins: Twins,
+}
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS device (
+  id TEXT PRIMARY KEY, name TEXT NOT NULL, description TEXT NOT NULL DEFAULT '',
+  state TEXT NOT NULL DEFAULT '', last_online TEXT NOT NULL DEFAULT '',
+  model TEXT NOT NULL DEFAULT '', model_types TEXT NOT NULL DEFAULT '{}', rv INTEGER NOT NULL DEFAULT 0);
+CREATE TABLE IF NOT EXISTS device_attr (
+  id INTEGER PRIMARY KEY AUTOINCREMENT, deviceid TEXT NOT NULL, name TEXT NOT NULL,
+  description TEXT NOT NULL DEFAULT '', value TEXT NOT NULL DEFAULT '', optional INTEGER NOT NULL DEFAULT 1,
+  attr_type TEXT NOT NULL DEFAULT 'string', metadata TEXT NOT NULL DEFAULT '{}',
+  UNIQUE (deviceid, name));
+CREATE TABLE IF NOT EXISTS device_twin (
+  id INTEGER PRIMARY KEY AUTOINCREMENT, deviceid TEXT NOT NULL, twin_name TEXT NOT NULL,
+  description TEXT NOT NULL DEFAULT '', expected TEXT, actual TEXT,
+  expected_meta TEXT NOT NULL DEFAULT '{}', actual_meta TEXT NOT NULL DEFAULT '{}',
+  expected_version TEXT NOT NULL DEFAULT '{}', actual_version TEXT NOT NULL DEFAULT '{}',
+  optional INTEGER NOT NULL DEFAULT 1, attr_type TEXT NOT NULL DEFAULT 'string', metadata TEXT NOT NULL DEFAULT '{}',
+  UNIQUE (deviceid, twin_name));
+";
+
+pub struct TwinStore {
+    db: Mutex<Connection>,
+}
+
+fn json<T: serde::Serialize>(v: &T) -> String {
+    serde_json::to_string(v).unwrap_or_else(|_| "{}".into())
+}
+
+fn parse<T: serde::de::DeserializeOwned + Default>(s: &str) -> T {
+    serde_json::from_str(s).unwrap_or_default()
+}
+
+fn side(value: Option<String>, meta: &str) -> Option<TwinValue> {
+    value.map(|v| TwinValue {
+        value: Some(v),
+        metadata: Some(parse::<ValueMetadata>(meta)),
+    })
+}
+
+impl TwinStore {
+    pub fn open(path: &Path) -> Result<TwinStore, StoreError> {
+        let db = Connection::open(path)?;
+        db.busy_timeout(std::time::Duration::from_secs(5))?;
+        db.execute_batch("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;")?;
+        db.execute_batch(SCHEMA)?;
+        Ok(TwinStore { db: Mutex::new(db) })
+    }
+
+    fn db(&self) -> std::sync::MutexGuard<'_, Connection> {
+        self.db.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Writes a device and replaces its twins, atomically.
+    pub fn save(&self, d: &DeviceRecord) -> Result<(), StoreError> {
+        let mut db = self.db();
+        let tx = db.transaction()?;
+        tx.execute(
+            "INSERT OR REPLACE INTO device (id, name, description, state, last_online, model, model_types, rv)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            params![d.id, d.name, d.description, d.state, d.last_online, d.model, json(&d.types), d.rv],
+        )?;
+        tx.execute("DELETE FROM device_twin WHERE deviceid = ?1", [&d.id])?;
+        for (name, t) in &d.twins {
+            let meta = |v: &Option<TwinValue>| {
+                json(
+                    &v.as_ref()
+                        .and_then(|v| v.metadata.clone())
+                        .unwrap_or_default(),
+                )
+            };
+            tx.execute(
+                "INSERT INTO device_twin (deviceid, twin_name, expected, actual, expected_meta, actual_meta,
+                   expected_version, actual_version, optional, attr_type)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                params![
+                    d.id,
+                    name,
+                    t.expected_value(),
+                    t.actual_value(),
+                    meta(&t.expected),
+                    meta(&t.actual),
+                    json(&t.expected_version),
+                    json(&t.actual_version),
+                    t.optional,
+                    t.kind
+                ],
+            )?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    pub fn delete(&self, id: &str) -> Result<(), StoreError> {
+        let mut db = self.db();
+        let tx = db.transaction()?;
+        for table in [
+            "DELETE FROM device WHERE id = ?1",
+            "DELETE FROM device_twin WHERE deviceid = ?1",
+            "DELETE FROM device_attr WHERE deviceid = ?1",
+        ] {
+            tx.execute(table, [id])?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Every device with its twins.
+    pub fn load(&self) -> Result<Vec<DeviceRecord>, StoreError> {
+        let db = self.db();
+        let mut stmt = db.prepare(
+            "SELECT id, name, description, state, last_online, model, model_types, rv FROM device ORDER BY id",
+        )?;
+        let mut devices: Vec<DeviceRecord> = stmt
+            .query_map([], |r| {
+                Ok(DeviceRecord {
+                    id: r.get(0)?,
+                    name: r.get(1)?,
+                    description: r.get(2)?,
+                    state: r.get(3)?,
+                    last_online: r.get(4)?,
+                    model: r.get(5)?,
+                    types: parse(&r.get::<_, String>(6)?),
+                    rv: r.get(7)?,
+                    twins: Twins::new(),
+                })
+            })?
+            .collect::<Result<_, _>>()?;
+        let mut stmt = db.prepare(
+            "SELECT deviceid, twin_name, expected, actual, expected_meta, actual_meta, expected_version,
+               actual_version, optional, attr_type FROM device_twin",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            let twin = Twin {
+                expected: side(r.get(2)?, &r.get::<_, String>(4)?),
+                actual: side(r.get(3)?, &r.get::<_, String>(5)?),
+                expected_version: parse::<TwinVersion>(&r.get::<_, String>(6)?),
+                actual_version: parse::<TwinVersion>(&r.get::<_, String>(7)?),
+                optional: r.get(8)?,
+                kind: r.get(9)?,
+            };
+            Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, twin))
+        })?;
+        for row in rows {
+            let (id, name, twin) = row?;
+            if let Some(d) = devices.iter_mut().find(|d| d.id == id) {
+                d.twins.insert(name, twin);
+            }
+        }
+        Ok(devices)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn devices_and_twins_survive_a_reopen() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("edge.db");
+        let mut d = DeviceRecord {
+            id: "default/counter".into(),
+            name: "counter".into(),
+            model: "counter-model".into(),
+            rv: 7,
+            ..DeviceRecord::default()
+        };
+        d.types.insert("status".into(), "string".into());
+        d.twins.insert(
+            "status".into(),
+            Twin {
+                expected: Some(TwinValue {
+                    value: Some("ON".into()),
+                    metadata: Some(ValueMetadata { timestamp: 5 }),
+                }),
+                actual: None,
+                optional: false,
+                kind: "string".into(),
+                expected_version: TwinVersion { cloud: 7, edge: 0 },
+                actual_version: TwinVersion::default(),
+            },
+        );
+        {
+            let s = TwinStore::open(&path).expect("open");
+            s.save(&d).expect("save");
+            let mut other = d.clone();
+            other.id = "default/gone".into();
+            s.save(&other).expect("save");
+            s.delete("default/gone").expect("delete");
+        }
+        let s = TwinStore::open(&path).expect("reopen");
+        assert_eq!(s.load().expect("load"), [d]);
+    }
+}

@@ -1,0 +1,233 @@
+//! EventBus: the edge's MQTT client (QoS 1, clean session, reconnect with back-off), to the
+//! embedded broker or to an external one (`mqtt://[user:password@]host:port`). Subscriptions are
+//! renewed on every connection. Inbound QoS 1 messages are acknowledged by the consumer once it
+//! has stored what they carry (manual acks), so a device's report is never lost between the
+//! broker and the edge's database.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use rumqttc::{AsyncClient, Event, MqttOptions, Packet, Publish, QoS};
+use tokio::sync::{mpsc, watch};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BrokerAddr {
+    pub host: String,
+    pub port: u16,
+    pub username: Option<String>,
+    pub password: Option<String>,
+}
+
+impl std::fmt::Display for BrokerAddr {
+    // Never prints the password.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.username {
+            Some(u) => write!(f, "mqtt://{u}@{}:{}", self.host, self.port),
+            None => write!(f, "mqtt://{}:{}", self.host, self.port),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("MQTT broker URL {url:?}: {why}")]
+pub struct UrlError {
+    pub url: String,
+    pub why: &'static str,
+}
+
+/// Parses `mqtt://[user[:password]@]host[:port]` (`tcp://` is accepted too; port 1883 by default).
+pub fn parse_url(url: &str) -> Result<BrokerAddr, UrlError> {
+    let err = |why| UrlError {
+        url: url.to_string(),
+        why,
+    };
+    let rest = url
+        .strip_prefix("mqtt://")
+        .or_else(|| url.strip_prefix("tcp://"))
+        .ok_or_else(|| err("must start with mqtt:// (TLS brokers are not supported yet)"))?;
+    let rest = rest.trim_end_matches('/');
+    let (creds, hostport) = match rest.rsplit_once('@') {
+        Some((c, h)) => (Some(c), h),
+        None => (None, rest),
+    };
+    let (username, password) = match creds.map(|c| c.split_once(':').unwrap_or((c, ""))) {
+        Some((u, p)) => (
+            Some(u.to_string()),
+            Some(p.to_string()).filter(|p| !p.is_empty()),
+        ),
+        None => (None, None),
+    };
+    let (host, port) = match hostport.rsplit_once(':') {
+        Some((h, p)) if !h.ends_with(']') || hostport.starts_with('[') => {
+            (h, p.parse().map_err(|_| err("the port is not a number"))?)
+        }
+        _ => (hostport, 1883),
+    };
+    let host = host.trim_matches(['[', ']']);
+    if host.is_empty() {
+        return Err(err("no host"));
+    }
+    Ok(BrokerAddr {
+        host: host.to_string(),
+        port,
+        username,
+        password,
+    })
+}
+
+/// A message from the broker; acknowledge it with [`EventBus::ack`] once handled.
+#[derive(Debug, Clone)]
+pub struct Inbound {
+    pub topic: String,
+    pub payload: Bytes,
+    publish: Publish,
+}
+
+#[derive(Clone)]
+pub struct EventBus {
+    client: AsyncClient,
+    connected: watch::Receiver<bool>,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("MQTT publish to {topic}: {cause}")]
+pub struct PublishError {
+    pub topic: String,
+    pub cause: String,
+}
+
+/// Largest MQTT packet in either direction (twin values up to 64 KiB; router bodies 12 MiB).
+pub const MAX_PACKET: usize = 16 << 20;
+
+impl EventBus {
+    /// Connects as `client_id` and keeps `subscriptions` (QoS 1) across reconnections; inbound
+    /// messages go to `inbound`.
+    pub fn start(
+        addr: &BrokerAddr,
+        client_id: &str,
+        subscriptions: Vec<String>,
+        inbound: mpsc::Sender<Inbound>,
+    ) -> EventBus {
+        let mut opts = MqttOptions::new(client_id, addr.host.clone(), addr.port);
+        opts.set_keep_alive(Duration::from_secs(30))
+            .set_clean_session(true)
+            .set_manual_acks(true)
+            .set_max_packet_size(MAX_PACKET, MAX_PACKET)
+            .set_inflight(1000)
+            .set_request_channel_capacity(10_000);
+        if let Some(u) = &addr.username {
+            opts.set_credentials(u.clone(), addr.password.clone().unwrap_or_default());
+        }
+        let (client, eventloop) = AsyncClient::new(opts, 10_000);
+        let (conn_tx, connected) = watch::channel(false);
+        let display = addr.to_string();
+        tokio::spawn(run(
+            eventloop,
+            client.clone(),
+            subscriptions,
+            inbound,
+            conn_tx,
+            display,
+        ));
+        EventBus { client, connected }
+    }
+
+    /// Publishes at QoS 1 (queued while the broker is unreachable).
+    pub async fn publish(
+        &self,
+        topic: &str,
+        payload: impl Into<Vec<u8>>,
+        retain: bool,
+    ) -> Result<(), PublishError> {
+        self.client
+            .publish(topic, QoS::AtLeastOnce, retain, payload.into())
+            .await
+            .map_err(|e| PublishError {
+                topic: topic.to_string(),
+                cause: e.to_string(),
+            })
+    }
+
+    /// Acknowledges an inbound message (PUBACK for QoS 1).
+    pub async fn ack(&self, m: &Inbound) {
+        if let Err(e) = self.client.ack(&m.publish).await {
+            tracing::debug!(topic = %m.topic, error = %e, "MQTT ack not sent");
+        }
+    }
+
+    /// True while connected to the broker.
+    pub fn connected(&self) -> watch::Receiver<bool> {
+        self.connected.clone()
+    }
+}
+
+async fn run(
+    mut eventloop: rumqttc::EventLoop,
+    client: AsyncClient,
+    subscriptions: Vec<String>,
+    inbound: mpsc::Sender<Inbound>,
+    connected: watch::Sender<bool>,
+    addr: String,
+) {
+    let mut delay = Duration::from_millis(100);
+    loop {
+        match eventloop.poll().await {
+            Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                delay = Duration::from_millis(100);
+                tracing::info!(broker = %addr, "EventBus connected to the MQTT broker");
+                let filters = subscriptions
+                    .iter()
+                    .map(|f| rumqttc::SubscribeFilter::new(f.clone(), QoS::AtLeastOnce));
+                if !subscriptions.is_empty()
+                    && let Err(e) = client.subscribe_many(filters).await
+                {
+                    tracing::warn!(error = %e, "EventBus could not subscribe");
+                }
+                connected.send_replace(true);
+            }
+            Ok(Event::Incoming(Packet::Publish(p))) => {
+                let m = Inbound {
+                    topic: p.topic.clone(),
+                    payload: p.payload.clone(),
+                    publish: p,
+                };
+                if inbound.send(m).await.is_err() {
+                    return;
+                }
+            }
+            Ok(_) => {}
+            Err(e) => {
+                if connected.send_replace(false) {
+                    tracing::warn!(broker = %addr, error = %e, "EventBus lost the MQTT broker; reconnecting");
+                } else {
+                    tracing::debug!(broker = %addr, error = %e, "MQTT broker unreachable");
+                }
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn broker_urls_parse_and_passwords_never_print() {
+        let a = parse_url("mqtt://127.0.0.1:18830").expect("url");
+        assert_eq!(
+            (a.host.as_str(), a.port, a.username.clone()),
+            ("127.0.0.1", 18830, None)
+        );
+        let a = parse_url("mqtt://edge:s3cret@broker.local").expect("url");
+        assert_eq!(a.port, 1883);
+        assert_eq!(a.username.as_deref(), Some("edge"));
+        assert_eq!(a.password.as_deref(), Some("s3cret"));
+        assert!(!a.to_string().contains("s3cret"));
+        assert_eq!(parse_url("tcp://[::1]:1884").expect("v6").host, "::1");
+        for bad in ["http://x", "mqtt://", "mqtt://h:port", "mqtts://h:8883"] {
+            assert!(parse_url(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,410 @@
+//! The seed's device walkthrough with real binaries: `kedge cloud`, `kedge edge` (embedded
+//! broker, or a real mosquitto), kubectl, mosquitto_pub and mosquitto_sub.
+
+mod common;
+#[path = "common/mqtt.rs"]
+mod mqtt;
+
+use std::time::{Duration, Instant};
+
+use common::{EdgeProc, Kedge};
+use mqtt::{Sub, ask, publish};
+use serde_json::Value;
+
+const NODE: &str = "kube-edge-1";
+const DEVICE: &str = "$hw/events/device/default/counter";
+
+fn example(name: &str) -> String {
+    common::examples().join(name).display().to_string()
+}
+
+/// A cloud with the seed's model and device, and its edge.
+fn seed(extra: &[&str]) -> (tempfile::TempDir, Kedge, tempfile::TempDir, EdgeProc) {
+    let dir = tempfile::tempdir().expect("dir");
+    let cloud = Kedge::cloud(dir.path());
+    cloud.ok(&[
+        "apply",
+        "-f",
+        &example("devicemodel-counter.yaml"),
+        "-f",
+        &example("device-counter.yaml"),
+    ]);
+    let edge_dir = tempfile::tempdir().expect("edge dir");
+    let edge = EdgeProc::start_with(&cloud, edge_dir.path(), NODE, &cloud.token(), extra);
+    (dir, cloud, edge_dir, edge)
+}
+
+fn expected(v: &Value, prop: &str) -> Option<String> {
+    v.pointer(&format!("/twin/{prop}/expected/value"))
+        .and_then(Value::as_str)
+        .map(String::from)
+}
+
+/// `twin/get` until the edge answers with the device's twins.
+fn twin_get(port: u16, want: impl Fn(&Value) -> bool) -> Value {
+    let mut sub = Sub::start(port, &format!("{DEVICE}/twin/get/result"));
+    ask(
+        port,
+        &mut sub,
+        &format!("{DEVICE}/twin/get"),
+        r#"{"event_id":"g"}"#,
+        Duration::from_secs(30),
+        want,
+    )
+}
+
+fn reported(cloud: &Kedge) -> String {
+    cloud.ok(&[
+        "get",
+        "device",
+        "counter",
+        "-o",
+        "jsonpath={.status.twins[0].reported.value}",
+    ])
+}
+
+fn desired(cloud: &Kedge) -> String {
+    cloud.ok(&[
+        "get",
+        "device",
+        "counter",
+        "-o",
+        "jsonpath={.status.twins[0].desired.value}",
+    ])
+}
+
+fn set_desired(cloud: &Kedge, value: &str) {
+    let patch =
+        format!(r#"[{{"op":"replace","path":"/status/twins/0/desired/value","value":"{value}"}}]"#);
+    cloud.ok(&["patch", "device", "counter", "--type=json", "-p", &patch]);
+}
+
+/// Polls kubectl until `f` holds, for up to `within`; returns how long it took.
+fn until(within: Duration, what: &str, mut f: impl FnMut() -> bool) -> Duration {
+    let started = Instant::now();
+    while !f() {
+        assert!(
+            started.elapsed() < within,
+            "{what} did not happen within {within:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    started.elapsed()
+}
+
+/// The seed's flow: desired from the cloud reaches the device, the device's report reaches kubectl.
+fn desired_down_reported_up(cloud: &Kedge, port: u16) {
+    let got = twin_get(port, |v| expected(v, "status").is_some());
+    assert_eq!(expected(&got, "status").as_deref(), Some("OFF"), "{got}");
+
+    let mut delta = Sub::start(port, &format!("{DEVICE}/twin/update/delta"));
+    set_desired(cloud, "ON");
+    let t = Instant::now();
+    let (_, d) = delta
+        .next_json(Duration::from_secs(10), |_, v| {
+            v.pointer("/delta/status") == Some(&Value::from("ON"))
+        })
+        .expect("a delta with ON");
+    assert!(
+        t.elapsed() < Duration::from_secs(1),
+        "delta after {:?}",
+        t.elapsed()
+    );
+    assert_eq!(expected(&d, "status").as_deref(), Some("ON"));
+
+    publish(
+        port,
+        &format!("{DEVICE}/twin/update"),
+        r#"{"event_id":"1","timestamp":0,"twin":{"status":{"actual":{"value":"5"}}}}"#,
+    );
+    let took = until(Duration::from_secs(10), "reported 5 in kubectl", || {
+        reported(cloud) == "5"
+    });
+    assert!(took < Duration::from_secs(1), "reported after {took:?}");
+    assert_eq!(desired(cloud), "ON", "desired unchanged by the report");
+}
+
+#[test]
+fn the_seed_counter_with_the_embedded_broker() {
+    let (_d, cloud, _e, edge) = seed(&[]);
+    desired_down_reported_up(&cloud, edge.mqtt_port);
+}
+
+#[test]
+fn the_seed_counter_with_a_real_mosquitto_broker() {
+    let broker = mqtt::Mosquitto::start();
+    let url = format!("mqtt://127.0.0.1:{}", broker.port);
+    let (_d, cloud, _e, _edge) = seed(&["--mqtt-url", &url]);
+    desired_down_reported_up(&cloud, broker.port);
+}
+
+#[test]
+fn every_message_is_answered_and_the_edge_keeps_running() {
+    let (_d, cloud, _e, mut edge) = seed(&[]);
+    let port = edge.mqtt_port;
+    twin_get(port, |v| expected(v, "status").is_some());
+    let mut results = Sub::start(port, "$hw/events/#");
+    let update = format!("{DEVICE}/twin/update");
+    let result_of = |sub: &mut Sub, event: &str| {
+        sub.next_json(Duration::from_secs(10), |t, v| {
+            t.ends_with("/result") && v["event_id"] == event
+        })
+        .unwrap_or_else(|| panic!("no result for event {event}"))
+        .1
+    };
+
+    // A value with spaces is a fine string.
+    publish(
+        port,
+        &update,
+        r#"{"event_id":"sp","twin":{"status":{"actual":{"value":"a value with spaces"}}}}"#,
+    );
+    let r = result_of(&mut results, "sp");
+    assert_eq!(
+        r.pointer("/twin/status/actual/value"),
+        Some(&Value::from("a value with spaces")),
+        "{r}"
+    );
+    until(
+        Duration::from_secs(10),
+        "the spaced value in kubectl",
+        || reported(&cloud) == "a value with spaces",
+    );
+
+    // Malformed JSON, a property the model lacks, an unknown device: each answered with a code.
+    publish(port, &update, r#"{"event_id":"bad","twin":"#);
+    assert_eq!(result_of(&mut results, "bad")["code"], 400);
+    publish(
+        port,
+        &update,
+        r#"{"event_id":"np","twin":{"volume":{"actual":{"value":"3"}}}}"#,
+    );
+    let r = result_of(&mut results, "np");
+    assert_eq!(r["code"], 400);
+    assert!(
+        r["reason"].as_str().unwrap_or_default().contains("volume"),
+        "{r}"
+    );
+    publish(
+        port,
+        "$hw/events/device/default/nosuch/twin/update",
+        r#"{"event_id":"nf","twin":{}}"#,
+    );
+    assert_eq!(result_of(&mut results, "nf")["code"], 404);
+
+    // A wrong type: a model with an int property.
+    cloud.with_stdin(&["apply", "-f", "-"], THERMO);
+    let thermo = "$hw/events/device/default/thermo";
+    let mut tget = Sub::start(port, &format!("{thermo}/twin/get/result"));
+    ask(
+        port,
+        &mut tget,
+        &format!("{thermo}/twin/get"),
+        r#"{"event_id":"t"}"#,
+        Duration::from_secs(30),
+        |v| v.get("twin").is_some(),
+    );
+    publish(
+        port,
+        &format!("{thermo}/twin/update"),
+        r#"{"event_id":"ty","twin":{"temperature":{"actual":{"value":"warm"}}}}"#,
+    );
+    let r = result_of(&mut results, "ty");
+    assert_eq!(r["code"], 400);
+    assert!(
+        r["reason"].as_str().unwrap_or_default().contains("int"),
+        "{r}"
+    );
+
+    // Membership and state.
+    publish(
+        port,
+        &format!("$hw/events/node/{NODE}/membership/get"),
+        r#"{"event_id":"m"}"#,
+    );
+    let r = result_of(&mut results, "m");
+    let ids: Vec<&str> = r["devices"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|d| d["id"].as_str())
+        .collect();
+    assert_eq!(ids, ["default/counter", "default/thermo"]);
+    publish(
+        port,
+        &format!("{DEVICE}/state/update"),
+        r#"{"event_id":"st","state":"online"}"#,
+    );
+    assert_eq!(
+        result_of(&mut results, "st").pointer("/device/state"),
+        Some(&Value::from("online"))
+    );
+    until(Duration::from_secs(10), "state online in kubectl", || {
+        cloud.ok(&["get", "device", "counter", "-o", "jsonpath={.status.state}"]) == "online"
+    });
+    publish(
+        port,
+        &format!("{DEVICE}/state/update"),
+        r#"{"event_id":"st2","state":"dancing"}"#,
+    );
+    assert_eq!(result_of(&mut results, "st2")["code"], 400);
+    assert!(edge.alive(), "the edge survived every bad message");
+}
+
+const THERMO: &str = r#"
+apiVersion: devices.kubeedge.io/v1alpha2
+kind: DeviceModel
+metadata: {name: thermo-model, namespace: default}
+spec:
+  properties:
+  - name: temperature
+    type: {int: {accessMode: ReadOnly}}
+---
+apiVersion: devices.kubeedge.io/v1alpha2
+kind: Device
+metadata: {name: thermo, namespace: default}
+spec:
+  deviceModelRef: {name: thermo-model}
+  nodeSelector:
+    nodeSelectorTerms:
+    - matchExpressions:
+      - {key: kubernetes.io/hostname, operator: In, values: [kube-edge-1]}
+"#;
+
+#[test]
+fn desired_values_survive_edge_restarts_and_cloud_outages() {
+    let (dir, mut cloud, edge_dir, mut edge) = seed(&[]);
+    twin_get(edge.mqtt_port, |v| {
+        expected(v, "status").as_deref() == Some("OFF")
+    });
+    // Changed while the edge is down: it arrives when the edge starts.
+    edge.kill9();
+    set_desired(&cloud, "ON");
+    let token = cloud.token();
+    let edge = EdgeProc::start(&cloud, edge_dir.path(), NODE, &token);
+    let mut delta = Sub::start(edge.mqtt_port, &format!("{DEVICE}/twin/update/delta"));
+    delta
+        .next_json(Duration::from_secs(30), |_, v| {
+            v.pointer("/delta/status") == Some(&Value::from("ON"))
+        })
+        .expect("the delta reaches a device subscribing after the edge restarted");
+    drop(delta);
+    // Cloud down, edge restarted: its store answers, and the retained delta is back.
+    cloud.kill9();
+    drop(edge);
+    let edge = EdgeProc::start(&cloud, edge_dir.path(), NODE, &token);
+    let got = twin_get(edge.mqtt_port, |v| expected(v, "status").is_some());
+    assert_eq!(expected(&got, "status").as_deref(), Some("ON"));
+    let mut delta = Sub::start(edge.mqtt_port, &format!("{DEVICE}/twin/update/delta"));
+    assert!(
+        delta
+            .next_json(Duration::from_secs(10), |_, v| v
+                .pointer("/delta/status")
+                .is_some())
+            .is_some(),
+        "a reconnecting device gets its delta without the cloud"
+    );
+    drop(dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_devices_with_ten_twins_each_all_reach_the_edge() {
+    use futures::{StreamExt, TryStreamExt, stream};
+    use kube::api::{Api, DynamicObject, PostParams};
+    use kube::core::GroupVersionKind;
+    use kube::discovery::ApiResource;
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let dir = tempfile::tempdir().expect("dir");
+    let cloud = Kedge::cloud(dir.path());
+    let client = cloud.client().await;
+    let ar = |kind: &str, plural: &str| {
+        ApiResource::from_gvk_with_plural(
+            &GroupVersionKind::gvk("devices.kubeedge.io", "v1alpha2", kind),
+            plural,
+        )
+    };
+    let props: Vec<Value> = (0..10)
+        .map(|p| serde_json::json!({"name": format!("p{p}"), "type": {"string": {"accessMode": "ReadWrite"}}}))
+        .collect();
+    let model: DynamicObject = serde_json::from_value(serde_json::json!({
+        "apiVersion": "devices.kubeedge.io/v1alpha2", "kind": "DeviceModel",
+        "metadata": {"name": "m", "namespace": "default"}, "spec": {"properties": props}}))
+    .expect("model");
+    let models: Api<DynamicObject> = Api::namespaced_with(
+        client.clone(),
+        "default",
+        &ar("DeviceModel", "devicemodels"),
+    );
+    models
+        .create(&PostParams::default(), &model)
+        .await
+        .expect("model");
+    let devices: Api<DynamicObject> =
+        Api::namespaced_with(client.clone(), "default", &ar("Device", "devices"));
+    stream::iter(0..1000)
+        .map(|i| {
+            let devices = devices.clone();
+            async move {
+                let twins: Vec<Value> = (0..10)
+                    .map(|p| serde_json::json!({"propertyName": format!("p{p}"),
+                        "desired": {"value": format!("d{i}-{p}"), "metadata": {"type": "string"}}}))
+                    .collect();
+                let d: DynamicObject = serde_json::from_value(serde_json::json!({
+                    "apiVersion": "devices.kubeedge.io/v1alpha2", "kind": "Device",
+                    "metadata": {"name": format!("d{i:04}"), "namespace": "default"},
+                    "spec": {"deviceModelRef": {"name": "m"}, "nodeSelector": {"nodeSelectorTerms": [{"matchExpressions": [
+                        {"key": "kubernetes.io/hostname", "operator": "In", "values": [NODE]}]}]}},
+                    "status": {"twins": twins}}))
+                .expect("device");
+                devices.create(&PostParams::default(), &d).await.map(|_| ())
+            }
+        })
+        .buffer_unordered(16)
+        .try_collect::<Vec<()>>()
+        .await
+        .expect("1,000 devices created");
+    let edge_dir = tempfile::tempdir().expect("edge dir");
+    let token = cloud.token();
+    // Blocking calls (processes, mosquitto clients) are fine here: two worker threads.
+    let edge = EdgeProc::start(&cloud, edge_dir.path(), NODE, &token);
+    let port = edge.mqtt_port;
+    let all = tokio::task::spawn_blocking(move || {
+        let mut sub = Sub::start(
+            port,
+            &format!("$hw/events/node/{NODE}/membership/get/result"),
+        );
+        let complete = |v: &Value| {
+            let devices = v["devices"]
+                .as_array()
+                .map(Vec::as_slice)
+                .unwrap_or_default();
+            devices.len() == 1000
+                && devices.iter().all(|d| {
+                    let twins = d["twin"].as_object();
+                    twins.is_some_and(|t| {
+                        t.len() == 10 && t.values().all(|t| t.pointer("/expected/value").is_some())
+                    })
+                })
+        };
+        ask(
+            port,
+            &mut sub,
+            &format!("$hw/events/node/{NODE}/membership/get"),
+            r#"{"event_id":"all"}"#,
+            Duration::from_secs(120),
+            complete,
+        )
+    })
+    .await
+    .expect("membership");
+    let sample = all["devices"]
+        .as_array()
+        .and_then(|d| d.iter().find(|d| d["id"] == "default/d0999"))
+        .cloned()
+        .expect("d0999");
+    assert_eq!(
+        sample.pointer("/twin/p9/expected/value"),
+        Some(&Value::from("d999-9"))
+    );
+    drop(edge);
+}
