@@ -41,10 +41,29 @@ pub struct Args {
     json: bool,
 }
 
-struct Server {
-    child: Child,
+pub struct Server {
+    pub child: Child,
     _dir: tempfile::TempDir,
-    kubeconfig: PathBuf,
+    pub kubeconfig: PathBuf,
+    /// What `kedge up` printed: `Kubernetes API`, `MQTT broker`, `metrics`, …
+    pub endpoints: HashMap<String, String>,
+}
+
+impl Server {
+    /// The port of an endpoint `kedge up` printed.
+    pub fn port(&self, name: &str) -> anyhow::Result<u16> {
+        self.endpoints
+            .get(name)
+            .and_then(|v| v.rsplit(':').next())
+            .and_then(|p| p.trim_end_matches("/metrics").parse().ok())
+            .with_context(|| format!("kedge up printed no {name} port"))
+    }
+
+    pub async fn client(&self) -> anyhow::Result<kube::Client> {
+        let kc = kube::config::Kubeconfig::read_from(&self.kubeconfig)?;
+        let cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default()).await?;
+        Ok(kube::Client::try_from(cfg)?)
+    }
 }
 
 impl Drop for Server {
@@ -54,14 +73,24 @@ impl Drop for Server {
     }
 }
 
-fn start_server(kedge: Option<PathBuf>) -> anyhow::Result<Server> {
+/// Starts `kedge up` on free ports in a scratch directory and waits for its endpoints.
+pub fn start_server(kedge: Option<PathBuf>) -> anyhow::Result<Server> {
     let kedge = match kedge {
         Some(k) => k,
         None => std::env::current_exe()?.with_file_name("kedge"),
     };
     let dir = tempfile::tempdir()?;
     let mut child = Command::new(&kedge)
-        .args(["up", "--api-port", "0", "--data-dir"])
+        .args([
+            "up",
+            "--api-port",
+            "0",
+            "--hub-port",
+            "0",
+            "--https-port",
+            "0",
+        ])
+        .args(["--mqtt-port", "0", "--metrics-port", "0", "--data-dir"])
         .arg(dir.path())
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())
@@ -69,11 +98,18 @@ fn start_server(kedge: Option<PathBuf>) -> anyhow::Result<Server> {
         .with_context(|| format!("starting {}", kedge.display()))?;
     let stdout = child.stdout.take().context("stdout")?;
     let mut lines = BufReader::new(stdout).lines();
+    let mut endpoints = HashMap::new();
     loop {
         match lines.next() {
-            Some(Ok(l)) if l.contains("Kubernetes API:") => break,
-            Some(Ok(_)) => {}
-            _ => bail!("kedge exited before serving its API"),
+            Some(Ok(l)) => {
+                if let Some((k, v)) = l.trim().split_once(':') {
+                    endpoints.insert(k.trim().to_string(), v.trim().to_string());
+                }
+                if l.trim().starts_with("metrics:") {
+                    break;
+                }
+            }
+            _ => bail!("kedge exited before printing its endpoints"),
         }
     }
     std::thread::spawn(move || lines.for_each(drop));
@@ -82,10 +118,12 @@ fn start_server(kedge: Option<PathBuf>) -> anyhow::Result<Server> {
         child,
         _dir: dir,
         kubeconfig,
+        endpoints,
     })
 }
 
-fn rss_kib(pid: u32) -> (u64, u64) {
+/// (current, peak) resident memory of a process, in KiB.
+pub fn rss_kib(pid: u32) -> (u64, u64) {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     let field = |name: &str| {
         status
@@ -98,7 +136,7 @@ fn rss_kib(pid: u32) -> (u64, u64) {
     (field("VmRSS:"), field("VmHWM:"))
 }
 
-fn progress(what: &str, done: usize, total: usize) {
+pub fn progress(what: &str, done: usize, total: usize) {
     eprint!("\r{what}: {done}/{total}   ");
     let _ = std::io::stderr().flush();
 }
@@ -119,9 +157,7 @@ fn device(i: usize) -> anyhow::Result<DynamicObject> {
 pub async fn run(a: Args) -> anyhow::Result<()> {
     let server = start_server(a.kedge.clone())?;
     let pid = server.child.id();
-    let kc = kube::config::Kubeconfig::read_from(&server.kubeconfig)?;
-    let cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default()).await?;
-    let client = kube::Client::try_from(cfg)?;
+    let client = server.client().await?;
     let ar = ApiResource::from_gvk_with_plural(
         &GroupVersionKind::gvk("devices.kubeedge.io", "v1alpha2", "Device"),
         "devices",
@@ -257,24 +293,30 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
         "rss_end_mib": rss_end as f64 / 1024.0,
         "rss_peak_mib": hwm as f64 / 1024.0,
     });
-    if a.json {
-        println!("{}", serde_json::to_string_pretty(&summary)?);
-    } else {
-        println!("{:<28} {:>12}", "metric", "value");
-        if let Some(m) = summary.as_object() {
-            for (k, v) in m {
-                let v = v
-                    .as_f64()
-                    .map_or_else(|| v.to_string(), |f| format!("{f:.2}"));
-                println!("{k:<28} {v:>12}");
-            }
-        }
-    }
+    print_summary(&summary, a.json)?;
     if complete != a.watchers {
         bail!(
             "only {complete} of {} watchers saw every change",
             a.watchers
         );
+    }
+    Ok(())
+}
+
+/// The summary as a table, or as JSON.
+pub fn print_summary(summary: &serde_json::Value, json: bool) -> anyhow::Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(summary)?);
+        return Ok(());
+    }
+    println!("{:<32} {:>12}", "metric", "value");
+    if let Some(m) = summary.as_object() {
+        for (k, v) in m {
+            let v = v
+                .as_f64()
+                .map_or_else(|| v.to_string(), |f| format!("{f:.2}"));
+            println!("{k:<32} {v:>12}");
+        }
     }
     Ok(())
 }

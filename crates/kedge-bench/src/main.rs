@@ -2,10 +2,12 @@
 //!
 //! `kedge-bench api` starts `kedge up` in a scratch directory and measures the embedded
 //! Kubernetes API with kube-rs: creates/s, list latency with many Devices, watch fan-out
-//! latency, and the server's memory.
+//! latency, and the server's memory. `kedge-bench twins` drives device twins through it end to
+//! end with a real MQTT client.
 
 mod api;
 mod stats;
+mod twins;
 
 use clap::{Parser, Subcommand};
 
@@ -20,6 +22,8 @@ struct Cli {
 enum Command {
     /// The embedded Kubernetes API: creates, lists, watch fan-out, memory.
     Api(api::Args),
+    /// Device twins end to end: desired → MQTT delta, MQTT report → Device status, throughput.
+    Twins(twins::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -30,5 +34,6 @@ fn main() -> anyhow::Result<()> {
         .build()?;
     match cli.command {
         Command::Api(a) => rt.block_on(api::run(a)),
+        Command::Twins(a) => rt.block_on(twins::run(a)),
     }
 }

@@ -7,8 +7,11 @@
 //! device topic), and rmqtt brings ~240 crates to an edge that must stay small (see
 //! `docs/architecture.md`). The packet codec is rumqttc's, which the edge's client uses anyway.
 //!
-//! A subscriber that cannot keep up has a bounded queue (`client_queue`); what does not fit is
-//! dropped for that subscriber, logged and counted, so one stuck device cannot stall the others.
+//! A subscriber that cannot keep up has a bounded queue (`client_queue`). A QoS 1 message that
+//! does not fit waits (up to `full_wait`) for room, and the publisher's session reads nothing
+//! more meanwhile, so a burst slows its publisher instead of losing data; past that wait, and at
+//! once for QoS 0, the message is dropped for that subscriber, logged and counted, so one stuck
+//! client cannot stall the others for long.
 
 mod router;
 mod session;
@@ -36,6 +39,8 @@ pub struct BrokerConfig {
     pub client_queue: usize,
     /// How long a new connection has to send CONNECT.
     pub connect_timeout: Duration,
+    /// How long a QoS 1 message waits for room in a full subscriber queue before it is dropped.
+    pub full_wait: Duration,
 }
 
 impl Default for BrokerConfig {
@@ -45,6 +50,7 @@ impl Default for BrokerConfig {
             max_packet: 16 << 20,
             client_queue: 10_000,
             connect_timeout: Duration::from_secs(10),
+            full_wait: Duration::from_secs(5),
         }
     }
 }
@@ -123,7 +129,7 @@ impl Shared {
     }
 
     /// Routes a publish to its subscribers (and keeps it if retained).
-    pub fn publish(&self, topic: &str, payload: Bytes, qos: u8, retain: bool) {
+    pub async fn publish(&self, topic: &str, payload: Bytes, qos: u8, retain: bool) {
         self.stats.received.fetch_add(1, Ordering::Relaxed);
         let targets = {
             let mut router = self.router();
@@ -135,32 +141,49 @@ impl Shared {
         if targets.is_empty() {
             return;
         }
-        let clients = lock(&self.clients);
-        for (key, sub_qos) in targets {
-            let Some(c) = clients.get(&key) else { continue };
+        let senders: Vec<(ClientKey, u8, mpsc::Sender<Outgoing>)> = {
+            let clients = lock(&self.clients);
+            targets
+                .into_iter()
+                .filter_map(|(key, q)| clients.get(&key).map(|c| (key, q, c.tx.clone())))
+                .collect()
+        };
+        for (key, sub_qos, tx) in senders {
             let out = Outgoing {
                 topic: topic.to_string(),
                 payload: payload.clone(),
                 qos: qos.min(sub_qos).min(1),
                 retain: false,
             };
-            self.deliver(key, &c.tx, out);
+            self.deliver(key, &tx, out).await;
         }
     }
 
-    /// Queues `out` for one client; drops it (counted) when the client's queue is full.
-    pub fn deliver(&self, key: ClientKey, tx: &mpsc::Sender<Outgoing>, out: Outgoing) {
-        match tx.try_send(out) {
+    /// Queues `out` for one client: a QoS 1 message waits up to `full_wait` for room; what
+    /// cannot be queued is dropped for that client and counted.
+    pub async fn deliver(&self, key: ClientKey, tx: &mpsc::Sender<Outgoing>, out: Outgoing) {
+        let out = match tx.try_send(out) {
             Ok(()) => {
                 self.stats.delivered.fetch_add(1, Ordering::Relaxed);
+                return;
             }
-            Err(mpsc::error::TrySendError::Full(out)) => {
-                let n = self.stats.dropped.fetch_add(1, Ordering::Relaxed);
-                if n.is_power_of_two() {
-                    tracing::warn!(client = key, topic = %out.topic, dropped = n + 1, "MQTT subscriber too slow; messages dropped for it");
+            Err(mpsc::error::TrySendError::Closed(_)) => return,
+            Err(mpsc::error::TrySendError::Full(out)) => out,
+        };
+        let topic = out.topic.clone();
+        if out.qos > 0 {
+            match tx.send_timeout(out, self.cfg.full_wait).await {
+                Ok(()) => {
+                    self.stats.delivered.fetch_add(1, Ordering::Relaxed);
+                    return;
                 }
+                Err(mpsc::error::SendTimeoutError::Closed(_)) => return,
+                Err(mpsc::error::SendTimeoutError::Timeout(_)) => {}
             }
-            Err(mpsc::error::TrySendError::Closed(_)) => {}
+        }
+        let n = self.stats.dropped.fetch_add(1, Ordering::Relaxed);
+        if n.is_power_of_two() {
+            tracing::warn!(client = key, %topic, dropped = n + 1, "MQTT subscriber too slow; messages dropped for it");
         }
     }
 }

@@ -156,7 +156,7 @@ pub(crate) async fn run(
     }
     shared.unregister(&client_id, key);
     if !graceful && let Some(will) = connect.last_will {
-        publish_will(&shared, will);
+        publish_will(&shared, will).await;
     }
 }
 
@@ -203,9 +203,11 @@ fn refusal(c: &Connect) -> Option<ConnectReturnCode> {
     None
 }
 
-fn publish_will(shared: &Shared, will: LastWill) {
+async fn publish_will(shared: &Shared, will: LastWill) {
     if topic::valid_name(&will.topic) {
-        shared.publish(&will.topic, will.message, qos_of(will.qos), will.retain);
+        shared
+            .publish(&will.topic, will.message, qos_of(will.qos), will.retain)
+            .await;
     }
 }
 
@@ -230,6 +232,11 @@ struct Session {
 
 /// Most messages written in one batch.
 const BATCH: usize = 256;
+
+/// QoS 1 messages sent to one client and not yet acknowledged; beyond this the broker waits for
+/// PUBACKs (flow control: a client that acknowledges only after handling a message cannot be
+/// flooded faster than it handles them).
+const MAX_INFLIGHT: usize = 1000;
 
 impl Session {
     async fn send(&mut self, packets: &[Packet]) -> Result<(), SessionError> {
@@ -258,7 +265,7 @@ impl Session {
                         return Ok(());
                     }
                 }
-                n = rx.recv_many(&mut batch, BATCH) => {
+                n = rx.recv_many(&mut batch, BATCH.min(MAX_INFLIGHT - self.inflight.len())), if self.inflight.len() < MAX_INFLIGHT => {
                     if n == 0 {
                         return Err(SessionError::Closed);
                     }
@@ -320,7 +327,7 @@ impl Session {
             )));
         }
         let q = qos_of(p.qos);
-        self.shared.publish(&p.topic, p.payload, q, p.retain);
+        self.shared.publish(&p.topic, p.payload, q, p.retain).await;
         match q {
             1 => self.send(&[Packet::PubAck(PubAck::new(p.pkid))]).await,
             2 => self.send(&[Packet::PubRec(PubRec::new(p.pkid))]).await,
@@ -357,7 +364,7 @@ impl Session {
                 qos: r.qos.min(granted),
                 retain: true,
             };
-            self.shared.deliver(self.key, &self.tx, out);
+            self.shared.deliver(self.key, &self.tx, out).await;
         }
         Ok(())
     }

@@ -3,6 +3,7 @@
 //! `devicetwin`, `eventbus` and `servicebus` follow.
 
 pub mod config;
+pub mod db;
 pub mod devicetwin;
 pub mod edged;
 pub mod edgehub;
@@ -123,6 +124,11 @@ pub enum EdgeError {
     Broker(#[from] kedge_broker::BindError),
     #[error("{0}")]
     DeviceTwin(#[from] devicetwin::DeviceTwinError),
+    #[error("edge database {path}: {cause}")]
+    Db {
+        path: PathBuf,
+        cause: rusqlite::Error,
+    },
     #[error("{path}: {cause}")]
     Io {
         path: PathBuf,
@@ -160,12 +166,19 @@ pub async fn start(cfg: EdgeConfig) -> Result<Edge, EdgeError> {
         path: cfg.data_dir.clone(),
         cause,
     })?;
-    let meta = std::sync::Arc::new(metamanager::MetaStore::open(&cfg.data_dir.join("edge.db"))?);
-    let db = cfg.data_dir.join("edge.db");
-    let outbox = Arc::new(Outbox::open(&db, edgehub::outbox::DEFAULT_MAX_BYTES)?);
+    let path = cfg.data_dir.join("edge.db");
+    let db = db::open(&path).map_err(|e| EdgeError::Db {
+        path: path.clone(),
+        cause: e,
+    })?;
+    let meta = Arc::new(metamanager::MetaStore::open_in(db.clone())?);
+    let outbox = Arc::new(Outbox::open_in(
+        db.clone(),
+        edgehub::outbox::DEFAULT_MAX_BYTES,
+    )?);
     let hub = client::spawn(hcfg, id.clone(), down_tx)?;
     let (broker, mqtt) = start_broker(&cfg.mqtt).await?;
-    let (in_tx, in_rx) = mpsc::channel(10_000);
+    let (in_tx, in_rx) = mpsc::unbounded_channel();
     let subscriptions = kedge_core::twin::topic::SUBSCRIPTIONS
         .map(String::from)
         .to_vec();
@@ -176,7 +189,7 @@ pub async fn start(cfg: EdgeConfig) -> Result<Edge, EdgeError> {
         in_tx,
     );
     let devicetwin =
-        devicetwin::DeviceTwin::open(&cfg.node, &db, meta.clone(), bus.clone(), outbox.clone())?;
+        devicetwin::DeviceTwin::open(&cfg.node, db, meta.clone(), bus.clone(), outbox.clone())?;
     tokio::spawn(run_devicetwin(devicetwin.clone(), bus.clone(), in_rx));
     tokio::spawn(keep_certificate(cfg.clone(), hub.clone(), id));
     tokio::spawn(report_node(cfg, hub.clone(), outbox.clone()));
@@ -231,7 +244,7 @@ async fn start_broker(
 async fn run_devicetwin(
     dt: Arc<devicetwin::DeviceTwin>,
     bus: eventbus::EventBus,
-    mut inbound: mpsc::Receiver<eventbus::Inbound>,
+    mut inbound: mpsc::UnboundedReceiver<eventbus::Inbound>,
 ) {
     let mut connected = bus.connected();
     loop {

@@ -29,8 +29,32 @@ enum Command {
     Edge(EdgeArgs),
     /// Print a join token for an edge node: `<sha256 of the CA>.<JWT>`.
     Token(TokenArgs),
+    /// Demo devices that speak MQTT like real ones.
+    #[command(subcommand)]
+    Demo(Demo),
     /// Print the version.
     Version,
+}
+
+#[derive(Subcommand)]
+enum Demo {
+    /// The seed's counter: counts once a second while its desired `status` is ON.
+    Counter(CounterArgs),
+}
+
+#[derive(Args)]
+struct CounterArgs {
+    /// The edge's MQTT broker.
+    #[arg(
+        long,
+        default_value = "mqtt://127.0.0.1:1883",
+        env = "KEDGE_MQTT_URL",
+        hide_env_values = true
+    )]
+    mqtt_url: String,
+    /// The device, as `<namespace>/<name>`.
+    #[arg(long, default_value = "default/counter")]
+    device: String,
 }
 
 #[derive(Args, Clone)]
@@ -68,6 +92,9 @@ struct UpArgs {
     /// Port of /metrics and /healthz (plain HTTP on 127.0.0.1) for the cloud and the edge.
     #[arg(long, default_value_t = 9091)]
     metrics_port: u16,
+    /// Also create the seed's counter model and device, and run the counter on the edge.
+    #[arg(long)]
+    demo: bool,
 }
 
 #[derive(Args)]
@@ -175,6 +202,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Cloud(a) => cloud(a).await,
         Command::Token(a) => token(a),
         Command::Edge(a) => edge(a).await,
+        Command::Demo(Demo::Counter(a)) => crate::demo::counter(&a.mqtt_url, &a.device).await,
         Command::Version => {
             println!("kedge {}", env!("CARGO_PKG_VERSION"));
             Ok(())
@@ -238,7 +266,7 @@ async fn up(a: UpArgs) -> anyhow::Result<()> {
     let loopback = IpAddr::from([127, 0, 0, 1]);
     let cloud = kedge_cloud::start(
         cloud_config(&a.api.data_dir, loopback, &hub_args, Vec::new()),
-        client,
+        client.clone(),
     )
     .await
     .context("starting the cloud")?;
@@ -262,6 +290,9 @@ async fn up(a: UpArgs) -> anyhow::Result<()> {
         r
     });
     let metrics = serve_metrics(a.metrics_port, both).await?;
+    if a.demo {
+        start_demo(&client, &edge.mqtt.to_string(), &a.node_name).await?;
+    }
     let _ = a.router_port;
     let mut out = std::io::stdout().lock();
     writeln!(out, "kedge is up")?;
@@ -275,15 +306,78 @@ async fn up(a: UpArgs) -> anyhow::Result<()> {
     writeln!(out, "Next:")?;
     writeln!(out, "  export KUBECONFIG={}", api.kubeconfig.display())?;
     writeln!(out, "  kubectl get nodes")?;
-    writeln!(
-        out,
-        "  kubectl apply -f examples/devicemodel-counter.yaml -f examples/device-counter.yaml"
-    )?;
+    if a.demo {
+        writeln!(
+            out,
+            "  # the demo counter runs on the edge; switch it on and watch it count:"
+        )?;
+        writeln!(
+            out,
+            "  kubectl patch device counter --type=json -p '{DEMO_ON}'"
+        )?;
+        writeln!(
+            out,
+            "  kubectl get device counter -o jsonpath='{{.status.twins[0].reported.value}}'"
+        )?;
+    } else {
+        writeln!(
+            out,
+            "  kubectl apply -f examples/devicemodel-counter.yaml -f examples/device-counter.yaml"
+        )?;
+    }
     out.flush()?;
     drop(out);
     wait_for_signal().await;
     cloud.shutdown().await;
     api.shutdown().await;
+    Ok(())
+}
+
+/// The JSON patch that sets the counter's desired status to ON.
+const DEMO_ON: &str = r#"[{"op":"replace","path":"/status/twins/0/desired/value","value":"ON"}]"#;
+
+/// The seed's manifests, built in so `kedge up --demo` works from any directory.
+const DEMO_MANIFESTS: [&str; 2] = [
+    include_str!("../../../examples/devicemodel-counter.yaml"),
+    include_str!("../../../examples/device-counter.yaml"),
+];
+
+/// Creates the counter model and device (bound to `node`) unless they exist, and runs the counter.
+async fn start_demo(client: &kube::Client, broker: &str, node: &str) -> anyhow::Result<()> {
+    use kube::api::{Api, DynamicObject, PostParams};
+    use kube::core::GroupVersionKind;
+    use kube::discovery::ApiResource;
+    for text in DEMO_MANIFESTS {
+        let mut obj: serde_json::Value = serde_saphyr::from_str(text).context("demo manifest")?;
+        if let Some(values) =
+            obj.pointer_mut("/spec/nodeSelector/nodeSelectorTerms/0/matchExpressions/0/values")
+        {
+            *values = serde_json::json!([node]);
+        }
+        let obj: DynamicObject = serde_json::from_value(obj)?;
+        let kind = obj
+            .types
+            .as_ref()
+            .map(|t| t.kind.clone())
+            .unwrap_or_default();
+        let plural = format!("{}s", kind.to_lowercase());
+        let ar = ApiResource::from_gvk_with_plural(
+            &GroupVersionKind::gvk("devices.kubeedge.io", "v1alpha2", &kind),
+            &plural,
+        );
+        let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), "default", &ar);
+        match api.create(&PostParams::default(), &obj).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(s)) if s.code == 409 => {}
+            Err(e) => return Err(e).context(format!("creating the demo {kind}")),
+        }
+    }
+    let broker = broker.to_string();
+    tokio::spawn(async move {
+        if let Err(e) = crate::demo::counter(&broker, "default/counter").await {
+            tracing::error!(error = %e, "demo counter stopped");
+        }
+    });
     Ok(())
 }
 

@@ -1,6 +1,7 @@
 //! `kedge`: one binary, thin over the library crates.
 
 mod cli;
+mod demo;
 
 use clap::Parser;
 

@@ -408,3 +408,32 @@ async fn a_thousand_devices_with_ten_twins_each_all_reach_the_edge() {
     );
     drop(edge);
 }
+
+#[test]
+fn kedge_up_demo_counts_while_desired_is_on() {
+    let dir = tempfile::tempdir().expect("dir");
+    let up = Kedge::up_with(dir.path(), 0, &["--demo"]);
+    let count = || reported(&up).parse::<u64>().unwrap_or(0);
+    // Desired OFF: the counter waits (the seed's reported value is "0").
+    until(Duration::from_secs(30), "the demo device exists", || {
+        up.kubectl(&["get", "device", "counter"]).status.success()
+    });
+    set_desired(&up, "ON");
+    until(Duration::from_secs(20), "the counter to reach 2", || {
+        count() >= 2
+    });
+    set_desired(&up, "OFF");
+    // Once OFF has reached it, the count stays put (one report may still be in flight).
+    let stopped = until(Duration::from_secs(20), "the counter to stop", || {
+        let a = count();
+        let deadline = Instant::now() + Duration::from_millis(2500);
+        while Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(250));
+            if count() != a {
+                return false;
+            }
+        }
+        true
+    });
+    assert!(stopped < Duration::from_secs(20));
+}

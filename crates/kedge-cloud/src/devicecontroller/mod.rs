@@ -16,7 +16,6 @@ use kube::api::{Api, DynamicObject};
 use kube::core::GroupVersionKind;
 use kube::discovery::ApiResource;
 use kube::runtime::reflector::{self, Store};
-use serde_json::Value;
 
 use crate::cloudhub::downstream::{Downstream, SyncRecord};
 use crate::objects::{deletion, outgoing, watch};
@@ -203,9 +202,9 @@ impl DeviceController {
         }
     }
 
-    /// The Device `namespace/name`, if the controller has seen it.
-    pub fn device(&self, namespace: &str, name: &str) -> Option<Value> {
+    /// The Device `namespace/name` as the controller's watch last saw it.
+    pub fn cached(&self, namespace: &str, name: &str) -> Option<Arc<DynamicObject>> {
         let r = reflector::ObjectRef::new_with(name, device_resource()).within(namespace);
-        self.0.devices.get(&r).map(|d| d.data.clone())
+        self.0.devices.get(&r)
     }
 }

@@ -2,6 +2,7 @@
 //! the Device's resourceVersion and is retried on a conflict), and the device state. Only the
 //! node the Device is bound to may report it.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
 
 use kedge_core::twin::{self, TwinError, device};
@@ -101,9 +102,12 @@ fn state_of(content: &Value) -> Result<(String, String), TwinError> {
     }
 }
 
-/// Applies `content` reported by `node` about `r`.
+/// Applies `content` reported by `node` about `r`. `cached` is the Device as the controller's
+/// watch last saw it: tried first, which saves a read; a stale copy only costs a conflict,
+/// after which the Device is read afresh.
 pub async fn apply(
     client: &kube::Client,
+    cached: Option<Arc<DynamicObject>>,
     node: &str,
     r: DeviceReport<'_>,
     content: &Value,
@@ -111,11 +115,16 @@ pub async fn apply(
     let api: Api<DynamicObject> =
         Api::namespaced_with(client.clone(), r.namespace, &device_resource());
     let id = format!("{}/{}", r.namespace, r.name);
+    let mut cached = cached;
     for _ in 0..5 {
-        let d = api
-            .get_opt(r.name)
-            .await?
-            .ok_or_else(|| ReportError::Gone(id.clone()))?;
+        let d = match cached.take() {
+            Some(d) => d,
+            None => Arc::new(
+                api.get_opt(r.name)
+                    .await?
+                    .ok_or_else(|| ReportError::Gone(id.clone()))?,
+            ),
+        };
         if device::node_of(&d.data) != Some(node) {
             return Err(ReportError::NotBound {
                 device: id,

@@ -289,7 +289,8 @@ impl EdgeController {
                 }
                 .into());
             }
-            return Ok(report::apply(&self.client, node, r, &m.content).await?);
+            let cached = self.devices.cached(r.namespace, r.name);
+            return Ok(report::apply(&self.client, cached, node, r, &m.content).await?);
         }
         let r = ObjectRef::parse(&m.route.resource)?;
         match authz::authorize(node, &m.route.operation, &m.route.resource, &r)? {

@@ -11,7 +11,7 @@
 
 pub mod store;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
 use kedge_core::envelope::{Message, group, op};
@@ -48,6 +48,9 @@ pub struct DeviceTwin {
     store: TwinStore,
     meta: Arc<MetaStore>,
     devices: Mutex<HashMap<String, DeviceRecord>>,
+    /// The delta last published per device: a delta goes out when it changes, not on every
+    /// report that leaves it as it was (the retained copy keeps it for late subscribers).
+    published: Mutex<HashMap<String, BTreeMap<String, String>>>,
     bus: EventBus,
     outbox: Arc<Outbox>,
 }
@@ -65,12 +68,12 @@ fn now() -> i64 {
 impl DeviceTwin {
     pub fn open(
         node: &str,
-        db: &std::path::Path,
+        db: crate::db::Db,
         meta: Arc<MetaStore>,
         bus: EventBus,
         outbox: Arc<Outbox>,
     ) -> Result<Arc<DeviceTwin>, DeviceTwinError> {
-        let store = TwinStore::open(db)?;
+        let store = TwinStore::open_in(db)?;
         let devices = store
             .load()?
             .into_iter()
@@ -81,6 +84,7 @@ impl DeviceTwin {
             store,
             meta,
             devices: Mutex::new(devices),
+            published: Mutex::default(),
             bus,
             outbox,
         }))
@@ -106,9 +110,24 @@ impl DeviceTwin {
         }
     }
 
+    /// `d`'s delta, if it changed since last published.
+    fn changed_delta(&self, d: &DeviceRecord) -> Option<Out> {
+        let mut published = self.published.lock().unwrap_or_else(|p| p.into_inner());
+        delta_out(d, &mut published)
+    }
+
     /// Publishes the retained delta of every device out of sync (the broker may have restarted).
     pub async fn republish_deltas(&self) {
-        let outs: Vec<Out> = self.devices().values().filter_map(delta_out).collect();
+        let outs: Vec<Out> = {
+            // Lock order everywhere: devices, then published.
+            let devices = self.devices();
+            let mut published = self.published.lock().unwrap_or_else(|p| p.into_inner());
+            published.clear();
+            devices
+                .values()
+                .filter_map(|d| delta_out(d, &mut published))
+                .collect()
+        };
         self.publish(outs).await;
     }
 
@@ -172,7 +191,7 @@ impl DeviceTwin {
         }) {
             self.report(d, "twin/edge_updated", merge::edge_report(&d.twins, now()));
         }
-        Ok((changes, delta_out(d)))
+        Ok((changes, self.changed_delta(d)))
     }
 
     /// Queues a report for the cloud; a newer one of the same kind replaces it while unsent.
@@ -308,7 +327,7 @@ impl DeviceTwin {
                 topic::device(&id, "twin/update/document"),
                 merge::document(&changes, now()),
             ));
-            outs.extend(delta_out(&d));
+            outs.extend(self.changed_delta(&d));
         }
         devices.insert(id, d);
         outs
@@ -377,8 +396,17 @@ fn member(d: &DeviceRecord) -> Value {
         "last_online": d.last_online, "twin": twin})
 }
 
-/// The retained delta of `d`, when some expected value differs from the actual one.
-fn delta_out(d: &DeviceRecord) -> Option<Out> {
+/// The retained delta of `d`, when some expected value differs from the actual one and the
+/// differences are not the ones last published.
+fn delta_out(
+    d: &DeviceRecord,
+    published: &mut HashMap<String, BTreeMap<String, String>>,
+) -> Option<Out> {
+    let delta = merge::delta(&d.twins);
+    if published.get(&d.id) == Some(&delta) {
+        return None;
+    }
+    published.insert(d.id.clone(), delta);
     merge::delta_message(&d.twins, now()).map(|payload| Out {
         topic: topic::device(&d.id, "twin/update/delta"),
         payload,

@@ -2,7 +2,6 @@
 //! the edge database. A device and its twins are written in one transaction.
 
 use std::path::Path;
-use std::sync::Mutex;
 
 use kedge_core::twin::merge::Types;
 use kedge_core::twin::{Twin, TwinValue, TwinVersion, Twins, ValueMetadata};
@@ -49,7 +48,7 @@ CREATE TABLE IF NOT EXISTS device_twin (
 ";
 
 pub struct TwinStore {
-    db: Mutex<Connection>,
+    db: crate::db::Db,
 }
 
 fn json<T: serde::Serialize>(v: &T) -> String {
@@ -69,27 +68,33 @@ fn side(value: Option<String>, meta: &str) -> Option<TwinValue> {
 
 impl TwinStore {
     pub fn open(path: &Path) -> Result<TwinStore, StoreError> {
-        let db = Connection::open(path)?;
-        db.busy_timeout(std::time::Duration::from_secs(5))?;
-        db.execute_batch("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;")?;
-        db.execute_batch(SCHEMA)?;
-        Ok(TwinStore { db: Mutex::new(db) })
+        Self::open_in(crate::db::open(path)?)
+    }
+
+    /// The tables in the edge's shared database.
+    pub fn open_in(db: crate::db::Db) -> Result<TwinStore, StoreError> {
+        crate::db::lock(&db).execute_batch(SCHEMA)?;
+        Ok(TwinStore { db })
     }
 
     fn db(&self) -> std::sync::MutexGuard<'_, Connection> {
-        self.db.lock().unwrap_or_else(|p| p.into_inner())
+        crate::db::lock(&self.db)
     }
 
     /// Writes a device and replaces its twins, atomically.
     pub fn save(&self, d: &DeviceRecord) -> Result<(), StoreError> {
         let mut db = self.db();
         let tx = db.transaction()?;
-        tx.execute(
+        // Cached statements: this runs for every report, and parsing SQL each time costs more
+        // than the write.
+        tx.prepare_cached(
             "INSERT OR REPLACE INTO device (id, name, description, state, last_online, model, model_types, rv)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-            params![d.id, d.name, d.description, d.state, d.last_online, d.model, json(&d.types), d.rv],
+        )?
+        .execute(params![d.id, d.name, d.description, d.state, d.last_online, d.model, json(&d.types), d.rv],
         )?;
-        tx.execute("DELETE FROM device_twin WHERE deviceid = ?1", [&d.id])?;
+        tx.prepare_cached("DELETE FROM device_twin WHERE deviceid = ?1")?
+            .execute([&d.id])?;
         for (name, t) in &d.twins {
             let meta = |v: &Option<TwinValue>| {
                 json(
@@ -98,11 +103,12 @@ impl TwinStore {
                         .unwrap_or_default(),
                 )
             };
-            tx.execute(
+            tx.prepare_cached(
                 "INSERT INTO device_twin (deviceid, twin_name, expected, actual, expected_meta, actual_meta,
                    expected_version, actual_version, optional, attr_type)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-                params![
+            )?
+            .execute(params![
                     d.id,
                     name,
                     t.expected_value(),

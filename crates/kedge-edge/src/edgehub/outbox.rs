@@ -9,7 +9,7 @@ use std::sync::Mutex;
 
 use kedge_core::delivery::{Limits, NodeQueue, Outgoing};
 use kedge_core::envelope::Message;
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::{OptionalExtension, params};
 use tokio::sync::Notify;
 
 /// Default bound on what the outbox holds.
@@ -30,7 +30,7 @@ struct State {
 }
 
 pub struct Outbox {
-    db: Mutex<Connection>,
+    db: crate::db::Db,
     state: Mutex<State>,
     max_bytes: u64,
     refused: std::sync::atomic::AtomicU64,
@@ -49,11 +49,14 @@ fn limits() -> Limits {
 impl Outbox {
     /// Opens the outbox in the edge's database, loading what is still waiting.
     pub fn open(path: &Path, max_bytes: u64) -> Result<Outbox, OutboxError> {
-        let db = Connection::open(path)?;
-        db.busy_timeout(std::time::Duration::from_secs(5))?;
+        Self::open_in(crate::db::open(path)?, max_bytes)
+    }
+
+    /// The outbox in the edge's shared database.
+    pub fn open_in(shared: crate::db::Db, max_bytes: u64) -> Result<Outbox, OutboxError> {
+        let db = crate::db::lock(&shared);
         db.execute_batch(
-            "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;
-             CREATE TABLE IF NOT EXISTS outbox (key TEXT PRIMARY KEY, seq INTEGER NOT NULL, msg TEXT NOT NULL);",
+            "CREATE TABLE IF NOT EXISTS outbox (key TEXT PRIMARY KEY, seq INTEGER NOT NULL, msg TEXT NOT NULL);",
         )?;
         let mut state = State {
             queue: NodeQueue::new(limits(), Default::default()),
@@ -88,8 +91,9 @@ impl Outbox {
                 }
             }
         }
+        drop(db);
         Ok(Outbox {
-            db: Mutex::new(db),
+            db: shared,
             state: Mutex::new(state),
             max_bytes,
             refused: Default::default(),
@@ -105,13 +109,10 @@ impl Outbox {
     pub fn push(&self, msg: Message, key: Option<&str>) -> Result<(), OutboxError> {
         let key = key.map_or_else(|| msg.header.id.clone(), String::from);
         let text = msg.encode();
-        let db = self.db.lock().unwrap_or_else(|p| p.into_inner());
+        let db = crate::db::lock(&self.db);
         let old: Option<i64> = db
-            .query_row(
-                "SELECT length(msg) FROM outbox WHERE key = ?1",
-                [&key],
-                |r| r.get(0),
-            )
+            .prepare_cached("SELECT length(msg) FROM outbox WHERE key = ?1")?
+            .query_row([&key], |r| r.get(0))
             .optional()?;
         let mut st = self.state();
         let bytes = st.bytes - old.unwrap_or(0) as u64 + text.len() as u64;
@@ -125,10 +126,8 @@ impl Outbox {
             });
         }
         let seq = st.seq + 1;
-        db.execute(
-            "INSERT OR REPLACE INTO outbox (key, seq, msg) VALUES (?1, ?2, ?3)",
-            params![key, seq as i64, text],
-        )?;
+        db.prepare_cached("INSERT OR REPLACE INTO outbox (key, seq, msg) VALUES (?1, ?2, ?3)")?
+            .execute(params![key, seq as i64, text])?;
         st.seq = seq;
         st.bytes = bytes;
         st.queue.offer(Outgoing {
@@ -152,18 +151,13 @@ impl Outbox {
         let Some(a) = self.state().queue.ack(parent_msg_id) else {
             return Ok(());
         };
-        let db = self.db.lock().unwrap_or_else(|p| p.into_inner());
+        let db = crate::db::lock(&self.db);
         let len: Option<i64> = db
-            .query_row(
-                "SELECT length(msg) FROM outbox WHERE key = ?1 AND seq <= ?2",
-                params![a.uid, a.rv as i64],
-                |r| r.get(0),
-            )
+            .prepare_cached("SELECT length(msg) FROM outbox WHERE key = ?1 AND seq <= ?2")?
+            .query_row(params![a.uid, a.rv as i64], |r| r.get(0))
             .optional()?;
-        db.execute(
-            "DELETE FROM outbox WHERE key = ?1 AND seq <= ?2",
-            params![a.uid, a.rv as i64],
-        )?;
+        db.prepare_cached("DELETE FROM outbox WHERE key = ?1 AND seq <= ?2")?
+            .execute(params![a.uid, a.rv as i64])?;
         let mut st = self.state();
         st.bytes -= len.unwrap_or(0) as u64;
         st.queue.forget(&a.uid);

@@ -3,8 +3,16 @@
 //! renewed on every connection. Inbound QoS 1 messages are acknowledged by the consumer once it
 //! has stored what they carry (manual acks), so a device's report is never lost between the
 //! broker and the edge's database.
+//!
+//! The MQTT event loop never waits on the consumer: it hands messages over an unbounded channel.
+//! (Waiting there while the consumer waits to publish through the same loop deadlocks under
+//! load.) The broker's in-flight limit bounds that channel: QoS 1 messages stop coming until the
+//! consumer acknowledges; QoS 0 messages beyond `MAX_QUEUED` are dropped and counted.
 
 use std::time::Duration;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use bytes::Bytes;
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, Publish, QoS};
@@ -87,7 +95,19 @@ pub struct Inbound {
 pub struct EventBus {
     client: AsyncClient,
     connected: watch::Receiver<bool>,
+    counters: Arc<Counters>,
 }
+
+#[derive(Debug, Default)]
+struct Counters {
+    /// Delivered to the consumer and not yet acknowledged by it.
+    queued: AtomicUsize,
+    /// QoS 0 messages dropped because the consumer fell too far behind.
+    dropped: AtomicU64,
+}
+
+/// QoS 0 messages waiting for the consumer beyond which more are dropped.
+const MAX_QUEUED: usize = 100_000;
 
 #[derive(Debug, thiserror::Error)]
 #[error("MQTT publish to {topic}: {cause}")]
@@ -101,12 +121,12 @@ pub const MAX_PACKET: usize = 16 << 20;
 
 impl EventBus {
     /// Connects as `client_id` and keeps `subscriptions` (QoS 1) across reconnections; inbound
-    /// messages go to `inbound`.
+    /// messages go to `inbound`, and each must be passed to [`EventBus::ack`] once handled.
     pub fn start(
         addr: &BrokerAddr,
         client_id: &str,
         subscriptions: Vec<String>,
-        inbound: mpsc::Sender<Inbound>,
+        inbound: mpsc::UnboundedSender<Inbound>,
     ) -> EventBus {
         let mut opts = MqttOptions::new(client_id, addr.host.clone(), addr.port);
         opts.set_keep_alive(Duration::from_secs(30))
@@ -118,18 +138,27 @@ impl EventBus {
         if let Some(u) = &addr.username {
             opts.set_credentials(u.clone(), addr.password.clone().unwrap_or_default());
         }
-        let (client, eventloop) = AsyncClient::new(opts, 10_000);
+        let (client, mut eventloop) = AsyncClient::new(opts, 10_000);
+        // Small packets (acks, results) must not wait for Nagle + delayed ACK (40 ms).
+        let mut net = rumqttc::NetworkOptions::new();
+        net.set_tcp_nodelay(true);
+        eventloop.set_network_options(net);
         let (conn_tx, connected) = watch::channel(false);
-        let display = addr.to_string();
-        tokio::spawn(run(
-            eventloop,
-            client.clone(),
+        let counters = Arc::new(Counters::default());
+        let link = Link {
+            client: client.clone(),
             subscriptions,
             inbound,
-            conn_tx,
-            display,
-        ));
-        EventBus { client, connected }
+            connected: conn_tx,
+            addr: addr.to_string(),
+            counters: counters.clone(),
+        };
+        tokio::spawn(run(eventloop, link));
+        EventBus {
+            client,
+            connected,
+            counters,
+        }
     }
 
     /// Publishes at QoS 1 (queued while the broker is unreachable).
@@ -148,11 +177,20 @@ impl EventBus {
             })
     }
 
-    /// Acknowledges an inbound message (PUBACK for QoS 1).
+    /// Acknowledges an inbound message once handled (PUBACK for QoS 1).
     pub async fn ack(&self, m: &Inbound) {
+        self.counters.queued.fetch_sub(1, Ordering::Relaxed);
+        if m.publish.qos == QoS::AtMostOnce {
+            return;
+        }
         if let Err(e) = self.client.ack(&m.publish).await {
             tracing::debug!(topic = %m.topic, error = %e, "MQTT ack not sent");
         }
+    }
+
+    /// QoS 0 messages dropped because the consumer fell too far behind.
+    pub fn dropped(&self) -> u64 {
+        self.counters.dropped.load(Ordering::Relaxed)
     }
 
     /// True while connected to the broker.
@@ -161,46 +199,72 @@ impl EventBus {
     }
 }
 
-async fn run(
-    mut eventloop: rumqttc::EventLoop,
+/// What the event loop works with.
+struct Link {
     client: AsyncClient,
     subscriptions: Vec<String>,
-    inbound: mpsc::Sender<Inbound>,
+    inbound: mpsc::UnboundedSender<Inbound>,
     connected: watch::Sender<bool>,
     addr: String,
-) {
+    counters: Arc<Counters>,
+}
+
+impl Link {
+    /// Hands a message to the consumer, without ever waiting for it.
+    fn deliver(&self, p: Publish) -> bool {
+        let queued = self.counters.queued.load(Ordering::Relaxed);
+        if p.qos == QoS::AtMostOnce && queued >= MAX_QUEUED {
+            let n = self.counters.dropped.fetch_add(1, Ordering::Relaxed);
+            if n.is_power_of_two() {
+                tracing::warn!(topic = %p.topic, dropped = n + 1, "EventBus consumer too slow; QoS 0 messages dropped");
+            }
+            return true;
+        }
+        self.counters.queued.fetch_add(1, Ordering::Relaxed);
+        let m = Inbound {
+            topic: p.topic.clone(),
+            payload: p.payload.clone(),
+            publish: p,
+        };
+        self.inbound.send(m).is_ok()
+    }
+
+    fn subscribe(&self) {
+        if self.subscriptions.is_empty() {
+            return;
+        }
+        let filters = self
+            .subscriptions
+            .iter()
+            .map(|f| rumqttc::SubscribeFilter::new(f.clone(), QoS::AtLeastOnce));
+        // try_: the event loop itself drains the request channel, so it must not wait on it.
+        if let Err(e) = self.client.try_subscribe_many(filters) {
+            tracing::warn!(error = %e, "EventBus could not subscribe");
+        }
+    }
+}
+
+async fn run(mut eventloop: rumqttc::EventLoop, link: Link) {
     let mut delay = Duration::from_millis(100);
     loop {
         match eventloop.poll().await {
             Ok(Event::Incoming(Packet::ConnAck(_))) => {
                 delay = Duration::from_millis(100);
-                tracing::info!(broker = %addr, "EventBus connected to the MQTT broker");
-                let filters = subscriptions
-                    .iter()
-                    .map(|f| rumqttc::SubscribeFilter::new(f.clone(), QoS::AtLeastOnce));
-                if !subscriptions.is_empty()
-                    && let Err(e) = client.subscribe_many(filters).await
-                {
-                    tracing::warn!(error = %e, "EventBus could not subscribe");
-                }
-                connected.send_replace(true);
+                tracing::info!(broker = %link.addr, "EventBus connected to the MQTT broker");
+                link.subscribe();
+                link.connected.send_replace(true);
             }
             Ok(Event::Incoming(Packet::Publish(p))) => {
-                let m = Inbound {
-                    topic: p.topic.clone(),
-                    payload: p.payload.clone(),
-                    publish: p,
-                };
-                if inbound.send(m).await.is_err() {
+                if !link.deliver(p) {
                     return;
                 }
             }
             Ok(_) => {}
             Err(e) => {
-                if connected.send_replace(false) {
-                    tracing::warn!(broker = %addr, error = %e, "EventBus lost the MQTT broker; reconnecting");
+                if link.connected.send_replace(false) {
+                    tracing::warn!(broker = %link.addr, error = %e, "EventBus lost the MQTT broker; reconnecting");
                 } else {
-                    tracing::debug!(broker = %addr, error = %e, "MQTT broker unreachable");
+                    tracing::debug!(broker = %link.addr, error = %e, "MQTT broker unreachable");
                 }
                 tokio::time::sleep(delay).await;
                 delay = (delay * 2).min(Duration::from_secs(5));

@@ -3,7 +3,6 @@
 //! older than the stored one are ignored (the cloud may re-send after a reconnect).
 
 use std::path::Path;
-use std::sync::Mutex;
 
 use kedge_core::envelope::{Message, op};
 use rusqlite::{Connection, OptionalExtension, params};
@@ -29,12 +28,10 @@ pub enum Applied {
 }
 
 pub struct MetaStore {
-    db: Mutex<Connection>,
+    db: crate::db::Db,
 }
 
 const SCHEMA: &str = "
-PRAGMA journal_mode=WAL;
-PRAGMA synchronous=NORMAL;
 CREATE TABLE IF NOT EXISTS meta (
   key TEXT PRIMARY KEY, type TEXT NOT NULL, value TEXT NOT NULL, rv INTEGER NOT NULL DEFAULT 0);
 CREATE INDEX IF NOT EXISTS meta_type ON meta(type);
@@ -42,14 +39,17 @@ CREATE INDEX IF NOT EXISTS meta_type ON meta(type);
 
 impl MetaStore {
     pub fn open(path: &Path) -> Result<MetaStore, MetaError> {
-        let db = Connection::open(path)?;
-        db.busy_timeout(std::time::Duration::from_secs(5))?;
-        db.execute_batch(SCHEMA)?;
-        Ok(MetaStore { db: Mutex::new(db) })
+        Self::open_in(crate::db::open(path)?)
+    }
+
+    /// The store in the edge's shared database.
+    pub fn open_in(db: crate::db::Db) -> Result<MetaStore, MetaError> {
+        crate::db::lock(&db).execute_batch(SCHEMA)?;
+        Ok(MetaStore { db })
     }
 
     fn db(&self) -> std::sync::MutexGuard<'_, Connection> {
-        self.db.lock().unwrap_or_else(|p| p.into_inner())
+        crate::db::lock(&self.db)
     }
 
     /// Applies an `insert`/`update`/`delete` of a `<ns>/<type>/<name>` resource.

@@ -182,8 +182,13 @@ impl Kedge {
     /// Starts `kedge up` with its API on `port` (0: any; every other port is picked free) and
     /// waits until it prints its endpoints.
     pub fn up(data_dir: &Path, port: u16) -> Kedge {
+        Self::up_with(data_dir, port, &[])
+    }
+
+    /// `kedge up` with more flags (`--demo`, say).
+    pub fn up_with(data_dir: &Path, port: u16, extra: &[&str]) -> Kedge {
         let port = port.to_string();
-        let args = [
+        let mut args = vec![
             "up",
             "--api-port",
             &port,
@@ -196,6 +201,7 @@ impl Kedge {
             "--mqtt-port",
             "0",
         ];
+        args.extend(extra);
         let (child, lines) = spawn_kedge(&args, data_dir);
         Self::from_lines(child, data_dir, &lines)
     }
