@@ -33,9 +33,11 @@ metricsPort: 10351
 # (loopback: only this host; 0.0.0.0 to let devices on the network in).
 mqttPort: 1883
 mqttBind: 127.0.0.1
-# An external broker instead of the embedded one: mqtt://[user:password@]host[:port].
-# Prefer the KEDGE_MQTT_URL environment variable when it carries a password.
+# An external broker instead of the embedded one: mqtt://[user:password@]host[:port], or
+# mqtts://... for TLS. Prefer the KEDGE_MQTT_URL environment variable when it carries a password.
 mqttUrl: ""
+# For mqtts://: PEM file of the CA that signed the broker's certificate (default: system roots).
+mqttCa: ""
 "#;
 
 /// The MQTT port devices expect.
@@ -57,6 +59,7 @@ pub struct FileConfig {
     pub mqtt_port: Option<u16>,
     pub mqtt_bind: Option<std::net::IpAddr>,
     pub mqtt_url: Option<String>,
+    pub mqtt_ca: Option<PathBuf>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -107,6 +110,7 @@ impl FileConfig {
             mqtt_port: over.mqtt_port.or(self.mqtt_port),
             mqtt_bind: over.mqtt_bind.or(self.mqtt_bind),
             mqtt_url: over.mqtt_url.or(self.mqtt_url),
+            mqtt_ca: over.mqtt_ca.or(self.mqtt_ca),
         }
     }
 
@@ -139,7 +143,11 @@ impl FileConfig {
             None => Ok(default),
         };
         cfg.mqtt = match self.mqtt_url.filter(|u| !u.is_empty()) {
-            Some(url) => crate::Mqtt::External(crate::eventbus::parse_url(&url)?),
+            Some(url) => {
+                let mut b = crate::eventbus::parse_url(&url)?;
+                b.ca = self.mqtt_ca.filter(|p| !p.as_os_str().is_empty());
+                crate::Mqtt::External(b)
+            }
             None => crate::Mqtt::Embedded(std::net::SocketAddr::new(
                 self.mqtt_bind.unwrap_or([127, 0, 0, 1].into()),
                 self.mqtt_port.unwrap_or(DEFAULT_MQTT_PORT),

@@ -123,6 +123,8 @@ pub enum EdgeError {
     #[error("{0}")]
     Broker(#[from] kedge_broker::BindError),
     #[error("{0}")]
+    MqttTls(#[from] eventbus::TlsError),
+    #[error("{0}")]
     DeviceTwin(#[from] devicetwin::DeviceTwinError),
     #[error("edge database {path}: {cause}")]
     Db {
@@ -187,7 +189,7 @@ pub async fn start(cfg: EdgeConfig) -> Result<Edge, EdgeError> {
         &format!("kedge-edge-{}", cfg.node),
         subscriptions,
         in_tx,
-    );
+    )?;
     let devicetwin =
         devicetwin::DeviceTwin::open(&cfg.node, db, meta.clone(), bus.clone(), outbox.clone())?;
     tokio::spawn(run_devicetwin(devicetwin.clone(), bus.clone(), in_rx));
@@ -234,6 +236,8 @@ async fn start_broker(
                 port: broker.addr.port(),
                 username: None,
                 password: None,
+                tls: false,
+                ca: None,
             };
             Ok((Some(broker), dial))
         }

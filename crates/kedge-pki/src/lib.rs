@@ -160,6 +160,21 @@ impl Ca {
     }
 }
 
+/// PEM text of one DER block (`CERTIFICATE`, `PRIVATE KEY`, …).
+pub fn pem(label: &str, der: &[u8]) -> String {
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
+    let lines: Vec<&str> = b64
+        .as_bytes()
+        .chunks(64)
+        .map(|c| std::str::from_utf8(c).unwrap_or_default())
+        .collect();
+    format!(
+        "-----BEGIN {label}-----\n{}\n-----END {label}-----\n",
+        lines.join("\n")
+    )
+}
+
 pub(crate) fn pem_cert_der(pem: &str) -> Option<CertificateDer<'static>> {
     let mut reader = pem.as_bytes();
     rustls_pemfile::certs(&mut reader).next()?.ok()

@@ -11,7 +11,7 @@ use rcgen::{
 };
 use rustls::pki_types::{CertificateDer, CertificateSigningRequestDer, PrivateKeyDer};
 
-use crate::{Ca, PkiError, write_private};
+use crate::{Ca, PkiError, pem, write_private};
 
 /// Validity of node certificates (KubeEdge's default, a year); edges renew before expiry.
 pub const NODE_CERT_TTL: std::time::Duration = std::time::Duration::from_secs(365 * 86_400);
@@ -101,20 +101,6 @@ fn key_block(text: &str) -> Option<String> {
     let start = text.find("-----BEGIN PRIVATE KEY-----")?;
     let end = text[start..].find("-----END PRIVATE KEY-----")? + start;
     Some(format!("{}-----END PRIVATE KEY-----\n", &text[start..end]))
-}
-
-fn pem(label: &str, der: &[u8]) -> String {
-    use base64::Engine;
-    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
-    let lines: Vec<&str> = b64
-        .as_bytes()
-        .chunks(64)
-        .map(|c| std::str::from_utf8(c).unwrap_or_default())
-        .collect();
-    format!(
-        "-----BEGIN {label}-----\n{}\n-----END {label}-----\n",
-        lines.join("\n")
-    )
 }
 
 impl Identity {

@@ -191,9 +191,13 @@ struct EdgeArgs {
     /// Address the embedded MQTT broker listens on [default: 127.0.0.1].
     #[arg(long)]
     mqtt_bind: Option<IpAddr>,
-    /// Use this MQTT broker instead of the embedded one: mqtt://[user:password@]host[:port].
+    /// Use this MQTT broker instead of the embedded one: mqtt://[user:password@]host[:port],
+    /// or mqtts://... for TLS.
     #[arg(long, env = "KEDGE_MQTT_URL", hide_env_values = true)]
     mqtt_url: Option<String>,
+    /// For mqtts://: the CA (PEM) that signed the broker's certificate [default: system roots].
+    #[arg(long)]
+    mqtt_ca: Option<PathBuf>,
 }
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
@@ -441,6 +445,7 @@ async fn edge(a: EdgeArgs) -> anyhow::Result<()> {
         mqtt_port: a.mqtt_port,
         mqtt_bind: a.mqtt_bind,
         mqtt_url: a.mqtt_url,
+        mqtt_ca: a.mqtt_ca,
         ..FileConfig::default()
     };
     let cfg = file.overlay(flags).resolve()?;

@@ -55,7 +55,7 @@ pub async fn counter(url: &str, id: &str) -> anyhow::Result<()> {
         &format!("kedge-demo-counter-{}", std::process::id()),
         subs,
         tx,
-    );
+    )?;
     let mut connected = bus.connected();
     let mut state = Counter::default();
     let mut second = tokio::time::interval(Duration::from_secs(1));

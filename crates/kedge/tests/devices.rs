@@ -437,3 +437,64 @@ fn kedge_up_demo_counts_while_desired_is_on() {
     });
     assert!(stopped < Duration::from_secs(20));
 }
+
+#[test]
+fn an_external_broker_over_tls_with_a_password() {
+    let (broker, secure) = mqtt::Mosquitto::start_secure();
+    let ca = secure.ca.display().to_string();
+    let url = format!(
+        "mqtts://{}:{}@localhost:{}",
+        secure.user, secure.password, broker.port
+    );
+    let (_d, cloud, _e, _edge) = seed(&["--mqtt-url", &url, "--mqtt-ca", &ca]);
+    let conn = [
+        "-h",
+        "localhost",
+        "--cafile",
+        &ca,
+        "-u",
+        secure.user,
+        "-P",
+        secure.password,
+    ];
+    let mut sub = Sub::start_with(broker.port, &format!("{DEVICE}/twin/get/result"), &conn);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let got = loop {
+        mqtt::publish_with(
+            broker.port,
+            &format!("{DEVICE}/twin/get"),
+            r#"{"event_id":"g"}"#,
+            &conn,
+        );
+        if let Some((_, v)) = sub.next_json(Duration::from_millis(500), |_, v| {
+            expected(v, "status").is_some()
+        }) {
+            break v;
+        }
+        assert!(Instant::now() < deadline, "the edge answers over TLS");
+    };
+    assert_eq!(expected(&got, "status").as_deref(), Some("OFF"));
+    mqtt::publish_with(
+        broker.port,
+        &format!("{DEVICE}/twin/update"),
+        r#"{"event_id":"1","twin":{"status":{"actual":{"value":"7"}}}}"#,
+        &conn,
+    );
+    until(Duration::from_secs(10), "reported 7 in kubectl", || {
+        reported(&cloud) == "7"
+    });
+    // Without the password the broker refuses: the edge's access was really checked.
+    let out = std::process::Command::new("mosquitto_pub")
+        .args([
+            "-p",
+            &broker.port.to_string(),
+            "-h",
+            "localhost",
+            "--cafile",
+            &ca,
+        ])
+        .args(["-t", "x", "-m", "y"])
+        .output()
+        .expect("mosquitto_pub");
+    assert!(!out.status.success(), "anonymous clients are refused");
+}

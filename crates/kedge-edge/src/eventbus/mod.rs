@@ -1,5 +1,6 @@
 //! EventBus: the edge's MQTT client (QoS 1, clean session, reconnect with back-off), to the
-//! embedded broker or to an external one (`mqtt://[user:password@]host:port`). Subscriptions are
+//! embedded broker or to an external one (`mqtt[s]://[user:password@]host:port`; with `mqtts`,
+//! TLS verified against a given CA file or the system's roots). Subscriptions are
 //! renewed on every connection. Inbound QoS 1 messages are acknowledged by the consumer once it
 //! has stored what they carry (manual acks), so a device's report is never lost between the
 //! broker and the edge's database.
@@ -24,14 +25,19 @@ pub struct BrokerAddr {
     pub port: u16,
     pub username: Option<String>,
     pub password: Option<String>,
+    /// TLS (`mqtts://`).
+    pub tls: bool,
+    /// PEM CA certificates to verify the broker with (default: the system's roots).
+    pub ca: Option<std::path::PathBuf>,
 }
 
 impl std::fmt::Display for BrokerAddr {
     // Never prints the password.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let scheme = if self.tls { "mqtts" } else { "mqtt" };
         match &self.username {
-            Some(u) => write!(f, "mqtt://{u}@{}:{}", self.host, self.port),
-            None => write!(f, "mqtt://{}:{}", self.host, self.port),
+            Some(u) => write!(f, "{scheme}://{u}@{}:{}", self.host, self.port),
+            None => write!(f, "{scheme}://{}:{}", self.host, self.port),
         }
     }
 }
@@ -43,16 +49,26 @@ pub struct UrlError {
     pub why: &'static str,
 }
 
-/// Parses `mqtt://[user[:password]@]host[:port]` (`tcp://` is accepted too; port 1883 by default).
+/// Parses `mqtt://[user[:password]@]host[:port]` (`tcp://` too; port 1883 by default) and
+/// `mqtts://…` (`ssl://` too; TLS, port 8883 by default).
 pub fn parse_url(url: &str) -> Result<BrokerAddr, UrlError> {
     let err = |why| UrlError {
         url: url.to_string(),
         why,
     };
-    let rest = url
+    let (tls, rest) = if let Some(r) = url
         .strip_prefix("mqtt://")
         .or_else(|| url.strip_prefix("tcp://"))
-        .ok_or_else(|| err("must start with mqtt:// (TLS brokers are not supported yet)"))?;
+    {
+        (false, r)
+    } else if let Some(r) = url
+        .strip_prefix("mqtts://")
+        .or_else(|| url.strip_prefix("ssl://"))
+    {
+        (true, r)
+    } else {
+        return Err(err("must start with mqtt:// or mqtts://"));
+    };
     let rest = rest.trim_end_matches('/');
     let (creds, hostport) = match rest.rsplit_once('@') {
         Some((c, h)) => (Some(c), h),
@@ -69,7 +85,7 @@ pub fn parse_url(url: &str) -> Result<BrokerAddr, UrlError> {
         Some((h, p)) if !h.ends_with(']') || hostport.starts_with('[') => {
             (h, p.parse().map_err(|_| err("the port is not a number"))?)
         }
-        _ => (hostport, 1883),
+        _ => (hostport, if tls { 8883 } else { 1883 }),
     };
     let host = host.trim_matches(['[', ']']);
     if host.is_empty() {
@@ -80,7 +96,55 @@ pub fn parse_url(url: &str) -> Result<BrokerAddr, UrlError> {
         port,
         username,
         password,
+        tls,
+        ca: None,
     })
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("MQTT CA file {path}: {cause}")]
+    Ca {
+        path: std::path::PathBuf,
+        cause: String,
+    },
+    #[error("no usable root certificates for the MQTT broker's TLS (give --mqtt-ca)")]
+    NoRoots,
+}
+
+/// A rustls client config (ring) that trusts `ca` (PEM) or the system's roots.
+fn tls_config(ca: Option<&std::path::Path>) -> Result<rustls::ClientConfig, TlsError> {
+    let mut roots = rustls::RootCertStore::empty();
+    match ca {
+        Some(path) => {
+            let bad = |cause: String| TlsError::Ca {
+                path: path.to_path_buf(),
+                cause,
+            };
+            let pem = std::fs::read(path).map_err(|e| bad(e.to_string()))?;
+            for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
+                let cert = cert.map_err(|e| bad(e.to_string()))?;
+                roots.add(cert).map_err(|e| bad(e.to_string()))?;
+            }
+        }
+        None => {
+            for cert in rustls_native_certs::load_native_certs().certs {
+                let _ = roots.add(cert);
+            }
+        }
+    }
+    if roots.is_empty() {
+        return Err(match ca {
+            Some(path) => TlsError::Ca {
+                path: path.to_path_buf(),
+                cause: "no certificates in it".into(),
+            },
+            None => TlsError::NoRoots,
+        });
+    }
+    Ok(rustls::ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_no_client_auth())
 }
 
 /// A message from the broker; acknowledge it with [`EventBus::ack`] once handled.
@@ -127,8 +191,14 @@ impl EventBus {
         client_id: &str,
         subscriptions: Vec<String>,
         inbound: mpsc::UnboundedSender<Inbound>,
-    ) -> EventBus {
+    ) -> Result<EventBus, TlsError> {
         let mut opts = MqttOptions::new(client_id, addr.host.clone(), addr.port);
+        if addr.tls {
+            let cfg = tls_config(addr.ca.as_deref())?;
+            opts.set_transport(rumqttc::Transport::tls_with_config(
+                rumqttc::TlsConfiguration::Rustls(Arc::new(cfg)),
+            ));
+        }
         opts.set_keep_alive(Duration::from_secs(30))
             .set_clean_session(true)
             .set_manual_acks(true)
@@ -154,11 +224,11 @@ impl EventBus {
             counters: counters.clone(),
         };
         tokio::spawn(run(eventloop, link));
-        EventBus {
+        Ok(EventBus {
             client,
             connected,
             counters,
-        }
+        })
     }
 
     /// Publishes at QoS 1 (queued while the broker is unreachable).
@@ -290,7 +360,11 @@ mod tests {
         assert_eq!(a.password.as_deref(), Some("s3cret"));
         assert!(!a.to_string().contains("s3cret"));
         assert_eq!(parse_url("tcp://[::1]:1884").expect("v6").host, "::1");
-        for bad in ["http://x", "mqtt://", "mqtt://h:port", "mqtts://h:8883"] {
+        let t = parse_url("mqtts://broker.local").expect("tls");
+        assert!(t.tls);
+        assert_eq!(t.port, 8883);
+        assert!(t.to_string().starts_with("mqtts://"));
+        for bad in ["http://x", "mqtt://", "mqtt://h:port", "mqtts://"] {
             assert!(parse_url(bad).is_err(), "{bad}");
         }
     }

@@ -32,16 +32,15 @@ fn spawn_lines(mut child: Child) -> (Child, mpsc::Receiver<String>) {
 impl Sub {
     /// Subscribes to `topic` on 127.0.0.1:`port` and returns once the broker has confirmed.
     pub fn start(port: u16, topic: &str) -> Sub {
+        Self::start_with(port, topic, &["-h", "127.0.0.1"])
+    }
+
+    /// Like [`Sub::start`], with connection flags (`-h`, `--cafile`, `-u`, `-P`, …).
+    pub fn start_with(port: u16, topic: &str, conn: &[&str]) -> Sub {
         // Line-buffered: mosquitto_sub block-buffers a pipe.
         let child = Command::new("stdbuf")
-            .args([
-                "-oL",
-                "mosquitto_sub",
-                "-h",
-                "127.0.0.1",
-                "-p",
-                &port.to_string(),
-            ])
+            .args(["-oL", "mosquitto_sub", "-p", &port.to_string()])
+            .args(conn)
             .args(["-d", "-v", "-q", "1", "-t", topic])
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -99,19 +98,15 @@ impl Drop for Sub {
 
 /// `mosquitto_pub -q 1 -t topic -m payload`; panics if it fails.
 pub fn publish(port: u16, topic: &str, payload: &str) {
+    publish_with(port, topic, payload, &["-h", "127.0.0.1"]);
+}
+
+/// Like [`publish`], with connection flags.
+pub fn publish_with(port: u16, topic: &str, payload: &str, conn: &[&str]) {
     let out = Command::new("mosquitto_pub")
-        .args([
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &port.to_string(),
-            "-q",
-            "1",
-            "-t",
-            topic,
-            "-m",
-            payload,
-        ])
+        .args(["-p", &port.to_string()])
+        .args(conn)
+        .args(["-q", "1", "-t", topic, "-m", payload])
         .output()
         .expect("mosquitto_pub runs");
     assert!(
@@ -151,17 +146,73 @@ pub struct Mosquitto {
     _dir: tempfile::TempDir,
 }
 
+/// A TLS listener's CA, and the one user allowed in.
+pub struct Secure {
+    pub ca: std::path::PathBuf,
+    pub user: &'static str,
+    pub password: &'static str,
+}
+
 impl Mosquitto {
     pub fn start() -> Mosquitto {
+        Self::start_conf(|_| String::new())
+    }
+
+    /// mosquitto with TLS (a certificate for localhost from a fresh CA) and a password file.
+    pub fn start_secure() -> (Mosquitto, Secure) {
+        let mut secure = None;
+        let m = Self::start_conf(|dir| {
+            let ca = kedge_pki::Ca::load_or_create(&dir.join("ca")).expect("ca");
+            let issued = ca
+                .issue_server("mosquitto", &["localhost".to_string()])
+                .expect("server cert");
+            let w = |name: &str, text: String| std::fs::write(dir.join(name), text).expect("write");
+            w("ca.pem", ca.cert_pem().to_string());
+            w(
+                "server.pem",
+                kedge_pki::pem("CERTIFICATE", &issued.chain[0]),
+            );
+            w(
+                "server.key",
+                kedge_pki::pem("PRIVATE KEY", issued.key.secret_der()),
+            );
+            let passwd = dir.join("passwd");
+            let ok = Command::new("mosquitto_passwd")
+                .args(["-b", "-c"])
+                .arg(&passwd)
+                .args(["edge", "s3cret-pw"])
+                .status()
+                .expect("mosquitto_passwd runs");
+            assert!(ok.success());
+            secure = Some(Secure {
+                ca: dir.join("ca.pem"),
+                user: "edge",
+                password: "s3cret-pw",
+            });
+            format!(
+                "cafile {0}/ca.pem\ncertfile {0}/server.pem\nkeyfile {0}/server.key\npassword_file {0}/passwd\nallow_anonymous false\n",
+                dir.display()
+            )
+        });
+        (m, secure.expect("secure"))
+    }
+
+    fn start_conf(extra: impl FnOnce(&std::path::Path) -> String) -> Mosquitto {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .map(|a| a.port())
             .expect("a free port");
         let dir = tempfile::tempdir().expect("dir");
         let conf = dir.path().join("mosquitto.conf");
+        let more = extra(dir.path());
+        let anonymous = if more.is_empty() {
+            "allow_anonymous true\n"
+        } else {
+            ""
+        };
         std::fs::write(
             &conf,
-            format!("listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"),
+            format!("listener {port} 127.0.0.1\n{anonymous}persistence false\n{more}"),
         )
         .expect("config");
         let bin = ["/usr/sbin/mosquitto", "mosquitto"]
