@@ -126,8 +126,38 @@ fn desired_down_reported_up(cloud: &Kedge, port: u16) {
 
 #[test]
 fn the_seed_counter_with_the_embedded_broker() {
-    let (_d, cloud, _e, edge) = seed(&[]);
+    let (_d, cloud, edge_dir, edge) = seed(&[]);
     desired_down_reported_up(&cloud, edge.mqtt_port);
+    // The v1.14 device profile ConfigMap is kept for mappers, and reaches the edge's store.
+    let profile = || {
+        cloud
+            .kubectl(&[
+                "get",
+                "configmap",
+                "device-profile-config-kube-edge-1",
+                "-o",
+                r"jsonpath={.data.deviceProfile\.json}",
+            ])
+            .stdout
+    };
+    until(Duration::from_secs(10), "the device profile", || {
+        serde_json::from_slice::<Value>(&profile())
+            .is_ok_and(|p| p.pointer("/deviceInstances/0/id") == Some(&Value::from("counter")))
+    });
+    let store = kedge_edge::metamanager::MetaStore::open(&edge_dir.path().join("edge.db"))
+        .expect("edge store");
+    until(Duration::from_secs(10), "the profile at the edge", || {
+        let cm = store
+            .get("default/configmap/device-profile-config-kube-edge-1")
+            .ok()
+            .flatten();
+        cm.and_then(|c| {
+            c.pointer("/data/deviceProfile.json")
+                .and_then(Value::as_str)
+                .map(String::from)
+        })
+        .is_some_and(|t| t.contains("counter-model"))
+    });
 }
 
 #[test]

@@ -3,11 +3,13 @@
 //! ObjectSync, resync on connect); the edge's DeviceTwin turns them into membership and desired
 //! twins. A Device that moves leaves its old node; a deleted one leaves its node. Edge reports
 //! (`device/<ns>/<name>/twin/edge_updated`, `.../state/update`) are written to the Device's
-//! `status` by `report`.
+//! `status` by `report`. The v1.14 device profile ConfigMap of each node is kept up to date
+//! (`profile`), a moment after the changes that affect it.
 
+pub mod profile;
 pub mod report;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 use kedge_core::delivery::Outgoing;
@@ -40,6 +42,10 @@ struct Inner {
     /// Where each Device (`ns/name`) was last sent.
     placed: Mutex<HashMap<String, String>>,
     downstream: Arc<Downstream>,
+    client: kube::Client,
+    /// (namespace, node) whose profile ConfigMap needs rewriting.
+    dirty: Mutex<BTreeSet<(String, String)>>,
+    wake: tokio::sync::Notify,
 }
 
 pub struct DeviceController(Arc<Inner>);
@@ -88,10 +94,23 @@ impl Inner {
         own.into_iter().chain(model).collect()
     }
 
+    /// The profile of `node` in `ns` needs rewriting.
+    fn mark(&self, ns: &str, node: &str) {
+        self.dirty
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert((ns.to_string(), node.to_string()));
+        self.wake.notify_one();
+    }
+
     fn on_device(&self, d: &DynamicObject, deleted: bool) {
         let k = key(d);
         let to = if deleted { None } else { node_of(d) };
         let from = self.placed().get(&k).cloned();
+        let ns = d.metadata.namespace.as_deref().unwrap_or_default();
+        for node in from.iter().chain(to.iter()) {
+            self.mark(ns, node);
+        }
         if let Some(from) = from.filter(|f| Some(f) != to.as_ref()) {
             self.leave(d, &from, &k);
         }
@@ -135,8 +154,96 @@ impl Inner {
             .filter_map(|d| node_of(d))
             .collect();
         for node in nodes {
+            self.mark(ns.unwrap_or_default(), &node);
             if let Some(out) = outgoing(m, "devicemodel", deleted) {
                 self.downstream.offer(&node, out);
+            }
+        }
+    }
+}
+
+/// Rewrites dirty profiles, a moment after each burst of changes. (The watches hold `Inner` for
+/// the life of the process, and so does this.)
+async fn write_profiles(i: Arc<Inner>) {
+    loop {
+        i.wake.notified().await;
+        // Coalesce a burst (1,000 devices created) into one write per profile.
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        if i.devices.wait_until_ready().await.is_err() || i.models.wait_until_ready().await.is_err()
+        {
+            continue;
+        }
+        let dirty = std::mem::take(&mut *i.dirty.lock().unwrap_or_else(|p| p.into_inner()));
+        for (ns, node) in dirty {
+            if let Err(e) = i.write_profile(&ns, &node).await {
+                tracing::warn!(namespace = %ns, node, error = %e, "device profile not written; retrying");
+                i.mark(&ns, &node);
+            }
+        }
+    }
+}
+
+impl Inner {
+    /// Creates, updates or deletes `device-profile-config-<node>` in `ns`.
+    async fn write_profile(&self, ns: &str, node: &str) -> Result<(), kube::Error> {
+        use k8s_openapi::api::core::v1::ConfigMap;
+        use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
+        let api: Api<ConfigMap> = Api::namespaced(self.client.clone(), ns);
+        let name = profile::name(node);
+        let mut devices: Vec<Arc<DynamicObject>> = self
+            .devices
+            .state()
+            .into_iter()
+            .filter(|d| {
+                d.metadata.namespace.as_deref() == Some(ns) && node_of(d).as_deref() == Some(node)
+            })
+            .collect();
+        if devices.is_empty() {
+            return match api.delete(&name, &DeleteParams::default()).await {
+                Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+                other => other.map(|_| ()),
+            };
+        }
+        devices.sort_by_key(|d| d.metadata.name.clone());
+        let models: Vec<Arc<DynamicObject>> = self
+            .models
+            .state()
+            .into_iter()
+            .filter(|m| m.metadata.namespace.as_deref() == Some(ns))
+            .collect();
+        // Whole objects: a DynamicObject's `data` leaves out its metadata.
+        let whole = |o: &DynamicObject| serde_json::to_value(o).unwrap_or_default();
+        let models: Vec<(String, serde_json::Value)> = models
+            .iter()
+            .filter_map(|m| Some((m.metadata.name.clone()?, whole(m))))
+            .collect();
+        let by_name = models.iter().map(|(n, m)| (n.clone(), m)).collect();
+        let devices: Vec<serde_json::Value> = devices.iter().map(|d| whole(d)).collect();
+        let values: Vec<&serde_json::Value> = devices.iter().collect();
+        let text = profile::build(&values, &by_name).to_string();
+        if text.len() > profile::MAX_BYTES {
+            tracing::warn!(
+                namespace = ns,
+                node,
+                bytes = text.len(),
+                "device profile over 1 MiB: not written (too many devices on one node for a ConfigMap)"
+            );
+            return Ok(());
+        }
+        match api.get_opt(&name).await? {
+            Some(cm) if cm.data.as_ref().and_then(|d| d.get(profile::KEY)) == Some(&text) => Ok(()),
+            Some(_) => {
+                let p = serde_json::json!({"data": {profile::KEY: text}});
+                api.patch(&name, &PatchParams::default(), &Patch::Merge(&p))
+                    .await
+                    .map(|_| ())
+            }
+            None => {
+                let cm: ConfigMap = serde_json::from_value(serde_json::json!({
+                    "metadata": {"name": name, "namespace": ns, "labels": {"kedge.io/device-profile": "true"}},
+                    "data": {profile::KEY: text}}))
+                .map_err(kube::Error::SerdeError)?;
+                api.create(&PostParams::default(), &cm).await.map(|_| ())
             }
         }
     }
@@ -152,7 +259,11 @@ impl DeviceController {
             models: mw.as_reader(),
             placed: Mutex::default(),
             downstream,
+            client: client.clone(),
+            dirty: Mutex::default(),
+            wake: tokio::sync::Notify::new(),
         });
+        tokio::spawn(write_profiles(inner.clone()));
         watch(
             Api::all_with(client.clone(), &mr),
             mw,

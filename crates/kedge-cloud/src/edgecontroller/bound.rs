@@ -1,5 +1,5 @@
-//! What is bound to an edge node goes to it: pods with `spec.nodeName` = node, and the
-//! ConfigMaps and Secrets those pods reference (see `refs`). Every change is offered to the
+//! What is bound to an edge node goes to it: pods with `spec.nodeName` = node, the ConfigMaps
+//! and Secrets those pods reference (see `refs`), and its device profile ConfigMaps. Every change is offered to the
 //! node's delivery queue as it happens; a (re)connecting node is resynced against what it
 //! acknowledged, which also removes what it should no longer have.
 
@@ -30,6 +30,11 @@ fn node_of(pod: &Pod) -> Option<&str> {
 
 fn same_ns(pod: &Pod, ns: &str) -> bool {
     pod.metadata.namespace.as_deref() == Some(ns)
+}
+
+/// The node a device profile ConfigMap belongs to (it goes there like a pod's ConfigMap).
+fn device_profile_node(name: &str) -> Option<&str> {
+    crate::devicecontroller::profile::node_of(name)
 }
 
 impl Inner {
@@ -109,7 +114,9 @@ impl Inner {
     fn on_configmap(&self, cm: &ConfigMap, deleted: bool) {
         let ns = cm.metadata.namespace.clone().unwrap_or_default();
         let name = cm.metadata.name.clone().unwrap_or_default();
-        for node in self.nodes_using(&ns, &name, false) {
+        let mut nodes = self.nodes_using(&ns, &name, false);
+        nodes.extend(device_profile_node(&name).map(String::from));
+        for node in nodes {
             if let Some(out) = outgoing(cm, "configmap", deleted) {
                 self.downstream.offer(&node, out);
             }
@@ -184,6 +191,15 @@ impl Bound {
         for pod in i.pods_on(node) {
             let own = outgoing(pod.as_ref(), "pod", false);
             for out in own.into_iter().chain(i.referenced(&pod, false)) {
+                desired.insert(out.uid.clone());
+                i.downstream.offer(node, out);
+            }
+        }
+        let profiles = i.configmaps.state().into_iter().filter(|c| {
+            device_profile_node(c.metadata.name.as_deref().unwrap_or_default()) == Some(node)
+        });
+        for cm in profiles {
+            if let Some(out) = outgoing(cm.as_ref(), "configmap", false) {
                 desired.insert(out.uid.clone());
                 i.downstream.offer(node, out);
             }
