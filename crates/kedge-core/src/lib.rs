@@ -13,5 +13,6 @@ pub mod delivery;
 pub mod envelope;
 pub mod names;
 pub mod resource;
+pub mod rule;
 pub mod throttle;
 pub mod twin;

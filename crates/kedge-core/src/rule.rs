@@ -1,0 +1,485 @@
+//! Router rules (`rules.kubeedge.io/v1` RuleEndpoint and Rule) as a routing table, and the checks
+//! KubeEdge's admission webhook makes. Pure: the cloud's router builds the table from the objects
+//! it watches and asks it where a request or an edge message goes.
+//!
+//! - rest → eventbus: `POST /{node}/{namespace}/{path}` → MQTT topic `<topic>[/<rest of path>]` on
+//!   that node's broker.
+//! - eventbus → rest: MQTT `<namespace>/<topic>` on node `node_name` → POST to the target URL.
+//! - rest → servicebus: `/{node}/{namespace}/{path}` → `http://127.0.0.1:<service_port><path>…`
+//!   on the node.
+//!
+//! A request path matches a rule whose path is a whole-segment prefix of it; the longest wins.
+
+use std::collections::{BTreeMap, HashMap};
+
+/// A RuleEndpoint's type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EndpointType {
+    Rest,
+    EventBus,
+    ServiceBus,
+}
+
+impl EndpointType {
+    pub fn parse(s: &str) -> Option<EndpointType> {
+        match s {
+            "rest" => Some(EndpointType::Rest),
+            "eventbus" => Some(EndpointType::EventBus),
+            "servicebus" => Some(EndpointType::ServiceBus),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Endpoint {
+    pub namespace: String,
+    pub name: String,
+    pub kind: EndpointType,
+    pub properties: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rule {
+    pub namespace: String,
+    pub name: String,
+    pub source: String,
+    pub source_resource: BTreeMap<String, String>,
+    pub target: String,
+    pub target_resource: BTreeMap<String, String>,
+}
+
+/// Where a REST request goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RestTarget {
+    /// Publish the body on this topic (plus the rest of the path) at the node.
+    EventBus { topic: String },
+    /// Call `http://127.0.0.1:<port><path><rest of path>` at the node.
+    ServiceBus { port: u16, path: String },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RestRoute {
+    /// `namespace/name` of the rule.
+    pub rule: String,
+    pub target: RestTarget,
+}
+
+/// Where an edge's MQTT message goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BusRoute {
+    pub rule: String,
+    pub url: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RuleError {
+    #[error("rule endpoint {0} does not exist in the rule's namespace")]
+    NoEndpoint(String),
+    #[error(
+        "{from} → {to} is not a supported route (rest→eventbus, eventbus→rest, rest→servicebus)"
+    )]
+    Unsupported { from: String, to: String },
+    #[error("{0} is required")]
+    Missing(&'static str),
+    #[error("service_port {0:?} of the servicebus endpoint is not a port (1-65535)")]
+    Port(String),
+    #[error("another rule ({0}) already uses this {1}")]
+    Duplicate(String, &'static str),
+}
+
+/// `a/b/` and `/a/b` both become `a/b`.
+fn normalise(path: &str) -> String {
+    path.split('/')
+        .filter(|s| !s.is_empty())
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
+fn get<'a>(m: &'a BTreeMap<String, String>, key: &'static str) -> Result<&'a str, RuleError> {
+    m.get(key)
+        .map(String::as_str)
+        .filter(|v| !v.trim().is_empty())
+        .ok_or(RuleError::Missing(key))
+}
+
+enum Compiled {
+    Rest {
+        path: String,
+        route: RestRoute,
+    },
+    Bus {
+        node: String,
+        topic: String,
+        route: BusRoute,
+    },
+}
+
+fn compile(rule: &Rule, endpoints: &[Endpoint]) -> Result<Compiled, RuleError> {
+    let find = |name: &str| {
+        endpoints
+            .iter()
+            .find(|e| e.namespace == rule.namespace && e.name == name)
+            .ok_or_else(|| RuleError::NoEndpoint(name.to_string()))
+    };
+    let (source, target) = (find(&rule.source)?, find(&rule.target)?);
+    let id = format!("{}/{}", rule.namespace, rule.name);
+    let (s, t) = (&rule.source_resource, &rule.target_resource);
+    match (source.kind, target.kind) {
+        (EndpointType::Rest, EndpointType::EventBus) => Ok(Compiled::Rest {
+            path: normalise(get(s, "path")?),
+            route: RestRoute {
+                rule: id,
+                target: RestTarget::EventBus {
+                    topic: get(t, "topic")?.trim_matches('/').to_string(),
+                },
+            },
+        }),
+        (EndpointType::Rest, EndpointType::ServiceBus) => {
+            let port = target
+                .properties
+                .get("service_port")
+                .cloned()
+                .unwrap_or_default();
+            let port = port
+                .trim()
+                .parse::<u16>()
+                .ok()
+                .filter(|p| *p > 0)
+                .ok_or(RuleError::Port(port))?;
+            Ok(Compiled::Rest {
+                path: normalise(get(s, "path")?),
+                route: RestRoute {
+                    rule: id,
+                    target: RestTarget::ServiceBus {
+                        port,
+                        path: format!("/{}", normalise(get(t, "path")?)),
+                    },
+                },
+            })
+        }
+        (EndpointType::EventBus, EndpointType::Rest) => Ok(Compiled::Bus {
+            node: get(s, "node_name")?.to_string(),
+            topic: format!("{}/{}", rule.namespace, get(s, "topic")?.trim_matches('/')),
+            route: BusRoute {
+                rule: id,
+                url: get(t, "resource")?.to_string(),
+            },
+        }),
+        (a, b) => Err(RuleError::Unsupported {
+            from: format!("{a:?}").to_lowercase(),
+            to: format!("{b:?}").to_lowercase(),
+        }),
+    }
+}
+
+/// The rules in effect.
+#[derive(Debug, Default)]
+pub struct RuleTable {
+    /// namespace → (normalised path, route), longest path first.
+    rest: HashMap<String, Vec<(String, RestRoute)>>,
+    /// (node, `<namespace>/<topic>`) → route.
+    bus: HashMap<(String, String), BusRoute>,
+}
+
+impl RuleTable {
+    /// Builds the table; rules that cannot route (or duplicate an earlier rule's source) are
+    /// left out and returned with the reason, for the rule's status.
+    pub fn build(endpoints: &[Endpoint], rules: &[Rule]) -> (RuleTable, Vec<(String, RuleError)>) {
+        let mut table = RuleTable::default();
+        let mut refused = Vec::new();
+        let mut sorted: Vec<&Rule> = rules.iter().collect();
+        sorted.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
+        for rule in sorted {
+            let id = format!("{}/{}", rule.namespace, rule.name);
+            match compile(rule, endpoints) {
+                Err(e) => refused.push((id, e)),
+                Ok(Compiled::Rest { path, route }) => {
+                    let routes = table.rest.entry(rule.namespace.clone()).or_default();
+                    if let Some((_, other)) = routes.iter().find(|(p, _)| *p == path) {
+                        refused.push((id, RuleError::Duplicate(other.rule.clone(), "source path")));
+                    } else {
+                        routes.push((path, route));
+                        routes.sort_by_key(|(p, _)| std::cmp::Reverse(p.len()));
+                    }
+                }
+                Ok(Compiled::Bus { node, topic, route }) => {
+                    match table.bus.get(&(node.clone(), topic.clone())) {
+                        Some(other) => refused.push((
+                            id,
+                            RuleError::Duplicate(other.rule.clone(), "source topic and node"),
+                        )),
+                        None => {
+                            table.bus.insert((node, topic), route);
+                        }
+                    }
+                }
+            }
+        }
+        (table, refused)
+    }
+
+    /// The route for a request to `path` (after `/{node}/{namespace}/`) in `namespace`, and the
+    /// rest of the path after the rule's (`""` or `/x/y`).
+    pub fn rest<'a>(&self, namespace: &str, path: &'a str) -> Option<(&RestRoute, &'a str)> {
+        let path = path.trim_start_matches('/');
+        self.rest.get(namespace)?.iter().find_map(|(p, route)| {
+            let rest = if p.is_empty() {
+                Some(path)
+            } else {
+                path.strip_prefix(p.as_str())
+            }?;
+            (rest.is_empty() || rest.starts_with('/') || p.is_empty())
+                .then(|| (route, rest.trim_end_matches('/')))
+        })
+    }
+
+    /// The route for a message `node` published on `topic`.
+    pub fn bus(&self, node: &str, topic: &str) -> Option<&BusRoute> {
+        self.bus.get(&(node.to_string(), topic.to_string()))
+    }
+
+    /// The MQTT topics `node` must subscribe to for eventbus sources, sorted.
+    pub fn subscriptions(&self, node: &str) -> Vec<String> {
+        let mut v: Vec<String> = self
+            .bus
+            .keys()
+            .filter(|(n, _)| n == node)
+            .map(|(_, t)| t.clone())
+            .collect();
+        v.sort();
+        v
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    fn ep(name: &str, kind: EndpointType, props: &[(&str, &str)]) -> Endpoint {
+        Endpoint {
+            namespace: "default".into(),
+            name: name.into(),
+            kind,
+            properties: map(props),
+        }
+    }
+
+    fn rule(
+        name: &str,
+        source: &str,
+        sr: &[(&str, &str)],
+        target: &str,
+        tr: &[(&str, &str)],
+    ) -> Rule {
+        Rule {
+            namespace: "default".into(),
+            name: name.into(),
+            source: source.into(),
+            source_resource: map(sr),
+            target: target.into(),
+            target_resource: map(tr),
+        }
+    }
+
+    /// The seed's endpoints and rules.
+    fn seed() -> (Vec<Endpoint>, Vec<Rule>) {
+        let eps = vec![
+            ep("my-rest", EndpointType::Rest, &[]),
+            ep("my-eventbus", EndpointType::EventBus, &[]),
+            ep(
+                "my-servicebus",
+                EndpointType::ServiceBus,
+                &[("service_port", "6666")],
+            ),
+        ];
+        let rules = vec![
+            rule(
+                "my-rule",
+                "my-rest",
+                &[("path", "/a")],
+                "my-eventbus",
+                &[("topic", "test")],
+            ),
+            rule(
+                "my-rule-eventbus-rest",
+                "my-eventbus",
+                &[("topic", "test"), ("node_name", "kube-edge-1")],
+                "my-rest",
+                &[("resource", "http://127.0.0.1:8080/b")],
+            ),
+            rule(
+                "my-rule-rest-servicebus",
+                "my-rest",
+                &[("path", "/source")],
+                "my-servicebus",
+                &[("path", "/target")],
+            ),
+        ];
+        (eps, rules)
+    }
+
+    #[test]
+    fn the_seed_rules_route_as_the_seed_says() {
+        let (eps, rules) = seed();
+        let (t, refused) = RuleTable::build(&eps, &rules);
+        assert!(refused.is_empty(), "{refused:?}");
+        let (r, rest) = t.rest("default", "a").expect("rest→eventbus");
+        assert_eq!(
+            r.target,
+            RestTarget::EventBus {
+                topic: "test".into()
+            }
+        );
+        assert_eq!(rest, "");
+        let (r, rest) = t.rest("default", "source/x/y").expect("rest→servicebus");
+        assert_eq!(
+            r.target,
+            RestTarget::ServiceBus {
+                port: 6666,
+                path: "/target".into()
+            }
+        );
+        assert_eq!(rest, "/x/y");
+        assert_eq!(
+            t.bus("kube-edge-1", "default/test").map(|b| b.url.as_str()),
+            Some("http://127.0.0.1:8080/b")
+        );
+        assert_eq!(t.bus("other-node", "default/test"), None);
+        assert_eq!(t.subscriptions("kube-edge-1"), ["default/test"]);
+    }
+
+    #[test]
+    fn paths_match_whole_segments_and_the_longest_rule_wins() {
+        let (mut eps, _) = seed();
+        eps.push(ep("bus2", EndpointType::EventBus, &[]));
+        let rules = vec![
+            rule(
+                "short",
+                "my-rest",
+                &[("path", "a")],
+                "my-eventbus",
+                &[("topic", "t1")],
+            ),
+            rule(
+                "long",
+                "my-rest",
+                &[("path", "a/b/")],
+                "bus2",
+                &[("topic", "t2")],
+            ),
+        ];
+        let (t, _) = RuleTable::build(&eps, &rules);
+        assert_eq!(
+            t.rest("default", "a/b/c")
+                .map(|(r, p)| (r.rule.as_str(), p)),
+            Some(("default/long", "/c"))
+        );
+        assert_eq!(
+            t.rest("default", "a/x").map(|(r, p)| (r.rule.as_str(), p)),
+            Some(("default/short", "/x"))
+        );
+        assert_eq!(t.rest("default", "ab"), None, "not a segment prefix");
+        assert_eq!(t.rest("other", "a"), None, "another namespace");
+    }
+
+    #[test]
+    fn bad_rules_are_refused_with_a_reason() {
+        let (eps, _) = seed();
+        let cases = [
+            (
+                rule(
+                    "r1",
+                    "nope",
+                    &[("path", "a")],
+                    "my-eventbus",
+                    &[("topic", "t")],
+                ),
+                "does not exist",
+            ),
+            (
+                rule(
+                    "r2",
+                    "my-eventbus",
+                    &[("topic", "t"), ("node_name", "n")],
+                    "my-servicebus",
+                    &[("path", "/x")],
+                ),
+                "not a supported route",
+            ),
+            (
+                rule("r3", "my-rest", &[], "my-eventbus", &[("topic", "t")]),
+                "path is required",
+            ),
+            (
+                rule(
+                    "r4",
+                    "my-eventbus",
+                    &[("topic", "t")],
+                    "my-rest",
+                    &[("resource", "http://x")],
+                ),
+                "node_name is required",
+            ),
+        ];
+        for (r, why) in cases {
+            let (_, refused) = RuleTable::build(&eps, &[r]);
+            assert_eq!(refused.len(), 1);
+            assert!(
+                refused[0].1.to_string().contains(why),
+                "{} vs {why}",
+                refused[0].1
+            );
+        }
+        let bad_port = vec![
+            ep("my-rest", EndpointType::Rest, &[]),
+            ep("sb", EndpointType::ServiceBus, &[("service_port", "99999")]),
+        ];
+        let (_, refused) = RuleTable::build(
+            &bad_port,
+            &[rule(
+                "r5",
+                "my-rest",
+                &[("path", "s")],
+                "sb",
+                &[("path", "/t")],
+            )],
+        );
+        assert!(matches!(refused[0].1, RuleError::Port(_)));
+        let dup = vec![
+            rule(
+                "first",
+                "my-rest",
+                &[("path", "/a")],
+                "my-eventbus",
+                &[("topic", "t")],
+            ),
+            rule(
+                "second",
+                "my-rest",
+                &[("path", "a/")],
+                "my-eventbus",
+                &[("topic", "u")],
+            ),
+        ];
+        let (t, refused) = RuleTable::build(&eps, &dup);
+        assert_eq!(
+            refused,
+            [(
+                "default/second".to_string(),
+                RuleError::Duplicate("default/first".into(), "source path")
+            )]
+        );
+        assert_eq!(
+            t.rest("default", "a").map(|(r, _)| r.rule.as_str()),
+            Some("default/first")
+        );
+    }
+}
