@@ -90,7 +90,15 @@ pub fn start_server(kedge: Option<PathBuf>) -> anyhow::Result<Server> {
             "--https-port",
             "0",
         ])
-        .args(["--mqtt-port", "0", "--metrics-port", "0", "--data-dir"])
+        .args([
+            "--mqtt-port",
+            "0",
+            "--metrics-port",
+            "0",
+            "--router-port",
+            "0",
+            "--data-dir",
+        ])
         .arg(dir.path())
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())

@@ -16,6 +16,7 @@ pub enum CloudError {
 pub mod devicecontroller;
 pub mod edgecontroller;
 pub mod objects;
+pub mod router;
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -35,6 +36,8 @@ pub struct CloudConfig {
     pub lifecycle: edgecontroller::Lifecycle,
     /// Lifetime of the node certificates the join server signs (edges renew at 70–90 % of it).
     pub node_cert_ttl: std::time::Duration,
+    /// The router's REST listener.
+    pub router: router::rest::RouterConfig,
 }
 
 /// A running cloud (hub, join server, controllers).
@@ -43,7 +46,9 @@ pub struct Cloud {
     pub downstream: Arc<cloudhub::downstream::Downstream>,
     pub hub_addr: SocketAddr,
     pub join_addr: SocketAddr,
+    pub router_addr: SocketAddr,
     pub ca: Arc<kedge_pki::Ca>,
+    router: router::rest::Listener,
     edgecontroller: Arc<edgecontroller::Stats>,
     listeners: Vec<kedge_http::Listener>,
 }
@@ -97,6 +102,7 @@ impl Cloud {
 
     /// Stops accepting, then closes every edge session.
     pub async fn shutdown(self) {
+        self.router.shutdown();
         self.hub.close_all();
         for l in self.listeners {
             l.shutdown().await;
@@ -131,6 +137,8 @@ pub async fn start(cfg: CloudConfig, client: kube::Client) -> Result<Cloud, Clou
     )
     .await?;
     let downstream = cloudhub::downstream::Downstream::new(hub.clone(), client.clone());
+    let rules = router::Rules::start(client.clone());
+    let router = router::rest::start(cfg.router.clone(), rules, hub.clone()).await?;
     let ec = edgecontroller::EdgeController::new(
         client,
         hub.clone(),
@@ -144,6 +152,8 @@ pub async fn start(cfg: CloudConfig, client: kube::Client) -> Result<Cloud, Clou
         downstream,
         hub_addr: hub_l.addr,
         join_addr: join.addr,
+        router_addr: router.addr,
+        router,
         ca,
         edgecontroller: stats,
         listeners: vec![join, hub_l],

@@ -252,6 +252,38 @@ impl RuleTable {
     }
 }
 
+/// The operation of a rest→eventbus message (KubeEdge's).
+pub const OP_PUBLISH: &str = "publish";
+
+/// A message body as envelope content: a JSON string when it is UTF-8 (as KubeEdge sends it),
+/// else `{"base64": …}` so that any body arrives byte for byte.
+pub fn body_to_content(body: &[u8]) -> serde_json::Value {
+    use base64::Engine;
+    match std::str::from_utf8(body) {
+        Ok(text) => serde_json::Value::String(text.to_string()),
+        Err(_) => {
+            serde_json::json!({"base64": base64::engine::general_purpose::STANDARD.encode(body)})
+        }
+    }
+}
+
+/// The body [`body_to_content`] encoded (other JSON is taken as its text).
+pub fn content_to_body(content: &serde_json::Value) -> Vec<u8> {
+    use base64::Engine;
+    match content {
+        serde_json::Value::String(s) => s.clone().into_bytes(),
+        serde_json::Value::Object(m)
+            if m.len() == 1 && m.get("base64").is_some_and(|b| b.is_string()) =>
+        {
+            let b64 = m.get("base64").and_then(|b| b.as_str()).unwrap_or_default();
+            base64::engine::general_purpose::STANDARD
+                .decode(b64)
+                .unwrap_or_else(|_| b64.as_bytes().to_vec())
+        }
+        other => other.to_string().into_bytes(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -324,6 +356,19 @@ mod tests {
             ),
         ];
         (eps, rules)
+    }
+
+    #[test]
+    fn bodies_travel_byte_for_byte() {
+        for body in [
+            &b"{\"message\": \"123\"}"[..],
+            b"",
+            &[0xff, 0x00, 0xfe],
+            "ü".as_bytes(),
+        ] {
+            assert_eq!(content_to_body(&body_to_content(body)), body);
+        }
+        assert_eq!(body_to_content(b"hi"), serde_json::json!("hi"));
     }
 
     #[test]

@@ -202,6 +202,7 @@ pub async fn start(cfg: EdgeConfig) -> Result<Edge, EdgeError> {
         outbox.clone(),
         hub.clone(),
         devicetwin.clone(),
+        bus.clone(),
     ));
     Ok(Edge {
         hub,
@@ -408,8 +409,13 @@ async fn store_then_ack(
     outbox: Arc<Outbox>,
     hub: EdgeHub,
     devicetwin: Arc<devicetwin::DeviceTwin>,
+    bus: eventbus::EventBus,
 ) {
     while let Some(m) = down.recv().await {
+        if m.route.group == group::USER && m.route.operation == kedge_core::rule::OP_PUBLISH {
+            hub.send(eventbus::publish_from_cloud(&bus, &m).await).await;
+            continue;
+        }
         // The cloud's answers to what the outbox sent: applied (response), or refused for good.
         if matches!(m.route.operation.as_str(), op::RESPONSE | op::ERROR) {
             if m.route.operation == op::ERROR {

@@ -154,6 +154,16 @@ struct CloudArgs {
     /// Port of /metrics and /healthz (plain HTTP on 127.0.0.1).
     #[arg(long, default_value_t = 9091)]
     metrics_port: u16,
+    /// Router REST listener port (`/{node}/{namespace}/{path}`).
+    #[arg(long, default_value_t = 9443)]
+    router_port: u16,
+    /// Address the router's REST listener listens on.
+    #[arg(long, default_value = "0.0.0.0")]
+    router_bind: IpAddr,
+    /// Require `Authorization: Bearer <token>` on the router's REST listener (off by default, as
+    /// in KubeEdge).
+    #[arg(long, env = "KEDGE_ROUTER_TOKEN", hide_env_values = true)]
+    router_token: Option<String>,
 }
 
 #[derive(Args)]
@@ -246,6 +256,7 @@ fn cloud_config(
     bind: IpAddr,
     hub: &HubArgs,
     names: Vec<String>,
+    router: kedge_cloud::router::rest::RouterConfig,
 ) -> kedge_cloud::CloudConfig {
     kedge_cloud::CloudConfig {
         data_dir: data_dir.to_path_buf(),
@@ -256,6 +267,7 @@ fn cloud_config(
         hub: Default::default(),
         lifecycle: Default::default(),
         node_cert_ttl: hub.node_cert_ttl,
+        router,
     }
 }
 
@@ -269,7 +281,16 @@ async fn up(a: UpArgs) -> anyhow::Result<()> {
     };
     let loopback = IpAddr::from([127, 0, 0, 1]);
     let cloud = kedge_cloud::start(
-        cloud_config(&a.api.data_dir, loopback, &hub_args, Vec::new()),
+        cloud_config(
+            &a.api.data_dir,
+            loopback,
+            &hub_args,
+            Vec::new(),
+            kedge_cloud::router::rest::RouterConfig {
+                addr: std::net::SocketAddr::new(loopback, a.router_port),
+                ..Default::default()
+            },
+        ),
         client.clone(),
     )
     .await
@@ -297,7 +318,6 @@ async fn up(a: UpArgs) -> anyhow::Result<()> {
     if a.demo {
         start_demo(&client, &edge.mqtt.to_string(), &a.node_name).await?;
     }
-    let _ = a.router_port;
     let mut out = std::io::stdout().lock();
     writeln!(out, "kedge is up")?;
     writeln!(out, "  Kubernetes API: {}", api.url)?;
@@ -306,6 +326,7 @@ async fn up(a: UpArgs) -> anyhow::Result<()> {
     writeln!(out, "  join server:    https://{}", cloud.join_addr)?;
     writeln!(out, "  edge node:      {}", a.node_name)?;
     writeln!(out, "  MQTT broker:    {}", edge.mqtt)?;
+    writeln!(out, "  router:         http://{}", cloud.router_addr)?;
     writeln!(out, "  metrics:        http://{metrics}/metrics")?;
     writeln!(out, "Next:")?;
     writeln!(out, "  export KUBECONFIG={}", api.kubeconfig.display())?;
@@ -396,7 +417,17 @@ async fn cloud(a: CloudArgs) -> anyhow::Result<()> {
     };
     let client = kube_client(&kubeconfig).await?;
     let cloud = kedge_cloud::start(
-        cloud_config(&a.api.data_dir, a.bind, &a.hub, a.advertise.clone()),
+        cloud_config(
+            &a.api.data_dir,
+            a.bind,
+            &a.hub,
+            a.advertise.clone(),
+            kedge_cloud::router::rest::RouterConfig {
+                addr: std::net::SocketAddr::new(a.router_bind, a.router_port),
+                token: a.router_token.clone(),
+                ..Default::default()
+            },
+        ),
         client,
     )
     .await
@@ -410,6 +441,7 @@ async fn cloud(a: CloudArgs) -> anyhow::Result<()> {
     println!("  kubeconfig:     {}", kubeconfig.display());
     println!("  CloudHub:       wss://{}", cloud.hub_addr);
     println!("  join server:    https://{}", cloud.join_addr);
+    println!("  router:         http://{}", cloud.router_addr);
     let metrics = serve_metrics(a.metrics_port, cloud.metrics()).await?;
     println!("  metrics:        http://{metrics}/metrics");
     println!(

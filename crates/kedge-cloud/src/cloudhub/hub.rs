@@ -72,12 +72,34 @@ pub struct Hub {
     refused: AtomicU64,
     throttled: AtomicU64,
     sessions_total: AtomicU64,
+    /// Requests waiting for the edge's answer (by message id), with their node.
+    pending: Mutex<HashMap<String, (String, tokio::sync::oneshot::Sender<Message>)>>,
     started: tokio::time::Instant,
 }
 
 #[derive(Debug, thiserror::Error)]
 #[error("node {0} is not connected")]
 pub struct NotConnected(pub String);
+
+/// Why a request to an edge got no answer.
+#[derive(Debug, thiserror::Error)]
+pub enum RequestError {
+    #[error("node {0} is not connected")]
+    NotConnected(String),
+    #[error("node {0} disconnected before answering")]
+    Disconnected(String),
+    #[error("node {node} did not answer within {after:?}")]
+    Timeout { node: String, after: Duration },
+}
+
+/// Removes a request's waiter however the request ends.
+struct Waiting<'a>(&'a Hub, String);
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.pending_map().remove(&self.1);
+    }
+}
 
 impl Hub {
     pub fn new(cfg: HubConfig, events: mpsc::Sender<HubEvent>) -> Arc<Hub> {
@@ -89,6 +111,7 @@ impl Hub {
             refused: AtomicU64::new(0),
             throttled: AtomicU64::new(0),
             sessions_total: AtomicU64::new(0),
+            pending: Mutex::default(),
             started: tokio::time::Instant::now(),
         })
     }
@@ -152,6 +175,55 @@ impl Hub {
         }
     }
 
+    fn pending_map(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<String, (String, tokio::sync::oneshot::Sender<Message>)>>
+    {
+        self.pending.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Sends `msg` to `node` and waits for the message whose `parent_msg_id` is its id. Fails
+    /// at once if the node is not connected, and as soon as its session ends.
+    pub async fn request(
+        &self,
+        node: &str,
+        msg: Message,
+        timeout: Duration,
+    ) -> Result<Message, RequestError> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let id = msg.header.id.clone();
+        self.pending_map()
+            .insert(id.clone(), (node.to_string(), tx));
+        let _waiting = Waiting(self, id);
+        self.send(node, msg)
+            .await
+            .map_err(|_| RequestError::NotConnected(node.into()))?;
+        match tokio::time::timeout(timeout, rx).await {
+            Ok(Ok(answer)) => Ok(answer),
+            Ok(Err(_)) => Err(RequestError::Disconnected(node.into())),
+            Err(_) => Err(RequestError::Timeout {
+                node: node.into(),
+                after: timeout,
+            }),
+        }
+    }
+
+    /// Hands `msg` to the request waiting for it, if any; gives it back otherwise.
+    fn answer(&self, node: &str, msg: Message) -> Option<Message> {
+        if msg.header.parent_id.is_empty() {
+            return Some(msg);
+        }
+        let mut pending = self.pending_map();
+        match pending.get(&msg.header.parent_id) {
+            Some((n, _)) if n == node => {}
+            _ => return Some(msg),
+        }
+        let (_, tx) = pending.remove(&msg.header.parent_id)?;
+        drop(pending);
+        let _ = tx.send(msg);
+        None
+    }
+
     /// Queues `msg` for `node`.
     pub async fn send(&self, node: &str, msg: Message) -> Result<(), NotConnected> {
         let tx = self.sessions().get(node).map(|s| s.tx.clone());
@@ -188,6 +260,9 @@ impl Hub {
         let mut sessions = self.sessions();
         if sessions.get(node).is_some_and(|s| s.id == id) {
             sessions.remove(node);
+            drop(sessions);
+            // Requests to the node fail now rather than at their timeout.
+            self.pending_map().retain(|_, (n, _)| n != node);
             true
         } else {
             false
@@ -333,6 +408,7 @@ async fn receive(hub: &Hub, node: &str, data: &[u8]) -> Option<Message> {
     if msg.route.operation == op::KEEPALIVE {
         return None;
     }
+    let msg = hub.answer(node, msg)?;
     let _ = hub
         .events
         .send(HubEvent::Message(node.into(), Box::new(msg)))

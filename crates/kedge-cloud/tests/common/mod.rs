@@ -39,6 +39,10 @@ pub fn cloud_config(data_dir: &Path) -> kedge_cloud::CloudConfig {
         hub: Default::default(),
         lifecycle: Default::default(),
         node_cert_ttl: kedge_pki::node::NODE_CERT_TTL,
+        router: kedge_cloud::router::rest::RouterConfig {
+            addr: "127.0.0.1:0".parse().expect("addr"),
+            ..Default::default()
+        },
     }
 }
 

@@ -269,6 +269,23 @@ impl EventBus {
     }
 }
 
+/// A rest→eventbus message from the cloud (op `publish`, resource = the topic): published on the
+/// broker, then answered (`response` "OK", or `error` with the reason).
+pub async fn publish_from_cloud(
+    bus: &EventBus,
+    m: &kedge_core::envelope::Message,
+) -> kedge_core::envelope::Message {
+    let topic = m.route.resource.as_str();
+    if topic.is_empty() || topic.contains(['+', '#']) {
+        return m.error_reply(&format!("{topic:?} is not a topic one can publish to"));
+    }
+    let body = kedge_core::rule::content_to_body(&m.content);
+    match bus.publish(topic, body, false).await {
+        Ok(()) => m.ack(),
+        Err(e) => m.error_reply(&e.to_string()),
+    }
+}
+
 /// What the event loop works with.
 struct Link {
     client: AsyncClient,

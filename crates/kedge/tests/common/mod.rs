@@ -35,6 +35,8 @@ pub struct Kedge {
     pub metrics: String,
     /// `kedge up`'s edge broker (0 for `kedge cloud`).
     pub mqtt_port: u16,
+    /// The router's REST listener.
+    pub router_port: u16,
 }
 
 /// Spawns `kedge <args> --data-dir <dir>` and streams its stdout lines.
@@ -200,6 +202,8 @@ impl Kedge {
             "0",
             "--mqtt-port",
             "0",
+            "--router-port",
+            "0",
         ];
         args.extend(extra);
         let (child, lines) = spawn_kedge(&args, data_dir);
@@ -226,6 +230,10 @@ impl Kedge {
             "127.0.0.1",
             "--metrics-port",
             "0",
+            "--router-port",
+            "0",
+            "--router-bind",
+            "127.0.0.1",
         ];
         let (child, lines) = spawn_kedge(&args, data_dir);
         Self::from_lines(child, data_dir, &lines)
@@ -254,6 +262,7 @@ impl Kedge {
             hub_port: port_of("CloudHub"),
             join_port: port_of("join server"),
             metrics: endpoints["metrics"].clone(),
+            router_port: port_of("router"),
             mqtt_port: if endpoints.contains_key("MQTT broker") {
                 port_of("MQTT broker")
             } else {

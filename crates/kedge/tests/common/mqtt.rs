@@ -65,6 +65,15 @@ impl Sub {
         }
     }
 
+    /// The next message (topic, payload as printed) within `within`.
+    pub fn next_raw(&mut self, within: Duration) -> Option<(String, String)> {
+        let line = self.line(within, |l| {
+            !l.starts_with("Client ") && !l.starts_with("Subscribed")
+        })?;
+        let (topic, payload) = line.split_once(' ').unwrap_or((line.as_str(), ""));
+        Some((topic.to_string(), payload.to_string()))
+    }
+
     /// The next message (topic, JSON payload) within `within` for which `want` holds.
     pub fn next_json(
         &mut self,

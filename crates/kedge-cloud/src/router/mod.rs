@@ -1,0 +1,114 @@
+//! Router: the seed's custom-message paths, from `rules.kubeedge.io/v1` RuleEndpoints and Rules.
+//! Every create, update and delete takes effect (the table is rebuilt from the watched objects;
+//! KubeEdge ignores updates). The REST listener (`rest`) answers honestly: 404 no rule, 503 node
+//! not connected, 502 the edge could not deliver, 504 no answer in time, 413 body too large.
+
+pub mod rest;
+
+use std::sync::{Arc, RwLock};
+
+use kedge_core::rule::{Endpoint, EndpointType, Rule, RuleTable};
+use kube::api::{Api, DynamicObject};
+use kube::core::GroupVersionKind;
+use kube::discovery::ApiResource;
+use kube::runtime::reflector::{self, Store};
+use serde_json::Value;
+
+use crate::objects::watch;
+
+fn resource(kind: &str, plural: &str) -> ApiResource {
+    ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("rules.kubeedge.io", "v1", kind),
+        plural,
+    )
+}
+
+/// The rules in effect, rebuilt on every change.
+pub struct Rules {
+    endpoints: Store<DynamicObject>,
+    rules: Store<DynamicObject>,
+    table: RwLock<Arc<RuleTable>>,
+}
+
+fn strings(v: Option<&Value>) -> std::collections::BTreeMap<String, String> {
+    v.and_then(Value::as_object)
+        .into_iter()
+        .flatten()
+        .filter_map(|(k, v)| {
+            let s = match v {
+                Value::String(s) => s.clone(),
+                Value::Number(n) => n.to_string(),
+                Value::Bool(b) => b.to_string(),
+                _ => return None,
+            };
+            Some((k.clone(), s))
+        })
+        .collect()
+}
+
+fn endpoint(o: &DynamicObject) -> Option<Endpoint> {
+    Some(Endpoint {
+        namespace: o.metadata.namespace.clone()?,
+        name: o.metadata.name.clone()?,
+        kind: EndpointType::parse(o.data.pointer("/spec/ruleEndpointType")?.as_str()?)?,
+        properties: strings(o.data.pointer("/spec/properties")),
+    })
+}
+
+fn rule(o: &DynamicObject) -> Option<Rule> {
+    let text = |p: &str| o.data.pointer(p).and_then(Value::as_str).map(String::from);
+    Some(Rule {
+        namespace: o.metadata.namespace.clone()?,
+        name: o.metadata.name.clone()?,
+        source: text("/spec/source")?,
+        source_resource: strings(o.data.pointer("/spec/sourceResource")),
+        target: text("/spec/target")?,
+        target_resource: strings(o.data.pointer("/spec/targetResource")),
+    })
+}
+
+impl Rules {
+    pub fn start(client: kube::Client) -> Arc<Rules> {
+        let (er, rr) = (
+            resource("RuleEndpoint", "ruleendpoints"),
+            resource("Rule", "rules"),
+        );
+        let ew = reflector::store::Writer::new(er.clone());
+        let rw = reflector::store::Writer::new(rr.clone());
+        let rules = Arc::new(Rules {
+            endpoints: ew.as_reader(),
+            rules: rw.as_reader(),
+            table: RwLock::default(),
+        });
+        watch(
+            Api::all_with(client.clone(), &er),
+            ew,
+            rules.clone(),
+            |r, _, _| r.rebuild(),
+        );
+        watch(Api::all_with(client, &rr), rw, rules.clone(), |r, _, _| {
+            r.rebuild()
+        });
+        rules
+    }
+
+    fn rebuild(&self) {
+        let endpoints: Vec<Endpoint> = self
+            .endpoints
+            .state()
+            .iter()
+            .filter_map(|o| endpoint(o))
+            .collect();
+        let rules: Vec<Rule> = self.rules.state().iter().filter_map(|o| rule(o)).collect();
+        let (table, refused) = RuleTable::build(&endpoints, &rules);
+        for (rule, why) in refused {
+            tracing::warn!(rule, reason = %why, "rule not in effect");
+        }
+        *self.table.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(table);
+    }
+
+    /// The table as it is now.
+    pub fn table(&self) -> Arc<RuleTable> {
+        self.table.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}

@@ -1,0 +1,211 @@
+//! The REST listener: `/{node}/{namespace}/{path}` with any method, plain HTTP (as KubeEdge's),
+//! optionally behind a bearer token.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{HeaderMap, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use kedge_core::envelope::{Message, group, op};
+use kedge_core::rule::{OP_PUBLISH, RestTarget, body_to_content};
+
+use super::Rules;
+use crate::cloudhub::hub::{Hub, RequestError};
+
+#[derive(Debug, Clone)]
+pub struct RouterConfig {
+    /// Where the REST listener listens (`0.0.0.0:9443` for `kedge cloud`).
+    pub addr: SocketAddr,
+    /// When set, requests need `Authorization: Bearer <token>`.
+    pub token: Option<String>,
+    /// The largest request body (KubeEdge: 12 MiB).
+    pub max_body: usize,
+    /// How long the edge has to answer.
+    pub timeout: Duration,
+}
+
+impl Default for RouterConfig {
+    fn default() -> Self {
+        RouterConfig {
+            addr: SocketAddr::from(([0, 0, 0, 0], 9443)),
+            token: None,
+            max_body: 12 << 20,
+            timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+struct Ctx {
+    cfg: RouterConfig,
+    rules: Arc<Rules>,
+    hub: Arc<Hub>,
+}
+
+/// A running REST listener.
+pub struct Listener {
+    pub addr: SocketAddr,
+    stop: tokio::sync::watch::Sender<bool>,
+}
+
+impl Listener {
+    pub fn shutdown(&self) {
+        let _ = self.stop.send(true);
+    }
+}
+
+/// Starts the REST listener.
+pub async fn start(
+    cfg: RouterConfig,
+    rules: Arc<Rules>,
+    hub: Arc<Hub>,
+) -> Result<Listener, crate::CloudError> {
+    let bind = cfg.addr;
+    let err = |cause| crate::CloudError::Bind(kedge_http::BindError { addr: bind, cause });
+    let listener = tokio::net::TcpListener::bind(bind).await.map_err(err)?;
+    let addr = listener.local_addr().map_err(err)?;
+    let (stop, mut stopped) = tokio::sync::watch::channel(false);
+    let max = cfg.max_body;
+    let app = axum::Router::new()
+        .fallback(handle)
+        .layer(DefaultBodyLimit::max(max))
+        .with_state(Arc::new(Ctx { cfg, rules, hub }));
+    tokio::spawn(async move {
+        let stop = async move {
+            let _ = stopped.changed().await;
+        };
+        if let Err(e) = axum::serve(listener, app)
+            .with_graceful_shutdown(stop)
+            .await
+        {
+            tracing::error!(error = %e, "router REST listener stopped");
+        }
+    });
+    tracing::info!(%addr, "router REST listener");
+    Ok(Listener { addr, stop })
+}
+
+fn text(code: StatusCode, body: String) -> Response {
+    (code, body + "\n").into_response()
+}
+
+/// `/{node}/{namespace}/{rest}` → (node, namespace, rest).
+fn split(path: &str) -> Option<(&str, &str, &str)> {
+    let mut parts = path.trim_start_matches('/').splitn(3, '/');
+    let node = parts.next().filter(|s| !s.is_empty())?;
+    let ns = parts.next().filter(|s| !s.is_empty())?;
+    Some((node, ns, parts.next().unwrap_or("")))
+}
+
+fn authorized(cfg: &RouterConfig, headers: &HeaderMap) -> bool {
+    let Some(token) = &cfg.token else { return true };
+    let given = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    // Constant time: the comparison must not tell how much of the token was right.
+    given.len() == token.len()
+        && given
+            .bytes()
+            .zip(token.bytes())
+            .fold(0, |acc, (a, b)| acc | (a ^ b))
+            == 0
+}
+
+async fn handle(
+    State(ctx): State<Arc<Ctx>>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if !authorized(&ctx.cfg, &headers) {
+        return text(
+            StatusCode::UNAUTHORIZED,
+            "the router needs Authorization: Bearer <token>".into(),
+        );
+    }
+    let Some((node, ns, rest)) = split(uri.path()) else {
+        return text(
+            StatusCode::NOT_FOUND,
+            "the URL is /{node}/{namespace}/{path}".into(),
+        );
+    };
+    let table = ctx.rules.table();
+    let Some((route, suffix)) = table.rest(ns, rest) else {
+        return text(
+            StatusCode::NOT_FOUND,
+            format!("no rule in namespace {ns} has a rest source matching /{rest}"),
+        );
+    };
+    match &route.target {
+        RestTarget::EventBus { topic } => {
+            let topic = format!("{topic}{suffix}");
+            let m = Message::new(
+                "router_eventbus",
+                group::USER,
+                OP_PUBLISH,
+                &topic,
+                body_to_content(&body),
+            );
+            forward(&ctx, node, m).await
+        }
+        RestTarget::ServiceBus { .. } => text(
+            StatusCode::NOT_IMPLEMENTED,
+            format!(
+                "rule {} targets a servicebus, which kedge does not route yet",
+                route.rule
+            ),
+        ),
+    }
+}
+
+/// Sends `m` to `node` and turns the edge's answer into the caller's.
+async fn forward(ctx: &Ctx, node: &str, m: Message) -> Response {
+    match ctx.hub.request(node, m, ctx.cfg.timeout).await {
+        Ok(answer) if answer.route.operation == op::ERROR => text(
+            StatusCode::BAD_GATEWAY,
+            format!(
+                "node {node} could not deliver the message: {}",
+                answer.content.as_str().unwrap_or_default()
+            ),
+        ),
+        Ok(_) => text(StatusCode::OK, "message delivered".into()),
+        Err(e @ (RequestError::NotConnected(_) | RequestError::Disconnected(_))) => {
+            text(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
+        }
+        Err(e @ RequestError::Timeout { .. }) => text(StatusCode::GATEWAY_TIMEOUT, e.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_split_into_node_namespace_and_path() {
+        assert_eq!(
+            split("/kube-edge-1/default/a"),
+            Some(("kube-edge-1", "default", "a"))
+        );
+        assert_eq!(split("/n/ns/source/x/y"), Some(("n", "ns", "source/x/y")));
+        assert_eq!(split("/n/ns"), Some(("n", "ns", "")));
+        assert_eq!(split("/n"), None);
+        assert_eq!(split("/"), None);
+    }
+
+    #[test]
+    fn the_token_is_checked_when_set() {
+        let mut cfg = RouterConfig::default();
+        let mut h = HeaderMap::new();
+        assert!(authorized(&cfg, &h), "off by default, as in the seed");
+        cfg.token = Some("t0ken".into());
+        assert!(!authorized(&cfg, &h));
+        h.insert("authorization", "Bearer t0ken".parse().expect("header"));
+        assert!(authorized(&cfg, &h));
+        h.insert("authorization", "Bearer t0kem".parse().expect("header"));
+        assert!(!authorized(&cfg, &h));
+    }
+}
