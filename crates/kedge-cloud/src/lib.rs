@@ -137,13 +137,14 @@ pub async fn start(cfg: CloudConfig, client: kube::Client) -> Result<Cloud, Clou
     )
     .await?;
     let downstream = cloudhub::downstream::Downstream::new(hub.clone(), client.clone());
-    let rules = router::Rules::start(client.clone());
-    let router = router::rest::start(cfg.router.clone(), rules, hub.clone()).await?;
+    let rules = router::Rules::start(client.clone(), downstream.clone());
+    let router = router::rest::start(cfg.router.clone(), rules.clone(), hub.clone()).await?;
     let ec = edgecontroller::EdgeController::new(
         client,
         hub.clone(),
         cfg.lifecycle.clone(),
         downstream.clone(),
+        rules,
     );
     let stats = ec.stats();
     tokio::spawn(ec.run(rx));

@@ -239,6 +239,23 @@ impl RuleTable {
         self.bus.get(&(node.to_string(), topic.to_string()))
     }
 
+    /// The eventbus-source rules (`namespace/name`) that name `node`, sorted.
+    pub fn bus_rules(&self, node: &str) -> Vec<String> {
+        let mut v: Vec<String> = self
+            .bus
+            .iter()
+            .filter(|((n, _), _)| n == node)
+            .map(|(_, r)| r.rule.clone())
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// Every node some eventbus-source rule names.
+    pub fn bus_nodes(&self) -> std::collections::BTreeSet<String> {
+        self.bus.keys().map(|(n, _)| n.clone()).collect()
+    }
+
     /// The MQTT topics `node` must subscribe to for eventbus sources, sorted.
     pub fn subscriptions(&self, node: &str) -> Vec<String> {
         let mut v: Vec<String> = self
@@ -399,6 +416,14 @@ mod tests {
         );
         assert_eq!(t.bus("other-node", "default/test"), None);
         assert_eq!(t.subscriptions("kube-edge-1"), ["default/test"]);
+        assert_eq!(
+            t.bus_rules("kube-edge-1"),
+            ["default/my-rule-eventbus-rest"]
+        );
+        assert_eq!(
+            t.bus_nodes().into_iter().collect::<Vec<_>>(),
+            ["kube-edge-1"]
+        );
     }
 
     #[test]

@@ -190,9 +190,15 @@ pub async fn start(cfg: EdgeConfig) -> Result<Edge, EdgeError> {
         subscriptions,
         in_tx,
     )?;
+    bus.set_rule_topics(rule_topics(&meta));
     let devicetwin =
         devicetwin::DeviceTwin::open(&cfg.node, db, meta.clone(), bus.clone(), outbox.clone())?;
-    tokio::spawn(run_devicetwin(devicetwin.clone(), bus.clone(), in_rx));
+    tokio::spawn(run_devicetwin(
+        devicetwin.clone(),
+        bus.clone(),
+        outbox.clone(),
+        in_rx,
+    ));
     tokio::spawn(keep_certificate(cfg.clone(), hub.clone(), id));
     tokio::spawn(report_node(cfg, hub.clone(), outbox.clone()));
     tokio::spawn(pump(outbox.clone(), hub.clone()));
@@ -245,16 +251,29 @@ async fn start_broker(
     }
 }
 
+/// A message on an eventbus→rest rule's topic: into the outbox (each one kept until the cloud
+/// has delivered it), then acknowledged to the broker.
+async fn upload(outbox: &Outbox, bus: &eventbus::EventBus, m: eventbus::Inbound) {
+    let content = kedge_core::rule::body_to_content(&m.payload);
+    let msg = Message::new("bus", group::USER, op::UPLOAD, &m.topic, content);
+    if let Err(e) = outbox.push(msg, None) {
+        tracing::warn!(topic = %m.topic, error = %e, "message for the cloud not queued");
+    }
+    bus.ack(&m).await;
+}
+
 /// DeviceTwin's MQTT loop; on every broker (re)connection the retained deltas are restored.
 async fn run_devicetwin(
     dt: Arc<devicetwin::DeviceTwin>,
     bus: eventbus::EventBus,
+    outbox: Arc<Outbox>,
     mut inbound: mpsc::UnboundedReceiver<eventbus::Inbound>,
 ) {
     let mut connected = bus.connected();
     loop {
         tokio::select! {
             m = inbound.recv() => match m {
+                Some(m) if bus.is_rule_topic(&m.topic) => upload(&outbox, &bus, m).await,
                 Some(m) => dt.on_mqtt(m).await,
                 None => return,
             },
@@ -441,6 +460,9 @@ async fn store_then_ack(
         let reply = match result {
             Ok(Ok(applied)) => {
                 to_devicetwin(&devicetwin, &m, applied).await;
+                if m.route.resource.contains("/rule/") {
+                    bus.set_rule_topics(rule_topics(&meta));
+                }
                 m.ack()
             }
             Ok(Err(e)) => {
@@ -451,6 +473,20 @@ async fn store_then_ack(
         };
         hub.send(reply).await;
     }
+}
+
+/// The MQTT topics the stored eventbus→rest Rules name (`<namespace>/<topic>`); the cloud sends
+/// a node only the rules whose eventbus source names it.
+fn rule_topics(meta: &metamanager::MetaStore) -> std::collections::BTreeSet<String> {
+    let keys = meta.keys("rule").unwrap_or_default();
+    keys.iter()
+        .filter_map(|k| {
+            let rule = meta.get(k).ok().flatten()?;
+            let ns = rule.pointer("/metadata/namespace")?.as_str()?;
+            let topic = rule.pointer("/spec/sourceResource/topic")?.as_str()?;
+            Some(format!("{ns}/{}", topic.trim_matches('/')))
+        })
+        .collect()
 }
 
 /// Devices and models go on to DeviceTwin once stored (and before the cloud is told).

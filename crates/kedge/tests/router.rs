@@ -123,3 +123,125 @@ fn rest_to_eventbus_with_the_seed_commands() {
         || post(&url, &["-d", "x"]).0 == 404,
     );
 }
+
+/// A small HTTP server: every request's (NodeName header, body) arrives on the channel; it
+/// answers 200. After `stop` its port is free again.
+struct App {
+    port: u16,
+    got: std::sync::mpsc::Receiver<(String, String)>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl App {
+    fn start(port: u16) -> App {
+        use std::io::{BufRead, BufReader, Read, Write};
+        let listener = std::net::TcpListener::bind(("127.0.0.1", port)).expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        listener.set_nonblocking(true).expect("nonblocking");
+        let (tx, got) = std::sync::mpsc::channel();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stopped = stop.clone();
+        let thread = std::thread::spawn(move || {
+            while !stopped.load(std::sync::atomic::Ordering::Relaxed) {
+                let Ok((stream, _)) = listener.accept() else {
+                    std::thread::sleep(Duration::from_millis(10));
+                    continue;
+                };
+                let _ = stream.set_nonblocking(false);
+                let mut r = BufReader::new(stream);
+                let (mut len, mut node) = (0usize, String::new());
+                loop {
+                    let mut line = String::new();
+                    if r.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                        break;
+                    }
+                    let lower = line.to_ascii_lowercase();
+                    if let Some(v) = lower.strip_prefix("content-length:") {
+                        len = v.trim().parse().unwrap_or(0);
+                    }
+                    if lower.starts_with("nodename:") {
+                        node = line["nodename:".len()..].trim().to_string();
+                    }
+                }
+                let mut body = vec![0; len];
+                let _ = r.read_exact(&mut body);
+                let _ = r.get_mut().write_all(
+                    b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                );
+                let _ = tx.send((node, String::from_utf8_lossy(&body).into_owned()));
+            }
+        });
+        App {
+            port,
+            got,
+            stop,
+            thread,
+        }
+    }
+
+    fn stop(self) -> u16 {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        // The listener closes when its thread ends.
+        let _ = self.thread.join();
+        self.port
+    }
+}
+
+#[test]
+fn eventbus_to_rest_with_the_seed_commands_at_least_once() {
+    let dir = tempfile::tempdir().expect("dir");
+    let up = Kedge::up(dir.path(), 0);
+    let app = App::start(0);
+    up.ok(&[
+        "apply",
+        "-f",
+        &example("ruleEndpoint-rest.yaml"),
+        "-f",
+        &example("ruleEndpoint-eventbus.yaml"),
+    ]);
+    // The seed's rule, pointed at this node and at the app.
+    let rule = std::fs::read_to_string(example("rule-eventbus-rest.yaml"))
+        .expect("rule")
+        .replace("k8s-edge-1", "kube-edge-1")
+        .replace(
+            "http://k8s-master:8080/b",
+            &format!("http://127.0.0.1:{}/b", app.port),
+        );
+    let out = up.with_stdin(&["apply", "-f", "-"], &rule);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // The seed's command, once the edge has subscribed: the app receives exactly that body.
+    let mut received = None;
+    until(
+        Duration::from_secs(30),
+        "the message at the cloud app",
+        || {
+            mqtt::publish(up.mqtt_port, "default/test", r#"{"edgemsg":"msgtocloud"}"#);
+            received = app.got.recv_timeout(Duration::from_millis(500)).ok();
+            received.is_some()
+        },
+    );
+    assert_eq!(
+        received,
+        Some((
+            "kube-edge-1".to_string(),
+            r#"{"edgemsg":"msgtocloud"}"#.to_string()
+        ))
+    );
+    while app.got.try_recv().is_ok() {}
+
+    // The app is down: the message waits in the edge's outbox and arrives once it is back.
+    let port = app.stop();
+    mqtt::publish(up.mqtt_port, "default/test", "sent while the app was down");
+    let app = App::start(port);
+    let got = app
+        .got
+        .recv_timeout(Duration::from_secs(30))
+        .expect("delivered after the app came back");
+    assert_eq!(got.1, "sent while the app was down");
+}

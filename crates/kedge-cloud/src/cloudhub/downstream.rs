@@ -38,6 +38,7 @@ fn kind_of(token: &str) -> &str {
         "node" => "Node",
         "device" => "Device",
         "devicemodel" => "DeviceModel",
+        "rule" => "Rule",
         other => other,
     }
 }
@@ -46,6 +47,7 @@ fn kind_of(token: &str) -> &str {
 fn api_version_of(token: &str) -> &'static str {
     match token {
         "device" | "devicemodel" => "devices.kubeedge.io/v1alpha2",
+        "rule" => "rules.kubeedge.io/v1",
         _ => "v1",
     }
 }

@@ -86,6 +86,7 @@ pub struct EdgeController {
     downstream: Arc<Downstream>,
     bound: bound::Bound,
     devices: crate::devicecontroller::DeviceController,
+    rules: Arc<crate::router::Rules>,
     client: kube::Client,
     stats: Arc<Stats>,
 }
@@ -135,6 +136,7 @@ impl EdgeController {
         hub: Arc<crate::cloudhub::hub::Hub>,
         lifecycle: Lifecycle,
         downstream: Arc<Downstream>,
+        rules: Arc<crate::router::Rules>,
     ) -> EdgeController {
         EdgeController {
             nodes: Api::all(client.clone()),
@@ -145,6 +147,7 @@ impl EdgeController {
                 downstream.clone(),
             ),
             client,
+            rules,
             stats: Arc::default(),
             downstream,
             hub,
@@ -184,6 +187,13 @@ impl EdgeController {
                         tracing::warn!(node, resource = %m.route.resource, error = %m.content, "the edge could not apply a message; it will be re-sent");
                         Ok(())
                     }
+                    Some(HubEvent::Message(node, m))
+                        if m.route.group == kedge_core::envelope::group::USER
+                            && m.route.operation == op::UPLOAD =>
+                    {
+                        self.rules.upload(&self.hub, &node, *m);
+                        Ok(())
+                    }
                     Some(HubEvent::Message(node, m)) => self.apply_and_answer(&node, &m).await,
                 },
                 _ = sweep.tick() => self.sweep().await,
@@ -201,6 +211,7 @@ impl EdgeController {
         let records = self.downstream.connected(node).await?;
         self.bound.resync(node, &records).await;
         self.devices.resync(node, &records).await;
+        self.rules.resync(node, &records).await;
         Ok(())
     }
 

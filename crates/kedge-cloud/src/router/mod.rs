@@ -3,6 +3,7 @@
 //! KubeEdge ignores updates). The REST listener (`rest`) answers honestly: 404 no rule, 503 node
 //! not connected, 502 the edge could not deliver, 504 no answer in time, 413 body too large.
 
+pub mod eventbus;
 pub mod rest;
 
 use std::sync::{Arc, RwLock};
@@ -28,6 +29,23 @@ pub struct Rules {
     endpoints: Store<DynamicObject>,
     rules: Store<DynamicObject>,
     table: RwLock<Arc<RuleTable>>,
+    /// Where eventbus-source rules go to their nodes.
+    downstream: Arc<crate::cloudhub::downstream::Downstream>,
+    /// Per node, the rules it was given: uid → (namespace, name, resourceVersion).
+    placed: std::sync::Mutex<std::collections::HashMap<String, Placed>>,
+    http: reqwest::Client,
+}
+
+/// The rules a node was given: uid → (namespace, name, resourceVersion).
+type Placed = std::collections::HashMap<String, (String, String, u64)>;
+
+/// `namespace/name` of an object.
+fn key(o: &DynamicObject) -> String {
+    format!(
+        "{}/{}",
+        o.metadata.namespace.as_deref().unwrap_or_default(),
+        o.metadata.name.as_deref().unwrap_or_default()
+    )
 }
 
 fn strings(v: Option<&Value>) -> std::collections::BTreeMap<String, String> {
@@ -68,7 +86,10 @@ fn rule(o: &DynamicObject) -> Option<Rule> {
 }
 
 impl Rules {
-    pub fn start(client: kube::Client) -> Arc<Rules> {
+    pub fn start(
+        client: kube::Client,
+        downstream: Arc<crate::cloudhub::downstream::Downstream>,
+    ) -> Arc<Rules> {
         let (er, rr) = (
             resource("RuleEndpoint", "ruleendpoints"),
             resource("Rule", "rules"),
@@ -79,6 +100,9 @@ impl Rules {
             endpoints: ew.as_reader(),
             rules: rw.as_reader(),
             table: RwLock::default(),
+            downstream,
+            placed: Default::default(),
+            http: eventbus::http_client(),
         });
         watch(
             Api::all_with(client.clone(), &er),
@@ -105,6 +129,7 @@ impl Rules {
             tracing::warn!(rule, reason = %why, "rule not in effect");
         }
         *self.table.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(table);
+        self.place(&self.downstream);
     }
 
     /// The table as it is now.

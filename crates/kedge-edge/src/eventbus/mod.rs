@@ -160,6 +160,8 @@ pub struct EventBus {
     client: AsyncClient,
     connected: watch::Receiver<bool>,
     counters: Arc<Counters>,
+    /// Topics subscribed for eventbus→rest rules (changed at run time).
+    extra: Arc<std::sync::Mutex<std::collections::BTreeSet<String>>>,
 }
 
 #[derive(Debug, Default)]
@@ -215,7 +217,9 @@ impl EventBus {
         eventloop.set_network_options(net);
         let (conn_tx, connected) = watch::channel(false);
         let counters = Arc::new(Counters::default());
+        let extra: Arc<std::sync::Mutex<std::collections::BTreeSet<String>>> = Arc::default();
         let link = Link {
+            extra: extra.clone(),
             client: client.clone(),
             subscriptions,
             inbound,
@@ -228,6 +232,7 @@ impl EventBus {
             client,
             connected,
             counters,
+            extra,
         })
     }
 
@@ -256,6 +261,29 @@ impl EventBus {
         if let Err(e) = self.client.ack(&m.publish).await {
             tracing::debug!(topic = %m.topic, error = %e, "MQTT ack not sent");
         }
+    }
+
+    /// Sets the topics subscribed for eventbus→rest rules: new ones are subscribed, gone ones
+    /// unsubscribed, and all of them again after every reconnection.
+    pub fn set_rule_topics(&self, topics: std::collections::BTreeSet<String>) {
+        let mut extra = self.extra.lock().unwrap_or_else(|p| p.into_inner());
+        for t in topics.difference(&extra) {
+            if let Err(e) = self.client.try_subscribe(t.clone(), QoS::AtLeastOnce) {
+                tracing::warn!(topic = %t, error = %e, "EventBus could not subscribe");
+            }
+        }
+        for t in extra.difference(&topics) {
+            let _ = self.client.try_unsubscribe(t.clone());
+        }
+        *extra = topics;
+    }
+
+    /// Whether `topic` is one a rule subscribed.
+    pub fn is_rule_topic(&self, topic: &str) -> bool {
+        self.extra
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(topic)
     }
 
     /// QoS 0 messages dropped because the consumer fell too far behind.
@@ -288,6 +316,7 @@ pub async fn publish_from_cloud(
 
 /// What the event loop works with.
 struct Link {
+    extra: Arc<std::sync::Mutex<std::collections::BTreeSet<String>>>,
     client: AsyncClient,
     subscriptions: Vec<String>,
     inbound: mpsc::UnboundedSender<Inbound>,
@@ -317,13 +346,14 @@ impl Link {
     }
 
     fn subscribe(&self) {
-        if self.subscriptions.is_empty() {
+        let extra = self.extra.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let all: Vec<String> = self.subscriptions.iter().cloned().chain(extra).collect();
+        if all.is_empty() {
             return;
         }
-        let filters = self
-            .subscriptions
-            .iter()
-            .map(|f| rumqttc::SubscribeFilter::new(f.clone(), QoS::AtLeastOnce));
+        let filters = all
+            .into_iter()
+            .map(|f| rumqttc::SubscribeFilter::new(f, QoS::AtLeastOnce));
         // try_: the event loop itself drains the request channel, so it must not wait on it.
         if let Err(e) = self.client.try_subscribe_many(filters) {
             tracing::warn!(error = %e, "EventBus could not subscribe");

@@ -1,0 +1,161 @@
+//! eventbus → rest. The edge learns which topics to subscribe from the Rules themselves: each
+//! eventbus-source Rule is delivered (acknowledged, resynced, deleted) to the node its
+//! `node_name` names, as pods are. What the edge then uploads (`<namespace>/<topic>`, op
+//! `upload`, group `user`) is POSTed to the rule's target URL with header `NodeName`; the upload
+//! is acknowledged only after a 2xx, so the edge's outbox re-sends it until the target takes it.
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use kedge_core::envelope::Message;
+use kedge_core::rule::content_to_body;
+use kube::api::DynamicObject;
+
+use super::Rules;
+use crate::cloudhub::downstream::{Downstream, SyncRecord};
+use crate::cloudhub::hub::Hub;
+use crate::objects::{deletion, outgoing};
+
+impl Rules {
+    /// The Rule objects that should be on `node`.
+    fn rules_for(&self, node: &str) -> Vec<Arc<DynamicObject>> {
+        let wanted: HashSet<String> = self.table().bus_rules(node).into_iter().collect();
+        self.rules
+            .state()
+            .into_iter()
+            .filter(|o| wanted.contains(&super::key(o)))
+            .collect()
+    }
+
+    /// Offers every node what it should now have, and deletions for what it no longer should.
+    pub(super) fn place(&self, downstream: &Downstream) {
+        let mut placed = self.placed.lock().unwrap_or_else(|p| p.into_inner());
+        let nodes: BTreeSet<String> = self
+            .table()
+            .bus_nodes()
+            .into_iter()
+            .chain(placed.keys().cloned())
+            .collect();
+        for node in nodes {
+            let now: HashMap<String, Arc<DynamicObject>> = self
+                .rules_for(&node)
+                .into_iter()
+                .filter_map(|o| Some((o.metadata.uid.clone()?, o)))
+                .collect();
+            let before = placed.remove(&node).unwrap_or_default();
+            for (uid, (ns, name, rv)) in &before {
+                if !now.contains_key(uid) {
+                    let r = SyncRecord {
+                        uid: uid.clone(),
+                        rv: *rv,
+                        namespace: Some(ns.clone()),
+                        kind: "rule".into(),
+                        name: name.clone(),
+                    };
+                    downstream.offer(&node, deletion(&r));
+                }
+            }
+            let mut after = HashMap::new();
+            for (uid, o) in now {
+                if let Some(out) = outgoing(o.as_ref(), "rule", false) {
+                    after.insert(
+                        uid,
+                        (
+                            o.metadata.namespace.clone().unwrap_or_default(),
+                            o.metadata.name.clone().unwrap_or_default(),
+                            out.rv,
+                        ),
+                    );
+                    downstream.offer(&node, out);
+                }
+            }
+            if !after.is_empty() {
+                placed.insert(node, after);
+            }
+        }
+    }
+
+    /// A (re)connecting node gets its rules, and loses the ones it acknowledged that are gone.
+    pub async fn resync(&self, node: &str, records: &[SyncRecord]) {
+        let ready = async {
+            self.rules.wait_until_ready().await.is_ok()
+                && self.endpoints.wait_until_ready().await.is_ok()
+        };
+        if !tokio::time::timeout(Duration::from_secs(30), ready)
+            .await
+            .unwrap_or(false)
+        {
+            tracing::warn!(
+                node,
+                "rule resync skipped: Rules or RuleEndpoints could not be listed"
+            );
+            return;
+        }
+        let downstream = &self.downstream;
+        let mut desired = HashSet::new();
+        for o in self.rules_for(node) {
+            if let Some(out) = outgoing(o.as_ref(), "rule", false) {
+                desired.insert(out.uid.clone());
+                downstream.offer(node, out);
+            }
+        }
+        for r in records
+            .iter()
+            .filter(|r| r.kind == "rule" && !desired.contains(&r.uid))
+        {
+            downstream.offer(node, deletion(r));
+        }
+    }
+
+    /// An upload from `node`: POSTed to its rule's target, acknowledged once the target took it.
+    pub fn upload(self: &Arc<Self>, hub: &Arc<Hub>, node: &str, m: Message) {
+        let topic = m.route.resource.clone();
+        let Some(route) = self.table().bus(node, &topic).cloned() else {
+            let why = format!("no eventbus rule for topic {topic} on node {node}");
+            tracing::info!(node, topic, "{why}");
+            let (hub, node) = (hub.clone(), node.to_string());
+            tokio::spawn(async move {
+                let _ = hub.send(&node, m.error_reply(&why)).await;
+            });
+            return;
+        };
+        let (hub, node, http) = (hub.clone(), node.to_string(), self.http.clone());
+        tokio::spawn(async move {
+            let body = content_to_body(&m.content);
+            let sent = http
+                .post(&route.url)
+                .header("NodeName", &node)
+                .body(body)
+                .send()
+                .await;
+            match sent {
+                Ok(r) if r.status().is_success() => {
+                    let _ = hub.send(&node, m.ack()).await;
+                }
+                Ok(r) => {
+                    tracing::warn!(rule = %route.rule, url = %route.url, status = %r.status(), "eventbus→rest target refused a message; the edge re-sends it")
+                }
+                Err(e) => {
+                    tracing::warn!(rule = %route.rule, url = %route.url, error = %e, "eventbus→rest target unreachable; the edge re-sends the message")
+                }
+            }
+        });
+    }
+}
+
+/// The HTTP client for rest targets: system roots for https, ring as everywhere.
+pub(super) fn http_client() -> reqwest::Client {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_native_certs::load_native_certs().certs {
+        let _ = roots.add(cert);
+    }
+    let tls = rustls::ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    reqwest::Client::builder()
+        .use_preconfigured_tls(tls)
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap_or_default()
+}
