@@ -14,5 +14,6 @@ pub mod envelope;
 pub mod names;
 pub mod resource;
 pub mod rule;
+pub mod servicebus;
 pub mod throttle;
 pub mod twin;

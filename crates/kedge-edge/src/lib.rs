@@ -9,6 +9,7 @@ pub mod edged;
 pub mod edgehub;
 pub mod eventbus;
 pub mod metamanager;
+pub mod servicebus;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -430,9 +431,16 @@ async fn store_then_ack(
     devicetwin: Arc<devicetwin::DeviceTwin>,
     bus: eventbus::EventBus,
 ) {
+    let http = servicebus::client();
     while let Some(m) = down.recv().await {
         if m.route.group == group::USER && m.route.operation == kedge_core::rule::OP_PUBLISH {
             hub.send(eventbus::publish_from_cloud(&bus, &m).await).await;
+            continue;
+        }
+        if m.route.group == group::USER && kedge_core::servicebus::is_method(&m.route.operation) {
+            // Calls run concurrently: a slow app must not hold up the store.
+            let (http, hub) = (http.clone(), hub.clone());
+            tokio::spawn(async move { hub.send(servicebus::call(&http, &m).await).await });
             continue;
         }
         // The cloud's answers to what the outbox sent: applied (response), or refused for good.

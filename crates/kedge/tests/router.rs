@@ -245,3 +245,116 @@ fn eventbus_to_rest_with_the_seed_commands_at_least_once() {
         .expect("delivered after the app came back");
     assert_eq!(got.1, "sent while the app was down");
 }
+
+/// An edge app for servicebus: it answers 201 with header `x-app: yes` and a body that echoes
+/// the request: method, path and query, the `x-test` header, and the body.
+fn echo_app() -> (u16, std::thread::JoinHandle<()>) {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let thread = std::thread::spawn(move || {
+        for stream in listener.incoming().take(4) {
+            let Ok(stream) = stream else { continue };
+            let mut r = BufReader::new(stream);
+            let mut request_line = String::new();
+            let _ = r.read_line(&mut request_line);
+            let (mut len, mut test) = (0usize, String::new());
+            loop {
+                let mut line = String::new();
+                if r.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                    break;
+                }
+                let lower = line.to_ascii_lowercase();
+                if let Some(v) = lower.strip_prefix("content-length:") {
+                    len = v.trim().parse().unwrap_or(0);
+                }
+                if let Some(v) = lower.strip_prefix("x-test:") {
+                    test = v.trim().to_string();
+                }
+            }
+            let mut body = vec![0; len];
+            let _ = r.read_exact(&mut body);
+            let mut parts = request_line.split_whitespace();
+            let (method, target) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+            let echo = format!(
+                "{method} {target} {test} {}",
+                String::from_utf8_lossy(&body)
+            );
+            let reply = format!(
+                "HTTP/1.1 201 Created\r\nx-app: yes\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{echo}",
+                echo.len()
+            );
+            let _ = r.get_mut().write_all(reply.as_bytes());
+        }
+    });
+    (port, thread)
+}
+
+/// `curl -X <method> -H 'x-test: t' [-d body] <url>` → (status, `x-app` header, body).
+fn call(method: &str, url: &str, body: Option<&str>) -> (u16, bool, String) {
+    let mut c = Command::new("curl");
+    c.args(["-s", "-i", "-X", method, "-H", "x-test: t", url]);
+    if let Some(b) = body {
+        c.args(["--data-binary", b]);
+    }
+    let out = c.output().expect("curl runs");
+    let text = String::from_utf8_lossy(&out.stdout).replace("\r\n", "\n");
+    let (head, body) = text.split_once("\n\n").unwrap_or((&text, ""));
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let app = head.to_ascii_lowercase().contains("x-app: yes");
+    (status, app, body.to_string())
+}
+
+#[test]
+fn rest_to_servicebus_carries_method_path_query_headers_and_body_both_ways() {
+    let dir = tempfile::tempdir().expect("dir");
+    let up = Kedge::up(dir.path(), 0);
+    let (port, app) = echo_app();
+    let endpoint = std::fs::read_to_string(example("ruleEndpoint-servicebus.yaml"))
+        .expect("endpoint")
+        .replace("6666", &port.to_string());
+    let out = up.with_stdin(&["apply", "-f", "-"], &endpoint);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    up.ok(&[
+        "apply",
+        "-f",
+        &example("ruleEndpoint-rest.yaml"),
+        "-f",
+        &example("rule-rest-servicebus.yaml"),
+    ]);
+    let url = format!(
+        "http://127.0.0.1:{}/kube-edge-1/default/source/x?y=1",
+        up.router_port
+    );
+    let mut first = (0, false, String::new());
+    until(
+        Duration::from_secs(30),
+        "the servicebus rule to take effect",
+        || {
+            first = call("GET", &url, None);
+            first.0 != 404
+        },
+    );
+    assert_eq!(first, (201, true, "GET /target/x?y=1 t ".to_string()));
+    for (method, body) in [("POST", "created"), ("PUT", "replaced"), ("DELETE", "")] {
+        let got = call(method, &url, Some(body));
+        assert_eq!(
+            got,
+            (201, true, format!("{method} /target/x?y=1 t {body}")),
+            "{method}"
+        );
+    }
+    app.join().expect("app");
+    // The app is gone: the edge cannot reach it, and says so.
+    let (status, _, body) = call("GET", &url, None);
+    assert_eq!(status, 502, "{body}");
+    assert!(body.contains("cannot be reached"), "{body}");
+}

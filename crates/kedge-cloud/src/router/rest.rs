@@ -11,6 +11,7 @@ use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use kedge_core::envelope::{Message, group, op};
 use kedge_core::rule::{OP_PUBLISH, RestTarget, body_to_content};
+use kedge_core::servicebus::{HOP_BY_HOP, HttpRequest, HttpResponse};
 
 use super::Rules;
 use crate::cloudhub::hub::{Hub, RequestError};
@@ -117,6 +118,7 @@ fn authorized(cfg: &RouterConfig, headers: &HeaderMap) -> bool {
 
 async fn handle(
     State(ctx): State<Arc<Ctx>>,
+    method: axum::http::Method,
     uri: Uri,
     headers: HeaderMap,
     body: Bytes,
@@ -152,13 +154,81 @@ async fn handle(
             );
             forward(&ctx, node, m).await
         }
-        RestTarget::ServiceBus { .. } => text(
-            StatusCode::NOT_IMPLEMENTED,
-            format!(
-                "rule {} targets a servicebus, which kedge does not route yet",
-                route.rule
-            ),
-        ),
+        RestTarget::ServiceBus { port, path } => {
+            let query = uri.query().map(|q| format!("?{q}")).unwrap_or_default();
+            let resource = format!("{port}:{path}{suffix}{query}");
+            let req = HttpRequest {
+                method: method.to_string(),
+                url: String::new(),
+                header: forwarded(&headers),
+                body: body.to_vec(),
+            };
+            let content = serde_json::to_value(&req).unwrap_or_default();
+            let m = Message::new(
+                "router_servicebus",
+                group::USER,
+                method.as_str(),
+                &resource,
+                content,
+            );
+            match ctx.hub.request(node, m, ctx.cfg.timeout).await {
+                Ok(answer) => app_response(node, &answer),
+                Err(e) => unavailable(e),
+            }
+        }
+    }
+}
+
+/// The caller's headers that go on to the edge app.
+fn forwarded(headers: &HeaderMap) -> std::collections::BTreeMap<String, Vec<String>> {
+    let mut out = std::collections::BTreeMap::<String, Vec<String>>::new();
+    for (name, value) in headers {
+        let name = name.as_str();
+        if HOP_BY_HOP.contains(&name) || name == "authorization" {
+            continue;
+        }
+        out.entry(name.to_string())
+            .or_default()
+            .push(value.to_str().unwrap_or_default().to_string());
+    }
+    out
+}
+
+/// The edge app's answer as the caller's response.
+fn app_response(node: &str, answer: &Message) -> Response {
+    let Ok(resp) = serde_json::from_value::<HttpResponse>(answer.content.clone()) else {
+        return text(
+            StatusCode::BAD_GATEWAY,
+            format!("node {node} answered with something that is not an HTTP response"),
+        );
+    };
+    let status = StatusCode::from_u16(resp.status_code).unwrap_or(StatusCode::BAD_GATEWAY);
+    let mut builder = axum::http::Response::builder().status(status);
+    for (name, values) in &resp.header {
+        if HOP_BY_HOP.contains(&name.as_str()) {
+            continue;
+        }
+        for v in values {
+            builder = builder.header(name.as_str(), v.as_str());
+        }
+    }
+    builder
+        .body(axum::body::Body::from(resp.body))
+        .unwrap_or_else(|e| {
+            text(
+                StatusCode::BAD_GATEWAY,
+                format!("the app's answer from node {node}: {e}"),
+            )
+        })
+}
+
+/// No answer from the edge: 503 when it is not (or no longer) connected, 504 when it is late.
+fn unavailable(e: RequestError) -> Response {
+    match e {
+        RequestError::NotConnected(_) | RequestError::Disconnected(_) => {
+            text(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
+        }
+        RequestError::Timeout { .. } => text(StatusCode::GATEWAY_TIMEOUT, e.to_string()),
     }
 }
 
@@ -173,10 +243,7 @@ async fn forward(ctx: &Ctx, node: &str, m: Message) -> Response {
             ),
         ),
         Ok(_) => text(StatusCode::OK, "message delivered".into()),
-        Err(e @ (RequestError::NotConnected(_) | RequestError::Disconnected(_))) => {
-            text(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
-        }
-        Err(e @ RequestError::Timeout { .. }) => text(StatusCode::GATEWAY_TIMEOUT, e.to_string()),
+        Err(e) => unavailable(e),
     }
 }
 

@@ -1,0 +1,92 @@
+//! ServiceBus: a rest→servicebus request from the cloud (operation = the HTTP method, resource
+//! `<port>:<path>`) is made to `http://127.0.0.1:<port><path>` with the caller's headers and body;
+//! the app's status, headers and body go back as the answer. An app that cannot be reached is a
+//! 502, one that does not answer in time a 504 (KubeEdge lets both become a timeout).
+
+use std::time::Duration;
+
+use kedge_core::envelope::{Message, group, op};
+use kedge_core::servicebus::{HOP_BY_HOP, HttpRequest, HttpResponse, parse_resource};
+
+/// How long a local app has to answer.
+pub const TIMEOUT: Duration = Duration::from_secs(25);
+
+/// Makes the call `m` describes and returns the answer for the cloud.
+pub async fn call(http: &reqwest::Client, m: &Message) -> Message {
+    let resp = match request(http, m).await {
+        Ok(r) => r,
+        Err(r) => r,
+    };
+    let content = serde_json::to_value(&resp).unwrap_or_default();
+    let mut answer = Message::new("servicebus", group::USER, op::RESPONSE, "", content);
+    answer.header.parent_id = m.header.id.clone();
+    answer
+}
+
+async fn request(http: &reqwest::Client, m: &Message) -> Result<HttpResponse, HttpResponse> {
+    let Some((port, path)) = parse_resource(&m.route.resource) else {
+        return Err(HttpResponse::error(
+            400,
+            &format!(
+                "servicebus resource {:?} is not <port>:<path>",
+                m.route.resource
+            ),
+        ));
+    };
+    let req: HttpRequest = serde_json::from_value(m.content.clone())
+        .map_err(|e| HttpResponse::error(400, &format!("servicebus request: {e}")))?;
+    let method = reqwest::Method::from_bytes(m.route.operation.as_bytes()).map_err(|_| {
+        HttpResponse::error(
+            400,
+            &format!("{:?} is not an HTTP method", m.route.operation),
+        )
+    })?;
+    let url = format!("http://127.0.0.1:{port}{path}");
+    let mut builder = http.request(method, &url).timeout(TIMEOUT);
+    for (name, values) in &req.header {
+        if HOP_BY_HOP.contains(&name.to_ascii_lowercase().as_str()) {
+            continue;
+        }
+        for v in values {
+            builder = builder.header(name.as_str(), v.as_str());
+        }
+    }
+    let resp = builder.body(req.body).send().await.map_err(|e| {
+        if e.is_timeout() {
+            HttpResponse::error(
+                504,
+                &format!("the app at {url} did not answer within {TIMEOUT:?}"),
+            )
+        } else {
+            HttpResponse::error(502, &format!("the app at {url} cannot be reached: {e}"))
+        }
+    })?;
+    let status_code = resp.status().as_u16();
+    let mut header = std::collections::BTreeMap::<String, Vec<String>>::new();
+    for (name, value) in resp.headers() {
+        if !HOP_BY_HOP.contains(&name.as_str()) {
+            header
+                .entry(name.to_string())
+                .or_default()
+                .push(value.to_str().unwrap_or_default().to_string());
+        }
+    }
+    let body = resp
+        .bytes()
+        .await
+        .map_err(|e| HttpResponse::error(502, &format!("reading the app's answer: {e}")))?
+        .to_vec();
+    Ok(HttpResponse {
+        status_code,
+        header,
+        body,
+    })
+}
+
+/// The client for local apps (plain HTTP on loopback).
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .unwrap_or_default()
+}
