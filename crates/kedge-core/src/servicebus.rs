@@ -19,6 +19,9 @@ pub const HOP_BY_HOP: [&str; 8] = [
     "content-length",
 ];
 
+/// Marks a response the edge made itself (not the app's), so the router counts a failure.
+pub const EDGE_ERROR: &str = "x-kedge-edge-error";
+
 /// Whether `op` is an HTTP method (the operation of a servicebus request).
 pub fn is_method(op: &str) -> bool {
     matches!(
@@ -70,7 +73,10 @@ impl HttpResponse {
     pub fn error(status_code: u16, why: &str) -> HttpResponse {
         HttpResponse {
             status_code,
-            header: BTreeMap::from([("content-type".into(), vec!["text/plain".into()])]),
+            header: BTreeMap::from([
+                ("content-type".into(), vec!["text/plain".into()]),
+                (EDGE_ERROR.into(), vec!["true".into()]),
+            ]),
             body: format!("{why}\n").into_bytes(),
         }
     }

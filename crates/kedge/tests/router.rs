@@ -98,6 +98,22 @@ fn rest_to_eventbus_with_the_seed_commands() {
     let (code, _) = post(&url, &["--data-binary", &format!("@{}", big.display())]);
     assert_eq!(code, 413, "a body over 12 MiB");
 
+    // The rule's status counts what happened (written under `status`, unlike KubeEdge).
+    let status = |path: &str| {
+        up.ok(&[
+            "get",
+            "rule",
+            "my-rule",
+            "-o",
+            &format!("jsonpath={{.status.{path}}}"),
+        ])
+    };
+    until(Duration::from_secs(10), "the rule's status", || {
+        status("successMessages").parse::<u64>().unwrap_or(0) >= 2
+            && status("failMessages").parse::<u64>().unwrap_or(0) >= 1
+            && status("errors").contains("kube-edge-9 is not connected")
+    });
+
     // An update takes effect (KubeEdge ignores updates), and so does a delete.
     up.ok(&[
         "patch",

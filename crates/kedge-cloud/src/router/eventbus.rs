@@ -121,6 +121,7 @@ impl Rules {
             return;
         };
         let (hub, node, http) = (hub.clone(), node.to_string(), self.http.clone());
+        let stats = self.stats.clone();
         tokio::spawn(async move {
             let body = content_to_body(&m.content);
             let sent = http
@@ -131,13 +132,25 @@ impl Rules {
                 .await;
             match sent {
                 Ok(r) if r.status().is_success() => {
+                    stats.success(&route.rule);
                     let _ = hub.send(&node, m.ack()).await;
                 }
                 Ok(r) => {
-                    tracing::warn!(rule = %route.rule, url = %route.url, status = %r.status(), "eventbus→rest target refused a message; the edge re-sends it")
+                    let why = format!(
+                        "{} answered {}; the edge re-sends the message",
+                        route.url,
+                        r.status()
+                    );
+                    tracing::warn!(rule = %route.rule, "{why}");
+                    stats.failure(&route.rule, &why);
                 }
                 Err(e) => {
-                    tracing::warn!(rule = %route.rule, url = %route.url, error = %e, "eventbus→rest target unreachable; the edge re-sends the message")
+                    let why = format!(
+                        "{} unreachable ({e}); the edge re-sends the message",
+                        route.url
+                    );
+                    tracing::warn!(rule = %route.rule, "{why}");
+                    stats.failure(&route.rule, &why);
                 }
             }
         });

@@ -5,6 +5,7 @@
 
 pub mod eventbus;
 pub mod rest;
+pub mod status;
 
 use std::sync::{Arc, RwLock};
 
@@ -34,6 +35,8 @@ pub struct Rules {
     /// Per node, the rules it was given: uid → (namespace, name, resourceVersion).
     placed: std::sync::Mutex<std::collections::HashMap<String, Placed>>,
     http: reqwest::Client,
+    /// Success and failure counts, written to each rule's status.
+    pub stats: Arc<status::RuleStats>,
 }
 
 /// The rules a node was given: uid → (namespace, name, resourceVersion).
@@ -103,7 +106,9 @@ impl Rules {
             downstream,
             placed: Default::default(),
             http: eventbus::http_client(),
+            stats: Arc::default(),
         });
+        tokio::spawn(rules.stats.clone().flush_loop(client.clone()));
         watch(
             Api::all_with(client.clone(), &er),
             ew,

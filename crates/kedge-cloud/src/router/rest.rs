@@ -11,7 +11,7 @@ use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use kedge_core::envelope::{Message, group, op};
 use kedge_core::rule::{OP_PUBLISH, RestTarget, body_to_content};
-use kedge_core::servicebus::{HOP_BY_HOP, HttpRequest, HttpResponse};
+use kedge_core::servicebus::{EDGE_ERROR, HOP_BY_HOP, HttpRequest, HttpResponse};
 
 use super::Rules;
 use crate::cloudhub::hub::{Hub, RequestError};
@@ -142,17 +142,12 @@ async fn handle(
             format!("no rule in namespace {ns} has a rest source matching /{rest}"),
         );
     };
-    match &route.target {
+    let result = match &route.target {
         RestTarget::EventBus { topic } => {
             let topic = format!("{topic}{suffix}");
-            let m = Message::new(
-                "router_eventbus",
-                group::USER,
-                OP_PUBLISH,
-                &topic,
-                body_to_content(&body),
-            );
-            forward(&ctx, node, m).await
+            let content = body_to_content(&body);
+            let m = Message::new("router_eventbus", group::USER, OP_PUBLISH, &topic, content);
+            publish(&ctx, node, m).await
         }
         RestTarget::ServiceBus { port, path } => {
             let query = uri.query().map(|q| format!("?{q}")).unwrap_or_default();
@@ -173,11 +168,24 @@ async fn handle(
             );
             match ctx.hub.request(node, m, ctx.cfg.timeout).await {
                 Ok(answer) => app_response(node, &answer),
-                Err(e) => unavailable(e),
+                Err(e) => Err(unavailable(e)),
             }
+        }
+    };
+    match result {
+        Ok(r) => {
+            ctx.rules.stats.success(&route.rule);
+            r
+        }
+        Err((code, why)) => {
+            ctx.rules.stats.failure(&route.rule, &why);
+            text(code, why)
         }
     }
 }
+
+/// Why a request failed, and the status the caller gets.
+type Failure = (StatusCode, String);
 
 /// The caller's headers that go on to the edge app.
 fn forwarded(headers: &HeaderMap) -> std::collections::BTreeMap<String, Vec<String>> {
@@ -194,15 +202,23 @@ fn forwarded(headers: &HeaderMap) -> std::collections::BTreeMap<String, Vec<Stri
     out
 }
 
-/// The edge app's answer as the caller's response.
-fn app_response(node: &str, answer: &Message) -> Response {
-    let Ok(resp) = serde_json::from_value::<HttpResponse>(answer.content.clone()) else {
-        return text(
+/// The edge app's answer as the caller's response; what the edge says itself (app unreachable,
+/// no answer) is a failure.
+fn app_response(node: &str, answer: &Message) -> Result<Response, Failure> {
+    let bad = || {
+        (
             StatusCode::BAD_GATEWAY,
             format!("node {node} answered with something that is not an HTTP response"),
-        );
+        )
     };
-    let status = StatusCode::from_u16(resp.status_code).unwrap_or(StatusCode::BAD_GATEWAY);
+    let resp = serde_json::from_value::<HttpResponse>(answer.content.clone()).map_err(|_| bad())?;
+    let status = StatusCode::from_u16(resp.status_code).map_err(|_| bad())?;
+    if resp.header.contains_key(EDGE_ERROR) {
+        return Err((
+            status,
+            String::from_utf8_lossy(&resp.body).trim().to_string(),
+        ));
+    }
     let mut builder = axum::http::Response::builder().status(status);
     for (name, values) in &resp.header {
         if HOP_BY_HOP.contains(&name.as_str()) {
@@ -214,8 +230,8 @@ fn app_response(node: &str, answer: &Message) -> Response {
     }
     builder
         .body(axum::body::Body::from(resp.body))
-        .unwrap_or_else(|e| {
-            text(
+        .map_err(|e| {
+            (
                 StatusCode::BAD_GATEWAY,
                 format!("the app's answer from node {node}: {e}"),
             )
@@ -223,27 +239,27 @@ fn app_response(node: &str, answer: &Message) -> Response {
 }
 
 /// No answer from the edge: 503 when it is not (or no longer) connected, 504 when it is late.
-fn unavailable(e: RequestError) -> Response {
+fn unavailable(e: RequestError) -> Failure {
     match e {
         RequestError::NotConnected(_) | RequestError::Disconnected(_) => {
-            text(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
+            (StatusCode::SERVICE_UNAVAILABLE, e.to_string())
         }
-        RequestError::Timeout { .. } => text(StatusCode::GATEWAY_TIMEOUT, e.to_string()),
+        RequestError::Timeout { .. } => (StatusCode::GATEWAY_TIMEOUT, e.to_string()),
     }
 }
 
-/// Sends `m` to `node` and turns the edge's answer into the caller's.
-async fn forward(ctx: &Ctx, node: &str, m: Message) -> Response {
+/// Sends a rest→eventbus message to `node`: delivered once the edge has published it.
+async fn publish(ctx: &Ctx, node: &str, m: Message) -> Result<Response, Failure> {
     match ctx.hub.request(node, m, ctx.cfg.timeout).await {
-        Ok(answer) if answer.route.operation == op::ERROR => text(
+        Ok(answer) if answer.route.operation == op::ERROR => Err((
             StatusCode::BAD_GATEWAY,
             format!(
                 "node {node} could not deliver the message: {}",
                 answer.content.as_str().unwrap_or_default()
             ),
-        ),
-        Ok(_) => text(StatusCode::OK, "message delivered".into()),
-        Err(e) => unavailable(e),
+        )),
+        Ok(_) => Ok(text(StatusCode::OK, "message delivered".into())),
+        Err(e) => Err(unavailable(e)),
     }
 }
 
