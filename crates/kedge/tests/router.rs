@@ -374,3 +374,82 @@ fn rest_to_servicebus_carries_method_path_query_headers_and_body_both_ways() {
     assert_eq!(status, 502, "{body}");
     assert!(body.contains("cannot be reached"), "{body}");
 }
+
+#[test]
+fn an_edge_killed_mid_request_is_a_prompt_503() {
+    let dir = tempfile::tempdir().expect("dir");
+    let cloud = Kedge::cloud(dir.path());
+    let edge_dir = tempfile::tempdir().expect("edge dir");
+    let mut edge = common::EdgeProc::start(&cloud, edge_dir.path(), "kube-edge-1", &cloud.token());
+    // An app that takes requests and never answers.
+    let hang = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = hang.local_addr().expect("addr").port();
+    let (accepted_tx, accepted) = std::sync::mpsc::channel();
+    let reached = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let reached_app = reached.clone();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for s in hang.incoming().flatten() {
+            held.push(s);
+            reached_app.store(true, std::sync::atomic::Ordering::SeqCst);
+            let _ = accepted_tx.send(());
+        }
+    });
+    let endpoint = std::fs::read_to_string(example("ruleEndpoint-servicebus.yaml"))
+        .expect("endpoint")
+        .replace("6666", &port.to_string());
+    let out = cloud.with_stdin(&["apply", "-f", "-"], &endpoint);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    cloud.ok(&[
+        "apply",
+        "-f",
+        &example("ruleEndpoint-rest.yaml"),
+        "-f",
+        &example("rule-rest-servicebus.yaml"),
+    ]);
+    let url = format!(
+        "http://127.0.0.1:{}/kube-edge-1/default/source",
+        cloud.router_port
+    );
+    let caller = std::thread::spawn(move || {
+        // Retried until the rule and the edge are there (404, 503); the call that reaches the
+        // app hangs until the edge is killed.
+        loop {
+            let out = Command::new("curl")
+                .args([
+                    "-s",
+                    "-o",
+                    "/dev/null",
+                    "-w",
+                    "%{http_code}",
+                    "--max-time",
+                    "60",
+                    &url,
+                ])
+                .output()
+                .expect("curl");
+            let code = String::from_utf8_lossy(&out.stdout).to_string();
+            let waiting = code == "404" || code == "503";
+            if !waiting || reached.load(std::sync::atomic::Ordering::SeqCst) {
+                return (code, Instant::now());
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    });
+    accepted
+        .recv_timeout(Duration::from_secs(60))
+        .expect("the request reached the app");
+    let killed = Instant::now();
+    edge.kill9();
+    let (code, answered) = caller.join().expect("caller");
+    assert_eq!(code, "503");
+    assert!(
+        answered.duration_since(killed) < Duration::from_secs(5),
+        "answered {:?} after the kill",
+        answered.duration_since(killed)
+    );
+}
