@@ -6,6 +6,7 @@
 //! end with a real MQTT client.
 
 mod api;
+mod router;
 mod stats;
 mod twins;
 
@@ -24,6 +25,8 @@ enum Command {
     Api(api::Args),
     /// Device twins end to end: desired → MQTT delta, MQTT report → Device status, throughput.
     Twins(twins::Args),
+    /// The router end to end: rest → eventbus (HTTP → MQTT) and servicebus round trips.
+    Router(router::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -35,5 +38,6 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Api(a) => rt.block_on(api::run(a)),
         Command::Twins(a) => rt.block_on(twins::run(a)),
+        Command::Router(a) => rt.block_on(router::run(a)),
     }
 }

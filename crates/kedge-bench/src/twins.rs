@@ -93,7 +93,7 @@ async fn create_devices(client: &kube::Client, n: usize) -> anyhow::Result<Api<D
 }
 
 /// An MQTT client whose incoming publishes arrive on a channel as (topic, JSON).
-async fn mqtt(
+pub(crate) async fn mqtt(
     port: u16,
     id: &str,
     subs: &[&str],
@@ -124,9 +124,11 @@ async fn mqtt(
                     let _ = ready_tx.try_send(());
                 }
                 Ok(Event::Incoming(Packet::Publish(p))) => {
-                    if let Ok(v) = serde_json::from_slice(&p.payload) {
-                        let _ = tx.send((p.topic.clone(), v));
-                    }
+                    // JSON payloads parsed; anything else as a string.
+                    let v = serde_json::from_slice(&p.payload).unwrap_or_else(|_| {
+                        Value::String(String::from_utf8_lossy(&p.payload).into_owned())
+                    });
+                    let _ = tx.send((p.topic.clone(), v));
                 }
                 Ok(_) => {}
                 Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
