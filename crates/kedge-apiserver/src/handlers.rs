@@ -293,6 +293,7 @@ async fn create(api: Arc<Api>, call: Call) -> Result<Response, ApiError> {
     };
     let (name, warnings) = prepare_create(&target, &mut obj)?;
     check_namespace_open(&api, &res, call.namespace())?;
+    admit(&api, &res, call.namespace(), &obj)?;
     let ns = call.namespace().to_string();
     let api2 = api.clone();
     let written = blocking(move || {
@@ -307,6 +308,41 @@ async fn create(api: Arc<Api>, call: Call) -> Result<Response, ApiError> {
         Written::Put(o) => Ok(object_response(&call, &o, StatusCode::CREATED, &warnings)),
         _ => Err(ApiError::internal("create did not store the object")),
     }
+}
+
+const RULES_KEY: &str = "rules.rules.kubeedge.io";
+const RULE_ENDPOINTS_KEY: &str = "ruleendpoints.rules.kubeedge.io";
+
+/// Admission, as KubeEdge's webhook does for Rules: a new Rule must name existing endpoints of a
+/// supported pair and must not take another rule's source (kubectl shows the reason).
+fn admit(api: &Api, res: &Resource, ns: &str, obj: &Value) -> Result<(), ApiError> {
+    if res.key() != RULES_KEY {
+        return Ok(());
+    }
+    let Some(rule) = kedge_core::rule::Rule::from_object(obj) else {
+        return Ok(()); // the schema has already said what is missing
+    };
+    let values = |key: &str| -> Vec<Value> {
+        api.store
+            .list(key, Some(ns))
+            .0
+            .iter()
+            .map(|o| o.value())
+            .collect()
+    };
+    let endpoints: Vec<_> = values(RULE_ENDPOINTS_KEY)
+        .iter()
+        .filter_map(kedge_core::rule::Endpoint::from_object)
+        .collect();
+    let others: Vec<_> = values(RULES_KEY)
+        .iter()
+        .filter_map(kedge_core::rule::Rule::from_object)
+        .collect();
+    kedge_core::rule::admit(&rule, &endpoints, &others).map_err(|e| {
+        ApiError::bad_request(format!(
+            "admission webhook \"validaterule.kubeedge.io\" denied the request: {e}"
+        ))
+    })
 }
 
 /// Keeps the registry and namespaces in step with what was written.

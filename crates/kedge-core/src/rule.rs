@@ -49,6 +49,84 @@ pub struct Rule {
     pub target_resource: BTreeMap<String, String>,
 }
 
+fn strings(v: Option<&serde_json::Value>) -> BTreeMap<String, String> {
+    use serde_json::Value;
+    v.and_then(Value::as_object)
+        .into_iter()
+        .flatten()
+        .filter_map(|(k, v)| {
+            let s = match v {
+                Value::String(s) => s.clone(),
+                Value::Number(n) => n.to_string(),
+                Value::Bool(b) => b.to_string(),
+                _ => return None,
+            };
+            Some((k.clone(), s))
+        })
+        .collect()
+}
+
+fn text(v: &serde_json::Value, path: &str) -> Option<String> {
+    v.pointer(path).and_then(|x| x.as_str()).map(String::from)
+}
+
+impl Endpoint {
+    /// A RuleEndpoint object (JSON, with its metadata).
+    pub fn from_object(v: &serde_json::Value) -> Option<Endpoint> {
+        Some(Endpoint {
+            namespace: text(v, "/metadata/namespace")?,
+            name: text(v, "/metadata/name")?,
+            kind: EndpointType::parse(&text(v, "/spec/ruleEndpointType")?)?,
+            properties: strings(v.pointer("/spec/properties")),
+        })
+    }
+}
+
+impl Rule {
+    /// A Rule object (JSON, with its metadata).
+    pub fn from_object(v: &serde_json::Value) -> Option<Rule> {
+        Some(Rule {
+            namespace: text(v, "/metadata/namespace")?,
+            name: text(v, "/metadata/name")?,
+            source: text(v, "/spec/source")?,
+            source_resource: strings(v.pointer("/spec/sourceResource")),
+            target: text(v, "/spec/target")?,
+            target_resource: strings(v.pointer("/spec/targetResource")),
+        })
+    }
+}
+
+/// KubeEdge's admission check for a new or changed `rule`, given the endpoints and the other
+/// rules of its namespace: it must route, and its source must not be another rule's.
+pub fn admit(rule: &Rule, endpoints: &[Endpoint], others: &[Rule]) -> Result<(), RuleError> {
+    let compiled = compile(rule, endpoints)?;
+    let others: Vec<Rule> = others
+        .iter()
+        .filter(|o| !(o.namespace == rule.namespace && o.name == rule.name))
+        .cloned()
+        .collect();
+    let (table, _) = RuleTable::build(endpoints, &others);
+    match compiled {
+        Compiled::Rest { path, .. } => {
+            let taken = table
+                .rest
+                .get(&rule.namespace)
+                .and_then(|routes| routes.iter().find(|(p, _)| *p == path));
+            match taken {
+                Some((_, other)) => Err(RuleError::Duplicate(other.rule.clone(), "source path")),
+                None => Ok(()),
+            }
+        }
+        Compiled::Bus { node, topic, .. } => match table.bus.get(&(node, topic)) {
+            Some(other) => Err(RuleError::Duplicate(
+                other.rule.clone(),
+                "source topic and node",
+            )),
+            None => Ok(()),
+        },
+    }
+}
+
 /// Where a REST request goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RestTarget {
@@ -458,6 +536,49 @@ mod tests {
         );
         assert_eq!(t.rest("default", "ab"), None, "not a segment prefix");
         assert_eq!(t.rest("other", "a"), None, "another namespace");
+    }
+
+    #[test]
+    fn admission_checks_the_rule_against_its_namespace() {
+        let (eps, rules) = seed();
+        let again = rule(
+            "copy",
+            "my-rest",
+            &[("path", "a")],
+            "my-eventbus",
+            &[("topic", "x")],
+        );
+        assert_eq!(
+            admit(&again, &eps, &rules),
+            Err(RuleError::Duplicate(
+                "default/my-rule".into(),
+                "source path"
+            ))
+        );
+        assert_eq!(
+            admit(&rules[0], &eps, &rules),
+            Ok(()),
+            "a rule does not clash with itself"
+        );
+        let missing = rule(
+            "m",
+            "nope",
+            &[("path", "z")],
+            "my-eventbus",
+            &[("topic", "x")],
+        );
+        assert!(matches!(
+            admit(&missing, &eps, &rules),
+            Err(RuleError::NoEndpoint(_))
+        ));
+        let obj = serde_json::json!({"metadata": {"name": "r", "namespace": "default"},
+            "spec": {"source": "my-rest", "sourceResource": {"path": "/q"}, "target": "my-eventbus", "targetResource": {"topic": "t"}}});
+        let parsed = Rule::from_object(&obj).expect("rule");
+        assert_eq!(
+            parsed.source_resource.get("path").map(String::as_str),
+            Some("/q")
+        );
+        assert_eq!(admit(&parsed, &eps, &rules), Ok(()));
     }
 
     #[test]

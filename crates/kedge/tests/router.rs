@@ -453,3 +453,42 @@ fn an_edge_killed_mid_request_is_a_prompt_503() {
         answered.duration_since(killed)
     );
 }
+
+#[test]
+fn rules_are_checked_when_created_as_kubeedge_does() {
+    let dir = tempfile::tempdir().expect("dir");
+    let cloud = Kedge::cloud(dir.path());
+    // Its endpoints do not exist yet.
+    let err = cloud.fails(&["create", "-f", &example("rule-rest-eventbus.yaml")]);
+    assert!(
+        err.contains("denied the request") && err.contains("my-rest"),
+        "{err}"
+    );
+    cloud.ok(&[
+        "apply",
+        "-f",
+        &example("ruleEndpoint-rest.yaml"),
+        "-f",
+        &example("ruleEndpoint-eventbus.yaml"),
+    ]);
+    cloud.ok(&["create", "-f", &example("rule-rest-eventbus.yaml")]);
+    // A second rule with the same source path.
+    let copy = std::fs::read_to_string(example("rule-rest-eventbus.yaml"))
+        .expect("rule")
+        .replace("name: my-rule", "name: my-rule-copy");
+    let out = cloud.with_stdin(&["create", "-f", "-"], &copy);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("already uses this source path"),
+        "{err}"
+    );
+    // An unsupported pair: eventbus → eventbus.
+    let bad = r#"{"apiVersion":"rules.kubeedge.io/v1","kind":"Rule","metadata":{"name":"loop","namespace":"default"},
+        "spec":{"source":"my-eventbus","sourceResource":{"topic":"a","node_name":"n"},"target":"my-eventbus","targetResource":{"topic":"b"}}}"#;
+    let out = cloud.with_stdin(&["create", "-f", "-"], bad);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("not a supported route"),
+        "{err}"
+    );
+}

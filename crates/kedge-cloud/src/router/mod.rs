@@ -9,7 +9,7 @@ pub mod status;
 
 use std::sync::{Arc, RwLock};
 
-use kedge_core::rule::{Endpoint, EndpointType, Rule, RuleTable};
+use kedge_core::rule::{Endpoint, Rule, RuleTable};
 use kube::api::{Api, DynamicObject};
 use kube::core::GroupVersionKind;
 use kube::discovery::ApiResource;
@@ -51,41 +51,17 @@ fn key(o: &DynamicObject) -> String {
     )
 }
 
-fn strings(v: Option<&Value>) -> std::collections::BTreeMap<String, String> {
-    v.and_then(Value::as_object)
-        .into_iter()
-        .flatten()
-        .filter_map(|(k, v)| {
-            let s = match v {
-                Value::String(s) => s.clone(),
-                Value::Number(n) => n.to_string(),
-                Value::Bool(b) => b.to_string(),
-                _ => return None,
-            };
-            Some((k.clone(), s))
-        })
-        .collect()
+/// An object as JSON with its metadata (a DynamicObject's `data` leaves it out).
+fn whole(o: &DynamicObject) -> Value {
+    serde_json::to_value(o).unwrap_or_default()
 }
 
 fn endpoint(o: &DynamicObject) -> Option<Endpoint> {
-    Some(Endpoint {
-        namespace: o.metadata.namespace.clone()?,
-        name: o.metadata.name.clone()?,
-        kind: EndpointType::parse(o.data.pointer("/spec/ruleEndpointType")?.as_str()?)?,
-        properties: strings(o.data.pointer("/spec/properties")),
-    })
+    Endpoint::from_object(&whole(o))
 }
 
 fn rule(o: &DynamicObject) -> Option<Rule> {
-    let text = |p: &str| o.data.pointer(p).and_then(Value::as_str).map(String::from);
-    Some(Rule {
-        namespace: o.metadata.namespace.clone()?,
-        name: o.metadata.name.clone()?,
-        source: text("/spec/source")?,
-        source_resource: strings(o.data.pointer("/spec/sourceResource")),
-        target: text("/spec/target")?,
-        target_resource: strings(o.data.pointer("/spec/targetResource")),
-    })
+    Rule::from_object(&whole(o))
 }
 
 impl Rules {
