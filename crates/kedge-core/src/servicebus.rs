@@ -56,6 +56,10 @@ pub struct HttpRequest {
     pub header: BTreeMap<String, Vec<String>>,
     #[serde(default, with = "b64")]
     pub body: Vec<u8>,
+    /// kedge: how long the app may take, in ms (the router's timeout less a margin for the way
+    /// back), so the edge answers 504 before the caller gives up. Absent from KubeEdge's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_ms: Option<u64>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -100,6 +104,7 @@ mod tests {
             url: String::new(),
             header: BTreeMap::from([("x-test".into(), vec!["1".into()])]),
             body: vec![0, 159, 146, 150],
+            timeout_ms: None,
         };
         let v = serde_json::to_value(&r).expect("json");
         assert_eq!(v["body"], "AJ+Slg==");

@@ -164,6 +164,9 @@ struct CloudArgs {
     /// in KubeEdge).
     #[arg(long, env = "KEDGE_ROUTER_TOKEN", hide_env_values = true)]
     router_token: Option<String>,
+    /// How long an edge app has to answer a routed request: a number with s, m or h.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    router_timeout: std::time::Duration,
 }
 
 #[derive(Args)]
@@ -425,6 +428,7 @@ async fn cloud(a: CloudArgs) -> anyhow::Result<()> {
             kedge_cloud::router::rest::RouterConfig {
                 addr: std::net::SocketAddr::new(a.router_bind, a.router_port),
                 token: a.router_token.clone(),
+                timeout: a.router_timeout,
                 ..Default::default()
             },
         ),

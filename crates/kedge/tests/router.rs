@@ -492,3 +492,59 @@ fn rules_are_checked_when_created_as_kubeedge_does() {
         "{err}"
     );
 }
+
+#[test]
+fn an_edge_app_that_does_not_answer_is_a_504_at_the_configured_timeout() {
+    let dir = tempfile::tempdir().expect("dir");
+    let cloud = Kedge::cloud_with(dir.path(), 0, 0, 0, &["--router-timeout", "2s"]);
+    let edge_dir = tempfile::tempdir().expect("edge dir");
+    let _edge = common::EdgeProc::start(&cloud, edge_dir.path(), "kube-edge-1", &cloud.token());
+    // An app that takes requests and never answers.
+    let hang = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = hang.local_addr().expect("addr").port();
+    std::thread::spawn(move || {
+        let held: Vec<_> = hang.incoming().flatten().collect();
+        drop(held);
+    });
+    let endpoint = std::fs::read_to_string(example("ruleEndpoint-servicebus.yaml"))
+        .expect("endpoint")
+        .replace("6666", &port.to_string());
+    let out = cloud.with_stdin(&["apply", "-f", "-"], &endpoint);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    cloud.ok(&[
+        "apply",
+        "-f",
+        &example("ruleEndpoint-rest.yaml"),
+        "-f",
+        &example("rule-rest-servicebus.yaml"),
+    ]);
+    let url = format!(
+        "http://127.0.0.1:{}/kube-edge-1/default/source",
+        cloud.router_port
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let (code, took, body) = loop {
+        let t = Instant::now();
+        let out = Command::new("curl")
+            .args(["-s", "-w", "\n%{http_code}", "--max-time", "30", &url])
+            .output()
+            .expect("curl");
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        let (body, code) = text.rsplit_once('\n').unwrap_or(("", ""));
+        if code != "404" && code != "503" {
+            break (code.to_string(), t.elapsed(), body.to_string());
+        }
+        assert!(Instant::now() < deadline, "the rule never took effect");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(code, "504", "{body}");
+    assert!(body.contains("did not answer"), "{body}");
+    assert!(
+        took >= Duration::from_millis(1500) && took < Duration::from_secs(5),
+        "{took:?}"
+    );
+}

@@ -157,6 +157,8 @@ async fn handle(
                 url: String::new(),
                 header: forwarded(&headers),
                 body: body.to_vec(),
+                // The edge gives up first, so the caller gets the edge's precise 504.
+                timeout_ms: Some(app_timeout(ctx.cfg.timeout).as_millis() as u64),
             };
             let content = serde_json::to_value(&req).unwrap_or_default();
             let m = Message::new(
@@ -186,6 +188,11 @@ async fn handle(
 
 /// Why a request failed, and the status the caller gets.
 type Failure = (StatusCode, String);
+
+/// How long the edge app may take: the router's timeout less a margin for the way back.
+fn app_timeout(router: Duration) -> Duration {
+    router.saturating_sub((router / 10).min(Duration::from_secs(2)))
+}
 
 /// The caller's headers that go on to the edge app.
 fn forwarded(headers: &HeaderMap) -> std::collections::BTreeMap<String, Vec<String>> {
@@ -277,6 +284,18 @@ mod tests {
         assert_eq!(split("/n/ns"), Some(("n", "ns", "")));
         assert_eq!(split("/n"), None);
         assert_eq!(split("/"), None);
+    }
+
+    #[test]
+    fn the_edge_app_gets_less_time_than_the_router() {
+        assert_eq!(
+            app_timeout(Duration::from_secs(30)),
+            Duration::from_secs(28)
+        );
+        assert_eq!(
+            app_timeout(Duration::from_secs(2)),
+            Duration::from_millis(1800)
+        );
     }
 
     #[test]

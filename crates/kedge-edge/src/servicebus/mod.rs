@@ -8,7 +8,7 @@ use std::time::Duration;
 use kedge_core::envelope::{Message, group, op};
 use kedge_core::servicebus::{HOP_BY_HOP, HttpRequest, HttpResponse, parse_resource};
 
-/// How long a local app has to answer.
+/// How long a local app has to answer when the cloud does not say.
 pub const TIMEOUT: Duration = Duration::from_secs(25);
 
 /// Makes the call `m` describes and returns the answer for the cloud.
@@ -42,7 +42,8 @@ async fn request(http: &reqwest::Client, m: &Message) -> Result<HttpResponse, Ht
         )
     })?;
     let url = format!("http://127.0.0.1:{port}{path}");
-    let mut builder = http.request(method, &url).timeout(TIMEOUT);
+    let timeout = req.timeout_ms.map_or(TIMEOUT, Duration::from_millis);
+    let mut builder = http.request(method, &url).timeout(timeout);
     for (name, values) in &req.header {
         if HOP_BY_HOP.contains(&name.to_ascii_lowercase().as_str()) {
             continue;
@@ -55,7 +56,7 @@ async fn request(http: &reqwest::Client, m: &Message) -> Result<HttpResponse, Ht
         if e.is_timeout() {
             HttpResponse::error(
                 504,
-                &format!("the app at {url} did not answer within {TIMEOUT:?}"),
+                &format!("the app at {url} did not answer within {timeout:?}"),
             )
         } else {
             HttpResponse::error(502, &format!("the app at {url} cannot be reached: {e}"))

@@ -217,8 +217,13 @@ impl Kedge {
 
     /// Starts `kedge cloud` on loopback on the given ports (a restart keeps the edges' address).
     pub fn cloud_on(data_dir: &Path, api: u16, hub: u16, join: u16) -> Kedge {
+        Self::cloud_with(data_dir, api, hub, join, &[])
+    }
+
+    /// `kedge cloud` on the given ports with more flags.
+    pub fn cloud_with(data_dir: &Path, api: u16, hub: u16, join: u16, extra: &[&str]) -> Kedge {
         let (api, hub, join) = (api.to_string(), hub.to_string(), join.to_string());
-        let args = [
+        let mut args = vec![
             "cloud",
             "--api-port",
             &api,
@@ -235,6 +240,7 @@ impl Kedge {
             "--router-bind",
             "127.0.0.1",
         ];
+        args.extend(extra);
         let (child, lines) = spawn_kedge(&args, data_dir);
         Self::from_lines(child, data_dir, &lines)
     }
