@@ -29,6 +29,23 @@ pub fn watch<K, C>(
     K::DynamicType: Eq + Hash + Clone + Send + Sync,
     C: Send + Sync + 'static,
 {
+    watch_with_done(api, writer, ctx, on, |_| {});
+}
+
+/// Like [`watch`], also calling `done(ctx)` after each complete (re)list: the reflector's store
+/// takes a list's objects only once it is complete, so what depends on the whole store must
+/// look again then.
+pub fn watch_with_done<K, C>(
+    api: Api<K>,
+    writer: reflector::store::Writer<K>,
+    ctx: Arc<C>,
+    on: fn(&C, &K, bool),
+    done: fn(&C),
+) where
+    K: kube::Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+    K::DynamicType: Eq + Hash + Clone + Send + Sync,
+    C: Send + Sync + 'static,
+{
     let stream =
         reflector::reflector(writer, watcher(api, watcher::Config::default())).default_backoff();
     tokio::spawn(async move {
@@ -37,6 +54,7 @@ pub fn watch<K, C>(
             match ev {
                 Ok(watcher::Event::Apply(o) | watcher::Event::InitApply(o)) => on(&ctx, &o, false),
                 Ok(watcher::Event::Delete(o)) => on(&ctx, &o, true),
+                Ok(watcher::Event::InitDone) => done(&ctx),
                 Ok(_) => {}
                 Err(e) => tracing::warn!(error = %e, "watch"),
             }

@@ -548,3 +548,64 @@ fn an_edge_app_that_does_not_answer_is_a_504_at_the_configured_timeout() {
         "{took:?}"
     );
 }
+
+#[test]
+fn eventbus_messages_made_while_the_cloud_is_dead_arrive_after_it_restarts() {
+    let dir = tempfile::tempdir().expect("dir");
+    let mut cloud = Kedge::cloud(dir.path());
+    let edge_dir = tempfile::tempdir().expect("edge dir");
+    let edge = common::EdgeProc::start(&cloud, edge_dir.path(), "kube-edge-1", &cloud.token());
+    let app = App::start(0);
+    cloud.ok(&[
+        "apply",
+        "-f",
+        &example("ruleEndpoint-rest.yaml"),
+        "-f",
+        &example("ruleEndpoint-eventbus.yaml"),
+    ]);
+    let rule = std::fs::read_to_string(example("rule-eventbus-rest.yaml"))
+        .expect("rule")
+        .replace("k8s-edge-1", "kube-edge-1")
+        .replace(
+            "http://k8s-master:8080/b",
+            &format!("http://127.0.0.1:{}/b", app.port),
+        );
+    let out = cloud.with_stdin(&["apply", "-f", "-"], &rule);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    until(
+        Duration::from_secs(30),
+        "the first message at the app",
+        || {
+            mqtt::publish(edge.mqtt_port, "default/test", "first");
+            app.got.recv_timeout(Duration::from_millis(500)).is_ok()
+        },
+    );
+    while app.got.try_recv().is_ok() {}
+
+    cloud.kill9();
+    for i in 0..20 {
+        mqtt::publish(
+            edge.mqtt_port,
+            "default/test",
+            &format!("while the cloud was dead {i}"),
+        );
+    }
+    let cloud = Kedge::cloud_on(dir.path(), cloud.port, cloud.hub_port, cloud.join_port);
+    // At least once: every message arrives; a message in flight when the cloud died may come twice.
+    let want: std::collections::BTreeSet<String> = (0..20)
+        .map(|i| format!("while the cloud was dead {i}"))
+        .collect();
+    let mut got = std::collections::BTreeSet::new();
+    while !want.is_subset(&got) {
+        let (_, body) = app
+            .got
+            .recv_timeout(Duration::from_secs(60))
+            .expect("every message after the restart");
+        got.insert(body);
+    }
+    drop(cloud);
+}

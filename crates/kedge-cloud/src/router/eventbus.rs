@@ -109,7 +109,16 @@ impl Rules {
     }
 
     /// An upload from `node`: POSTed to its rule's target, acknowledged once the target took it.
+    /// Until the rules are loaded (the cloud just started) nothing is answered: the edge re-sends,
+    /// rather than dropping what a missing rule would make it drop.
     pub fn upload(self: &Arc<Self>, hub: &Arc<Hub>, node: &str, m: Message) {
+        if !self.is_loaded() {
+            tracing::debug!(
+                node,
+                "upload before the rules are loaded; the edge will re-send it"
+            );
+            return;
+        }
         let topic = m.route.resource.clone();
         let Some(route) = self.table().bus(node, &topic).cloned() else {
             let why = format!("no eventbus rule for topic {topic} on node {node}");

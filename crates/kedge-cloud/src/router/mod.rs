@@ -16,7 +16,7 @@ use kube::discovery::ApiResource;
 use kube::runtime::reflector::{self, Store};
 use serde_json::Value;
 
-use crate::objects::watch;
+use crate::objects::watch_with_done;
 
 fn resource(kind: &str, plural: &str) -> ApiResource {
     ApiResource::from_gvk_with_plural(
@@ -37,6 +37,9 @@ pub struct Rules {
     http: reqwest::Client,
     /// Success and failure counts, written to each rule's status.
     pub stats: Arc<status::RuleStats>,
+    /// Complete lists seen (endpoints and rules): the table is whole once both have arrived.
+    lists: std::sync::atomic::AtomicU8,
+    loaded: tokio::sync::Notify,
 }
 
 /// The rules a node was given: uid → (namespace, name, resourceVersion).
@@ -83,18 +86,44 @@ impl Rules {
             placed: Default::default(),
             http: eventbus::http_client(),
             stats: Arc::default(),
+            lists: std::sync::atomic::AtomicU8::new(0),
+            loaded: tokio::sync::Notify::new(),
         });
         tokio::spawn(rules.stats.clone().flush_loop(client.clone()));
-        watch(
-            Api::all_with(client.clone(), &er),
-            ew,
-            rules.clone(),
-            |r, _, _| r.rebuild(),
-        );
-        watch(Api::all_with(client, &rr), rw, rules.clone(), |r, _, _| {
-            r.rebuild()
-        });
+        let changed = |r: &Rules, _: &DynamicObject, _| r.rebuild();
+        let er_api = Api::all_with(client.clone(), &er);
+        watch_with_done(er_api, ew, rules.clone(), changed, Rules::listed);
+        let rr_api = Api::all_with(client, &rr);
+        watch_with_done(rr_api, rw, rules.clone(), changed, Rules::listed);
         rules
+    }
+
+    /// A complete list arrived: rebuild from the whole store; once both kinds are in, the
+    /// table is whole.
+    fn listed(&self) {
+        self.rebuild();
+        if self.lists.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1 >= 2 {
+            self.loaded.notify_waiters();
+        }
+    }
+
+    /// Whether both lists have arrived (before that, "no rule" may only mean "not loaded yet").
+    pub fn is_loaded(&self) -> bool {
+        self.lists.load(std::sync::atomic::Ordering::SeqCst) >= 2
+    }
+
+    /// Waits (up to `within`) until the table is whole.
+    pub async fn loaded(&self, within: std::time::Duration) -> bool {
+        let wait = async {
+            loop {
+                let notified = self.loaded.notified();
+                if self.is_loaded() {
+                    return;
+                }
+                notified.await;
+            }
+        };
+        tokio::time::timeout(within, wait).await.is_ok()
     }
 
     fn rebuild(&self) {

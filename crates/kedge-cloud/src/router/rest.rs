@@ -135,6 +135,12 @@ async fn handle(
             "the URL is /{node}/{namespace}/{path}".into(),
         );
     };
+    if !ctx.rules.loaded(Duration::from_secs(5)).await {
+        return text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the router is starting: rules are not loaded yet".into(),
+        );
+    }
     let table = ctx.rules.table();
     let Some((route, suffix)) = table.rest(ns, rest) else {
         return text(
