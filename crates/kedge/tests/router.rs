@@ -15,6 +15,50 @@ fn example(name: &str) -> String {
     common::examples().join(name).display().to_string()
 }
 
+/// `kubectl apply -f -` of `yaml`, which must succeed.
+fn apply(k: &Kedge, yaml: &str) {
+    let out = k.with_stdin(&["apply", "-f", "-"], yaml);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The seed's eventbus→rest rule and its endpoints, pointed at this node and at an app on `port`.
+fn eventbus_to_app(k: &Kedge, port: u16) {
+    k.ok(&[
+        "apply",
+        "-f",
+        &example("ruleEndpoint-rest.yaml"),
+        "-f",
+        &example("ruleEndpoint-eventbus.yaml"),
+    ]);
+    let rule = std::fs::read_to_string(example("rule-eventbus-rest.yaml"))
+        .expect("rule")
+        .replace("k8s-edge-1", "kube-edge-1")
+        .replace(
+            "http://k8s-master:8080/b",
+            &format!("http://127.0.0.1:{port}/b"),
+        );
+    apply(k, &rule);
+}
+
+/// The seed's rest→servicebus rule and its endpoints, with the edge app on `port`.
+fn servicebus_to_app(k: &Kedge, port: u16) {
+    let endpoint = std::fs::read_to_string(example("ruleEndpoint-servicebus.yaml"))
+        .expect("endpoint")
+        .replace("6666", &port.to_string());
+    apply(k, &endpoint);
+    k.ok(&[
+        "apply",
+        "-f",
+        &example("ruleEndpoint-rest.yaml"),
+        "-f",
+        &example("rule-rest-servicebus.yaml"),
+    ]);
+}
+
 /// `curl -X POST -d <body> <url>` → (status, body).
 fn post(url: &str, body: &[&str]) -> (u16, String) {
     let out = Command::new("curl")
@@ -209,27 +253,7 @@ fn eventbus_to_rest_with_the_seed_commands_at_least_once() {
     let dir = tempfile::tempdir().expect("dir");
     let up = Kedge::up(dir.path(), 0);
     let app = App::start(0);
-    up.ok(&[
-        "apply",
-        "-f",
-        &example("ruleEndpoint-rest.yaml"),
-        "-f",
-        &example("ruleEndpoint-eventbus.yaml"),
-    ]);
-    // The seed's rule, pointed at this node and at the app.
-    let rule = std::fs::read_to_string(example("rule-eventbus-rest.yaml"))
-        .expect("rule")
-        .replace("k8s-edge-1", "kube-edge-1")
-        .replace(
-            "http://k8s-master:8080/b",
-            &format!("http://127.0.0.1:{}/b", app.port),
-        );
-    let out = up.with_stdin(&["apply", "-f", "-"], &rule);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    eventbus_to_app(&up, app.port);
 
     // The seed's command, once the edge has subscribed: the app receives exactly that body.
     let mut received = None;
@@ -330,22 +354,7 @@ fn rest_to_servicebus_carries_method_path_query_headers_and_body_both_ways() {
     let dir = tempfile::tempdir().expect("dir");
     let up = Kedge::up(dir.path(), 0);
     let (port, app) = echo_app();
-    let endpoint = std::fs::read_to_string(example("ruleEndpoint-servicebus.yaml"))
-        .expect("endpoint")
-        .replace("6666", &port.to_string());
-    let out = up.with_stdin(&["apply", "-f", "-"], &endpoint);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    up.ok(&[
-        "apply",
-        "-f",
-        &example("ruleEndpoint-rest.yaml"),
-        "-f",
-        &example("rule-rest-servicebus.yaml"),
-    ]);
+    servicebus_to_app(&up, port);
     let url = format!(
         "http://127.0.0.1:{}/kube-edge-1/default/source/x?y=1",
         up.router_port
@@ -395,22 +404,7 @@ fn an_edge_killed_mid_request_is_a_prompt_503() {
             let _ = accepted_tx.send(());
         }
     });
-    let endpoint = std::fs::read_to_string(example("ruleEndpoint-servicebus.yaml"))
-        .expect("endpoint")
-        .replace("6666", &port.to_string());
-    let out = cloud.with_stdin(&["apply", "-f", "-"], &endpoint);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    cloud.ok(&[
-        "apply",
-        "-f",
-        &example("ruleEndpoint-rest.yaml"),
-        "-f",
-        &example("rule-rest-servicebus.yaml"),
-    ]);
+    servicebus_to_app(&cloud, port);
     let url = format!(
         "http://127.0.0.1:{}/kube-edge-1/default/source",
         cloud.router_port
@@ -506,22 +500,7 @@ fn an_edge_app_that_does_not_answer_is_a_504_at_the_configured_timeout() {
         let held: Vec<_> = hang.incoming().flatten().collect();
         drop(held);
     });
-    let endpoint = std::fs::read_to_string(example("ruleEndpoint-servicebus.yaml"))
-        .expect("endpoint")
-        .replace("6666", &port.to_string());
-    let out = cloud.with_stdin(&["apply", "-f", "-"], &endpoint);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    cloud.ok(&[
-        "apply",
-        "-f",
-        &example("ruleEndpoint-rest.yaml"),
-        "-f",
-        &example("rule-rest-servicebus.yaml"),
-    ]);
+    servicebus_to_app(&cloud, port);
     let url = format!(
         "http://127.0.0.1:{}/kube-edge-1/default/source",
         cloud.router_port
@@ -556,26 +535,7 @@ fn eventbus_messages_made_while_the_cloud_is_dead_arrive_after_it_restarts() {
     let edge_dir = tempfile::tempdir().expect("edge dir");
     let edge = common::EdgeProc::start(&cloud, edge_dir.path(), "kube-edge-1", &cloud.token());
     let app = App::start(0);
-    cloud.ok(&[
-        "apply",
-        "-f",
-        &example("ruleEndpoint-rest.yaml"),
-        "-f",
-        &example("ruleEndpoint-eventbus.yaml"),
-    ]);
-    let rule = std::fs::read_to_string(example("rule-eventbus-rest.yaml"))
-        .expect("rule")
-        .replace("k8s-edge-1", "kube-edge-1")
-        .replace(
-            "http://k8s-master:8080/b",
-            &format!("http://127.0.0.1:{}/b", app.port),
-        );
-    let out = cloud.with_stdin(&["apply", "-f", "-"], &rule);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    eventbus_to_app(&cloud, app.port);
     until(
         Duration::from_secs(30),
         "the first message at the app",
