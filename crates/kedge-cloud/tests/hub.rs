@@ -26,21 +26,11 @@ struct Cloud {
 
 async fn cloud(cfg: HubConfig) -> Cloud {
     let api = common::api().await;
-    let ca = Arc::new(Ca::load_or_create(api.dir.path()).expect("ca"));
-    let names = vec!["localhost".to_string(), "127.0.0.1".to_string()];
-    let any = "127.0.0.1:0".parse().expect("addr");
-    let join = kedge_cloud::cloudhub::join::start(
-        any,
-        ca.clone(),
-        api.client.clone(),
-        &names,
-        kedge_pki::node::NODE_CERT_TTL,
-    )
-    .await
-    .expect("join");
+    let (ca, join) = common::join_server(&api).await;
     let (tx, events) = mpsc::channel(64);
     let hub = Hub::new(cfg, tx);
-    let listener = hub::start(any, hub.clone(), &ca, &names)
+    let any = "127.0.0.1:0".parse().expect("addr");
+    let listener = hub::start(any, hub.clone(), &ca, &common::names())
         .await
         .expect("hub");
     let hub_addr = listener.addr;
@@ -68,6 +58,23 @@ async fn identity(c: &Cloud, node: &str, dir: &std::path::Path) -> Identity {
     .expect("join")
 }
 
+/// EdgeHub for `node` with a fresh identity, keepalives every `heartbeat`; waits until the hub
+/// reports it connected. Returns it, its downstream messages, and its data dir.
+async fn edge(
+    c: &mut Cloud,
+    node: &str,
+    heartbeat: Duration,
+) -> (client::EdgeHub, mpsc::Receiver<Message>, tempfile::TempDir) {
+    let dir = tempfile::tempdir().expect("edge");
+    let id = identity(c, node, dir.path()).await;
+    let mut hcfg = client::HubConfig::new(c.hub_addr.to_string(), node);
+    hcfg.heartbeat = heartbeat;
+    let (down_tx, down) = mpsc::channel(16);
+    let eh = client::spawn(hcfg, id, down_tx).expect("edgehub");
+    assert!(matches!(next_event(&mut c.events).await, HubEvent::Connected(n) if n == node));
+    (eh, down, dir)
+}
+
 async fn next_event(events: &mut mpsc::Receiver<HubEvent>) -> HubEvent {
     tokio::time::timeout(Duration::from_secs(10), events.recv())
         .await
@@ -82,13 +89,7 @@ async fn messages_flow_both_ways_and_keepalives_hold_the_session() {
         ..HubConfig::default()
     };
     let mut c = cloud(cfg).await;
-    let edge = tempfile::tempdir().expect("edge");
-    let id = identity(&c, "edge-1", edge.path()).await;
-    let mut hcfg = client::HubConfig::new(c.hub_addr.to_string(), "edge-1");
-    hcfg.heartbeat = Duration::from_millis(100);
-    let (down_tx, mut down) = mpsc::channel(16);
-    let eh = client::spawn(hcfg, id, down_tx).expect("edgehub");
-    assert!(matches!(next_event(&mut c.events).await, HubEvent::Connected(n) if n == "edge-1"));
+    let (eh, mut down, _dir) = edge(&mut c, "edge-1", Duration::from_millis(100)).await;
     assert_eq!(c.hub.connected(), ["edge-1"]);
 
     let up = Message::new(
@@ -137,16 +138,7 @@ async fn a_silent_edge_is_dropped_and_reconnects() {
         ..HubConfig::default()
     };
     let mut c = cloud(cfg).await;
-    let edge = tempfile::tempdir().expect("edge");
-    let id = identity(&c, "edge-1", edge.path()).await;
-    let mut hcfg = client::HubConfig::new(c.hub_addr.to_string(), "edge-1");
-    hcfg.heartbeat = Duration::from_secs(3600);
-    let (down_tx, _down) = mpsc::channel(16);
-    let _eh = client::spawn(hcfg, id, down_tx).expect("edgehub");
-    assert!(matches!(
-        next_event(&mut c.events).await,
-        HubEvent::Connected(_)
-    ));
+    let _edge = edge(&mut c, "edge-1", Duration::from_secs(3600)).await;
     assert!(matches!(next_event(&mut c.events).await, HubEvent::Disconnected(n) if n == "edge-1"));
     // EdgeHub reconnects at once (back-off starts at 100 ms), not after KubeEdge's 30 s.
     assert!(matches!(
@@ -191,16 +183,7 @@ async fn a_flooding_node_is_slowed_to_its_rate_and_loses_nothing() {
         ..HubConfig::default()
     };
     let mut c = cloud(cfg).await;
-    let edge = tempfile::tempdir().expect("edge");
-    let id = identity(&c, "edge-1", edge.path()).await;
-    let mut hcfg = client::HubConfig::new(c.hub_addr.to_string(), "edge-1");
-    hcfg.heartbeat = Duration::from_secs(3600);
-    let (down_tx, _down) = mpsc::channel(16);
-    let eh = client::spawn(hcfg, id, down_tx).expect("edgehub");
-    assert!(matches!(
-        next_event(&mut c.events).await,
-        HubEvent::Connected(_)
-    ));
+    let (eh, _down, _dir) = edge(&mut c, "edge-1", Duration::from_secs(3600)).await;
     let started = tokio::time::Instant::now();
     for i in 0..60 {
         let m = Message::new(

@@ -19,18 +19,7 @@ struct Cloud {
 
 async fn cloud() -> Cloud {
     let api = common::api().await;
-    let ca = Arc::new(Ca::load_or_create(api.dir.path()).expect("ca"));
-    let names = vec!["localhost".to_string(), "127.0.0.1".to_string()];
-    let addr = "127.0.0.1:0".parse().expect("addr");
-    let join = kedge_cloud::cloudhub::join::start(
-        addr,
-        ca.clone(),
-        api.client.clone(),
-        &names,
-        kedge_pki::node::NODE_CERT_TTL,
-    )
-    .await
-    .expect("join");
+    let (ca, join) = common::join_server(&api).await;
     Cloud { api, join, ca }
 }
 

@@ -184,6 +184,45 @@ fn rest_to_eventbus_with_the_seed_commands() {
     );
 }
 
+/// One HTTP/1.1 request read off `stream`: the request line, a header's value, and the body.
+struct Request {
+    line: String,
+    header: String,
+    body: String,
+    stream: std::net::TcpStream,
+}
+
+/// Reads a request, keeping the value of `header` (lower case).
+fn read_request(stream: std::net::TcpStream, header: &str) -> Request {
+    use std::io::{BufRead, BufReader, Read};
+    let mut r = BufReader::new(stream);
+    let mut line = String::new();
+    let _ = r.read_line(&mut line);
+    let (mut len, mut value) = (0usize, String::new());
+    loop {
+        let mut h = String::new();
+        if r.read_line(&mut h).unwrap_or(0) == 0 || h == "\r\n" {
+            break;
+        }
+        if let Some((name, v)) = h.split_once(':') {
+            let name = name.trim().to_ascii_lowercase();
+            if name == "content-length" {
+                len = v.trim().parse().unwrap_or(0);
+            } else if name == header {
+                value = v.trim().to_string();
+            }
+        }
+    }
+    let mut body = vec![0; len];
+    let _ = r.read_exact(&mut body);
+    Request {
+        line,
+        header: value,
+        body: String::from_utf8_lossy(&body).into_owned(),
+        stream: r.into_inner(),
+    }
+}
+
 /// A small HTTP server: every request's (NodeName header, body) arrives on the channel; it
 /// answers 200. After `stop` its port is free again.
 struct App {
@@ -195,7 +234,7 @@ struct App {
 
 impl App {
     fn start(port: u16) -> App {
-        use std::io::{BufRead, BufReader, Read, Write};
+        use std::io::Write;
         let listener = std::net::TcpListener::bind(("127.0.0.1", port)).expect("bind");
         let port = listener.local_addr().expect("addr").port();
         listener.set_nonblocking(true).expect("nonblocking");
@@ -209,27 +248,11 @@ impl App {
                     continue;
                 };
                 let _ = stream.set_nonblocking(false);
-                let mut r = BufReader::new(stream);
-                let (mut len, mut node) = (0usize, String::new());
-                loop {
-                    let mut line = String::new();
-                    if r.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
-                        break;
-                    }
-                    let lower = line.to_ascii_lowercase();
-                    if let Some(v) = lower.strip_prefix("content-length:") {
-                        len = v.trim().parse().unwrap_or(0);
-                    }
-                    if lower.starts_with("nodename:") {
-                        node = line["nodename:".len()..].trim().to_string();
-                    }
-                }
-                let mut body = vec![0; len];
-                let _ = r.read_exact(&mut body);
-                let _ = r.get_mut().write_all(
+                let mut req = read_request(stream, "nodename");
+                let _ = req.stream.write_all(
                     b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
                 );
-                let _ = tx.send((node, String::from_utf8_lossy(&body).into_owned()));
+                let _ = tx.send((req.header, req.body));
             }
         });
         App {
@@ -289,42 +312,21 @@ fn eventbus_to_rest_with_the_seed_commands_at_least_once() {
 /// An edge app for servicebus: it answers 201 with header `x-app: yes` and a body that echoes
 /// the request: method, path and query, the `x-test` header, and the body.
 fn echo_app() -> (u16, std::thread::JoinHandle<()>) {
-    use std::io::{BufRead, BufReader, Read, Write};
+    use std::io::Write;
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let port = listener.local_addr().expect("addr").port();
     let thread = std::thread::spawn(move || {
         for stream in listener.incoming().take(4) {
             let Ok(stream) = stream else { continue };
-            let mut r = BufReader::new(stream);
-            let mut request_line = String::new();
-            let _ = r.read_line(&mut request_line);
-            let (mut len, mut test) = (0usize, String::new());
-            loop {
-                let mut line = String::new();
-                if r.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
-                    break;
-                }
-                let lower = line.to_ascii_lowercase();
-                if let Some(v) = lower.strip_prefix("content-length:") {
-                    len = v.trim().parse().unwrap_or(0);
-                }
-                if let Some(v) = lower.strip_prefix("x-test:") {
-                    test = v.trim().to_string();
-                }
-            }
-            let mut body = vec![0; len];
-            let _ = r.read_exact(&mut body);
-            let mut parts = request_line.split_whitespace();
+            let mut req = read_request(stream, "x-test");
+            let mut parts = req.line.split_whitespace();
             let (method, target) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
-            let echo = format!(
-                "{method} {target} {test} {}",
-                String::from_utf8_lossy(&body)
-            );
+            let echo = format!("{method} {target} {} {}", req.header, req.body);
             let reply = format!(
                 "HTTP/1.1 201 Created\r\nx-app: yes\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{echo}",
                 echo.len()
             );
-            let _ = r.get_mut().write_all(reply.as_bytes());
+            let _ = req.stream.write_all(reply.as_bytes());
         }
     });
     (port, thread)

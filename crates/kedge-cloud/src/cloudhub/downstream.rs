@@ -29,26 +29,17 @@ pub struct SyncRecord {
     pub name: String,
 }
 
-/// Type token → Kubernetes kind, for ObjectSync specs.
-fn kind_of(token: &str) -> &str {
+/// Type token → (apiVersion, kind) of the object, for ObjectSync specs.
+fn type_of(token: &str) -> (&'static str, &str) {
     match token {
-        "pod" => "Pod",
-        "configmap" => "ConfigMap",
-        "secret" => "Secret",
-        "node" => "Node",
-        "device" => "Device",
-        "devicemodel" => "DeviceModel",
-        "rule" => "Rule",
-        other => other,
-    }
-}
-
-/// Type token → apiVersion, for ObjectSync specs.
-fn api_version_of(token: &str) -> &'static str {
-    match token {
-        "device" | "devicemodel" => "devices.kubeedge.io/v1alpha2",
-        "rule" => "rules.kubeedge.io/v1",
-        _ => "v1",
+        "pod" => ("v1", "Pod"),
+        "configmap" => ("v1", "ConfigMap"),
+        "secret" => ("v1", "Secret"),
+        "node" => ("v1", "Node"),
+        "device" => ("devices.kubeedge.io/v1alpha2", "Device"),
+        "devicemodel" => ("devices.kubeedge.io/v1alpha2", "DeviceModel"),
+        "rule" => ("rules.kubeedge.io/v1", "Rule"),
+        other => ("v1", other),
     }
 }
 
@@ -309,7 +300,7 @@ impl Downstream {
             let obj: DynamicObject = serde_json::from_value(json!({
                 "apiVersion": ar.api_version, "kind": ar.kind,
                 "metadata": {"name": name, "namespace": r.namespace()},
-                "spec": {"objectAPIVersion": api_version_of(r.kind), "objectKind": kind_of(r.kind), "objectName": r.name.unwrap_or("")},
+                "spec": {"objectAPIVersion": type_of(r.kind).0, "objectKind": type_of(r.kind).1, "objectName": r.name.unwrap_or("")},
             }))
             .map_err(kube::Error::SerdeError)?;
             api.create(&PostParams::default(), &obj).await?;

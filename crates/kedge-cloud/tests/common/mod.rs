@@ -57,3 +57,23 @@ pub async fn wait_for(what: &str, secs: u64, mut check: impl AsyncFnMut() -> boo
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
 }
+
+/// Names the test servers' certificates carry.
+pub fn names() -> Vec<String> {
+    vec!["localhost".to_string(), "127.0.0.1".to_string()]
+}
+
+/// The cloud CA in `api`'s data dir and a join server on a free loopback port.
+pub async fn join_server(api: &Api) -> (std::sync::Arc<kedge_pki::Ca>, kedge_http::Listener) {
+    let ca = std::sync::Arc::new(kedge_pki::Ca::load_or_create(api.dir.path()).expect("ca"));
+    let join = kedge_cloud::cloudhub::join::start(
+        "127.0.0.1:0".parse().expect("addr"),
+        ca.clone(),
+        api.client.clone(),
+        &names(),
+        kedge_pki::node::NODE_CERT_TTL,
+    )
+    .await
+    .expect("join");
+    (ca, join)
+}
