@@ -9,6 +9,7 @@ use serde_json::{Value, json};
 
 use crate::api::Api;
 use crate::error::ApiError;
+use crate::graceful::{self, PodDeletion};
 use crate::meta::{FieldValidation, Target, now, prepare_create, prepare_update, str_at};
 use crate::patch::{self, PatchKind};
 use crate::registry::{CRD_KEY, Resource};
@@ -460,8 +461,20 @@ fn written_response(
     }
 }
 
-/// What a DELETE does to one object: mark it (finalizers, namespaces) or remove it.
-fn delete_decision(res: &Resource, cur: &Value, options: &Value) -> Result<Change, ApiError> {
+/// Whether the node a pod is bound to exists (so something will stop its containers).
+fn pod_node_exists(api: &Api, pod: &Value) -> bool {
+    let node = str_at(pod, "/spec/nodeName");
+    !node.is_empty() && api.store.get("nodes", "", node).is_some()
+}
+
+/// What a DELETE does to one object: mark it (finalizers, namespaces, pods a node runs) or
+/// remove it.
+fn delete_decision(
+    res: &Resource,
+    cur: &Value,
+    options: &Value,
+    node_exists: bool,
+) -> Result<Change, ApiError> {
     let name = str_at(cur, "/metadata/name");
     let key = res.key();
     for (field, ptr) in [
@@ -499,6 +512,14 @@ fn delete_decision(res: &Resource, cur: &Value, options: &Value) -> Result<Chang
         }
         return Ok(Change::Put(next));
     }
+    if key == "pods" {
+        let now_s = jiff::Timestamp::now().as_second();
+        return Ok(match graceful::decide(cur, options, node_exists, now_s) {
+            PodDeletion::Now => Change::Delete,
+            PodDeletion::Mark(next) => Change::Put(next),
+            PodDeletion::AlreadyMarked => Change::None,
+        });
+    }
     Ok(Change::Delete)
 }
 
@@ -520,9 +541,13 @@ async fn delete(api: Arc<Api>, call: Call) -> Result<Response, ApiError> {
     };
     let api2 = api.clone();
     let written = blocking(move || {
+        let node_exists = api2
+            .store
+            .get(&res.key(), &ns, &name)
+            .is_some_and(|o| pod_node_exists(&api2, &o.value()));
         let written = api2.store.write(&res.key(), &ns, &name, |cur| {
             let cur = cur.ok_or_else(|| ApiError::not_found(&res.key(), &name))?;
-            delete_decision(&res, &cur.value(), &options)
+            delete_decision(&res, &cur.value(), &options, node_exists)
         })?;
         match res.key().as_str() {
             "namespaces" => empty_namespace(&api2, &name),
@@ -545,10 +570,11 @@ async fn delete(api: Arc<Api>, call: Call) -> Result<Response, ApiError> {
 fn empty_namespace(api: &Api, ns: &str) {
     for r in api.registry.all().into_iter().filter(|r| r.namespaced) {
         for obj in api.store.list(&r.key(), Some(ns)).0 {
+            let node_exists = pod_node_exists(api, &obj.value());
             let result = api
                 .store
                 .write::<ApiError>(&r.key(), ns, &obj.name, |cur| match cur {
-                    Some(c) => delete_decision(&r, &c.value(), &json!({})),
+                    Some(c) => delete_decision(&r, &c.value(), &json!({}), node_exists),
                     None => Ok(Change::None),
                 });
             if let Err(e) = result {

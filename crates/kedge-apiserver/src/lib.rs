@@ -14,6 +14,7 @@ mod api;
 mod bootstrap;
 mod discovery;
 mod error;
+mod graceful;
 mod handlers;
 mod meta;
 mod patch;

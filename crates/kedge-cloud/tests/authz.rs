@@ -107,7 +107,7 @@ async fn a_node_writes_only_what_is_bound_to_it() {
             "resource",
             op::DELETE,
             "default/pod/theirs",
-            json!({}),
+            json!({"preconditions": {"uid": uid(&theirs)}}),
         ),
     ];
     for m in refusals {

@@ -38,6 +38,11 @@ mqttBind: 127.0.0.1
 mqttUrl: ""
 # For mqtts://: PEM file of the CA that signed the broker's certificate (default: system roots).
 mqttCa: ""
+# The container runtime's CRI socket (containerd's by default); "none" runs no pods (a node for
+# devices and messages only).
+criEndpoint: unix:///run/containerd/containerd.sock
+# First delay before a crashed container is restarted again, in seconds; it doubles up to 300.
+restartBackoffSeconds: 10
 "#;
 
 /// The MQTT port devices expect.
@@ -60,6 +65,8 @@ pub struct FileConfig {
     pub mqtt_bind: Option<std::net::IpAddr>,
     pub mqtt_url: Option<String>,
     pub mqtt_ca: Option<PathBuf>,
+    pub cri_endpoint: Option<String>,
+    pub restart_backoff_seconds: Option<u64>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -111,6 +118,10 @@ impl FileConfig {
             mqtt_bind: over.mqtt_bind.or(self.mqtt_bind),
             mqtt_url: over.mqtt_url.or(self.mqtt_url),
             mqtt_ca: over.mqtt_ca.or(self.mqtt_ca),
+            cri_endpoint: over.cri_endpoint.or(self.cri_endpoint),
+            restart_backoff_seconds: over
+                .restart_backoff_seconds
+                .or(self.restart_backoff_seconds),
         }
     }
 
@@ -155,6 +166,15 @@ impl FileConfig {
         };
         cfg.heartbeat = secs(self.heartbeat_seconds, "heartbeatSeconds", cfg.heartbeat)?;
         cfg.status_every = secs(self.status_seconds, "statusSeconds", cfg.status_every)?;
+        cfg.cri_endpoint = self
+            .cri_endpoint
+            .filter(|e| !e.is_empty())
+            .unwrap_or_else(|| crate::edged::cri::DEFAULT_ENDPOINT.into());
+        cfg.restart_backoff = secs(
+            self.restart_backoff_seconds,
+            "restartBackoffSeconds",
+            cfg.restart_backoff,
+        )?;
         Ok(cfg)
     }
 }
@@ -173,7 +193,9 @@ mod tests {
         };
         let from_file = file.overlay(flags).resolve().expect("resolves");
         let mut builtin = EdgeConfig::new("./kedge-edge-data", "n1", "c", "");
+        // The two defaults that differ for the library (tests pick free ports, and run no pods).
         builtin.mqtt = crate::Mqtt::Embedded("127.0.0.1:1883".parse().expect("addr"));
+        builtin.cri_endpoint = crate::edged::cri::DEFAULT_ENDPOINT.into();
         assert_eq!(format!("{from_file:?}"), format!("{builtin:?}"));
     }
 

@@ -41,6 +41,10 @@ pub struct EdgeConfig {
     pub metrics_port: u16,
     /// The MQTT broker devices and apps use.
     pub mqtt: Mqtt,
+    /// The CRI runtime's socket, or `none` (no pods).
+    pub cri_endpoint: String,
+    /// First CrashLoopBackOff delay.
+    pub restart_backoff: Duration,
 }
 
 /// Where the edge's MQTT broker is.
@@ -71,6 +75,8 @@ impl std::fmt::Debug for EdgeConfig {
             .field("status_every", &self.status_every)
             .field("metrics_port", &self.metrics_port)
             .field("mqtt", &self.mqtt_display())
+            .field("cri_endpoint", &self.cri_endpoint)
+            .field("restart_backoff", &self.restart_backoff)
             .finish()
     }
 }
@@ -89,6 +95,10 @@ impl EdgeConfig {
             metrics_port: 10351,
             // Any free port: the command line and config file default to 1883.
             mqtt: Mqtt::Embedded(std::net::SocketAddr::from(([127, 0, 0, 1], 0))),
+            // Edged only where asked for: the command line and config file default to
+            // containerd's socket.
+            cri_endpoint: edged::NO_RUNTIME.into(),
+            restart_backoff: Duration::from_secs(10),
         }
     }
 
@@ -127,6 +137,8 @@ pub enum EdgeError {
     MqttTls(#[from] eventbus::TlsError),
     #[error("{0}")]
     DeviceTwin(#[from] devicetwin::DeviceTwinError),
+    #[error("{0}")]
+    Cri(#[from] edged::cri::CriError),
     #[error("edge database {path}: {cause}")]
     Db {
         path: PathBuf,
@@ -146,6 +158,9 @@ pub struct Edge {
     pub outbox: std::sync::Arc<edgehub::outbox::Outbox>,
     pub devicetwin: Arc<devicetwin::DeviceTwin>,
     pub bus: eventbus::EventBus,
+    pub edged: edged::Edged,
+    /// The runtime's CRI endpoint, or `none`.
+    pub cri_endpoint: String,
     /// The broker devices use (the embedded one's actual port when 0 was asked).
     pub mqtt: eventbus::BrokerAddr,
     broker: Option<kedge_broker::Broker>,
@@ -200,8 +215,17 @@ pub async fn start(cfg: EdgeConfig) -> Result<Edge, EdgeError> {
         outbox.clone(),
         in_rx,
     ));
+    let host_ip = edged::nodestatus::local_ip_towards(&cfg.server(cfg.hub_port));
+    let edged = start_edged(&cfg, &host_ip, &meta, &outbox)?;
+    let cri_endpoint = cfg.cri_endpoint.clone();
     tokio::spawn(keep_certificate(cfg.clone(), hub.clone(), id));
-    tokio::spawn(report_node(cfg, hub.clone(), outbox.clone()));
+    tokio::spawn(report_node(
+        cfg,
+        host_ip,
+        hub.clone(),
+        outbox.clone(),
+        edged.runtime(),
+    ));
     tokio::spawn(pump(outbox.clone(), hub.clone()));
     tokio::spawn(store_then_ack(
         down_rx,
@@ -210,6 +234,7 @@ pub async fn start(cfg: EdgeConfig) -> Result<Edge, EdgeError> {
         hub.clone(),
         devicetwin.clone(),
         bus.clone(),
+        edged.clone(),
     ));
     Ok(Edge {
         hub,
@@ -217,9 +242,38 @@ pub async fn start(cfg: EdgeConfig) -> Result<Edge, EdgeError> {
         outbox,
         devicetwin,
         bus,
+        edged,
+        cri_endpoint,
         mqtt,
         broker,
     })
+}
+
+/// Edged, reconciling the stored pods with the runtime (unless switched off).
+fn start_edged(
+    cfg: &EdgeConfig,
+    host_ip: &str,
+    meta: &Arc<metamanager::MetaStore>,
+    outbox: &Arc<Outbox>,
+) -> Result<edged::Edged, EdgeError> {
+    let pods = edged::Pods {
+        meta: meta.clone(),
+        outbox: outbox.clone(),
+    };
+    if cfg.cri_endpoint == edged::NO_RUNTIME {
+        tracing::info!("no container runtime (--cri-endpoint none): this node runs no pods");
+        return Ok(edged::Edged::disabled(pods));
+    }
+    let ecfg = edged::EdgedConfig {
+        node: cfg.node.clone(),
+        endpoint: cfg.cri_endpoint.clone(),
+        data_dir: cfg.data_dir.clone(),
+        host_ip: host_ip.into(),
+        backoff_initial: cfg.restart_backoff,
+        backoff_max: Duration::from_secs(300),
+        resync: Duration::from_secs(2),
+    };
+    Ok(edged::Edged::start(ecfg, pods)?)
 }
 
 /// The embedded broker (when configured) and the address EventBus dials.
@@ -332,6 +386,7 @@ impl Edge {
         let dt = self.devicetwin.clone();
         let broker = self.broker.as_ref().map(|b| b.stats());
         let bus = self.bus.clone();
+        let runtime = self.edged.runtime();
         Arc::new(move || {
             use std::sync::atomic::Ordering::Relaxed;
             let mut r = vec![
@@ -359,6 +414,11 @@ impl Edge {
                     "kedge_devicetwin_devices",
                     "Devices bound to this node.",
                     dt.device_ids().len() as u64,
+                ),
+                Reading::gauge(
+                    "kedge_edged_runtime_up",
+                    "1 while the container runtime answers (0 also when Edged is off).",
+                    u64::from(matches!(*runtime.borrow(), edged::Runtime::Up { .. })),
                 ),
                 Reading::gauge(
                     "kedge_eventbus_connected",
@@ -430,6 +490,7 @@ async fn store_then_ack(
     hub: EdgeHub,
     devicetwin: Arc<devicetwin::DeviceTwin>,
     bus: eventbus::EventBus,
+    edged: edged::Edged,
 ) {
     let http = servicebus::client();
     while let Some(m) = down.recv().await {
@@ -470,6 +531,12 @@ async fn store_then_ack(
                 to_devicetwin(&devicetwin, &m, applied).await;
                 if m.route.resource.contains("/rule/") {
                     bus.set_rule_topics(rule_topics(&meta));
+                }
+                if ["/pod/", "/configmap/", "/secret/"]
+                    .iter()
+                    .any(|k| m.route.resource.contains(k))
+                {
+                    edged.wake();
                 }
                 m.ack()
             }
@@ -518,33 +585,46 @@ fn push(outbox: &Outbox, m: Message, key: &str) {
     }
 }
 
-/// Registers the node on every (re)connection and reports its status periodically.
-async fn report_node(cfg: EdgeConfig, hub: EdgeHub, outbox: Arc<Outbox>) {
+/// Registers the node on every (re)connection and reports its status periodically, and at
+/// once when the container runtime comes or goes.
+async fn report_node(
+    cfg: EdgeConfig,
+    ip: String,
+    hub: EdgeHub,
+    outbox: Arc<Outbox>,
+    mut runtime: tokio::sync::watch::Receiver<edged::Runtime>,
+) {
     let host = edged::nodestatus::Host::read();
-    let ip = edged::nodestatus::local_ip_towards(&cfg.server(cfg.hub_port));
     let mut connected = hub.connected();
     let mut tick = tokio::time::interval(cfg.status_every);
     loop {
-        tokio::select! {
+        let register = tokio::select! {
             changed = connected.changed() => {
                 if changed.is_err() {
                     return;
                 }
-                if *connected.borrow_and_update() {
-                    let node = edged::nodestatus::node(&cfg.node, &ip, &host, &kedge_core::clock::rfc3339());
-                    let res = resource::object("", "node", &cfg.node);
-                    let m = Message::new("edged", group::RESOURCE, op::INSERT, &res, node);
-                    push(&outbox, m, "node");
-                }
+                *connected.borrow_and_update()
             }
-            _ = tick.tick() => {
-                if *connected.borrow() {
-                    let status = edged::nodestatus::status(&ip, &host, &kedge_core::clock::rfc3339());
-                    let res = resource::object("", "nodestatus", &cfg.node);
-                    let m = Message::new("edged", group::RESOURCE, op::UPDATE, &res, status);
-                    push(&outbox, m, "nodestatus");
+            _ = tick.tick() => false,
+            changed = runtime.changed() => {
+                if changed.is_err() {
+                    return;
                 }
+                false
             }
+        };
+        let rt = runtime.borrow_and_update().clone();
+        let now = kedge_core::clock::rfc3339();
+        if register {
+            let node = edged::nodestatus::node(&cfg.node, &ip, &host, &rt, &now);
+            let res = resource::object("", "node", &cfg.node);
+            let m = Message::new("edged", group::RESOURCE, op::INSERT, &res, node);
+            push(&outbox, m, "node");
+        } else if *connected.borrow() {
+            let status = edged::nodestatus::status(&ip, &host, &rt, &now);
+            let res = resource::object("", "nodestatus", &cfg.node);
+            let m = Message::new("edged", group::RESOURCE, op::UPDATE, &res, status);
+            push(&outbox, m, "nodestatus");
         }
     }
 }

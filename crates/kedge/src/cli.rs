@@ -95,6 +95,14 @@ struct UpArgs {
     /// Also create the seed's counter model and device, and run the counter on the edge.
     #[arg(long)]
     demo: bool,
+    /// The container runtime's CRI socket the edge runs pods with, or `none`; `auto`:
+    /// containerd's socket if it exists, else none.
+    #[arg(long, default_value = "auto")]
+    cri_endpoint: String,
+    /// First delay, in seconds, before a crashed container is restarted again (it doubles up to
+    /// 300).
+    #[arg(long, default_value_t = 10)]
+    restart_backoff: u64,
 }
 
 #[derive(Args)]
@@ -211,6 +219,14 @@ struct EdgeArgs {
     /// For mqtts://: the CA (PEM) that signed the broker's certificate [default: system roots].
     #[arg(long)]
     mqtt_ca: Option<PathBuf>,
+    /// The container runtime's CRI socket, or `none` to run no pods
+    /// [default: unix:///run/containerd/containerd.sock].
+    #[arg(long)]
+    cri_endpoint: Option<String>,
+    /// First delay, in seconds, before a crashed container is restarted again (it doubles up to
+    /// 300) [default: 10].
+    #[arg(long)]
+    restart_backoff: Option<u64>,
 }
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
@@ -308,6 +324,8 @@ async fn up(a: UpArgs) -> anyhow::Result<()> {
     edge_cfg.hub_port = cloud.hub_addr.port();
     edge_cfg.https_port = cloud.join_addr.port();
     edge_cfg.mqtt = kedge_edge::Mqtt::Embedded(std::net::SocketAddr::new(loopback, a.mqtt_port));
+    edge_cfg.cri_endpoint = cri_endpoint_for_up(&a.cri_endpoint);
+    edge_cfg.restart_backoff = std::time::Duration::from_secs(a.restart_backoff.max(1));
     let edge = kedge_edge::start(edge_cfg)
         .await
         .context("starting the edge")?;
@@ -328,6 +346,7 @@ async fn up(a: UpArgs) -> anyhow::Result<()> {
     writeln!(out, "  CloudHub:       wss://{}", cloud.hub_addr)?;
     writeln!(out, "  join server:    https://{}", cloud.join_addr)?;
     writeln!(out, "  edge node:      {}", a.node_name)?;
+    writeln!(out, "  pods run with:  {}", edge.cri_endpoint)?;
     writeln!(out, "  MQTT broker:    {}", edge.mqtt)?;
     writeln!(out, "  router:         http://{}", cloud.router_addr)?;
     writeln!(out, "  metrics:        http://{metrics}/metrics")?;
@@ -460,6 +479,21 @@ async fn cloud(a: CloudArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `kedge up`'s runtime: with `auto`, containerd when this machine runs it, else no pods (so
+/// the all-in-one demo works, Ready, on a machine without containerd).
+fn cri_endpoint_for_up(flag: &str) -> String {
+    use kedge_edge::edged::{NO_RUNTIME, cri};
+    if flag != "auto" {
+        return flag.into();
+    }
+    let present = cri::socket_path(cri::DEFAULT_ENDPOINT).is_ok_and(|p| p.exists());
+    if present {
+        cri::DEFAULT_ENDPOINT.into()
+    } else {
+        NO_RUNTIME.into()
+    }
+}
+
 async fn edge(a: EdgeArgs) -> anyhow::Result<()> {
     use kedge_edge::config::{DEFAULT_CONFIG_YAML, FileConfig};
     if a.print_default_config {
@@ -482,6 +516,8 @@ async fn edge(a: EdgeArgs) -> anyhow::Result<()> {
         mqtt_bind: a.mqtt_bind,
         mqtt_url: a.mqtt_url,
         mqtt_ca: a.mqtt_ca,
+        cri_endpoint: a.cri_endpoint,
+        restart_backoff_seconds: a.restart_backoff,
         ..FileConfig::default()
     };
     let cfg = file.overlay(flags).resolve()?;

@@ -15,16 +15,6 @@ fn example(name: &str) -> String {
     common::examples().join(name).display().to_string()
 }
 
-/// `kubectl apply -f -` of `yaml`, which must succeed.
-fn apply(k: &Kedge, yaml: &str) {
-    let out = k.with_stdin(&["apply", "-f", "-"], yaml);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 /// The seed's eventbus→rest rule and its endpoints, pointed at this node and at an app on `port`.
 fn eventbus_to_app(k: &Kedge, port: u16) {
     k.ok(&[
@@ -41,7 +31,7 @@ fn eventbus_to_app(k: &Kedge, port: u16) {
             "http://k8s-master:8080/b",
             &format!("http://127.0.0.1:{port}/b"),
         );
-    apply(k, &rule);
+    k.apply(&rule);
 }
 
 /// The seed's rest→servicebus rule and its endpoints, with the edge app on `port`.
@@ -49,7 +39,7 @@ fn servicebus_to_app(k: &Kedge, port: u16) {
     let endpoint = std::fs::read_to_string(example("ruleEndpoint-servicebus.yaml"))
         .expect("endpoint")
         .replace("6666", &port.to_string());
-    apply(k, &endpoint);
+    k.apply(&endpoint);
     k.ok(&[
         "apply",
         "-f",

@@ -1,5 +1,6 @@
 //! Node authorization of edge→cloud writes, as Kubernetes' node authorizer: a node may write its
-//! own Node and Lease, and the status of pods bound to it. This module decides from the message
+//! own Node and Lease, the status of pods bound to it, and delete such a pod once it stopped its
+//! containers (the end of a graceful deletion). This module decides from the message
 //! alone; whether a pod is bound to the node is checked against the pod when it is written.
 //! Everything else is refused (and counted), so a compromised edge cannot touch other nodes'
 //! objects or anything cluster-wide.
@@ -21,6 +22,9 @@ pub enum Write<'a> {
     Lease,
     /// Status of a pod; applied only if the pod is bound to the node.
     PodStatus { namespace: &'a str, name: &'a str },
+    /// Removal of a pod whose containers the node has stopped (the end of a graceful
+    /// deletion); applied only if the pod is bound to the node.
+    PodDelete { namespace: &'a str, name: &'a str },
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -66,6 +70,13 @@ pub fn authorize<'a>(
             _ => Err(deny("pod status names a namespaced pod")),
         },
         ("podstatus", _) => Err(deny("pod status is written with update")),
+        ("pod", ns) if operation == op::DELETE => match (r.namespace(), r.name) {
+            (Some(_), Some(name)) => Ok(Write::PodDelete {
+                namespace: ns,
+                name,
+            }),
+            _ => Err(deny("pod deletion names a namespaced pod")),
+        },
         _ => Err(deny("not an object an edge node may write")),
     }
 }
@@ -112,6 +123,11 @@ mod tests {
         assert!(check("n1", "update", "null/podstatus/web").is_err());
         assert!(check("n1", "update", "default/podstatus").is_err());
         assert!(check("n1", "delete", "default/podstatus/web").is_err());
+        assert_eq!(
+            check("n1", "delete", "default/pod/web").as_deref(),
+            Ok("PodDelete { namespace: \"default\", name: \"web\" }")
+        );
+        assert!(check("n1", "update", "default/pod/web").is_err());
     }
 
     #[test]
@@ -119,7 +135,7 @@ mod tests {
         for (operation, resource) in [
             ("update", "default/configmap/cfg"),
             ("insert", "default/secret/s"),
-            ("delete", "default/pod/web"),
+            ("insert", "default/pod/web"),
             ("update", "null/namespace/default"),
             ("update", "kube-system/clusterrolebinding/admin"),
         ] {

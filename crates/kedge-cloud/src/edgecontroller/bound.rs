@@ -20,6 +20,8 @@ struct Inner {
     configmaps: Store<ConfigMap>,
     secrets: Store<Secret>,
     downstream: Arc<Downstream>,
+    /// Fingerprint of each pod's metadata and spec as last offered (by UID).
+    sent: std::sync::Mutex<std::collections::HashMap<String, u64>>,
 }
 
 pub struct Bound(Arc<Inner>);
@@ -83,8 +85,31 @@ impl Inner {
         cms.chain(secrets).collect()
     }
 
+    /// Whether the pod's metadata or spec changed since it was last offered: a change of its
+    /// status alone (which the edge itself reported) is not sent back, as in KubeEdge.
+    fn changed(&self, pod: &Pod, deleted: bool) -> bool {
+        use std::hash::{Hash, Hasher};
+        let uid = pod.metadata.uid.clone().unwrap_or_default();
+        let mut sent = self.sent.lock().unwrap_or_else(|p| p.into_inner());
+        if deleted {
+            sent.remove(&uid);
+            return true;
+        }
+        let mut meta = pod.metadata.clone();
+        meta.resource_version = None;
+        meta.managed_fields = None;
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        serde_json::to_string(&(meta, &pod.spec))
+            .unwrap_or_default()
+            .hash(&mut h);
+        sent.insert(uid, h.finish()) != Some(h.finish())
+    }
+
     fn on_pod(&self, pod: &Pod, deleted: bool) {
         let Some(node) = node_of(pod) else { return };
+        if !self.changed(pod, deleted) {
+            return;
+        }
         if let Some(out) = outgoing(pod, "pod", deleted) {
             self.downstream.offer(node, out);
         }
@@ -144,6 +169,7 @@ impl Bound {
             configmaps,
             secrets,
             downstream,
+            sent: Default::default(),
         });
         watch(
             Api::<Pod>::all(client.clone()),

@@ -312,6 +312,10 @@ impl EdgeController {
                 let req = podstatus::parse(name, &m.content)?;
                 Ok(podstatus::apply(&self.client, node, namespace, &req).await?)
             }
+            Write::PodDelete { namespace, name } => {
+                let uid = podstatus::uid_to_delete(&m.content)?;
+                Ok(podstatus::delete(&self.client, node, namespace, name, &uid).await?)
+            }
         }
     }
 

@@ -33,6 +33,8 @@ pub enum PodStatusError {
     Gone(String),
     #[error("pod {pod} is not bound to node {node}")]
     NotBound { pod: String, node: String },
+    #[error("a pod deletion from the edge needs preconditions.uid")]
+    NoUid,
     #[error("Kubernetes API: {0}")]
     Kube(#[from] kube::Error),
 }
@@ -71,15 +73,86 @@ pub async fn apply(
     if pod.metadata.uid.as_deref() != Some(req.uid.as_str()) {
         return Err(PodStatusError::Gone(key));
     }
-    let p = json!({"status": req.status});
+    let p = json!({"status": replacing(&pod, &req.status)});
     pods.patch_status(&req.name, &PatchParams::default(), &Patch::Merge(&p))
         .await?;
     Ok(())
 }
 
+/// A merge patch that makes the pod's status what the edge reported: fields the report no
+/// longer has (a `message` that no longer applies, say) are removed, except those the API server
+/// owns.
+fn replacing(pod: &Pod, reported: &Value) -> Value {
+    let mut patch = reported.clone();
+    let current = serde_json::to_value(&pod.status).unwrap_or(Value::Null);
+    if let (Some(cur), Some(p)) = (current.as_object(), patch.as_object_mut()) {
+        for k in cur.keys().filter(|k| *k != "qosClass") {
+            p.entry(k.clone()).or_insert(Value::Null);
+        }
+    }
+    patch
+}
+
+/// The pod UID a deletion from the edge names: a DeleteOptions with `preconditions.uid`.
+pub fn uid_to_delete(content: &Value) -> Result<String, PodStatusError> {
+    content
+        .pointer("/preconditions/uid")
+        .and_then(Value::as_str)
+        .filter(|u| !u.is_empty())
+        .map(String::from)
+        .ok_or(PodStatusError::NoUid)
+}
+
+/// Removes `namespace/name` once its node stopped its containers: only that pod (UID), only
+/// if bound to `node`. A pod already gone is not an error (the edge may repeat itself).
+pub async fn delete(
+    client: &kube::Client,
+    node: &str,
+    namespace: &str,
+    name: &str,
+    uid: &str,
+) -> Result<(), PodStatusError> {
+    let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
+    let Some(pod) = pods.get_opt(name).await? else {
+        return Ok(());
+    };
+    if pod.metadata.uid.as_deref() != Some(uid) {
+        return Ok(());
+    }
+    if pod.spec.as_ref().and_then(|s| s.node_name.as_deref()) != Some(node) {
+        return Err(PodStatusError::NotBound {
+            pod: format!("{namespace}/{name}"),
+            node: node.into(),
+        });
+    }
+    let dp = kube::api::DeleteParams {
+        grace_period_seconds: Some(0),
+        preconditions: Some(kube::api::Preconditions {
+            uid: Some(uid.into()),
+            resource_version: None,
+        }),
+        ..Default::default()
+    };
+    match pods.delete(name, &dp).await {
+        Ok(_) => Ok(()),
+        // Gone meanwhile, or recreated under the same name: nothing of ours is left to delete.
+        Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_report_replaces_the_status_but_what_the_api_server_owns() {
+        let pod: Pod = serde_json::from_value(json!({"status": {"qosClass": "BestEffort",
+            "message": "sandbox failed", "phase": "Pending"}}))
+        .expect("pod");
+        let p = replacing(&pod, &json!({"phase": "Running"}));
+        assert_eq!(p, json!({"phase": "Running", "message": null}));
+    }
 
     #[test]
     fn a_request_names_the_pod_of_its_resource() {

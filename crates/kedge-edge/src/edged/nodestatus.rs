@@ -3,6 +3,8 @@
 
 use serde_json::{Value, json};
 
+use super::Runtime;
+
 /// What the host looks like.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Host {
@@ -48,7 +50,7 @@ fn goarch(arch: &str) -> &str {
 }
 
 /// The Node as the edge registers it.
-pub fn node(name: &str, ip: &str, host: &Host, now: &str) -> Value {
+pub fn node(name: &str, ip: &str, host: &Host, runtime: &Runtime, now: &str) -> Value {
     json!({
         "apiVersion": "v1",
         "kind": "Node",
@@ -63,30 +65,66 @@ pub fn node(name: &str, ip: &str, host: &Host, now: &str) -> Value {
             },
         },
         "spec": {},
-        "status": status(ip, host, now),
+        "status": status(ip, host, runtime, now),
     })
 }
 
-/// The Node status: Ready while the edge reports.
-pub fn status(ip: &str, host: &Host, now: &str) -> Value {
+/// The Ready condition: the edge reports, and its container runtime answers (a node without
+/// one, `--cri-endpoint none`, is ready for devices and messages).
+fn ready(runtime: &Runtime, now: &str) -> Value {
+    let (ok, reason, message) = match runtime {
+        Runtime::Up { .. } => (
+            true,
+            "EdgeReady",
+            "kedge edge is posting ready status".into(),
+        ),
+        Runtime::Disabled => (
+            true,
+            "EdgeReady",
+            "kedge edge is posting ready status; it runs no pods (no container runtime)".into(),
+        ),
+        Runtime::Unknown => (
+            false,
+            "ContainerRuntimeNotChecked",
+            "the container runtime has not answered yet".into(),
+        ),
+        Runtime::Down { error } => (
+            false,
+            "ContainerRuntimeDown",
+            format!("container runtime is down: {error}"),
+        ),
+    };
+    json!({
+        "type": "Ready", "status": if ok { "True" } else { "False" }, "reason": reason,
+        "message": message, "lastHeartbeatTime": now, "lastTransitionTime": now,
+    })
+}
+
+/// The Node status.
+pub fn status(ip: &str, host: &Host, runtime: &Runtime, now: &str) -> Value {
+    let pods = if *runtime == Runtime::Disabled {
+        "0"
+    } else {
+        "110"
+    };
     let capacity = json!({
         "cpu": host.cpus.to_string(),
         "memory": format!("{}Ki", host.memory_kib),
-        "pods": "110",
+        "pods": pods,
     });
+    let runtime_version = match runtime {
+        Runtime::Up { version } => version.as_str(),
+        _ => "",
+    };
     json!({
-        "conditions": [{
-            "type": "Ready", "status": "True", "reason": "EdgeReady",
-            "message": "kedge edge is posting ready status",
-            "lastHeartbeatTime": now, "lastTransitionTime": now,
-        }],
+        "conditions": [ready(runtime, now)],
         "addresses": [{"type": "InternalIP", "address": ip}, {"type": "Hostname", "address": ip}],
         "capacity": capacity,
         "allocatable": capacity,
         "nodeInfo": {
             "machineID": host.machine_id, "systemUUID": "", "bootID": "",
             "kernelVersion": host.kernel, "osImage": host.os_image,
-            "containerRuntimeVersion": "", "kubeletVersion": concat!("v1.36.0-kedge-", env!("CARGO_PKG_VERSION")),
+            "containerRuntimeVersion": runtime_version, "kubeletVersion": concat!("v1.36.0-kedge-", env!("CARGO_PKG_VERSION")),
             "kubeProxyVersion": "", "operatingSystem": std::env::consts::OS, "architecture": goarch(&host.arch),
         },
         "daemonEndpoints": {"kubeletEndpoint": {"Port": 0}},
@@ -118,12 +156,39 @@ mod tests {
             arch: "x86_64".into(),
             machine_id: "m".into(),
         };
-        let n = node("kube-edge-1", "10.0.0.5", &host, "2026-11-27T00:00:00Z");
+        let up = Runtime::Up {
+            version: "containerd://1.6.20".into(),
+        };
+        let n = node(
+            "kube-edge-1",
+            "10.0.0.5",
+            &host,
+            &up,
+            "2026-11-27T00:00:00Z",
+        );
+        assert_eq!(
+            n["status"]["nodeInfo"]["containerRuntimeVersion"],
+            "containerd://1.6.20"
+        );
         assert_eq!(n["metadata"]["labels"]["node-role.kubernetes.io/edge"], "");
         assert_eq!(n["metadata"]["labels"]["kubernetes.io/arch"], "amd64");
         assert_eq!(n["status"]["conditions"][0]["status"], "True");
         assert_eq!(n["status"]["capacity"]["memory"], "1024Ki");
         assert_eq!(n["status"]["addresses"][0]["address"], "10.0.0.5");
+        let down = Runtime::Down {
+            error: "connection refused".into(),
+        };
+        let s = status("10.0.0.5", &host, &down, "t");
+        assert_eq!(s["conditions"][0]["status"], "False");
+        assert!(
+            s["conditions"][0]["message"]
+                .as_str()
+                .unwrap_or("")
+                .contains("connection refused")
+        );
+        let off = status("10.0.0.5", &host, &Runtime::Disabled, "t");
+        assert_eq!(off["conditions"][0]["status"], "True");
+        assert_eq!(off["capacity"]["pods"], "0");
     }
 
     #[test]

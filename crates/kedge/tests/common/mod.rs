@@ -61,6 +61,16 @@ fn spawn_kedge(args: &[&str], data_dir: &Path) -> (Child, mpsc::Receiver<String>
     (child, rx)
 }
 
+/// Edges run no pods unless a test gives them a runtime (`--cri-endpoint`, see `cri.rs`):
+/// the machine's own containerd is never used.
+fn no_runtime_unless_given(extra: &[&str]) -> Vec<&'static str> {
+    if extra.contains(&"--cri-endpoint") {
+        vec![]
+    } else {
+        vec!["--cri-endpoint", "none"]
+    }
+}
+
 /// A running `kedge edge`.
 pub struct EdgeProc {
     child: Child,
@@ -126,6 +136,7 @@ impl EdgeProc {
                 "--mqtt-port",
                 "0",
             ])
+            .args(no_runtime_unless_given(extra))
             .args(extra)
             .args([
                 "--hub-port",
@@ -205,6 +216,7 @@ impl Kedge {
             "--router-port",
             "0",
         ];
+        args.extend(no_runtime_unless_given(extra));
         args.extend(extra);
         let (child, lines) = spawn_kedge(&args, data_dir);
         Self::from_lines(child, data_dir, &lines)
@@ -337,6 +349,16 @@ impl Kedge {
     }
 
     /// Runs kubectl with `input` on stdin.
+    /// `kubectl apply -f -` of `yaml`, which must succeed.
+    pub fn apply(&self, yaml: &str) {
+        let out = self.with_stdin(&["apply", "-f", "-"], yaml);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
     pub fn with_stdin(&self, args: &[&str], input: &str) -> Output {
         use std::io::Write;
         let mut child = self
