@@ -320,3 +320,21 @@ fn a_pod_without_host_network_gets_an_address_from_the_runtimes_cni() {
     assert!(ip.starts_with("10.213."), "the pod's own address: {ip}");
     assert_ne!(ip, field(&k, "web", "{.status.hostIP}"));
 }
+
+#[test]
+fn the_node_is_ready_only_while_its_runtime_answers() {
+    let mut ctrd = Containerd::start();
+    let dir = tempfile::tempdir().expect("tmp");
+    let k = up(&ctrd, dir.path(), &[]);
+    let ready = |k: &Kedge| {
+        let path = "jsonpath={.status.conditions[?(@.type==\"Ready\")].status} {.status.conditions[?(@.type==\"Ready\")].reason}";
+        k.ok(&["get", "node", NODE, "-o", path])
+    };
+    wait_until(Duration::from_secs(30), "Ready with the runtime", || {
+        (ready(&k) == "True EdgeReady").then_some(())
+    });
+    ctrd.kill();
+    wait_until(Duration::from_secs(30), "NotReady without it", || {
+        (ready(&k) == "False ContainerRuntimeDown").then_some(())
+    });
+}

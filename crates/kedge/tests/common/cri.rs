@@ -197,11 +197,17 @@ impl Containerd {
     }
 }
 
-impl Drop for Containerd {
-    fn drop(&mut self) {
-        // containerd is PID 1 of its namespace: when it dies, everything it started dies too.
+impl Containerd {
+    /// Stops containerd and everything it started (containerd is PID 1 of its namespace).
+    pub fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+impl Drop for Containerd {
+    fn drop(&mut self) {
+        self.kill();
         if let Some(b) = &self.bridge {
             let _ = Command::new("ip").args(["link", "delete", b]).status();
         }
