@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -43,7 +43,7 @@ pub struct Args {
 
 pub struct Server {
     pub child: Child,
-    _dir: tempfile::TempDir,
+    _dir: Option<tempfile::TempDir>,
     pub kubeconfig: PathBuf,
     /// What `kedge up` printed: `Kubernetes API`, `MQTT broker`, `metrics`, …
     pub endpoints: HashMap<String, String>,
@@ -73,33 +73,43 @@ impl Drop for Server {
     }
 }
 
+fn kedge_binary(kedge: Option<PathBuf>) -> anyhow::Result<PathBuf> {
+    match kedge {
+        Some(k) => Ok(k),
+        None => Ok(std::env::current_exe()?.with_file_name("kedge")),
+    }
+}
+
 /// Starts `kedge up` on free ports in a scratch directory and waits for its endpoints.
 pub fn start_server(kedge: Option<PathBuf>) -> anyhow::Result<Server> {
-    let kedge = match kedge {
-        Some(k) => k,
-        None => std::env::current_exe()?.with_file_name("kedge"),
-    };
     let dir = tempfile::tempdir()?;
+    let args = [
+        "up",
+        "--api-port",
+        "0",
+        "--hub-port",
+        "0",
+        "--https-port",
+        "0",
+        "--mqtt-port",
+        "0",
+        "--metrics-port",
+        "0",
+        "--router-port",
+        "0",
+    ];
+    let mut server = start_kedge(kedge, &args, dir.path())?;
+    server._dir = Some(dir);
+    Ok(server)
+}
+
+/// Starts `kedge <args> --data-dir <dir>` and waits for the endpoints it prints.
+pub fn start_kedge(kedge: Option<PathBuf>, args: &[&str], dir: &Path) -> anyhow::Result<Server> {
+    let kedge = kedge_binary(kedge)?;
     let mut child = Command::new(&kedge)
-        .args([
-            "up",
-            "--api-port",
-            "0",
-            "--hub-port",
-            "0",
-            "--https-port",
-            "0",
-        ])
-        .args([
-            "--mqtt-port",
-            "0",
-            "--metrics-port",
-            "0",
-            "--router-port",
-            "0",
-            "--data-dir",
-        ])
-        .arg(dir.path())
+        .args(args)
+        .arg("--data-dir")
+        .arg(dir)
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())
         .spawn()
@@ -121,13 +131,26 @@ pub fn start_server(kedge: Option<PathBuf>) -> anyhow::Result<Server> {
         }
     }
     std::thread::spawn(move || lines.for_each(drop));
-    let kubeconfig = dir.path().join("kubeconfig");
     Ok(Server {
         child,
-        _dir: dir,
-        kubeconfig,
+        _dir: None,
+        kubeconfig: dir.join("kubeconfig"),
         endpoints,
     })
+}
+
+/// A join token from `kedge token` for the cloud in `dir`.
+pub fn token(kedge: &Option<PathBuf>, dir: &Path) -> anyhow::Result<String> {
+    let out = Command::new(kedge_binary(kedge.clone())?)
+        .args(["token", "--data-dir"])
+        .arg(dir)
+        .output()?;
+    anyhow::ensure!(
+        out.status.success(),
+        "kedge token: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
 
 /// (current, peak) resident memory of a process, in KiB.

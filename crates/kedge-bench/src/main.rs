@@ -3,9 +3,11 @@
 //! `kedge-bench api` starts `kedge up` in a scratch directory and measures the embedded
 //! Kubernetes API with kube-rs: creates/s, list latency with many Devices, watch fan-out
 //! latency, and the server's memory. `kedge-bench twins` drives device twins through it end to
-//! end with a real MQTT client.
+//! end with a real MQTT client. `kedge-bench hollow-edges` connects thousands of simulated edge
+//! nodes to a real `kedge cloud`.
 
 mod api;
+mod hollow;
 mod router;
 mod stats;
 mod twins;
@@ -27,6 +29,8 @@ enum Command {
     Twins(twins::Args),
     /// The router end to end: rest → eventbus (HTTP → MQTT) and servicebus round trips.
     Router(router::Args),
+    /// N simulated edge nodes (real wss + mTLS sessions) against a real `kedge cloud`.
+    HollowEdges(hollow::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -39,5 +43,6 @@ fn main() -> anyhow::Result<()> {
         Command::Api(a) => rt.block_on(api::run(a)),
         Command::Twins(a) => rt.block_on(twins::run(a)),
         Command::Router(a) => rt.block_on(router::run(a)),
+        Command::HollowEdges(a) => rt.block_on(hollow::run(a)),
     }
 }

@@ -25,7 +25,8 @@ httpsPort: 10002
 token: ""
 # Keepalive period, in seconds (KubeEdge: 15).
 heartbeatSeconds: 15
-# How often the node's status is reported, in seconds.
+# How often the node renews its Lease, in seconds (its full status goes when it changes, and
+# every 5 minutes, as kubelet does).
 statusSeconds: 10
 # Port of /metrics and /healthz (plain HTTP on 127.0.0.1).
 metricsPort: 10351

@@ -35,7 +35,7 @@ pub struct EdgeConfig {
     pub token: String,
     /// Keepalive period.
     pub heartbeat: Duration,
-    /// How often node status is reported.
+    /// How often the node's Lease is renewed (its status goes on change, or every 5 min).
     pub status_every: Duration,
     /// Port of `/metrics` and `/healthz` (served by the binary on loopback).
     pub metrics_port: u16,
@@ -585,8 +585,9 @@ fn push(outbox: &Outbox, m: Message, key: &str) {
     }
 }
 
-/// Registers the node on every (re)connection and reports its status periodically, and at
-/// once when the container runtime comes or goes.
+/// Registers the node on every (re)connection; then, as kubelet does, renews its Lease every
+/// `status_every` and sends its status only when it changed (the runtime came or went) or every
+/// 5 minutes.
 async fn report_node(
     cfg: EdgeConfig,
     ip: String,
@@ -594,9 +595,11 @@ async fn report_node(
     outbox: Arc<Outbox>,
     mut runtime: tokio::sync::watch::Receiver<edged::Runtime>,
 ) {
-    let host = edged::nodestatus::Host::read();
+    use edged::nodestatus;
+    let host = nodestatus::Host::read();
     let mut connected = hub.connected();
     let mut tick = tokio::time::interval(cfg.status_every);
+    let mut last: Option<(serde_json::Value, u64)> = None;
     loop {
         let register = tokio::select! {
             changed = connected.changed() => {
@@ -615,16 +618,34 @@ async fn report_node(
         };
         let rt = runtime.borrow_and_update().clone();
         let now = kedge_core::clock::rfc3339();
+        let status = nodestatus::status(&ip, &host, &rt, &now);
+        let now_ms = kedge_core::clock::now_ms();
         if register {
-            let node = edged::nodestatus::node(&cfg.node, &ip, &host, &rt, &now);
+            let node = nodestatus::node(&cfg.node, &ip, &host, &rt, &now);
             let res = resource::object("", "node", &cfg.node);
-            let m = Message::new("edged", group::RESOURCE, op::INSERT, &res, node);
-            push(&outbox, m, "node");
-        } else if *connected.borrow() {
-            let status = edged::nodestatus::status(&ip, &host, &rt, &now);
+            push(
+                &outbox,
+                Message::new("edged", group::RESOURCE, op::INSERT, &res, node),
+                "node",
+            );
+            last = Some((status, now_ms));
+        } else if !*connected.borrow() {
+            continue;
+        } else if nodestatus::needs_report(last.as_ref(), &status, now_ms) {
             let res = resource::object("", "nodestatus", &cfg.node);
-            let m = Message::new("edged", group::RESOURCE, op::UPDATE, &res, status);
+            let m = Message::new("edged", group::RESOURCE, op::UPDATE, &res, status.clone());
             push(&outbox, m, "nodestatus");
+            last = Some((status, now_ms));
+        } else {
+            let res = resource::object(edged::nodestatus::LEASE_NAMESPACE, "lease", &cfg.node);
+            let m = Message::new(
+                "edged",
+                group::RESOURCE,
+                op::UPDATE,
+                &res,
+                serde_json::json!({}),
+            );
+            push(&outbox, m, "lease");
         }
     }
 }

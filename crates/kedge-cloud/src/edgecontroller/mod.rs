@@ -55,9 +55,13 @@ impl Default for Lifecycle {
     }
 }
 
-/// True when `node` claims Ready but has neither a session nor a heartbeat within `grace`.
+/// True when `node` claims Ready but has no session here and has shown no sign of life within
+/// `grace`: neither a heartbeat in its Ready condition nor a renewal of its Lease (`renewed`,
+/// RFC 3339). Edges renew their Lease every 10 s but send their full status only when it changes
+/// (or every 5 min), as kubelet does.
 pub fn is_stale(
     node: &Value,
+    renewed: Option<&str>,
     connected: bool,
     now: jiff::Timestamp,
     grace: std::time::Duration,
@@ -72,10 +76,10 @@ pub fn is_stale(
     let Some(ready) = ready.filter(|c| c["status"] == "True") else {
         return false;
     };
-    let beat = ready["lastHeartbeatTime"]
-        .as_str()
-        .and_then(|t| t.parse::<jiff::Timestamp>().ok());
-    beat.is_none_or(|b| now.as_second() - b.as_second() > grace.as_secs() as i64)
+    let time = |t: Option<&str>| t.and_then(|t| t.parse::<jiff::Timestamp>().ok());
+    let beat = time(ready["lastHeartbeatTime"].as_str());
+    let last = beat.max(time(renewed));
+    last.is_none_or(|b| now.as_second() - b.as_second() > grace.as_secs() as i64)
 }
 
 pub struct EdgeController {
@@ -252,10 +256,30 @@ impl EdgeController {
         let lp = kube::api::ListParams::default().labels("node-role.kubernetes.io/edge");
         let connected = self.hub.connected();
         let now = jiff::Timestamp::now();
+        let renewed: std::collections::HashMap<String, String> = self
+            .leases
+            .list(&kube::api::ListParams::default())
+            .await?
+            .into_iter()
+            .filter_map(|l| {
+                let t = l.spec?.renew_time?;
+                Some((
+                    l.metadata.name?,
+                    serde_json::to_value(t).ok()?.as_str()?.to_string(),
+                ))
+            })
+            .collect();
         for node in self.nodes.list(&lp).await? {
             let name = node.metadata.name.clone().unwrap_or_default();
             let value = serde_json::to_value(&node)?;
-            if is_stale(&value, connected.contains(&name), now, self.lifecycle.grace) {
+            let lease = renewed.get(&name).map(String::as_str);
+            if is_stale(
+                &value,
+                lease,
+                connected.contains(&name),
+                now,
+                self.lifecycle.grace,
+            ) {
                 self.not_ready(&name).await?;
             }
         }
@@ -350,15 +374,21 @@ impl EdgeController {
 
     async fn renew_lease(&self, node: &str) -> Result<(), UpstreamError> {
         let spec = json!({"holderIdentity": node, "leaseDurationSeconds": LEASE_SECONDS, "renewTime": kedge_core::clock::rfc3339_micro()});
-        if self.leases.get_opt(node).await?.is_some() {
-            let p = json!({"spec": spec});
-            self.leases
-                .patch(node, &PatchParams::default(), &Patch::Merge(&p))
-                .await?;
-        } else {
-            let lease: Lease =
-                serde_json::from_value(json!({"metadata": {"name": node}, "spec": spec}))?;
-            self.leases.create(&PostParams::default(), &lease).await?;
+        // One call per renewal (every 10 s per node): patch, and create only the first time.
+        let p = json!({"spec": spec});
+        match self
+            .leases
+            .patch(node, &PatchParams::default(), &Patch::Merge(&p))
+            .await
+        {
+            Err(kube::Error::Api(e)) if e.code == 404 => {
+                let lease: Lease =
+                    serde_json::from_value(json!({"metadata": {"name": node}, "spec": spec}))?;
+                self.leases.create(&PostParams::default(), &lease).await?;
+            }
+            other => {
+                other?;
+            }
         }
         Ok(())
     }
@@ -394,26 +424,36 @@ mod tests {
     fn only_silent_disconnected_ready_nodes_are_stale() {
         let now: jiff::Timestamp = "2026-11-27T12:00:00Z".parse().expect("time");
         let grace = Duration::from_secs(40);
-        assert!(is_stale(
-            &node("True", "2026-11-27T11:59:00Z"),
-            false,
-            now,
-            grace
-        ));
+        let stale =
+            |n: &Value, lease: Option<&str>, connected| is_stale(n, lease, connected, now, grace);
+        assert!(stale(&node("True", "2026-11-27T11:59:00Z"), None, false));
         assert!(
-            !is_stale(&node("True", "2026-11-27T11:59:30Z"), false, now, grace),
+            !stale(&node("True", "2026-11-27T11:59:30Z"), None, false),
             "within grace"
         );
         assert!(
-            !is_stale(&node("True", "2026-11-27T11:00:00Z"), true, now, grace),
+            !stale(
+                &node("True", "2026-11-27T11:55:00Z"),
+                Some("2026-11-27T11:59:50.123456Z"),
+                false
+            ),
+            "an old status but a fresh Lease"
+        );
+        assert!(stale(
+            &node("True", "2026-11-27T11:55:00Z"),
+            Some("2026-11-27T11:58:00Z"),
+            false
+        ));
+        assert!(
+            !stale(&node("True", "2026-11-27T11:00:00Z"), None, true),
             "connected"
         );
         assert!(
-            !is_stale(&node("Unknown", "2026-11-27T11:00:00Z"), false, now, grace),
+            !stale(&node("Unknown", "2026-11-27T11:00:00Z"), None, false),
             "already NotReady"
         );
         assert!(
-            is_stale(&node("True", "garbage"), false, now, grace),
+            stale(&node("True", "garbage"), None, false),
             "no usable heartbeat"
         );
     }

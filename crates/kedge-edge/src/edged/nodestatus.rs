@@ -131,6 +131,36 @@ pub fn status(ip: &str, host: &Host, runtime: &Runtime, now: &str) -> Value {
     })
 }
 
+/// Where node Leases live.
+pub const LEASE_NAMESPACE: &str = "kube-node-lease";
+
+/// kubelet's `nodeStatusReportFrequency`: an unchanged status is still sent this often.
+pub const REPORT_EVERY_MS: u64 = 5 * 60 * 1000;
+
+/// The status without its times, to tell a change from a heartbeat.
+fn without_times(status: &Value) -> Value {
+    let mut s = status.clone();
+    for c in s["conditions"].as_array_mut().into_iter().flatten() {
+        if let Some(c) = c.as_object_mut() {
+            c.remove("lastHeartbeatTime");
+            c.remove("lastTransitionTime");
+        }
+    }
+    s
+}
+
+/// Whether `status` goes to the cloud now, given the last one sent and when (ms); otherwise
+/// only the Lease is renewed (which is what keeps the node Ready).
+pub fn needs_report(last: Option<&(Value, u64)>, status: &Value, now_ms: u64) -> bool {
+    match last {
+        None => true,
+        Some((sent, at)) => {
+            without_times(sent) != without_times(status)
+                || now_ms.saturating_sub(*at) >= REPORT_EVERY_MS
+        }
+    }
+}
+
 /// The local address the edge uses to reach `server` (`host:port`), without sending anything.
 pub fn local_ip_towards(server: &str) -> String {
     std::net::UdpSocket::bind("0.0.0.0:0")
@@ -189,6 +219,32 @@ mod tests {
         let off = status("10.0.0.5", &host, &Runtime::Disabled, "t");
         assert_eq!(off["conditions"][0]["status"], "True");
         assert_eq!(off["capacity"]["pods"], "0");
+    }
+
+    #[test]
+    fn unchanged_statuses_are_sent_every_five_minutes_only() {
+        let host = Host {
+            cpus: 2,
+            memory_kib: 1024,
+            os_image: "Debian".into(),
+            kernel: "6.1".into(),
+            arch: "x86_64".into(),
+            machine_id: "m".into(),
+        };
+        let up = Runtime::Up {
+            version: "containerd://1".into(),
+        };
+        let first = status("10.0.0.5", &host, &up, "2026-11-27T00:00:00Z");
+        let last = (first, 0);
+        let later = status("10.0.0.5", &host, &up, "2026-11-27T00:00:10Z");
+        assert!(
+            !needs_report(Some(&last), &later, 10_000),
+            "only the heartbeat moved"
+        );
+        assert!(needs_report(Some(&last), &later, REPORT_EVERY_MS));
+        let down = status("10.0.0.5", &host, &Runtime::Down { error: "x".into() }, "t");
+        assert!(needs_report(Some(&last), &down, 10_000), "Ready changed");
+        assert!(needs_report(None, &later, 0));
     }
 
     #[test]

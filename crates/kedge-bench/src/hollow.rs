@@ -1,0 +1,332 @@
+//! `kedge-bench hollow-edges`: N simulated edge nodes against a real `kedge cloud`. Each is a
+//! real wss + mTLS session (kedge's own EdgeHub client) with its own joined certificate; it
+//! registers its Node (with its status), renews its Lease every 10 s, sends keepalives
+//! and acknowledges what the cloud sends — an edge without devices or pods. Reported: join and
+//! connect rates, the cloud's RSS and idle CPU, and (with `--restart`) how long all nodes take to
+//! reconnect after the cloud is killed with SIGKILL and restarted, and whether any turned
+//! NotReady meanwhile.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use futures::{StreamExt, TryStreamExt, stream};
+use k8s_openapi::api::core::v1::Node;
+use kedge_core::envelope::{Message, group, op};
+use kedge_edge::edged::{Runtime, nodestatus};
+use kedge_edge::edgehub::{certificate, client};
+use kube::api::{Api, ListParams};
+use serde_json::json;
+
+use crate::api::{Server, progress, rss_kib, start_kedge};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Hollow edge nodes.
+    #[arg(long, default_value_t = 1000)]
+    count: usize,
+    /// Joins and connection attempts in flight at once.
+    #[arg(long, default_value_t = 64)]
+    concurrency: usize,
+    /// Seconds the nodes stay connected while the cloud's idle CPU is measured.
+    #[arg(long, default_value_t = 20)]
+    idle_secs: u64,
+    /// Also kill -9 the cloud, restart it, and measure the reconnection.
+    #[arg(long)]
+    restart: bool,
+    /// The kedge binary (default: next to this one).
+    #[arg(long)]
+    kedge: Option<PathBuf>,
+    /// Print the summary as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+/// How often a hollow node reports its status (kedge's edge default).
+const STATUS_EVERY: Duration = Duration::from_secs(10);
+
+fn cloud_args(api: u16, hub: u16, join: u16) -> Vec<String> {
+    let mut a: Vec<String> = vec!["cloud".into(), "--bind".into(), "127.0.0.1".into()];
+    for (flag, port) in [
+        ("--api-port", api),
+        ("--hub-port", hub),
+        ("--https-port", join),
+    ] {
+        a.extend([flag.to_string(), port.to_string()]);
+    }
+    a.extend(["--metrics-port", "0", "--router-port", "0"].map(String::from));
+    a
+}
+
+fn start_cloud(
+    kedge: &Option<PathBuf>,
+    dir: &Path,
+    ports: (u16, u16, u16),
+) -> anyhow::Result<Server> {
+    let args = cloud_args(ports.0, ports.1, ports.2);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    start_kedge(kedge.clone(), &args, dir)
+}
+
+/// CPU seconds (user + system) a process has used.
+fn cpu_secs(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which may hold spaces): utime and stime are 14 and 15.
+    let rest = stat.rsplit(')').next().unwrap_or("");
+    // `rest` starts at field 3 (the state).
+    let field = |n: usize| -> u64 {
+        rest.split_whitespace()
+            .nth(n - 3)
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    let ticks = field(14) + field(15);
+    ticks as f64 / 100.0
+}
+
+/// One hollow node: registers on every (re)connection, reports status, acks the cloud.
+async fn hollow(
+    node: String,
+    hub: client::EdgeHub,
+    mut down: tokio::sync::mpsc::Receiver<Message>,
+    up: Arc<AtomicUsize>,
+) {
+    let host = nodestatus::Host::read();
+    let mut connected = hub.connected();
+    let mut tick = tokio::time::interval_at(
+        tokio::time::Instant::now() + STATUS_EVERY.mul_f64(rand_fraction(&node)),
+        STATUS_EVERY,
+    );
+    let mut was = false;
+    loop {
+        tokio::select! {
+            changed = connected.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+                let now = *connected.borrow_and_update();
+                if now && !was {
+                    up.fetch_add(1, Ordering::Relaxed);
+                    let n = nodestatus::node(&node, "127.0.0.1", &host, &Runtime::Disabled, &kedge_core::clock::rfc3339());
+                    let res = kedge_core::resource::object("", "node", &node);
+                    hub.send(Message::new("edged", group::RESOURCE, op::INSERT, &res, n)).await;
+                } else if !now && was {
+                    up.fetch_sub(1, Ordering::Relaxed);
+                }
+                was = now;
+            }
+            m = down.recv() => match m {
+                Some(m) if matches!(m.route.operation.as_str(), op::INSERT | op::UPDATE | op::PATCH | op::DELETE) => {
+                    hub.send(m.ack()).await;
+                }
+                Some(_) => {}
+                None => return,
+            },
+            // As a real edge whose status does not change: a Lease renewal each period.
+            _ = tick.tick() => if was {
+                let res = kedge_core::resource::object(nodestatus::LEASE_NAMESPACE, "lease", &node);
+                hub.send(Message::new("edged", group::RESOURCE, op::UPDATE, &res, json!({}))).await;
+            }
+        }
+    }
+}
+
+/// A stable fraction in [0, 1) per node, so status reports are spread over the period.
+fn rand_fraction(node: &str) -> f64 {
+    let h = node
+        .bytes()
+        .fold(0u64, |h, b| h.wrapping_mul(31).wrapping_add(u64::from(b)));
+    (h % 1000) as f64 / 1000.0
+}
+
+async fn wait_connected(
+    up: &AtomicUsize,
+    want: usize,
+    limit: Duration,
+    what: &str,
+) -> anyhow::Result<Duration> {
+    let started = Instant::now();
+    loop {
+        let n = up.load(Ordering::Relaxed);
+        progress(what, n, want);
+        if n >= want {
+            eprintln!();
+            return Ok(started.elapsed());
+        }
+        anyhow::ensure!(
+            started.elapsed() < limit,
+            "only {n} of {want} nodes connected after {limit:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// (Ready, NotReady) edge nodes as the API shows them.
+async fn readiness(nodes: &Api<Node>) -> anyhow::Result<(usize, usize)> {
+    let list = nodes
+        .list(&ListParams::default().labels("node-role.kubernetes.io/edge"))
+        .await?;
+    let ready = |n: &Node| {
+        n.status
+            .as_ref()
+            .and_then(|s| s.conditions.as_ref())
+            .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+    };
+    let r = list.items.iter().filter(|n| ready(n)).count();
+    Ok((r, list.items.len() - r))
+}
+
+pub async fn run(a: Args) -> anyhow::Result<()> {
+    raise_fd_limit(a.count)?;
+    let dir = tempfile::tempdir()?;
+    let cloud_dir = dir.path().join("cloud");
+    let launched = Instant::now();
+    let mut cloud = start_cloud(&a.kedge, &cloud_dir, (0, 0, 0))?;
+    let ready_after = launched.elapsed();
+    let ports = (
+        cloud.port("Kubernetes API")?,
+        cloud.port("CloudHub")?,
+        cloud.port("join server")?,
+    );
+    let token = crate::api::token(&a.kedge, &cloud_dir)?;
+    let join_url = format!("https://127.0.0.1:{}", ports.2);
+
+    // Join: one certificate per node, kept for the run.
+    let started = Instant::now();
+    let joined = AtomicUsize::new(0);
+    let ids: Vec<_> = stream::iter(0..a.count)
+        .map(|i| {
+            let (node, pki) = (format!("hollow-{i}"), dir.path().join(format!("n{i}")));
+            let (token, url, joined) = (&token, &join_url, &joined);
+            async move {
+                let j = certificate::Join {
+                    server: url,
+                    node: &node,
+                    token,
+                    dir: &pki,
+                };
+                let id = certificate::join(&j)
+                    .await
+                    .with_context(|| format!("{node} joining"))?;
+                let n = joined.fetch_add(1, Ordering::Relaxed) + 1;
+                if n % 100 == 0 {
+                    progress("joined", n, a.count);
+                }
+                anyhow::Ok((node, id))
+            }
+        })
+        .buffer_unordered(a.concurrency)
+        .try_collect()
+        .await?;
+    eprintln!();
+    let join_secs = started.elapsed().as_secs_f64();
+
+    // Connect them all.
+    let up = Arc::new(AtomicUsize::new(0));
+    let hub_addr = format!("127.0.0.1:{}", ports.1);
+    let started = Instant::now();
+    for (node, id) in ids {
+        let (tx, rx) = tokio::sync::mpsc::channel(64);
+        let hub = client::spawn(client::HubConfig::new(&hub_addr, &node), id, tx)?;
+        tokio::spawn(hollow(node, hub, rx, up.clone()));
+    }
+    let connect = wait_connected(&up, a.count, Duration::from_secs(600), "connected").await?;
+    let client = cloud.client().await?;
+    let nodes: Api<Node> = Api::all(client);
+    let all_ready = wait_ready(&nodes, a.count, started).await?;
+
+    // Idle: keepalives, status reports, lease renewals.
+    let pid = cloud.child.id();
+    let cpu0 = cpu_secs(pid);
+    tokio::time::sleep(Duration::from_secs(a.idle_secs)).await;
+    let idle_cpu = (cpu_secs(pid) - cpu0) / a.idle_secs as f64 * 100.0;
+    let (rss, peak) = rss_kib(pid);
+
+    let mut summary = json!({
+        "nodes": a.count,
+        "cloud_ready_ms": ready_after.as_millis(),
+        "joins_per_s": (a.count as f64 / join_secs).round(),
+        "connect_s": connect.as_secs_f64(),
+        "connects_per_s": (a.count as f64 / connect.as_secs_f64()).round(),
+        "all_ready_s": all_ready.as_secs_f64(),
+        "cloud_rss_mib": rss / 1024,
+        "cloud_peak_rss_mib": peak / 1024,
+        "cloud_rss_per_node_kib": rss / a.count.max(1) as u64,
+        "cloud_idle_cpu_percent": (idle_cpu * 10.0).round() / 10.0,
+    });
+    if a.restart {
+        drop(cloud);
+        let down_at = Instant::now();
+        wait_connected_below(&up, a.count).await;
+        cloud = start_cloud(&a.kedge, &cloud_dir, ports)?;
+        let back = wait_connected(&up, a.count, Duration::from_secs(600), "reconnected").await?;
+        let client = cloud.client().await?;
+        let nodes: Api<Node> = Api::all(client);
+        // Watch for NotReady for a while after everyone is back.
+        let mut worst = 0;
+        for _ in 0..10 {
+            worst = worst.max(readiness(&nodes).await?.1);
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+        summary["restart_reconnect_s"] = json!(back.as_secs_f64());
+        summary["restart_total_s"] = json!(down_at.elapsed().as_secs_f64() - 10.0);
+        summary["restart_not_ready_max"] = json!(worst);
+        let (rss, _) = rss_kib(cloud.child.id());
+        summary["restarted_cloud_rss_mib"] = json!(rss / 1024);
+    }
+    print_summary(&summary, a.json)
+}
+
+/// Waits until the cloud's death is noticed (sessions drop).
+async fn wait_connected_below(up: &AtomicUsize, count: usize) {
+    let started = Instant::now();
+    while up.load(Ordering::Relaxed) >= count && started.elapsed() < Duration::from_secs(30) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn wait_ready(nodes: &Api<Node>, count: usize, since: Instant) -> anyhow::Result<Duration> {
+    loop {
+        let (ready, _) = readiness(nodes).await?;
+        progress("Ready in the API", ready, count);
+        if ready >= count {
+            eprintln!();
+            return Ok(since.elapsed());
+        }
+        anyhow::ensure!(
+            since.elapsed() < Duration::from_secs(900),
+            "only {ready} of {count} nodes Ready"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+fn print_summary(s: &serde_json::Value, as_json: bool) -> anyhow::Result<()> {
+    if as_json {
+        println!("{}", serde_json::to_string_pretty(s)?);
+        return Ok(());
+    }
+    println!("{:<28} {:>12}", "hollow-edges", "");
+    for (k, v) in s.as_object().into_iter().flatten() {
+        println!("{k:<28} {v:>12}");
+    }
+    Ok(())
+}
+
+/// Each node holds a socket here and one at the cloud: the open-files limit must allow both.
+fn raise_fd_limit(count: usize) -> anyhow::Result<()> {
+    let want = (count as u64) * 2 + 1024;
+    let (soft, hard) = rlimit::getrlimit(rlimit::Resource::NOFILE)?;
+    if soft < want {
+        let new = want.min(hard);
+        rlimit::setrlimit(rlimit::Resource::NOFILE, new, hard)?;
+        if new < want {
+            eprintln!(
+                "note: the open-files limit is {hard}; {count} nodes need about {want} (raise it with ulimit -Hn)"
+            );
+        }
+    }
+    Ok(())
+}
