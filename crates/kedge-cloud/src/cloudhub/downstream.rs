@@ -205,7 +205,15 @@ impl Downstream {
                 _ = tick.tick() => {}
                 _ = self.wake.notified() => {}
             }
-            for node in self.hub.connected() {
+            // Only queues with something to send or to re-send: with thousands of idle
+            // nodes, this pass must not allocate per node.
+            let busy: Vec<String> = self
+                .queues()
+                .iter()
+                .filter(|(_, q)| q.pending() > 0 || q.inflight() > 0)
+                .map(|(n, _)| n.clone())
+                .collect();
+            for node in busy.into_iter().filter(|n| self.hub.is_connected(n)) {
                 let msgs = self
                     .queues()
                     .get_mut(&node)

@@ -127,6 +127,11 @@ impl Hub {
         v
     }
 
+    /// Whether `node` has a live session.
+    pub fn is_connected(&self, node: &str) -> bool {
+        self.sessions().contains_key(node)
+    }
+
     /// Connections refused (bad identity or headers) since start.
     pub fn refused(&self) -> u64 {
         self.refused.load(Ordering::Relaxed)
@@ -329,10 +334,17 @@ async fn upgrade(
         .0
         .first()
         .and_then(|c| kedge_pki::node::cert_not_after(c));
+    // tungstenite reads through a 128 KiB buffer per connection by default: with thousands of
+    // sessions that was most of the cloud's memory; messages are small, and bigger ones still
+    // arrive whole (the buffer is only the read chunk).
     ws.max_message_size(max)
         .max_frame_size(max)
+        .read_buffer_size(READ_BUFFER)
         .on_upgrade(move |socket| session(hub, node, socket, expires))
 }
+
+/// Bytes read from a session's socket at a time.
+pub const READ_BUFFER: usize = 8 * 1024;
 
 /// When a certificate that expires at `not_after` (seconds since the epoch) runs out.
 fn expiry(not_after: Option<i64>) -> tokio::time::Instant {

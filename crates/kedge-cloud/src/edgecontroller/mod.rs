@@ -254,8 +254,19 @@ impl EdgeController {
     /// Marks NotReady the edge nodes that went silent without a session ending here.
     async fn sweep(&self) -> Result<(), UpstreamError> {
         let lp = kube::api::ListParams::default().labels("node-role.kubernetes.io/edge");
-        let connected = self.hub.connected();
         let now = jiff::Timestamp::now();
+        // Connected nodes are alive: only the others are looked at (and Leases listed only
+        // when there are any).
+        let mut silent = Vec::new();
+        for node in self.nodes.list(&lp).await? {
+            let name = node.metadata.name.clone().unwrap_or_default();
+            if !self.hub.is_connected(&name) {
+                silent.push((name, serde_json::to_value(&node)?));
+            }
+        }
+        if silent.is_empty() {
+            return Ok(());
+        }
         let renewed: std::collections::HashMap<String, String> = self
             .leases
             .list(&kube::api::ListParams::default())
@@ -269,17 +280,9 @@ impl EdgeController {
                 ))
             })
             .collect();
-        for node in self.nodes.list(&lp).await? {
-            let name = node.metadata.name.clone().unwrap_or_default();
-            let value = serde_json::to_value(&node)?;
+        for (name, value) in silent {
             let lease = renewed.get(&name).map(String::as_str);
-            if is_stale(
-                &value,
-                lease,
-                connected.contains(&name),
-                now,
-                self.lifecycle.grace,
-            ) {
+            if is_stale(&value, lease, false, now, self.lifecycle.grace) {
                 self.not_ready(&name).await?;
             }
         }

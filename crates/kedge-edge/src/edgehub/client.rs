@@ -160,7 +160,10 @@ async fn connect(cfg: &HubConfig, tls: Arc<rustls::ClientConfig>) -> Result<Ws, 
                 .map_err(|_| ConnectError::Address(v.to_string()))?,
         );
     }
+    // One session per edge, but the hollow-edge load tool runs thousands: read in 8 KiB
+    // chunks, not tungstenite's 128 KiB default.
     let ws_cfg = tungstenite::protocol::WebSocketConfig::default()
+        .read_buffer_size(8 * 1024)
         .max_message_size(Some(cfg.max_frame))
         .max_frame_size(Some(cfg.max_frame));
     let (ws, _) = tokio_tungstenite::client_async_with_config(req, stream, Some(ws_cfg)).await?;
