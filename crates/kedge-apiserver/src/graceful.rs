@@ -4,10 +4,8 @@
 //! Pods that no node runs (unscheduled, finished, or bound to a node that does not exist) go
 //! at once, as do deletions asking for a grace period of 0.
 
+use kedge_core::resource::DEFAULT_GRACE_SECONDS;
 use serde_json::{Value, json};
-
-/// Kubernetes' default `terminationGracePeriodSeconds`.
-const DEFAULT_GRACE_SECONDS: i64 = 30;
 
 /// What deleting a pod does.
 #[derive(Debug, PartialEq)]
@@ -44,10 +42,9 @@ pub fn decide(pod: &Value, options: &Value, node_exists: bool, now_s: i64) -> Po
     if marked.is_some_and(|m| m <= grace) {
         return PodDeletion::AlreadyMarked;
     }
-    let at = jiff::Timestamp::from_second(now_s + grace)
-        .unwrap_or(jiff::Timestamp::UNIX_EPOCH)
-        .strftime("%Y-%m-%dT%H:%M:%SZ")
-        .to_string();
+    let at = kedge_core::clock::rfc3339_of(
+        jiff::Timestamp::from_second(now_s + grace).unwrap_or(jiff::Timestamp::UNIX_EPOCH),
+    );
     let mut next = pod.clone();
     next["metadata"]["deletionTimestamp"] = json!(at);
     next["metadata"]["deletionGracePeriodSeconds"] = json!(grace);

@@ -541,10 +541,12 @@ async fn delete(api: Arc<Api>, call: Call) -> Result<Response, ApiError> {
     };
     let api2 = api.clone();
     let written = blocking(move || {
-        let node_exists = api2
-            .store
-            .get(&res.key(), &ns, &name)
-            .is_some_and(|o| pod_node_exists(&api2, &o.value()));
+        // Only a pod's deletion depends on its node (graceful when a node runs it).
+        let node_exists = res.key() == "pods"
+            && api2
+                .store
+                .get(&res.key(), &ns, &name)
+                .is_some_and(|o| pod_node_exists(&api2, &o.value()));
         let written = api2.store.write(&res.key(), &ns, &name, |cur| {
             let cur = cur.ok_or_else(|| ApiError::not_found(&res.key(), &name))?;
             delete_decision(&res, &cur.value(), &options, node_exists)
@@ -570,7 +572,7 @@ async fn delete(api: Arc<Api>, call: Call) -> Result<Response, ApiError> {
 fn empty_namespace(api: &Api, ns: &str) {
     for r in api.registry.all().into_iter().filter(|r| r.namespaced) {
         for obj in api.store.list(&r.key(), Some(ns)).0 {
-            let node_exists = pod_node_exists(api, &obj.value());
+            let node_exists = r.key() == "pods" && pod_node_exists(api, &obj.value());
             let result = api
                 .store
                 .write::<ApiError>(&r.key(), ns, &obj.name, |cur| match cur {

@@ -9,9 +9,12 @@ pub fn now_ms() -> u64 {
 
 /// RFC 3339 to the second, as Kubernetes writes `Time` (`2026-11-27T12:00:00Z`).
 pub fn rfc3339() -> String {
-    jiff::Timestamp::now()
-        .strftime("%Y-%m-%dT%H:%M:%SZ")
-        .to_string()
+    rfc3339_of(jiff::Timestamp::now())
+}
+
+/// `t` as Kubernetes writes `Time`.
+pub fn rfc3339_of(t: jiff::Timestamp) -> String {
+    t.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
 }
 
 /// RFC 3339 to the microsecond, as Kubernetes writes `MicroTime` (Lease `renewTime`).

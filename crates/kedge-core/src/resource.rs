@@ -10,6 +10,9 @@
 /// The namespace of cluster-scoped objects in resource strings.
 pub const NULL_NAMESPACE: &str = "null";
 
+/// Kubernetes' default `terminationGracePeriodSeconds` (the API server's and the edge's).
+pub const DEFAULT_GRACE_SECONDS: i64 = 30;
+
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum ResourceError {
     #[error("resource {0:?} is not <namespace>/<type>[/<name>]")]

@@ -176,16 +176,20 @@ pub fn local_ip_towards(server: &str) -> String {
 mod tests {
     use super::*;
 
-    #[test]
-    fn a_node_says_who_and_what_it_is() {
-        let host = Host {
+    fn host() -> Host {
+        Host {
             cpus: 2,
             memory_kib: 1024,
             os_image: "Debian".into(),
             kernel: "6.1".into(),
             arch: "x86_64".into(),
             machine_id: "m".into(),
-        };
+        }
+    }
+
+    #[test]
+    fn a_node_says_who_and_what_it_is() {
+        let host = host();
         let up = Runtime::Up {
             version: "containerd://1.6.20".into(),
         };
@@ -223,14 +227,7 @@ mod tests {
 
     #[test]
     fn unchanged_statuses_are_sent_every_five_minutes_only() {
-        let host = Host {
-            cpus: 2,
-            memory_kib: 1024,
-            os_image: "Debian".into(),
-            kernel: "6.1".into(),
-            arch: "x86_64".into(),
-            machine_id: "m".into(),
-        };
+        let host = host();
         let up = Runtime::Up {
             version: "containerd://1".into(),
         };

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 
 use k8s_cri::v1 as cri;
 use k8s_openapi::api::core::v1::{Container, Pod};
+use kedge_core::resource::DEFAULT_GRACE_SECONDS;
 use sha2::Digest;
 
 use super::env::ConfigError;
@@ -21,8 +22,6 @@ pub const LABEL_CONTAINER: &str = "io.kubernetes.container.name";
 pub const ANNOTATION_GRACE: &str = "io.kubernetes.pod.terminationGracePeriod";
 /// The container's spec hash: a changed spec replaces the container.
 pub const ANNOTATION_HASH: &str = "kedge.io/container-hash";
-
-const DEFAULT_GRACE_SECONDS: i64 = 30;
 
 /// Who a pod is.
 #[derive(Debug, Clone, PartialEq, Eq)]

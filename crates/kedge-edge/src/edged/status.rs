@@ -139,10 +139,9 @@ pub fn pod_status(containers: &[ContainerView], at: &Placement) -> Value {
 
 /// A CRI timestamp (ns since the epoch) as Kubernetes writes it.
 pub fn time_of(ns: i64) -> String {
-    jiff::Timestamp::from_nanosecond(i128::from(ns))
-        .unwrap_or(jiff::Timestamp::UNIX_EPOCH)
-        .strftime("%Y-%m-%dT%H:%M:%SZ")
-        .to_string()
+    kedge_core::clock::rfc3339_of(
+        jiff::Timestamp::from_nanosecond(i128::from(ns)).unwrap_or(jiff::Timestamp::UNIX_EPOCH),
+    )
 }
 
 #[cfg(test)]

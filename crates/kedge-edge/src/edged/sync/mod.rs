@@ -271,7 +271,7 @@ impl Sync {
                 .sandboxes
                 .iter()
                 .find_map(|s| s.annotations.get(spec::ANNOTATION_GRACE)?.parse().ok())
-                .unwrap_or(30);
+                .unwrap_or(kedge_core::resource::DEFAULT_GRACE_SECONDS);
             let label = |k: &str| {
                 let labels = rt.sandboxes.first().map(|s| &s.labels);
                 labels.and_then(|l| l.get(k)).cloned().unwrap_or_default()
