@@ -16,6 +16,7 @@ mod discovery;
 mod error;
 mod graceful;
 mod handlers;
+mod leases;
 mod meta;
 mod patch;
 mod protobuf;

@@ -69,10 +69,30 @@ pub struct ApiServer {
     pub url: String,
     pub kubeconfig: PathBuf,
     pub api: Arc<Api>,
+    /// The same router the listener serves, for in-process clients.
+    router: axum::Router,
+    /// `Bearer <admin token>`, marked sensitive so it is never logged.
+    admin_auth: axum::http::HeaderValue,
     listener: kedge_http::Listener,
 }
 
 impl ApiServer {
+    /// A kube-rs client that calls this server in-process: the same handlers, authentication
+    /// and semantics as over HTTPS, without TLS, TCP and HTTP framing. The cloud's controllers
+    /// use it with the embedded API (every Lease renewal of every node goes through it).
+    pub fn client(&self) -> kube::Client {
+        use tower::ServiceExt;
+        let auth = self.admin_auth.clone();
+        let service = self.router.clone().map_request(
+            move |mut req: axum::http::Request<kube::client::Body>| {
+                req.headers_mut()
+                    .insert(axum::http::header::AUTHORIZATION, auth.clone());
+                req
+            },
+        );
+        kube::Client::new(service, "default")
+    }
+
     /// Stops accepting connections and waits for the accept loop to end.
     pub async fn shutdown(self) {
         self.listener.shutdown().await;
@@ -196,11 +216,15 @@ pub async fn start(cfg: Config) -> Result<ApiServer, ServerError> {
     let router = axum::Router::new()
         .fallback(dispatch)
         .with_state(api.clone());
-    let listener =
-        kedge_http::Listener::serve(listener, tls, router).map_err(|e| ServerError::Bind {
+    let mut admin_auth = axum::http::HeaderValue::from_str(&format!("Bearer {token}"))
+        .map_err(|e| ServerError::Bootstrap(format!("admin token: {e}")))?;
+    admin_auth.set_sensitive(true);
+    let listener = kedge_http::Listener::serve(listener, tls, router.clone()).map_err(|e| {
+        ServerError::Bind {
             addr,
             cause: e.cause,
-        })?;
+        }
+    })?;
     tracing::info!(%url, kubeconfig = %kubeconfig_path.display(), "API server listening");
     Ok(ApiServer {
         _lock: lock,
@@ -208,6 +232,8 @@ pub async fn start(cfg: Config) -> Result<ApiServer, ServerError> {
         url,
         kubeconfig: kubeconfig_path,
         api,
+        router,
+        admin_auth,
         listener,
     })
 }

@@ -73,7 +73,7 @@ impl Drop for Server {
     }
 }
 
-fn kedge_binary(kedge: Option<PathBuf>) -> anyhow::Result<PathBuf> {
+pub(crate) fn kedge_binary(kedge: Option<PathBuf>) -> anyhow::Result<PathBuf> {
     match kedge {
         Some(k) => Ok(k),
         None => Ok(std::env::current_exe()?.with_file_name("kedge")),
@@ -343,9 +343,12 @@ pub fn print_summary(summary: &serde_json::Value, json: bool) -> anyhow::Result<
     println!("{:<32} {:>12}", "metric", "value");
     if let Some(m) = summary.as_object() {
         for (k, v) in m {
-            let v = v
-                .as_f64()
-                .map_or_else(|| v.to_string(), |f| format!("{f:.2}"));
+            // Counts as they are; measured values with two decimals.
+            let v = match (v.as_i64(), v.as_f64()) {
+                (Some(i), _) => i.to_string(),
+                (None, Some(f)) => format!("{f:.2}"),
+                _ => v.to_string(),
+            };
             println!("{k:<32} {v:>12}");
         }
     }

@@ -20,7 +20,7 @@ use kedge_edge::edgehub::{certificate, client};
 use kube::api::{Api, ListParams};
 use serde_json::json;
 
-use crate::api::{Server, progress, rss_kib, start_kedge};
+use crate::api::{Server, print_summary, progress, rss_kib, start_kedge};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -60,7 +60,7 @@ fn cloud_args(api: u16, hub: u16, join: u16) -> Vec<String> {
     a
 }
 
-fn start_cloud(
+pub(crate) fn start_cloud(
     kedge: &Option<PathBuf>,
     dir: &Path,
     ports: (u16, u16, u16),
@@ -71,7 +71,7 @@ fn start_cloud(
 }
 
 /// CPU seconds (user + system) a process has used.
-fn cpu_secs(pid: u32) -> f64 {
+pub(crate) fn cpu_secs(pid: u32) -> f64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     // Fields after the command name (which may hold spaces): utime and stime are 14 and 15.
     let rest = stat.rsplit(')').next().unwrap_or("");
@@ -302,18 +302,6 @@ async fn wait_ready(nodes: &Api<Node>, count: usize, since: Instant) -> anyhow::
         );
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-}
-
-fn print_summary(s: &serde_json::Value, as_json: bool) -> anyhow::Result<()> {
-    if as_json {
-        println!("{}", serde_json::to_string_pretty(s)?);
-        return Ok(());
-    }
-    println!("{:<28} {:>12}", "hollow-edges", "");
-    for (k, v) in s.as_object().into_iter().flatten() {
-        println!("{k:<28} {v:>12}");
-    }
-    Ok(())
 }
 
 /// Each node holds a socket here and one at the cloud: the open-files limit must allow both.

@@ -4,9 +4,11 @@
 //! Kubernetes API with kube-rs: creates/s, list latency with many Devices, watch fan-out
 //! latency, and the server's memory. `kedge-bench twins` drives device twins through it end to
 //! end with a real MQTT client. `kedge-bench hollow-edges` connects thousands of simulated edge
-//! nodes to a real `kedge cloud`.
+//! nodes to a real `kedge cloud`; `kedge-bench edge` times one real `kedge edge` from launch to
+//! connected and reads its memory with and without devices.
 
 mod api;
+mod edge;
 mod hollow;
 mod router;
 mod stats;
@@ -31,6 +33,8 @@ enum Command {
     Router(router::Args),
     /// N simulated edge nodes (real wss + mTLS sessions) against a real `kedge cloud`.
     HollowEdges(hollow::Args),
+    /// One real `kedge edge`: time from launch to connected, idle memory with and without devices.
+    Edge(edge::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -44,5 +48,6 @@ fn main() -> anyhow::Result<()> {
         Command::Twins(a) => rt.block_on(twins::run(a)),
         Command::Router(a) => rt.block_on(router::run(a)),
         Command::HollowEdges(a) => rt.block_on(hollow::run(a)),
+        Command::Edge(a) => rt.block_on(edge::run(a)),
     }
 }

@@ -1,7 +1,9 @@
 //! `kedge-bench router`: the seed's router paths end to end through a real `kedge up`:
 //! - rest → eventbus: an HTTP POST to the router, timed until an MQTT client on the edge's broker
 //!   receives the body; then flat out from several callers, until every message has arrived;
-//! - rest → servicebus: an HTTP call through the router to a small app on the edge and back.
+//! - rest → servicebus: an HTTP call through the router to a small app on the edge and back;
+//! - eventbus → rest: an MQTT publish on the edge's broker, timed until a small HTTP app in the
+//!   cloud receives the body; then flat out, until every message has arrived.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::sync::Arc;
@@ -23,7 +25,7 @@ pub struct Args {
     /// Requests timed one at a time, per path.
     #[arg(long, default_value_t = 1000)]
     samples: usize,
-    /// rest→eventbus messages sent flat out.
+    /// rest→eventbus messages sent flat out (and eventbus→rest messages published flat out).
     #[arg(long, default_value_t = 50_000)]
     messages: usize,
     /// Concurrent HTTP callers for the flat-out run.
@@ -37,12 +39,17 @@ pub struct Args {
     json: bool,
 }
 
-/// A minimal HTTP/1.1 app with keep-alive that answers every request `200 ok`.
-fn app() -> anyhow::Result<u16> {
+/// Bodies an app received, with when.
+type Received = tokio::sync::mpsc::UnboundedSender<(Instant, Vec<u8>)>;
+
+/// A minimal HTTP/1.1 app with keep-alive that answers every request `200 ok` (and hands each
+/// body to `sink`, if given).
+fn app(sink: Option<Received>) -> anyhow::Result<u16> {
     let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
     let port = listener.local_addr()?.port();
     std::thread::spawn(move || {
         for stream in listener.incoming().flatten() {
+            let sink = sink.clone();
             std::thread::spawn(move || {
                 let _ = stream.set_nodelay(true);
                 let mut r = BufReader::new(stream);
@@ -64,6 +71,9 @@ fn app() -> anyhow::Result<u16> {
                     let mut body = vec![0; len];
                     if r.read_exact(&mut body).is_err() {
                         return;
+                    }
+                    if let Some(s) = &sink {
+                        let _ = s.send((Instant::now(), body));
                     }
                     let reply = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
                     if r.get_mut().write_all(reply).is_err() {
@@ -87,7 +97,7 @@ async fn create(client: &kube::Client, kind: &str, plural: &str, obj: Value) -> 
     Ok(())
 }
 
-async fn rules(client: &kube::Client, app_port: u16) -> anyhow::Result<()> {
+async fn rules(client: &kube::Client, app_port: u16, cloud_app_port: u16) -> anyhow::Result<()> {
     let ep = |name: &str, kind: &str, props: Value| {
         json!({"apiVersion": "rules.kubeedge.io/v1", "kind": "RuleEndpoint", "metadata": {"name": name},
             "spec": {"ruleEndpointType": kind, "properties": props}})
@@ -135,6 +145,11 @@ async fn rules(client: &kube::Client, app_port: u16) -> anyhow::Result<()> {
         rule("to-app", "/s", "sb", json!({"path": "/t"})),
     )
     .await?;
+    let cloud_app = format!("http://127.0.0.1:{cloud_app_port}/up");
+    let up = json!({"apiVersion": "rules.kubeedge.io/v1", "kind": "Rule", "metadata": {"name": "to-cloud"},
+        "spec": {"source": "bus", "sourceResource": {"topic": "up", "node_name": "kube-edge-1"},
+            "target": "rest", "targetResource": {"resource": cloud_app}}});
+    create(client, "Rule", "rules", up).await?;
     Ok(())
 }
 
@@ -144,9 +159,11 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
     let router = server.port("router")?;
     let mqtt_port = server.port("MQTT broker")?;
     let client = server.client().await?;
-    let app_port = app()?;
-    rules(&client, app_port).await?;
-    let (_mq, mut rx) = crate::twins::mqtt(mqtt_port, "bench-router", &["bench"]).await?;
+    let app_port = app(None)?;
+    let (up_tx, mut up_rx) = tokio::sync::mpsc::unbounded_channel();
+    let cloud_app_port = app(Some(up_tx))?;
+    rules(&client, app_port, cloud_app_port).await?;
+    let (mq, mut rx) = crate::twins::mqtt(mqtt_port, "bench-router", &["bench"]).await?;
     let http = reqwest::Client::builder()
         .no_proxy()
         .tcp_nodelay(true)
@@ -261,6 +278,7 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
     }
     let all_secs = started.elapsed().as_secs_f64();
     counter.abort();
+    let up = eventbus_to_rest(&mq, &mut up_rx, a.samples, a.messages).await?;
     let (rss_end, hwm) = rss_kib(pid);
     let summary = json!({
         "rest_to_eventbus_p50_ms": bus.quantile_ms(0.5),
@@ -274,9 +292,91 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
         "flat_out_failed": failures.load(Ordering::Relaxed),
         "flat_out_accepted_per_sec": (a.messages as f64 / accepted_secs).round(),
         "flat_out_received_per_sec": (want as f64 / all_secs).round(),
+        "eventbus_to_rest_p50_ms": up.latency.clone().quantile_ms(0.5),
+        "eventbus_to_rest_p99_ms": up.latency.clone().quantile_ms(0.99),
+        "eventbus_to_rest_max_ms": up.latency.clone().quantile_ms(1.0),
+        "eventbus_to_rest_flat_out_published": a.messages,
+        "eventbus_to_rest_flat_out_received_per_sec": up.per_sec.round(),
+        "eventbus_to_rest_duplicates": up.duplicates,
         "kedge_up_rss_ready_mib": rss_ready as f64 / 1024.0,
         "kedge_up_rss_end_mib": rss_end as f64 / 1024.0,
         "kedge_up_rss_peak_mib": hwm as f64 / 1024.0,
     });
     print_summary(&summary, a.json)
+}
+
+struct Upstream {
+    latency: Latencies,
+    per_sec: f64,
+    duplicates: usize,
+}
+
+/// eventbus → rest: one at a time (MQTT publish → body at the cloud app), then `messages`
+/// published flat out, until the app has every one (duplicates counted: at-least-once).
+async fn eventbus_to_rest(
+    mq: &rumqttc::AsyncClient,
+    got: &mut tokio::sync::mpsc::UnboundedReceiver<(Instant, Vec<u8>)>,
+    samples: usize,
+    messages: usize,
+) -> anyhow::Result<Upstream> {
+    use rumqttc::QoS;
+    let publish = |body: String| mq.publish("default/up", QoS::AtLeastOnce, false, body);
+    // The edge subscribes once the rule reached it: publish until the first arrives.
+    let started = Instant::now();
+    loop {
+        publish("warmup".into()).await?;
+        if recv(got, Duration::from_millis(200)).await.is_some() {
+            break;
+        }
+        if started.elapsed() > Duration::from_secs(60) {
+            bail!("eventbus → rest not in effect after 60 s");
+        }
+    }
+    while recv(got, Duration::from_millis(300)).await.is_some() {}
+    let mut latency = Latencies::default();
+    for i in 0..samples {
+        let body = format!("up-{i}");
+        let t = Instant::now();
+        publish(body.clone()).await?;
+        loop {
+            let (at, b) = recv(got, Duration::from_secs(10))
+                .await
+                .context("eventbus → rest: the body at the cloud app within 10 s")?;
+            if b == body.as_bytes() {
+                latency.push(at - t);
+                break;
+            }
+        }
+        if (i + 1) % 100 == 0 {
+            progress("eventbus → rest", i + 1, samples);
+        }
+    }
+    eprintln!();
+    let started = Instant::now();
+    for i in 0..messages {
+        publish(format!("flat-up-{i}")).await?;
+    }
+    let mut seen = std::collections::HashSet::with_capacity(messages);
+    let mut duplicates = 0;
+    while seen.len() < messages {
+        let (_, b) = recv(got, Duration::from_secs(30))
+            .await
+            .with_context(|| format!("eventbus → rest: {} of {messages} arrived", seen.len()))?;
+        if !seen.insert(b) {
+            duplicates += 1;
+        }
+        if seen.len() % 5000 == 0 {
+            progress("eventbus → rest flat out", seen.len(), messages);
+        }
+    }
+    eprintln!();
+    Ok(Upstream {
+        latency,
+        per_sec: messages as f64 / started.elapsed().as_secs_f64(),
+        duplicates,
+    })
+}
+
+async fn recv<T>(rx: &mut tokio::sync::mpsc::UnboundedReceiver<T>, limit: Duration) -> Option<T> {
+    tokio::time::timeout(limit, rx.recv()).await.ok().flatten()
 }

@@ -57,7 +57,12 @@ fn topic(i: usize, suffix: &str) -> String {
     format!("$hw/events/device/default/{}/{suffix}", name(i))
 }
 
-async fn create_devices(client: &kube::Client, n: usize) -> anyhow::Result<Api<DynamicObject>> {
+/// A one-property model and `n` Devices (`bench-00000`, …) bound to `node`, 16 creates in flight.
+pub(crate) async fn create_devices(
+    client: &kube::Client,
+    n: usize,
+    node: &str,
+) -> anyhow::Result<Api<DynamicObject>> {
     let models: Api<DynamicObject> = Api::namespaced_with(
         client.clone(),
         "default",
@@ -78,7 +83,7 @@ async fn create_devices(client: &kube::Client, n: usize) -> anyhow::Result<Api<D
                     "apiVersion": "devices.kubeedge.io/v1alpha2", "kind": "Device",
                     "metadata": {"name": name(i)},
                     "spec": {"deviceModelRef": {"name": "bench-model"}, "nodeSelector": {"nodeSelectorTerms": [{"matchExpressions": [
-                        {"key": "kubernetes.io/hostname", "operator": "In", "values": [NODE]}]}]}},
+                        {"key": "kubernetes.io/hostname", "operator": "In", "values": [node]}]}]}},
                     "status": {"twins": [{"propertyName": "value",
                         "desired": {"value": "init", "metadata": {"type": "string"}},
                         "reported": {"value": "", "metadata": {"type": "string"}}}]}}))?;
@@ -184,7 +189,7 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
     let pid = server.child.id();
     let port = server.port("MQTT broker")?;
     let client = server.client().await?;
-    let devices = create_devices(&client, a.devices).await?;
+    let devices = create_devices(&client, a.devices, NODE).await?;
     let (mq, mut rx) = mqtt(
         port,
         "bench-device",

@@ -38,6 +38,8 @@ pub struct CloudConfig {
     pub node_cert_ttl: std::time::Duration,
     /// The router's REST listener.
     pub router: router::rest::RouterConfig,
+    /// Bulk Lease renewals (the embedded API); `None` renews each with a PATCH.
+    pub leases: Option<Arc<dyn edgecontroller::leases::LeaseWriter>>,
 }
 
 /// A running cloud (hub, join server, controllers).
@@ -145,6 +147,7 @@ pub async fn start(cfg: CloudConfig, client: kube::Client) -> Result<Cloud, Clou
         cfg.lifecycle.clone(),
         downstream.clone(),
         rules,
+        cfg.leases.clone(),
     );
     let stats = ec.stats();
     tokio::spawn(ec.run(rx));

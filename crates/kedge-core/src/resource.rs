@@ -13,6 +13,9 @@ pub const NULL_NAMESPACE: &str = "null";
 /// Kubernetes' default `terminationGracePeriodSeconds` (the API server's and the edge's).
 pub const DEFAULT_GRACE_SECONDS: i64 = 30;
 
+/// Where node Leases live, as kubelet keeps them.
+pub const NODE_LEASE_NAMESPACE: &str = "kube-node-lease";
+
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum ResourceError {
     #[error("resource {0:?} is not <namespace>/<type>[/<name>]")]

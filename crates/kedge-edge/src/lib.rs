@@ -306,18 +306,31 @@ async fn start_broker(
     }
 }
 
-/// A message on an eventbus→rest rule's topic: into the outbox (each one kept until the cloud
-/// has delivered it), then acknowledged to the broker.
-async fn upload(outbox: &Outbox, bus: &eventbus::EventBus, m: eventbus::Inbound) {
-    let content = kedge_core::rule::body_to_content(&m.payload);
-    let msg = Message::new("bus", group::USER, op::UPLOAD, &m.topic, content);
-    if let Err(e) = outbox.push(msg, None) {
-        tracing::warn!(topic = %m.topic, error = %e, "message for the cloud not queued");
+/// Messages on eventbus→rest rules' topics: into the outbox in one commit (each kept until the
+/// cloud has delivered it), then acknowledged to the broker.
+async fn upload(outbox: &Outbox, bus: &eventbus::EventBus, burst: Vec<eventbus::Inbound>) {
+    let msgs = burst
+        .iter()
+        .map(|m| {
+            let content = kedge_core::rule::body_to_content(&m.payload);
+            Message::new("bus", group::USER, op::UPLOAD, &m.topic, content)
+        })
+        .collect();
+    if let Err(e) = outbox.push_many(msgs) {
+        // Left unacknowledged at the broker rather than acknowledged and lost.
+        tracing::warn!(messages = burst.len(), error = %e, "messages for the cloud not queued");
+        return;
     }
-    bus.ack(&m).await;
+    for m in &burst {
+        bus.ack(m).await;
+    }
 }
 
+/// At most this many MQTT messages are taken from the queue at once (one outbox commit).
+const BURST: usize = 512;
+
 /// DeviceTwin's MQTT loop; on every broker (re)connection the retained deltas are restored.
+/// Messages for eventbus→rest rules that arrive together are stored together.
 async fn run_devicetwin(
     dt: Arc<devicetwin::DeviceTwin>,
     bus: eventbus::EventBus,
@@ -327,10 +340,27 @@ async fn run_devicetwin(
     let mut connected = bus.connected();
     loop {
         tokio::select! {
-            m = inbound.recv() => match m {
-                Some(m) if bus.is_rule_topic(&m.topic) => upload(&outbox, &bus, m).await,
-                Some(m) => dt.on_mqtt(m).await,
-                None => return,
+            m = inbound.recv() => {
+                let Some(first) = m else { return };
+                let mut burst = vec![first];
+                while burst.len() < BURST && let Ok(m) = inbound.try_recv() {
+                    burst.push(m);
+                }
+                let mut uploads = Vec::new();
+                for m in burst {
+                    if bus.is_rule_topic(&m.topic) {
+                        uploads.push(m);
+                        continue;
+                    }
+                    // Keep the order: uploads before this twin message go first.
+                    if !uploads.is_empty() {
+                        upload(&outbox, &bus, std::mem::take(&mut uploads)).await;
+                    }
+                    dt.on_mqtt(m).await;
+                }
+                if !uploads.is_empty() {
+                    upload(&outbox, &bus, uploads).await;
+                }
             },
             changed = connected.changed() => {
                 if changed.is_err() {
@@ -493,7 +523,15 @@ async fn store_then_ack(
     edged: edged::Edged,
 ) {
     let http = servicebus::client();
-    while let Some(m) = down.recv().await {
+    let mut next = None;
+    loop {
+        let m = match next.take() {
+            Some(m) => m,
+            None => match down.recv().await {
+                Some(m) => m,
+                None => return,
+            },
+        };
         if m.route.group == group::USER && m.route.operation == kedge_core::rule::OP_PUBLISH {
             hub.send(eventbus::publish_from_cloud(&bus, &m).await).await;
             continue;
@@ -505,11 +543,27 @@ async fn store_then_ack(
             continue;
         }
         // The cloud's answers to what the outbox sent: applied (response), or refused for good.
-        if matches!(m.route.operation.as_str(), op::RESPONSE | op::ERROR) {
-            if m.route.operation == op::ERROR {
+        // Answers that arrive together leave the outbox in one commit.
+        if is_answer(&m) {
+            let mut answers = vec![m];
+            while answers.len() < BURST
+                && let Ok(more) = down.try_recv()
+            {
+                if is_answer(&more) {
+                    answers.push(more);
+                } else {
+                    next = Some(more);
+                    break;
+                }
+            }
+            for m in answers.iter().filter(|m| m.route.operation == op::ERROR) {
                 tracing::warn!(resource = %m.route.resource, reason = %m.content, "the cloud refused a message");
             }
-            if let Err(e) = outbox.ack(&m.header.parent_id) {
+            let ids: Vec<&str> = answers
+                .iter()
+                .map(|m| m.header.parent_id.as_str())
+                .collect();
+            if let Err(e) = outbox.ack_many(&ids) {
                 tracing::warn!(error = %e, "outbox");
             }
             continue;
@@ -548,6 +602,10 @@ async fn store_then_ack(
         };
         hub.send(reply).await;
     }
+}
+
+fn is_answer(m: &Message) -> bool {
+    matches!(m.route.operation.as_str(), op::RESPONSE | op::ERROR)
 }
 
 /// The MQTT topics the stored eventbus→rest Rules name (`<namespace>/<topic>`); the cloud sends

@@ -3,6 +3,7 @@
 use std::io::Write;
 use std::net::IpAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
@@ -276,6 +277,7 @@ fn cloud_config(
     hub: &HubArgs,
     names: Vec<String>,
     router: kedge_cloud::router::rest::RouterConfig,
+    api: Option<&kedge_apiserver::ApiServer>,
 ) -> kedge_cloud::CloudConfig {
     kedge_cloud::CloudConfig {
         data_dir: data_dir.to_path_buf(),
@@ -287,12 +289,37 @@ fn cloud_config(
         lifecycle: Default::default(),
         node_cert_ttl: hub.node_cert_ttl,
         router,
+        leases: api.map(|a| {
+            Arc::new(EmbeddedLeases(a.api.clone()))
+                as Arc<dyn kedge_cloud::edgecontroller::leases::LeaseWriter>
+        }),
+    }
+}
+
+/// Node Lease renewals written straight into the embedded API's store, many per commit.
+struct EmbeddedLeases(Arc<kedge_apiserver::Api>);
+
+impl std::fmt::Debug for EmbeddedLeases {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("EmbeddedLeases")
+    }
+}
+
+impl kedge_cloud::edgecontroller::leases::LeaseWriter for EmbeddedLeases {
+    fn renew(
+        &self,
+        nodes: &[String],
+        spec_of: &dyn Fn(&str) -> serde_json::Value,
+    ) -> Result<Vec<String>, String> {
+        self.0
+            .renew_node_leases(nodes, spec_of)
+            .map_err(|e| e.message)
     }
 }
 
 async fn up(a: UpArgs) -> anyhow::Result<()> {
     let api = start_api(&a.api).await?;
-    let client = kube_client(&api.kubeconfig).await?;
+    let client = api.client();
     let hub_args = HubArgs {
         hub_port: a.hub_port,
         https_port: a.https_port,
@@ -309,6 +336,7 @@ async fn up(a: UpArgs) -> anyhow::Result<()> {
                 addr: std::net::SocketAddr::new(loopback, a.router_port),
                 ..Default::default()
             },
+            Some(&api),
         ),
         client.clone(),
     )
@@ -429,15 +457,15 @@ async fn start_demo(client: &kube::Client, broker: &str, node: &str) -> anyhow::
 }
 
 async fn cloud(a: CloudArgs) -> anyhow::Result<()> {
-    let (api, kubeconfig) = match &a.kubeconfig {
-        Some(k) => (None, k.clone()),
+    // With the embedded API the controllers call it in-process; a real cluster over HTTPS.
+    let (api, kubeconfig, client) = match &a.kubeconfig {
+        Some(k) => (None, k.clone(), kube_client(k).await?),
         None => {
             let api = start_api(&a.api).await?;
-            let k = api.kubeconfig.clone();
-            (Some(api), k)
+            let (k, c) = (api.kubeconfig.clone(), api.client());
+            (Some(api), k, c)
         }
     };
-    let client = kube_client(&kubeconfig).await?;
     let cloud = kedge_cloud::start(
         cloud_config(
             &a.api.data_dir,
@@ -450,6 +478,7 @@ async fn cloud(a: CloudArgs) -> anyhow::Result<()> {
                 timeout: a.router_timeout,
                 ..Default::default()
             },
+            api.as_ref(),
         ),
         client,
     )

@@ -32,16 +32,30 @@ fn kedge_up_brings_a_ready_edge_node() {
         "jsonpath={.metadata.labels}",
     ]);
     assert!(roles.contains("node-role.kubernetes.io/edge"), "{roles}");
-    let lease = k.ok(&[
-        "get",
-        "lease",
-        "kube-edge-1",
-        "-n",
-        "kube-node-lease",
-        "-o",
-        "jsonpath={.spec.holderIdentity}",
-    ]);
-    assert_eq!(lease, "kube-edge-1");
+    // The node's Lease: created by the cloud, then renewed (the edge renews every 10 s; the
+    // cloud writes gathered renewals once a second).
+    let lease = |field: &str| {
+        let out = k.kubectl(&[
+            "get",
+            "lease",
+            "kube-edge-1",
+            "-n",
+            "kube-node-lease",
+            "-o",
+            &format!("jsonpath={{.spec.{field}}}"),
+        ]);
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let first = wait_until(Duration::from_secs(20), "the node's Lease", || {
+        let t = lease("renewTime");
+        (!t.is_empty()).then_some(t)
+    });
+    assert_eq!(lease("holderIdentity"), "kube-edge-1");
+    assert_eq!(lease("leaseDurationSeconds"), "40");
+    wait_until(Duration::from_secs(30), "the Lease renewed", || {
+        let t = lease("renewTime");
+        (!t.is_empty() && t != first).then_some(())
+    });
     // The cloud's and the edge's metrics, and health.
     wait_until(
         Duration::from_secs(20),

@@ -368,31 +368,35 @@ async fn session(hub: Arc<Hub>, node: String, socket: WebSocket, not_after: Opti
     tracing::info!(node, "edge connected");
     let _ = hub.events.send(HubEvent::Connected(node.clone())).await;
     let (mut sink, mut stream) = socket.split();
-    let mut deadline = tokio::time::Instant::now() + hub.cfg.keepalive_timeout;
+    // Both timers are created once and the silence timer is pushed back on each frame: a
+    // timer per loop turn cost 10,000 idle sessions measurable CPU.
+    let expired = tokio::time::sleep_until(expires);
+    let silence = tokio::time::sleep(hub.cfg.keepalive_timeout);
+    tokio::pin!(expired, silence);
     let (mut bucket, mut flooding) = (hub.bucket(), false);
     let reason = loop {
         tokio::select! {
-            _ = tokio::time::sleep_until(expires) => break "its client certificate expired".to_string(),
+            _ = &mut expired => break "its client certificate expired".to_string(),
+            _ = &mut silence => break format!("nothing received for {:?}", hub.cfg.keepalive_timeout),
             out = rx.recv() => match out {
                 Some(m) => if let Err(e) = sink.send(Frame::Text(m.encode().into())).await {
                     break format!("write failed: {e}");
                 },
                 None => break "replaced by a new connection, or the cloud is shutting down".to_string(),
             },
-            frame = tokio::time::timeout_at(deadline, stream.next()) => match frame {
-                Err(_) => break format!("nothing received for {:?}", hub.cfg.keepalive_timeout),
-                Ok(None) => break "closed by the edge".to_string(),
-                Ok(Some(Err(e))) => break format!("read failed: {e}"),
-                Ok(Some(Ok(f))) => {
-                    deadline = tokio::time::Instant::now() + hub.cfg.keepalive_timeout;
-                    let data = match f {
-                        Frame::Text(t) => t.as_bytes().to_vec(),
-                        Frame::Binary(b) => b.to_vec(),
+            frame = stream.next() => match frame {
+                None => break "closed by the edge".to_string(),
+                Some(Err(e)) => break format!("read failed: {e}"),
+                Some(Ok(f)) => {
+                    silence.as_mut().reset(tokio::time::Instant::now() + hub.cfg.keepalive_timeout);
+                    let data: &[u8] = match &f {
+                        Frame::Text(t) => t.as_bytes(),
+                        Frame::Binary(b) => b,
                         Frame::Close(_) => break "closed by the edge".to_string(),
                         Frame::Ping(_) | Frame::Pong(_) => continue,
                     };
                     hub.throttle(&node, &mut bucket, &mut flooding).await;
-                    if let Some(reply) = receive(&hub, &node, &data).await {
+                    if let Some(reply) = receive(&hub, &node, data).await {
                         let _ = sink.send(Frame::Text(reply.encode().into())).await;
                     }
                 }

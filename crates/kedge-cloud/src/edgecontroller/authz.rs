@@ -9,7 +9,7 @@ use kedge_core::envelope::op;
 use kedge_core::resource::ObjectRef;
 
 /// Lease namespace, as kubelet uses.
-pub const NODE_LEASE_NAMESPACE: &str = "kube-node-lease";
+pub use kedge_core::resource::NODE_LEASE_NAMESPACE;
 
 /// An edge write the EdgeController may apply.
 #[derive(Debug, PartialEq, Eq)]

@@ -30,12 +30,12 @@ use crate::cloudhub::hub::HubEvent;
 
 pub mod authz;
 pub mod bound;
+pub mod leases;
 pub mod podstatus;
 pub mod refs;
 
-/// Lease duration the cloud sets (as kubelet).
-const LEASE_SECONDS: i32 = 40;
 use authz::{NODE_LEASE_NAMESPACE, Write};
+use leases::{Gathered, LeaseWriter};
 
 /// Node lifecycle: how long an edge node may go without a heartbeat and without a session
 /// before it is marked NotReady (covers edges that died while the cloud was down).
@@ -93,6 +93,12 @@ pub struct EdgeController {
     rules: Arc<crate::router::Rules>,
     client: kube::Client,
     stats: Arc<Stats>,
+    /// With the embedded API: renewals are gathered and written together (`leases`).
+    lease_writer: Option<Arc<dyn LeaseWriter>>,
+    gathered: Gathered,
+    /// Edge nodes whose Ready condition is True, with that condition: kept from the Node watch
+    /// so the sweep reads no Nodes while every node is connected.
+    claims_ready: std::sync::Mutex<std::collections::HashMap<String, Value>>,
 }
 
 /// Counters for `/metrics`.
@@ -141,6 +147,7 @@ impl EdgeController {
         lifecycle: Lifecycle,
         downstream: Arc<Downstream>,
         rules: Arc<crate::router::Rules>,
+        lease_writer: Option<Arc<dyn LeaseWriter>>,
     ) -> EdgeController {
         EdgeController {
             nodes: Api::all(client.clone()),
@@ -156,6 +163,9 @@ impl EdgeController {
             downstream,
             hub,
             lifecycle,
+            lease_writer,
+            gathered: Gathered::default(),
+            claims_ready: Default::default(),
         }
     }
 
@@ -167,14 +177,25 @@ impl EdgeController {
     /// Handles hub events, and sweeps for stale nodes, until the hub goes away.
     pub async fn run(self, mut events: mpsc::Receiver<HubEvent>) {
         let mut sweep = tokio::time::interval(self.lifecycle.every);
+        let mut flush = tokio::time::interval(leases::FLUSH_EVERY);
         let nodes = watcher(self.nodes.clone(), watcher::Config::default()).default_backoff();
         let mut nodes = std::pin::pin!(nodes);
         loop {
             let result = tokio::select! {
                 Some(ev) = nodes.next() => match ev {
-                    Ok(watcher::Event::Delete(n)) => self.node_deleted(&n.name_any()).await,
+                    Ok(watcher::Event::Delete(n)) => {
+                        self.ready_claims().remove(&n.name_any());
+                        self.node_deleted(&n.name_any()).await
+                    }
+                    Ok(watcher::Event::Apply(n) | watcher::Event::InitApply(n)) => {
+                        self.track(&n);
+                        Ok(())
+                    }
+                    Ok(watcher::Event::Init) => {
+                        self.ready_claims().clear();
+                        Ok(())
+                    }
                     Ok(watcher::Event::InitDone) => self.forget_orphans().await,
-                    Ok(_) => Ok(()),
                     Err(e) => Err(e.into()),
                 },
                 ev = events.recv() => match ev {
@@ -201,6 +222,7 @@ impl EdgeController {
                     Some(HubEvent::Message(node, m)) => self.apply_and_answer(&node, &m).await,
                 },
                 _ = sweep.tick() => self.sweep().await,
+                _ = flush.tick() => self.flush_leases().await,
             };
             match result {
                 Err(e) if e.is_refusal() => tracing::warn!(error = %e, "edge write refused"),
@@ -251,19 +273,37 @@ impl EdgeController {
         Ok(())
     }
 
+    fn ready_claims(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, Value>> {
+        self.claims_ready.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Notes whether an edge node claims Ready (and its Ready condition) from a watch event.
+    fn track(&self, node: &Node) {
+        let edge = node.labels().contains_key("node-role.kubernetes.io/edge");
+        let ready = node
+            .status
+            .as_ref()
+            .and_then(|s| s.conditions.as_ref())
+            .and_then(|cs| cs.iter().find(|c| c.type_ == "Ready" && c.status == "True"))
+            .and_then(|c| serde_json::to_value(c).ok());
+        let mut claims = self.ready_claims();
+        match ready.filter(|_| edge) {
+            Some(c) => claims.insert(node.name_any(), json!({"status": {"conditions": [c]}})),
+            None => claims.remove(&node.name_any()),
+        };
+    }
+
     /// Marks NotReady the edge nodes that went silent without a session ending here.
     async fn sweep(&self) -> Result<(), UpstreamError> {
-        let lp = kube::api::ListParams::default().labels("node-role.kubernetes.io/edge");
         let now = jiff::Timestamp::now();
-        // Connected nodes are alive: only the others are looked at (and Leases listed only
-        // when there are any).
-        let mut silent = Vec::new();
-        for node in self.nodes.list(&lp).await? {
-            let name = node.metadata.name.clone().unwrap_or_default();
-            if !self.hub.is_connected(&name) {
-                silent.push((name, serde_json::to_value(&node)?));
-            }
-        }
+        // Connected nodes are alive: only the others claiming Ready are looked at (and Leases
+        // listed only when there are any).
+        let silent: Vec<(String, Value)> = self
+            .ready_claims()
+            .iter()
+            .filter(|(name, _)| !self.hub.is_connected(name))
+            .map(|(n, v)| (n.clone(), v.clone()))
+            .collect();
         if silent.is_empty() {
             return Ok(());
         }
@@ -375,9 +415,40 @@ impl EdgeController {
         self.renew_lease(node).await
     }
 
+    /// Renews `node`'s Lease: gathered for the next flush with the embedded API, else at once.
     async fn renew_lease(&self, node: &str) -> Result<(), UpstreamError> {
-        let spec = json!({"holderIdentity": node, "leaseDurationSeconds": LEASE_SECONDS, "renewTime": kedge_core::clock::rfc3339_micro()});
-        // One call per renewal (every 10 s per node): patch, and create only the first time.
+        if self.lease_writer.is_some() {
+            self.gathered.add(node);
+            return Ok(());
+        }
+        self.write_lease(node).await
+    }
+
+    /// Writes the gathered renewals in one go; Leases that do not exist yet are created.
+    async fn flush_leases(&self) -> Result<(), UpstreamError> {
+        let Some(writer) = &self.lease_writer else {
+            return Ok(());
+        };
+        let nodes = self.gathered.take();
+        if nodes.is_empty() {
+            return Ok(());
+        }
+        let missing = match leases::flush(writer, nodes.clone()).await {
+            Ok(missing) => missing,
+            Err(e) => {
+                tracing::warn!(error = %e, nodes = nodes.len(), "renewing Leases in bulk failed; renewing one by one");
+                nodes
+            }
+        };
+        for node in missing {
+            self.write_lease(&node).await?;
+        }
+        Ok(())
+    }
+
+    /// One renewal through the API: a PATCH, and a create the first time.
+    async fn write_lease(&self, node: &str) -> Result<(), UpstreamError> {
+        let spec = leases::spec(node, &kedge_core::clock::rfc3339_micro());
         let p = json!({"spec": spec});
         match self
             .leases

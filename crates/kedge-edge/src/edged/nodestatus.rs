@@ -132,7 +132,7 @@ pub fn status(ip: &str, host: &Host, runtime: &Runtime, now: &str) -> Value {
 }
 
 /// Where node Leases live.
-pub const LEASE_NAMESPACE: &str = "kube-node-lease";
+pub use kedge_core::resource::NODE_LEASE_NAMESPACE as LEASE_NAMESPACE;
 
 /// kubelet's `nodeStatusReportFrequency`: an unchanged status is still sent this often.
 pub const REPORT_EVERY_MS: u64 = 5 * 60 * 1000;

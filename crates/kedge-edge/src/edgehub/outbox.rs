@@ -12,6 +12,19 @@ use kedge_core::envelope::Message;
 use rusqlite::{OptionalExtension, params};
 use tokio::sync::Notify;
 
+/// Runs `f` in one SQLite transaction (rolled back if it fails).
+fn in_transaction(
+    db: &rusqlite::Connection,
+    f: impl FnOnce() -> rusqlite::Result<()>,
+) -> rusqlite::Result<()> {
+    db.prepare_cached("BEGIN")?.execute([])?;
+    let done = f().and_then(|()| db.prepare_cached("COMMIT")?.execute([]).map(drop));
+    if done.is_err() {
+        let _ = db.execute_batch("ROLLBACK");
+    }
+    done
+}
+
 /// Default bound on what the outbox holds.
 pub const DEFAULT_MAX_BYTES: u64 = 64 << 20;
 
@@ -117,13 +130,7 @@ impl Outbox {
         let mut st = self.state();
         let bytes = st.bytes - old.unwrap_or(0) as u64 + text.len() as u64;
         if bytes > self.max_bytes {
-            tracing::warn!(
-                max = self.max_bytes,
-                "edge outbox full: a message for the cloud was dropped"
-            );
-            return Err(OutboxError::Full {
-                max: self.max_bytes,
-            });
+            return Err(self.refuse());
         }
         let seq = st.seq + 1;
         db.prepare_cached("INSERT OR REPLACE INTO outbox (key, seq, msg) VALUES (?1, ?2, ?3)")?
@@ -141,6 +148,63 @@ impl Outbox {
         Ok(())
     }
 
+    /// Counts and reports a message that did not fit.
+    fn refuse(&self) -> OutboxError {
+        self.refused
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        tracing::warn!(
+            max = self.max_bytes,
+            "edge outbox full: a message for the cloud was dropped"
+        );
+        OutboxError::Full {
+            max: self.max_bytes,
+        }
+    }
+
+    /// Stores unkeyed messages (eventbus→rest uploads) in one transaction: one commit for a
+    /// burst rather than one each, which was most of what an upload cost. Returns how many were
+    /// stored; the others did not fit (each warned about, as `push` does).
+    pub fn push_many(&self, msgs: Vec<Message>) -> Result<usize, OutboxError> {
+        let db = crate::db::lock(&self.db);
+        let mut st = self.state();
+        let (mut seq, mut bytes) = (st.seq, st.bytes);
+        let mut rows = Vec::with_capacity(msgs.len());
+        for msg in msgs {
+            let text = msg.encode();
+            if bytes + text.len() as u64 > self.max_bytes {
+                self.refuse();
+                continue;
+            }
+            seq += 1;
+            bytes += text.len() as u64;
+            rows.push((msg, seq, text));
+        }
+        in_transaction(&db, || {
+            let mut insert =
+                db.prepare_cached("INSERT INTO outbox (key, seq, msg) VALUES (?1, ?2, ?3)")?;
+            for (msg, seq, text) in &rows {
+                insert.execute(params![msg.header.id, *seq as i64, text])?;
+            }
+            Ok(())
+        })?;
+        // Only what is committed is offered for sending.
+        (st.seq, st.bytes) = (seq, bytes);
+        let stored = rows.len();
+        for (msg, seq, _) in rows {
+            st.queue.offer(Outgoing {
+                uid: msg.header.id.clone(),
+                rv: seq,
+                delete: false,
+                msg,
+            });
+        }
+        drop(st);
+        if stored > 0 {
+            self.wake.notify_one();
+        }
+        Ok(stored)
+    }
+
     /// Messages to send now (new ones, and re-sends of unacked ones).
     pub fn poll(&self, now_ms: u64) -> Vec<Message> {
         self.state().queue.poll(now_ms)
@@ -148,19 +212,47 @@ impl Outbox {
 
     /// The cloud acknowledged `parent_msg_id`: the message leaves the outbox.
     pub fn ack(&self, parent_msg_id: &str) -> Result<(), OutboxError> {
-        let Some(a) = self.state().queue.ack(parent_msg_id) else {
-            return Ok(());
+        self.ack_many(&[parent_msg_id])
+    }
+
+    /// The cloud acknowledged these messages: they leave the outbox, in one transaction.
+    pub fn ack_many(&self, parent_msg_ids: &[&str]) -> Result<(), OutboxError> {
+        let acked: Vec<_> = {
+            let mut st = self.state();
+            parent_msg_ids
+                .iter()
+                .filter_map(|id| st.queue.ack(id))
+                .collect()
         };
+        if acked.is_empty() {
+            return Ok(());
+        }
         let db = crate::db::lock(&self.db);
-        let len: Option<i64> = db
-            .prepare_cached("SELECT length(msg) FROM outbox WHERE key = ?1 AND seq <= ?2")?
-            .query_row(params![a.uid, a.rv as i64], |r| r.get(0))
-            .optional()?;
-        db.prepare_cached("DELETE FROM outbox WHERE key = ?1 AND seq <= ?2")?
-            .execute(params![a.uid, a.rv as i64])?;
+        let mut freed = 0u64;
+        in_transaction(&db, || {
+            let mut len =
+                db.prepare_cached("SELECT length(msg) FROM outbox WHERE key = ?1 AND seq <= ?2")?;
+            let mut delete =
+                db.prepare_cached("DELETE FROM outbox WHERE key = ?1 AND seq <= ?2")?;
+            for a in &acked {
+                let n: Option<i64> = len
+                    .query_row(params![a.uid, a.rv as i64], |r| r.get(0))
+                    .optional()?;
+                delete.execute(params![a.uid, a.rv as i64])?;
+                freed += n.unwrap_or(0) as u64;
+            }
+            Ok(())
+        })?;
         let mut st = self.state();
-        st.bytes -= len.unwrap_or(0) as u64;
-        st.queue.forget(&a.uid);
+        st.bytes -= freed;
+        for a in &acked {
+            st.queue.forget(&a.uid);
+        }
+        // A place in the window opened: send what waits now, not at the pump's next tick
+        // (that capped eventbus→rest at 64 messages per 200 ms).
+        if st.queue.pending() > 0 {
+            self.wake.notify_one();
+        }
         Ok(())
     }
 
@@ -244,6 +336,49 @@ mod tests {
     }
 
     #[test]
+    fn a_batch_is_stored_at_once_and_acked_at_once() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("edge.db");
+        {
+            let o = Outbox::open(&path, DEFAULT_MAX_BYTES).expect("open");
+            assert_eq!(
+                o.push_many((0..10).map(status).collect()).expect("batch"),
+                10
+            );
+            let sent = o.poll(0);
+            assert_eq!(sent.len(), 10);
+            let ids: Vec<&str> = sent[..4].iter().map(|m| m.header.id.as_str()).collect();
+            o.ack_many(&ids).expect("acks");
+            assert_eq!(o.len(), 6);
+        }
+        let o = Outbox::open(&path, DEFAULT_MAX_BYTES).expect("reopen");
+        let left: Vec<_> = o.poll(0).iter().map(|m| m.content["i"].clone()).collect();
+        assert_eq!(
+            left,
+            (4..10).map(|i| json!(i)).collect::<Vec<_>>(),
+            "in order"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_ack_that_frees_the_window_wakes_the_sender() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let o = Outbox::open(&dir.path().join("edge.db"), DEFAULT_MAX_BYTES).expect("open");
+        for i in 0..100 {
+            o.push(status(i), None).expect("push");
+        }
+        let sent = o.poll(0);
+        assert_eq!(sent.len(), 64, "the window");
+        // Consume the wake-ups the pushes left.
+        o.wake.notified().await;
+        o.ack(&sent[0].header.id).expect("ack");
+        tokio::time::timeout(std::time::Duration::from_secs(5), o.wake.notified())
+            .await
+            .expect("woken by the ack");
+        assert_eq!(o.poll(0).len(), 1, "one more fits");
+    }
+
+    #[test]
     fn unacked_messages_are_resent_and_a_full_outbox_says_so() {
         let dir = tempfile::tempdir().expect("tempdir");
         let o = Outbox::open(&dir.path().join("edge.db"), 400).expect("open");
@@ -265,6 +400,14 @@ mod tests {
         assert!(
             matches!(full, Some(OutboxError::Full { max: 400 })),
             "{full:?}"
+        );
+        assert_eq!(o.refused(), 1, "counted for kedge_edge_outbox_refused");
+        let before = o.len();
+        assert_eq!(o.push_many(vec![status(20), status(21)]).expect("batch"), 0);
+        assert_eq!(
+            (o.len(), o.refused()),
+            (before, 3),
+            "a batch that does not fit"
         );
     }
 }
