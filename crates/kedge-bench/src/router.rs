@@ -28,6 +28,12 @@ pub struct Args {
     /// rest→eventbus messages sent flat out (and eventbus→rest messages published flat out).
     #[arg(long, default_value_t = 50_000)]
     messages: usize,
+    /// eventbus→rest messages per second for the sustained run (0 skips it).
+    #[arg(long, default_value_t = 10_000)]
+    up_rate: u64,
+    /// Seconds the sustained eventbus→rest run lasts.
+    #[arg(long, default_value_t = 20)]
+    up_secs: u64,
     /// Concurrent HTTP callers for the flat-out run.
     #[arg(long, default_value_t = 16)]
     callers: usize,
@@ -279,6 +285,10 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
     let all_secs = started.elapsed().as_secs_f64();
     counter.abort();
     let up = eventbus_to_rest(&mq, &mut up_rx, a.samples, a.messages).await?;
+    let sustained = match a.up_rate {
+        0 => None,
+        rate => Some(sustained_upstream(&mq, &mut up_rx, rate, a.up_secs).await?),
+    };
     let (rss_end, hwm) = rss_kib(pid);
     let summary = json!({
         "rest_to_eventbus_p50_ms": bus.quantile_ms(0.5),
@@ -298,6 +308,11 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
         "eventbus_to_rest_flat_out_published": a.messages,
         "eventbus_to_rest_flat_out_received_per_sec": up.per_sec.round(),
         "eventbus_to_rest_duplicates": up.duplicates,
+        "eventbus_to_rest_sustained_rate": a.up_rate,
+        "eventbus_to_rest_sustained_received_per_sec": sustained.as_ref().map(|s| s.per_sec.round()),
+        "eventbus_to_rest_sustained_p50_ms": sustained.as_ref().map(|s| s.latency.clone().quantile_ms(0.5)),
+        "eventbus_to_rest_sustained_p99_ms": sustained.as_ref().map(|s| s.latency.clone().quantile_ms(0.99)),
+        "eventbus_to_rest_sustained_duplicates": sustained.as_ref().map(|s| s.duplicates),
         "kedge_up_rss_ready_mib": rss_ready as f64 / 1024.0,
         "kedge_up_rss_end_mib": rss_end as f64 / 1024.0,
         "kedge_up_rss_peak_mib": hwm as f64 / 1024.0,
@@ -379,4 +394,77 @@ async fn eventbus_to_rest(
 
 async fn recv<T>(rx: &mut tokio::sync::mpsc::UnboundedReceiver<T>, limit: Duration) -> Option<T> {
     tokio::time::timeout(limit, rx.recv()).await.ok().flatten()
+}
+
+/// eventbus → rest at a fixed `rate` for `secs`: each message timed from its publish to its
+/// arrival at the cloud app; the rate the app received them at, first publish to last arrival.
+async fn sustained_upstream(
+    mq: &rumqttc::AsyncClient,
+    got: &mut tokio::sync::mpsc::UnboundedReceiver<(Instant, Vec<u8>)>,
+    rate: u64,
+    secs: u64,
+) -> anyhow::Result<Upstream> {
+    let total = (rate * secs) as usize;
+    let publisher = {
+        let mq = mq.clone();
+        tokio::spawn(async move {
+            let started = tokio::time::Instant::now();
+            let mut sent_at = Vec::with_capacity(total);
+            let mut tick = tokio::time::interval(Duration::from_millis(1));
+            while sent_at.len() < total {
+                tick.tick().await;
+                // Everything due by now (the ticker may lag; the rate holds on average).
+                let due = ((started.elapsed().as_secs_f64() * rate as f64) as usize).min(total);
+                while sent_at.len() < due {
+                    let body = format!("rate-{}", sent_at.len());
+                    sent_at.push(Instant::now());
+                    mq.publish("default/up", rumqttc::QoS::AtLeastOnce, false, body)
+                        .await?;
+                }
+            }
+            anyhow::Ok(sent_at)
+        })
+    };
+    let mut arrived: Vec<Option<Instant>> = vec![None; total];
+    let (mut count, mut duplicates) = (0, 0);
+    while count < total {
+        let (at, b) = recv(got, Duration::from_secs(30))
+            .await
+            .with_context(|| format!("eventbus → rest at {rate}/s: {count} of {total} arrived"))?;
+        let i = std::str::from_utf8(&b)
+            .ok()
+            .and_then(|s| s.strip_prefix("rate-"))
+            .and_then(|n| n.parse::<usize>().ok());
+        match i.and_then(|i| arrived.get_mut(i)) {
+            Some(slot @ None) => {
+                *slot = Some(at);
+                count += 1;
+                if count % 10_000 == 0 {
+                    progress("eventbus → rest sustained", count, total);
+                }
+            }
+            Some(Some(_)) => duplicates += 1,
+            None => {}
+        }
+    }
+    eprintln!();
+    let sent_at = publisher.await??;
+    let mut latency = Latencies::default();
+    for (sent, at) in sent_at.iter().zip(&arrived) {
+        if let Some(at) = at {
+            latency.push(at.saturating_duration_since(*sent));
+        }
+    }
+    let last = arrived
+        .iter()
+        .flatten()
+        .max()
+        .copied()
+        .unwrap_or_else(Instant::now);
+    let first = sent_at.first().copied().unwrap_or(last);
+    Ok(Upstream {
+        latency,
+        per_sec: total as f64 / (last - first).as_secs_f64(),
+        duplicates,
+    })
 }
