@@ -380,7 +380,7 @@ pub fn content_to_body(content: &serde_json::Value) -> Vec<u8> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     fn map(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
@@ -672,5 +672,66 @@ mod tests {
             t.rest("default", "a").map(|(r, _)| r.rule.as_str()),
             Some("default/first")
         );
+    }
+
+    mod fuzz {
+        use super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(3000))]
+
+            /// Any body arrives byte for byte, UTF-8 or not.
+            #[test]
+            fn bodies_round_trip(body in proptest::collection::vec(any::<u8>(), 0..512)) {
+                prop_assert_eq!(content_to_body(&body_to_content(&body)), body);
+            }
+
+            /// Any request path: no panic, and a match is a rule's path followed by `/…`.
+            #[test]
+            fn rest_matching_never_panics(ns in "[a-z/]{0,12}", path in "\\PC{0,64}") {
+                let (eps, rules) = seed();
+                let (t, _) = RuleTable::build(&eps, &rules);
+                if let Some((route, rest)) = t.rest(&ns, &path) {
+                    prop_assert!(rest.is_empty() || rest.starts_with('/'), "{rest:?}");
+                    prop_assert!(path.contains(rest));
+                    prop_assert!(!route.rule.is_empty());
+                }
+            }
+
+            /// Rules and endpoints from arbitrary JSON: refused or built, never a panic.
+            #[test]
+            fn rule_objects_from_any_json(v in arbitrary_json()) {
+                let _ = Rule::from_object(&v);
+                let _ = Endpoint::from_object(&v);
+            }
+        }
+    }
+
+    /// Arbitrary JSON values (nested objects and arrays), for property tests.
+    pub(crate) fn arbitrary_json() -> impl proptest::strategy::Strategy<Value = serde_json::Value> {
+        use proptest::prelude::*;
+        let leaf = prop_oneof![
+            Just(serde_json::Value::Null),
+            any::<bool>().prop_map(serde_json::Value::from),
+            any::<i64>().prop_map(serde_json::Value::from),
+            "\\PC{0,12}".prop_map(serde_json::Value::from),
+        ];
+        leaf.prop_recursive(4, 48, 6, |inner| {
+            let key = prop_oneof![
+                Just("spec".to_string()),
+                Just("metadata".to_string()),
+                Just("source".to_string()),
+                Just("target".to_string()),
+                Just("sourceResource".to_string()),
+                Just("ruleEndpointType".to_string()),
+                "[a-z]{1,6}",
+            ];
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..6).prop_map(serde_json::Value::from),
+                proptest::collection::btree_map(key, inner, 0..6)
+                    .prop_map(|m| serde_json::Value::Object(m.into_iter().collect())),
+            ]
+        })
     }
 }

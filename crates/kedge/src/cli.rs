@@ -166,8 +166,9 @@ struct CloudArgs {
     /// Router REST listener port (`/{node}/{namespace}/{path}`).
     #[arg(long, default_value_t = 9443)]
     router_port: u16,
-    /// Address the router's REST listener listens on.
-    #[arg(long, default_value = "0.0.0.0")]
+    /// Address the router's REST listener listens on (loopback unless you open it: without
+    /// `--router-token` anyone who reaches it can publish to edges).
+    #[arg(long, default_value = "127.0.0.1")]
     router_bind: IpAddr,
     /// Require `Authorization: Bearer <token>` on the router's REST listener (off by default, as
     /// in KubeEdge).

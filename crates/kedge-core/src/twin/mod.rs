@@ -243,4 +243,33 @@ mod tests {
         assert_eq!(event_id_of(br#"{"event_id": "bad","twin":"#), "bad");
         assert_eq!(event_id_of(br#"{"event_id":"a\"b","#), "");
     }
+
+    mod fuzz {
+        use super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(3000))]
+
+            /// Whatever a device publishes: parsed or a 400, never a panic.
+            #[test]
+            fn any_payload_is_parsed_or_refused(p in proptest::collection::vec(any::<u8>(), 0..256)) {
+                if let Err(e) = parse_update(&p) {
+                    prop_assert_eq!(e.code(), 400);
+                }
+                let _ = event_id_of(&p);
+            }
+
+            /// Any JSON document, twin-shaped or not.
+            #[test]
+            fn any_json_is_parsed_or_refused(v in crate::rule::tests::arbitrary_json()) {
+                let bytes = serde_json::to_vec(&serde_json::json!({"event_id": "e", "twin": v}))
+                    .expect("json");
+                if let Err(e) = parse_update(&bytes) {
+                    prop_assert_eq!(e.code(), 400);
+                }
+                prop_assert_eq!(event_id_of(&bytes), "e");
+            }
+        }
+    }
 }

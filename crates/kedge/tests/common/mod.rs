@@ -37,6 +37,8 @@ pub struct Kedge {
     pub mqtt_port: u16,
     /// The router's REST listener.
     pub router_port: u16,
+    /// What kedge printed: `Kubernetes API`, `CloudHub`, `router`, … → address.
+    pub endpoints: std::collections::HashMap<String, String>,
 }
 
 /// Spawns `kedge <args> --data-dir <dir>` and streams its stdout lines.
@@ -232,6 +234,25 @@ impl Kedge {
         Self::cloud_with(data_dir, api, hub, join, &[])
     }
 
+    /// `kedge cloud` with its default listen addresses (free ports).
+    pub fn cloud_default_binds(data_dir: &Path) -> Kedge {
+        let args = [
+            "cloud",
+            "--api-port",
+            "0",
+            "--hub-port",
+            "0",
+            "--https-port",
+            "0",
+            "--metrics-port",
+            "0",
+            "--router-port",
+            "0",
+        ];
+        let (child, lines) = spawn_kedge(&args, data_dir);
+        Self::from_lines(child, data_dir, &lines)
+    }
+
     /// `kedge cloud` on the given ports with more flags.
     pub fn cloud_with(data_dir: &Path, api: u16, hub: u16, join: u16, extra: &[&str]) -> Kedge {
         let (api, hub, join) = (api.to_string(), hub.to_string(), join.to_string());
@@ -288,6 +309,7 @@ impl Kedge {
             },
             child,
             data_dir: data_dir.to_path_buf(),
+            endpoints,
         }
     }
 
