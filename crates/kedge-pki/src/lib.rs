@@ -286,6 +286,37 @@ mod tests {
         assert_eq!(first.fingerprint().len(), 64);
     }
 
+    /// KubeEdge #5922: two cloud processes starting at once each made a CA, and the loser's
+    /// tokens and certificates locked the fleet out. Here every racer ends with the same CA.
+    #[test]
+    fn racing_starts_agree_on_one_ca() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let prints: Vec<String> = std::thread::scope(|s| {
+            let racers: Vec<_> = (0..8)
+                .map(|_| s.spawn(|| Ca::load_or_create(dir.path()).map(|c| c.fingerprint())))
+                .collect();
+            racers
+                .into_iter()
+                .map(|r| r.join().expect("thread").expect("CA"))
+                .collect()
+        });
+        assert!(prints.iter().all(|p| *p == prints[0]), "{prints:?}");
+        assert_eq!(
+            Ca::load_existing(dir.path()).expect("load").fingerprint(),
+            prints[0]
+        );
+        let leftovers: Vec<_> = std::fs::read_dir(dir.path())
+            .expect("read")
+            .filter_map(|e| e.ok())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with(".pki-"))
+            .collect();
+        assert!(
+            leftovers.is_empty(),
+            "temporary CA directories left: {leftovers:?}"
+        );
+    }
+
     #[test]
     fn issues_a_server_config_for_ip_and_dns_names() {
         let _ = rustls::crypto::ring::default_provider().install_default();
