@@ -1,6 +1,8 @@
-//! kedge's cloud side. Modules are named as in KubeEdge: `cloudhub` (the join server and, next,
-//! the WebSocket hub the edges dial). Controllers reach Kubernetes only through kube-rs, so the
-//! embedded API and a real cluster are the same code path.
+//! kedge's cloud side. Modules are named as in KubeEdge: `cloudhub` (the join server and the
+//! WebSocket hub the edges dial), `edgecontroller`, `devicecontroller`, `router`. Controllers
+//! reach Kubernetes through kube-rs, so the embedded API and a real cluster are the same code
+//! path — with one exception: node Lease renewals, which the embedded API takes in bulk
+//! (`CloudConfig::leases`, `edgecontroller::leases`).
 
 pub mod cloudhub;
 
