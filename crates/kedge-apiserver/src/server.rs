@@ -42,7 +42,7 @@ impl Config {
 pub enum ServerError {
     #[error("{0}")]
     Pki(#[from] PkiError),
-    #[error("API store {path}: {cause}")]
+    #[error("API store {path}: {cause}{hint}", hint = damaged_hint(cause))]
     Store { path: PathBuf, cause: StoreError },
     #[error("cannot listen on {addr}: {cause}")]
     Bind {
@@ -58,6 +58,24 @@ pub enum ServerError {
     Bootstrap(String),
     #[error("{0} is in use by another kedge process (its API store can have one owner)")]
     Locked(PathBuf),
+}
+
+/// What to do about a store file SQLite cannot read.
+fn damaged_hint(cause: &StoreError) -> &'static str {
+    use rusqlite::ErrorCode::{DatabaseCorrupt, NotADatabase};
+    match cause {
+        StoreError::Db(rusqlite::Error::SqliteFailure(e, _))
+            if matches!(e.code, NotADatabase | DatabaseCorrupt) =>
+        {
+            " — the file is damaged. Stop kedge, restore the file from a backup, or move it (with \
+             its -wal and -shm files) aside to start with an empty API: edges register again, \
+             every other object must be applied again"
+        }
+        StoreError::Corrupt(..) => {
+            " — restore the file from a backup, or move it aside to start with an empty API"
+        }
+        _ => "",
+    }
 }
 
 /// A running API server.

@@ -10,10 +10,27 @@ fn main() -> std::process::ExitCode {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             // The cause chain on one line; no backtrace for users.
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", one_line(&e));
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+/// The cause chain joined with ": ", skipping a cause its wrapper already quoted (errors that
+/// print their source, as `#[error("joining the cloud: {0}")]` does, would repeat it).
+fn one_line(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let msg = cause.to_string();
+        if out.contains(&msg) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&msg);
+    }
+    out
 }
 
 fn run() -> anyhow::Result<()> {
@@ -31,4 +48,26 @@ fn run() -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     rt.block_on(cli::run(args))
+}
+
+#[cfg(test)]
+mod tests {
+    #[derive(Debug, thiserror::Error)]
+    #[error("the token is malformed")]
+    struct Inner;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("join token: {0}")]
+    struct Outer(#[from] Inner);
+
+    #[test]
+    fn a_cause_is_said_once() {
+        let e = anyhow::Error::from(Outer(Inner)).context("starting the edge");
+        assert_eq!(
+            super::one_line(&e),
+            "starting the edge: join token: the token is malformed"
+        );
+        let plain = anyhow::anyhow!("disk full").context("writing");
+        assert_eq!(super::one_line(&plain), "writing: disk full");
+    }
 }
