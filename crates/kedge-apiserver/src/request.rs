@@ -216,4 +216,40 @@ mod tests {
         assert_eq!(decode("application/json", "").expect_err("empty").code, 400);
         assert_eq!(decode("application/cbor", "x").expect_err("cbor").code, 415);
     }
+
+    mod fuzz {
+        use super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(2000))]
+
+            /// Any body under any content type the API takes: decoded, or a 4xx.
+            #[test]
+            fn any_body_is_decoded_or_refused(
+                body in proptest::collection::vec(any::<u8>(), 1..256),
+                ct in prop_oneof![
+                    Just("application/json"),
+                    Just("application/yaml"),
+                    Just("application/vnd.kubernetes.protobuf"),
+                    Just("application/cbor"),
+                ],
+                key in prop_oneof![Just("configmaps"), Just("secrets"), Just("namespaces"), Just("pods")],
+            ) {
+                let reg = Registry::default();
+                let res = reg.by_key(key).expect("built-in");
+                if let Err(e) = decode_body(ct, &Bytes::from(body), &res) {
+                    prop_assert!((400..500).contains(&e.code), "{}", e.code);
+                }
+            }
+
+            /// Any URL path: routed, or a 4xx.
+            #[test]
+            fn any_path_is_routed_or_refused(path in "(/[a-z0-9.:%-]{0,12}){0,9}") {
+                if let Err(e) = route(&Registry::default(), &path) {
+                    prop_assert!((400..500).contains(&e.code), "{}", e.code);
+                }
+            }
+        }
+    }
 }
