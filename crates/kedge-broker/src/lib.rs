@@ -12,6 +12,12 @@
 //! more meanwhile, so a burst slows its publisher instead of losing data; past that wait, and at
 //! once for QoS 0, the message is dropped for that subscriber, logged and counted, so one stuck
 //! client cannot stall the others for long.
+//!
+//! A QoS 1 publish is acknowledged (PUBACK) only once every QoS 1 subscriber it went to has
+//! acknowledged it or has gone. The edge acknowledges a device's message after storing it, so a
+//! PUBACK the device holds means the edge's database has the message: a power loss of the edge
+//! box between the two loses nothing the device let go of. Past `ack_wait` the publisher is
+//! disconnected instead (counted): to an MQTT client that means "not delivered, send again".
 
 mod router;
 mod session;
@@ -41,6 +47,9 @@ pub struct BrokerConfig {
     pub connect_timeout: Duration,
     /// How long a QoS 1 message waits for room in a full subscriber queue before it is dropped.
     pub full_wait: Duration,
+    /// Longest a publisher's PUBACK waits for the subscribers'; then the publisher is
+    /// disconnected unconfirmed (a stuck subscriber holds its publishers up this long at most).
+    pub ack_wait: Duration,
 }
 
 impl Default for BrokerConfig {
@@ -51,6 +60,7 @@ impl Default for BrokerConfig {
             client_queue: 10_000,
             connect_timeout: Duration::from_secs(10),
             full_wait: Duration::from_secs(5),
+            ack_wait: Duration::from_secs(30),
         }
     }
 }
@@ -69,7 +79,16 @@ pub struct Stats {
     pub received: AtomicU64,
     pub delivered: AtomicU64,
     pub dropped: AtomicU64,
+    /// Publishers disconnected because a subscriber did not acknowledge within `ack_wait`.
+    pub unconfirmed: AtomicU64,
 }
+
+/// Held by a QoS 1 delivery until its subscriber acknowledges it (or the delivery is dropped);
+/// the publisher's PUBACK waits until every one is gone.
+pub(crate) type Receipt = mpsc::Sender<()>;
+
+/// Resolves once every [`Receipt`] of a publish is gone.
+pub(crate) type Settled = mpsc::Receiver<()>;
 
 /// A message on its way to one subscriber.
 #[derive(Debug, Clone)]
@@ -78,6 +97,8 @@ pub(crate) struct Outgoing {
     pub payload: Bytes,
     pub qos: u8,
     pub retain: bool,
+    /// For a QoS 1 delivery of a QoS 1 publish.
+    pub receipt: Option<Receipt>,
 }
 
 pub(crate) struct Client {
@@ -128,8 +149,15 @@ impl Shared {
         self.stats.connected.fetch_sub(1, Ordering::Relaxed);
     }
 
-    /// Routes a publish to its subscribers (and keeps it if retained).
-    pub async fn publish(&self, topic: &str, payload: Bytes, qos: u8, retain: bool) {
+    /// Routes a publish to its subscribers (and keeps it if retained). For QoS 1, what resolves
+    /// once every QoS 1 subscriber has acknowledged it.
+    pub async fn publish(
+        &self,
+        topic: &str,
+        payload: Bytes,
+        qos: u8,
+        retain: bool,
+    ) -> Option<Settled> {
         self.stats.received.fetch_add(1, Ordering::Relaxed);
         let targets = {
             let mut router = self.router();
@@ -139,7 +167,7 @@ impl Shared {
             router.route(topic)
         };
         if targets.is_empty() {
-            return;
+            return None;
         }
         let senders: Vec<(ClientKey, u8, mpsc::Sender<Outgoing>)> = {
             let clients = lock(&self.clients);
@@ -148,15 +176,19 @@ impl Shared {
                 .filter_map(|(key, q)| clients.get(&key).map(|c| (key, q, c.tx.clone())))
                 .collect()
         };
+        let (receipt, settled) = mpsc::channel(1);
         for (key, sub_qos, tx) in senders {
+            let qos = qos.min(sub_qos).min(1);
             let out = Outgoing {
                 topic: topic.to_string(),
                 payload: payload.clone(),
-                qos: qos.min(sub_qos).min(1),
+                qos,
                 retain: false,
+                receipt: (qos > 0).then(|| receipt.clone()),
             };
             self.deliver(key, &tx, out).await;
         }
+        (qos > 0).then_some(settled)
     }
 
     /// Queues `out` for one client: a QoS 1 message waits up to `full_wait` for room; what

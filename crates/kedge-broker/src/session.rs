@@ -1,9 +1,10 @@
 //! One client connection: CONNECT, then packets in both directions until DISCONNECT, an error,
 //! a keepalive timeout, a takeover or shutdown. Outgoing messages are batched into one write.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use bytes::BytesMut;
@@ -17,7 +18,7 @@ use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::{Notify, mpsc, watch};
 
-use crate::{Client, ClientKey, Outgoing, Shared, topic};
+use crate::{Client, ClientKey, Outgoing, Receipt, Settled, Shared, topic};
 
 #[derive(Debug, thiserror::Error)]
 enum SessionError {
@@ -226,8 +227,40 @@ struct Session {
     wr: OwnedWriteHalf,
     max: usize,
     next_pkid: u16,
-    /// QoS 1 messages sent and not yet acknowledged.
-    inflight: HashMap<u16, ()>,
+    /// QoS 1 messages sent and not yet acknowledged, with their publishers' receipts.
+    inflight: HashMap<u16, Option<Receipt>>,
+}
+
+/// A QoS 1 publish from this client whose PUBACK waits for its subscribers' (MQTT wants
+/// PUBACKs in the order of the publishes, so they queue).
+struct PendingAck {
+    pkid: u16,
+    settled: Option<Settled>,
+    deadline: tokio::time::Instant,
+}
+
+/// Waits until the oldest pending PUBACK may go (forever if none is pending); true when its
+/// subscribers all acknowledged or left, false when `ack_wait` ran out first.
+async fn front_settled(pending: &mut VecDeque<PendingAck>) -> bool {
+    let Some(front) = pending.front_mut() else {
+        return std::future::pending().await;
+    };
+    let Some(settled) = front.settled.as_mut() else {
+        return true;
+    };
+    tokio::time::timeout_at(front.deadline, settled.recv())
+        .await
+        .is_ok()
+}
+
+/// Whether a later pending PUBACK may go now too.
+fn is_settled(p: &mut PendingAck) -> bool {
+    p.settled.as_mut().is_none_or(|s| {
+        matches!(
+            s.try_recv(),
+            Err(mpsc::error::TryRecvError::Disconnected) | Ok(())
+        )
+    })
 }
 
 /// Most messages written in one batch.
@@ -256,15 +289,17 @@ impl Session {
         let idle = (keep_alive > 0).then(|| Duration::from_millis(u64::from(keep_alive) * 1500));
         let mut batch = Vec::with_capacity(BATCH);
         let mut deadline = idle.map(|d| tokio::time::Instant::now() + d);
+        let mut pending = VecDeque::new();
         loop {
             tokio::select! {
                 p = read_packet(rd, buf, self.max) => {
                     // Only what the client sends counts as a sign of life.
                     deadline = idle.map(|d| tokio::time::Instant::now() + d);
-                    if !self.handle(p?).await? {
+                    if !self.handle(p?, &mut pending).await? {
                         return Ok(());
                     }
                 }
+                confirmed = front_settled(&mut pending) => self.send_acks(&mut pending, confirmed).await?,
                 n = rx.recv_many(&mut batch, BATCH.min(MAX_INFLIGHT - self.inflight.len())), if self.inflight.len() < MAX_INFLIGHT => {
                     if n == 0 {
                         return Err(SessionError::Closed);
@@ -284,9 +319,40 @@ impl Session {
         p.retain = o.retain;
         if o.qos > 0 {
             p.pkid = self.pkid();
-            self.inflight.insert(p.pkid, ());
+            self.inflight.insert(p.pkid, o.receipt);
         }
         Packet::Publish(p)
+    }
+
+    /// Sends the PUBACK of the oldest pending publish and of every later one already settled.
+    async fn send_acks(
+        &mut self,
+        pending: &mut VecDeque<PendingAck>,
+        confirmed: bool,
+    ) -> Result<(), SessionError> {
+        if !confirmed {
+            // No PUBACK we cannot stand behind: the publisher sees a lost connection and, as any
+            // MQTT client must, takes the message as not delivered.
+            self.shared
+                .stats
+                .unconfirmed
+                .fetch_add(1, Ordering::Relaxed);
+            return Err(SessionError::Protocol(format!(
+                "a subscriber did not acknowledge a message within {:?}; publisher disconnected unconfirmed",
+                self.shared.cfg.ack_wait
+            )));
+        }
+        let mut acks = Vec::new();
+        if let Some(p) = pending.pop_front() {
+            acks.push(Packet::PubAck(PubAck::new(p.pkid)));
+        }
+        while let Some(p) = pending.front_mut()
+            && is_settled(p)
+        {
+            acks.push(Packet::PubAck(PubAck::new(p.pkid)));
+            pending.pop_front();
+        }
+        self.send(&acks).await
     }
 
     fn pkid(&mut self) -> u16 {
@@ -299,9 +365,13 @@ impl Session {
     }
 
     /// Handles one packet from the client; false when it disconnected cleanly.
-    async fn handle(&mut self, p: Packet) -> Result<bool, SessionError> {
+    async fn handle(
+        &mut self,
+        p: Packet,
+        pending: &mut VecDeque<PendingAck>,
+    ) -> Result<bool, SessionError> {
         match p {
-            Packet::Publish(p) => self.on_publish(p).await?,
+            Packet::Publish(p) => self.on_publish(p, pending).await?,
             Packet::PubAck(a) => {
                 self.inflight.remove(&a.pkid);
             }
@@ -319,7 +389,11 @@ impl Session {
         Ok(true)
     }
 
-    async fn on_publish(&mut self, p: Publish) -> Result<(), SessionError> {
+    async fn on_publish(
+        &mut self,
+        p: Publish,
+        pending: &mut VecDeque<PendingAck>,
+    ) -> Result<(), SessionError> {
         if !topic::valid_name(&p.topic) {
             return Err(SessionError::Protocol(format!(
                 "publish to an invalid topic {:?}",
@@ -327,9 +401,19 @@ impl Session {
             )));
         }
         let q = qos_of(p.qos);
-        self.shared.publish(&p.topic, p.payload, q, p.retain).await;
+        let settled = self.shared.publish(&p.topic, p.payload, q, p.retain).await;
         match q {
-            1 => self.send(&[Packet::PubAck(PubAck::new(p.pkid))]).await,
+            1 if settled.is_none() && pending.is_empty() => {
+                self.send(&[Packet::PubAck(PubAck::new(p.pkid))]).await
+            }
+            1 => {
+                pending.push_back(PendingAck {
+                    pkid: p.pkid,
+                    settled,
+                    deadline: tokio::time::Instant::now() + self.shared.cfg.ack_wait,
+                });
+                Ok(())
+            }
             2 => self.send(&[Packet::PubRec(PubRec::new(p.pkid))]).await,
             _ => Ok(()),
         }
@@ -363,6 +447,7 @@ impl Session {
                 payload: r.payload,
                 qos: r.qos.min(granted),
                 retain: true,
+                receipt: None,
             };
             self.shared.deliver(self.key, &self.tx, out).await;
         }

@@ -2,6 +2,7 @@
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::Ordering;
 use std::sync::mpsc;
 use std::time::Duration;
 
@@ -295,10 +296,115 @@ async fn a_second_connection_with_the_same_client_id_takes_over() {
     let mut rest = Vec::new();
     let closed = tokio::time::timeout(Duration::from_secs(5), first.read_to_end(&mut rest)).await;
     assert!(matches!(closed, Ok(Ok(0))), "{closed:?}");
+    assert_eq!(b.stats().connected.load(Ordering::Relaxed), 1);
+}
+
+/// Reads one small packet (remaining length < 128) from a raw connection.
+async fn read_small_packet(s: &mut tokio::net::TcpStream) -> Vec<u8> {
+    use tokio::io::AsyncReadExt;
+    let mut head = [0u8; 2];
+    s.read_exact(&mut head).await.expect("packet header");
+    assert!(head[1] < 0x80, "small packets only");
+    let mut body = vec![0u8; usize::from(head[1])];
+    s.read_exact(&mut body).await.expect("packet body");
+    [head.to_vec(), body].concat()
+}
+
+/// A QoS 1 publisher's PUBACK waits for its QoS 1 subscribers' PUBACK: the edge acknowledges a
+/// device's message once stored, so the device's PUBACK means "stored", not "seen by a broker".
+/// A subscriber that never acknowledges holds a publisher up for `ack_wait`, then the publisher
+/// is disconnected (not confirmed); one that leaves settles what it held.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_publishers_puback_waits_for_the_subscribers() {
+    use tokio::io::AsyncWriteExt;
+    let cfg = BrokerConfig {
+        addr: "127.0.0.1:0".parse().expect("addr"),
+        ack_wait: Duration::from_secs(2),
+        ..BrokerConfig::default()
+    };
+    let b = Broker::start(cfg).await.expect("broker");
+    let mut holder = tokio::net::TcpStream::connect(b.addr)
+        .await
+        .expect("connect");
+    holder
+        .write_all(&connect_packet("holder"))
+        .await
+        .expect("connect");
     assert_eq!(
-        b.stats()
-            .connected
-            .load(std::sync::atomic::Ordering::Relaxed),
-        1
+        read_small_packet(&mut holder).await,
+        [0x20, 0x02, 0x00, 0x00]
     );
+    // SUBSCRIBE pkid 1 to "t" at QoS 1.
+    let subscribe = [0x82, 0x06, 0x00, 0x01, 0x00, 0x01, b't', 0x01];
+    holder.write_all(&subscribe).await.expect("subscribe");
+    assert_eq!(
+        read_small_packet(&mut holder).await,
+        [0x90, 0x03, 0x00, 0x01, 0x01]
+    );
+    let port = b.addr.port().to_string();
+    let spawn_pub = |m: &str| {
+        Command::new("mosquitto_pub")
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &port,
+                "-q",
+                "1",
+                "-t",
+                "t",
+                "-m",
+                m,
+            ])
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("mosquitto_pub runs")
+    };
+    let waits_for_puback = |p: &mut Child| {
+        let until = std::time::Instant::now() + Duration::from_millis(700);
+        while std::time::Instant::now() < until {
+            assert!(
+                matches!(p.try_wait(), Ok(None)),
+                "mosquitto_pub finished before the subscriber acknowledged"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    let exits_ok = |p: Child| {
+        let out = p.wait_with_output().expect("mosquitto_pub ends");
+        assert!(out.status.success(), "{out:?}");
+    };
+
+    let mut first = spawn_pub("one");
+    let publish = read_small_packet(&mut holder).await;
+    assert_eq!(publish[0], 0x32, "a QoS 1 PUBLISH: {publish:?}");
+    assert!(publish.ends_with(b"one"));
+    waits_for_puback(&mut first);
+    let pkid = &publish[5..7];
+    holder
+        .write_all(&[0x40, 0x02, pkid[0], pkid[1]])
+        .await
+        .expect("puback");
+    exits_ok(first);
+    assert_eq!(b.stats().unconfirmed.load(Ordering::Relaxed), 0);
+
+    // Never acknowledged: after ack_wait the publisher is disconnected without a PUBACK (its
+    // message not confirmed), and it is counted.
+    let started = std::time::Instant::now();
+    let mut second = spawn_pub("two");
+    assert!(read_small_packet(&mut holder).await.ends_with(b"two"));
+    waits_for_puback(&mut second);
+    let out = second.wait_with_output().expect("mosquitto_pub ends");
+    assert!(!out.status.success(), "{out:?}");
+    assert!(started.elapsed() >= Duration::from_secs(2));
+    assert_eq!(b.stats().unconfirmed.load(Ordering::Relaxed), 1);
+
+    // A subscriber that goes away settles what it held.
+    let third = spawn_pub("three");
+    assert!(read_small_packet(&mut holder).await.ends_with(b"three"));
+    let dropped = std::time::Instant::now();
+    drop(holder);
+    exits_ok(third);
+    assert!(dropped.elapsed() < Duration::from_millis(1500));
+    assert_eq!(b.stats().unconfirmed.load(Ordering::Relaxed), 1);
 }

@@ -139,10 +139,12 @@ pub enum EdgeError {
     DeviceTwin(#[from] devicetwin::DeviceTwinError),
     #[error("{0}")]
     Cri(#[from] edged::cri::CriError),
-    #[error("edge database {path}: {cause}")]
+    #[error("edge database {path}: {cause}{hint}")]
     Db {
         path: PathBuf,
         cause: rusqlite::Error,
+        /// What to do when the file is damaged.
+        hint: &'static str,
     },
     #[error("{path}: {cause}")]
     Io {
@@ -185,9 +187,10 @@ pub async fn start(cfg: EdgeConfig) -> Result<Edge, EdgeError> {
         cause,
     })?;
     let path = cfg.data_dir.join("edge.db");
-    let db = db::open(&path).map_err(|e| EdgeError::Db {
+    let db = db::open(&path).map_err(|cause| EdgeError::Db {
         path: path.clone(),
-        cause: e,
+        hint: db::damaged_hint(&cause),
+        cause,
     })?;
     let meta = Arc::new(metamanager::MetaStore::open_in(db.clone())?);
     let outbox = Arc::new(Outbox::open_in(
@@ -477,6 +480,11 @@ impl Edge {
                         "kedge_broker_dropped",
                         "MQTT messages dropped for subscribers too slow to take them.",
                         b.dropped.load(Relaxed),
+                    ),
+                    Reading::counter(
+                        "kedge_broker_unconfirmed",
+                        "MQTT publishers disconnected unconfirmed: a subscriber did not acknowledge within 30 s.",
+                        b.unconfirmed.load(Relaxed),
                     ),
                 ]);
             }

@@ -25,6 +25,9 @@ pub mod token;
 
 const CA_CERT: &str = "ca.crt";
 const CA_KEY: &str = "ca.key";
+/// The HMAC key of join tokens; `kedge token --rotate` replaces it. A CA made before it existed
+/// signs tokens with its own key until the first rotation.
+const TOKEN_KEY: &str = "token.key";
 /// Validity of the CA, in days.
 const CA_DAYS: u32 = 3650;
 /// Validity of serving certificates, in days; they are re-issued at every start.
@@ -65,8 +68,11 @@ pub struct Ca {
     cert_pem: String,
     cert_der: CertificateDer<'static>,
     issuer: Issuer<'static, KeyPair>,
-    /// The CA key's DER: the HMAC secret of join tokens (as KubeEdge does).
-    token_secret: Vec<u8>,
+    /// `<data-dir>/pki`, where the token key is read from at each use (a rotation by
+    /// `kedge token --rotate` takes effect in a running cloud at once).
+    dir: PathBuf,
+    /// The CA key's DER: the token key of a CA that has no `token.key`.
+    ca_key_der: Vec<u8>,
 }
 
 impl std::fmt::Debug for Ca {
@@ -104,14 +110,15 @@ impl Ca {
         let cert_der = pem_cert_der(&cert_pem).ok_or(PkiError::BadPem {
             path: cert_path.clone(),
         })?;
-        let token_secret = key.serialize_der();
+        let ca_key_der = key.serialize_der();
         let issuer = Issuer::from_ca_cert_der(&cert_der, key)
             .map_err(|_| PkiError::BadPem { path: cert_path })?;
         Ok(Ca {
             cert_pem,
             cert_der,
             issuer,
-            token_secret,
+            dir: dir.to_path_buf(),
+            ca_key_der,
         })
     }
 
@@ -245,6 +252,7 @@ fn create_atomically(data_dir: &Path, dir: &Path) -> Result<(), PkiError> {
     let cert = ca_params()?.self_signed(&key)?;
     write_private(&tmp.join(CA_KEY), key.serialize_pem().as_bytes())?;
     write_private(&tmp.join(CA_CERT), cert.pem().as_bytes())?;
+    write_private(&tmp.join(TOKEN_KEY), &rand::random::<[u8; 32]>())?;
     match fs::rename(&tmp, dir) {
         Ok(()) => {
             tracing::info!(dir = %dir.display(), "created the cloud CA");

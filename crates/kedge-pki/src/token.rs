@@ -13,7 +13,9 @@ use crate::Ca;
 pub enum TokenError {
     #[error("the token has expired; ask the cloud for a new one (`kedge token`)")]
     Expired,
-    #[error("the token was not issued by this cloud (bad signature)")]
+    #[error(
+        "the token was not issued by this cloud, or its key was rotated since (bad signature); ask the cloud for a new one (`kedge token`)"
+    )]
     BadSignature,
     #[error("the token is malformed: expected <ca-hash>.<jwt>")]
     Malformed,
@@ -23,6 +25,8 @@ pub enum TokenError {
     CaMismatch,
     #[error("could not sign a token: {0}")]
     Sign(String),
+    #[error("the join token key {0}")]
+    Key(String),
 }
 
 #[derive(Serialize, Deserialize)]
@@ -65,6 +69,32 @@ fn now_secs() -> u64 {
 }
 
 impl Ca {
+    /// The current token key, read afresh (see [`Ca::rotate_token_key`]).
+    fn token_secret(&self) -> Result<Vec<u8>, TokenError> {
+        let path = self.dir.join(crate::TOKEN_KEY);
+        match std::fs::read(&path) {
+            Ok(key) => Ok(key),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(self.ca_key_der.clone()),
+            Err(e) => Err(TokenError::Key(format!("{}: {e}", path.display()))),
+        }
+    }
+
+    /// Replaces the token key (atomically: written aside, then renamed over): every token issued
+    /// before stops working; edges already joined keep their certificates.
+    pub fn rotate_token_key(&self) -> Result<(), crate::PkiError> {
+        let path = self.dir.join(crate::TOKEN_KEY);
+        let tmp = self.dir.join(format!(
+            ".{}-{}-{}",
+            crate::TOKEN_KEY,
+            std::process::id(),
+            rand::random::<u32>()
+        ));
+        crate::write_private(&tmp, &rand::random::<[u8; 32]>())?;
+        std::fs::rename(&tmp, &path).map_err(|cause| crate::PkiError::Io { path, cause })?;
+        tracing::info!("join token key rotated: earlier tokens are no longer accepted");
+        Ok(())
+    }
+
     /// A join token valid for `ttl`.
     pub fn token(&self, ttl: Duration) -> Result<String, TokenError> {
         self.token_at(ttl, now_secs())
@@ -76,7 +106,7 @@ impl Ca {
             iat,
             exp: iat + ttl.as_secs(),
         };
-        let key = EncodingKey::from_secret(&self.token_secret);
+        let key = EncodingKey::from_secret(&self.token_secret()?);
         let jwt = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &key)
             .map_err(|e| TokenError::Sign(e.to_string()))?;
         Ok(format!("{}.{jwt}", self.fingerprint()))
@@ -92,7 +122,7 @@ impl Ca {
         let mut v = Validation::new(Algorithm::HS256);
         v.validate_exp = false;
         v.set_required_spec_claims(&["exp"]);
-        let key = DecodingKey::from_secret(&self.token_secret);
+        let key = DecodingKey::from_secret(&self.token_secret()?);
         let claims = jsonwebtoken::decode::<Claims>(jwt, &key, &v)
             .map_err(|e| match e.kind() {
                 jsonwebtoken::errors::ErrorKind::InvalidSignature => TokenError::BadSignature,
@@ -153,5 +183,47 @@ mod tests {
             JoinToken::parse("abc"),
             Err(TokenError::Malformed)
         ));
+    }
+
+    #[test]
+    fn rotating_the_key_revokes_earlier_tokens_everywhere_at_once() {
+        let (d, ca) = ca();
+        // The running cloud's CA, loaded before the rotation another process makes.
+        let running = Ca::load_existing(d.path()).expect("load");
+        let old = ca.token(Duration::from_secs(3600)).expect("token");
+        let old = JoinToken::parse(&old).expect("parses").jwt.to_string();
+        assert_eq!(running.verify_jwt(&old), Ok(()));
+        ca.rotate_token_key().expect("rotate");
+        assert_eq!(running.verify_jwt(&old), Err(TokenError::BadSignature));
+        let new = ca.token(Duration::from_secs(3600)).expect("token");
+        assert_eq!(
+            running.verify_jwt(JoinToken::parse(&new).expect("parses").jwt),
+            Ok(())
+        );
+        let files: Vec<String> = std::fs::read_dir(d.path().join("pki"))
+            .expect("pki dir")
+            .filter_map(|e| e.ok()?.file_name().into_string().ok())
+            .collect();
+        assert!(
+            files.iter().all(|f| !f.starts_with('.')),
+            "no leftovers: {files:?}"
+        );
+    }
+
+    #[test]
+    fn a_ca_without_a_token_key_signs_with_its_own_until_rotated() {
+        let (d, ca) = ca();
+        std::fs::remove_file(d.path().join("pki").join(crate::TOKEN_KEY)).expect("rm");
+        let before = ca.token(Duration::from_secs(3600)).expect("token");
+        let before = JoinToken::parse(&before).expect("parses").jwt.to_string();
+        // The CA key's HMAC, as tokens were made before token.key existed.
+        let claims = jsonwebtoken::decode::<Claims>(
+            &before,
+            &DecodingKey::from_secret(&ca.ca_key_der),
+            &Validation::new(Algorithm::HS256),
+        );
+        assert!(claims.is_ok(), "signed with the CA key");
+        ca.rotate_token_key().expect("rotate");
+        assert_eq!(ca.verify_jwt(&before), Err(TokenError::BadSignature));
     }
 }

@@ -114,6 +114,10 @@ struct TokenArgs {
     /// How long the token is valid: a number with s, m, h or d.
     #[arg(long, default_value = "24h", value_parser = parse_duration)]
     ttl: std::time::Duration,
+    /// First replace the key tokens are signed with: every token issued before stops working,
+    /// in a running cloud too (edges already joined keep their certificates).
+    #[arg(long)]
+    rotate: bool,
 }
 
 /// `90s`, `30m`, `24h`, `7d`.
@@ -252,6 +256,10 @@ fn token(a: TokenArgs) -> anyhow::Result<()> {
             a.data_dir.display()
         )
     })?;
+    if a.rotate {
+        ca.rotate_token_key()?;
+        eprintln!("join token key rotated: tokens issued before no longer work");
+    }
     println!("{}", ca.token(a.ttl)?);
     Ok(())
 }

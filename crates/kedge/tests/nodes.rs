@@ -121,3 +121,55 @@ fn a_bad_token_is_refused_with_a_clear_error() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("does not match the cloud's CA"), "{err}");
 }
+
+/// `kedge token --rotate` revokes every earlier token at once, in the running cloud; an edge
+/// that joined before keeps its certificate and reconnects without a token.
+#[test]
+fn rotating_the_token_key_revokes_earlier_tokens() {
+    let cloud_dir = tempfile::tempdir().expect("tempdir");
+    let k = Kedge::cloud(cloud_dir.path());
+    let old = k.token();
+    let joined_dir = tempfile::tempdir().expect("tempdir");
+    let mut joined = EdgeProc::start(&k, joined_dir.path(), "edge-a", &old);
+    joined.kill9();
+
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_kedge"))
+        .args(["token", "--rotate", "--data-dir"])
+        .arg(cloud_dir.path())
+        .output()
+        .expect("kedge token runs");
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("rotated"));
+    let new = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    assert_ne!(new, old);
+
+    let refused_dir = tempfile::tempdir().expect("tempdir");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_kedge"))
+        .args(["edge", "--node-name", "edge-b", "--cloud", "127.0.0.1"])
+        .args(["--hub-port", &k.hub_port.to_string()])
+        .args(["--https-port", &k.join_port.to_string()])
+        .args([
+            "--cri-endpoint",
+            "none",
+            "--mqtt-port",
+            "0",
+            "--metrics-port",
+            "0",
+        ])
+        .arg("--data-dir")
+        .arg(refused_dir.path())
+        .env("KEDGE_TOKEN", &old)
+        .output()
+        .expect("kedge edge runs");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("rotated"), "{err}");
+
+    let _b = EdgeProc::start(&k, refused_dir.path(), "edge-b", &new);
+    let _a = EdgeProc::start(&k, joined_dir.path(), "edge-a", "");
+    for node in ["edge-a", "edge-b"] {
+        wait_until(Duration::from_secs(60), &format!("{node} Ready"), || {
+            (ready(&k, node) == "True").then_some(())
+        });
+    }
+}

@@ -1,6 +1,8 @@
 //! The router with the seed's commands: real curl against `kedge up`'s REST listener, real
 //! mosquitto_sub on the edge's broker, rules changed with kubectl.
 
+#[path = "common/app.rs"]
+mod app;
 mod common;
 #[path = "common/mqtt.rs"]
 mod mqtt;
@@ -8,30 +10,12 @@ mod mqtt;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use app::{App, read_request};
 use common::Kedge;
 use mqtt::Sub;
 
 fn example(name: &str) -> String {
     common::examples().join(name).display().to_string()
-}
-
-/// The seed's eventbus→rest rule and its endpoints, pointed at this node and at an app on `port`.
-fn eventbus_to_app(k: &Kedge, port: u16) {
-    k.ok(&[
-        "apply",
-        "-f",
-        &example("ruleEndpoint-rest.yaml"),
-        "-f",
-        &example("ruleEndpoint-eventbus.yaml"),
-    ]);
-    let rule = std::fs::read_to_string(example("rule-eventbus-rest.yaml"))
-        .expect("rule")
-        .replace("k8s-edge-1", "kube-edge-1")
-        .replace(
-            "http://k8s-master:8080/b",
-            &format!("http://127.0.0.1:{port}/b"),
-        );
-    k.apply(&rule);
 }
 
 /// The seed's rest→servicebus rule and its endpoints, with the edge app on `port`.
@@ -174,99 +158,12 @@ fn rest_to_eventbus_with_the_seed_commands() {
     );
 }
 
-/// One HTTP/1.1 request read off `stream`: the request line, a header's value, and the body.
-struct Request {
-    line: String,
-    header: String,
-    body: String,
-    stream: std::net::TcpStream,
-}
-
-/// Reads a request, keeping the value of `header` (lower case).
-fn read_request(stream: std::net::TcpStream, header: &str) -> Request {
-    use std::io::{BufRead, BufReader, Read};
-    let mut r = BufReader::new(stream);
-    let mut line = String::new();
-    let _ = r.read_line(&mut line);
-    let (mut len, mut value) = (0usize, String::new());
-    loop {
-        let mut h = String::new();
-        if r.read_line(&mut h).unwrap_or(0) == 0 || h == "\r\n" {
-            break;
-        }
-        if let Some((name, v)) = h.split_once(':') {
-            let name = name.trim().to_ascii_lowercase();
-            if name == "content-length" {
-                len = v.trim().parse().unwrap_or(0);
-            } else if name == header {
-                value = v.trim().to_string();
-            }
-        }
-    }
-    let mut body = vec![0; len];
-    let _ = r.read_exact(&mut body);
-    Request {
-        line,
-        header: value,
-        body: String::from_utf8_lossy(&body).into_owned(),
-        stream: r.into_inner(),
-    }
-}
-
-/// A small HTTP server: every request's (NodeName header, body) arrives on the channel; it
-/// answers 200. After `stop` its port is free again.
-struct App {
-    port: u16,
-    got: std::sync::mpsc::Receiver<(String, String)>,
-    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
-    thread: std::thread::JoinHandle<()>,
-}
-
-impl App {
-    fn start(port: u16) -> App {
-        use std::io::Write;
-        let listener = std::net::TcpListener::bind(("127.0.0.1", port)).expect("bind");
-        let port = listener.local_addr().expect("addr").port();
-        listener.set_nonblocking(true).expect("nonblocking");
-        let (tx, got) = std::sync::mpsc::channel();
-        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let stopped = stop.clone();
-        let thread = std::thread::spawn(move || {
-            while !stopped.load(std::sync::atomic::Ordering::Relaxed) {
-                let Ok((stream, _)) = listener.accept() else {
-                    std::thread::sleep(Duration::from_millis(10));
-                    continue;
-                };
-                let _ = stream.set_nonblocking(false);
-                let mut req = read_request(stream, "nodename");
-                let _ = req.stream.write_all(
-                    b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
-                );
-                let _ = tx.send((req.header, req.body));
-            }
-        });
-        App {
-            port,
-            got,
-            stop,
-            thread,
-        }
-    }
-
-    fn stop(self) -> u16 {
-        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
-        // The listener closes when its thread ends.
-        let _ = self.thread.join();
-        self.port
-    }
-}
-
 #[test]
 fn eventbus_to_rest_with_the_seed_commands_at_least_once() {
     let dir = tempfile::tempdir().expect("dir");
     let up = Kedge::up(dir.path(), 0);
     let app = App::start(0);
-    eventbus_to_app(&up, app.port);
+    app::eventbus_to_app(&up, app.port);
 
     // The seed's command, once the edge has subscribed: the app receives exactly that body.
     let mut received = None;
@@ -527,7 +424,7 @@ fn eventbus_messages_made_while_the_cloud_is_dead_arrive_after_it_restarts() {
     let edge_dir = tempfile::tempdir().expect("edge dir");
     let edge = common::EdgeProc::start(&cloud, edge_dir.path(), "kube-edge-1", &cloud.token());
     let app = App::start(0);
-    eventbus_to_app(&cloud, app.port);
+    app::eventbus_to_app(&cloud, app.port);
     until(
         Duration::from_secs(30),
         "the first message at the app",

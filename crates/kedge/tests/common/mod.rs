@@ -42,14 +42,14 @@ pub struct Kedge {
 }
 
 /// Spawns `kedge <args> --data-dir <dir>` and streams its stdout lines.
-fn spawn_kedge(args: &[&str], data_dir: &Path) -> (Child, mpsc::Receiver<String>) {
+fn spawn_kedge(args: &[&str], data_dir: &Path, stderr: Stdio) -> (Child, mpsc::Receiver<String>) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_kedge"))
         .args(args)
         .arg("--data-dir")
         .arg(data_dir)
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
+        .stderr(stderr)
         .spawn()
         .expect("kedge starts");
     let stdout = child.stdout.take().expect("stdout");
@@ -220,7 +220,7 @@ impl Kedge {
         ];
         args.extend(no_runtime_unless_given(extra));
         args.extend(extra);
-        let (child, lines) = spawn_kedge(&args, data_dir);
+        let (child, lines) = spawn_kedge(&args, data_dir, Stdio::inherit());
         Self::from_lines(child, data_dir, &lines)
     }
 
@@ -249,7 +249,7 @@ impl Kedge {
             "--router-port",
             "0",
         ];
-        let (child, lines) = spawn_kedge(&args, data_dir);
+        let (child, lines) = spawn_kedge(&args, data_dir, Stdio::inherit());
         Self::from_lines(child, data_dir, &lines)
     }
 
@@ -274,8 +274,19 @@ impl Kedge {
             "127.0.0.1",
         ];
         args.extend(extra);
-        let (child, lines) = spawn_kedge(&args, data_dir);
+        let (child, lines) = spawn_kedge(&args, data_dir, Stdio::inherit());
         Self::from_lines(child, data_dir, &lines)
+    }
+
+    /// `kedge <args>` (a cloud or `up`) with its log appended to `log`.
+    pub fn start_logged(args: &[&str], data_dir: &Path, log: &Path) -> Kedge {
+        let (child, lines) = spawn_kedge(args, data_dir, append_to(log));
+        Self::from_lines(child, data_dir, &lines)
+    }
+
+    /// Whether the process is still running.
+    pub fn alive(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
     }
 
     fn from_lines(child: Child, data_dir: &Path, lines: &mpsc::Receiver<String>) -> Kedge {
@@ -433,4 +444,14 @@ impl Drop for Kedge {
     fn drop(&mut self) {
         self.kill9();
     }
+}
+
+/// A file opened for appending, as a child's stdout or stderr (restarts add to one log).
+pub fn append_to(log: &Path) -> Stdio {
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .expect("log file")
+        .into()
 }
