@@ -127,18 +127,8 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> ServerError + '_ {
 /// Takes an exclusive lock on `<data_dir>/apiserver.lock`; released when the process exits,
 /// however it exits.
 fn lock_data_dir(data_dir: &Path) -> Result<std::fs::File, ServerError> {
-    let path = data_dir.join("apiserver.lock");
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
-        .map_err(io(&path))?;
-    match file.try_lock() {
-        Ok(()) => Ok(file),
-        Err(std::fs::TryLockError::WouldBlock) => Err(ServerError::Locked(data_dir.to_path_buf())),
-        Err(std::fs::TryLockError::Error(e)) => Err(io(&path)(e)),
-    }
+    kedge_pki::lock_exclusive(&data_dir.join("apiserver.lock"))?
+        .ok_or_else(|| ServerError::Locked(data_dir.to_path_buf()))
 }
 
 /// Reads the admin token, creating a random one on first start.

@@ -83,15 +83,25 @@ pub struct Stats {
     pub unconfirmed: AtomicU64,
 }
 
-/// Held by a QoS 1 delivery until its subscriber acknowledges it (or the delivery is dropped);
-/// the publisher's PUBACK waits until every one is gone.
-pub(crate) type Receipt = mpsc::Sender<()>;
+/// Held by a QoS 1 delivery until its subscriber acknowledges it, or leaves (a clean session
+/// gives up what it held). [`Receipt::fail`] when the broker drops the message for a subscriber
+/// too slow to take it: the publisher's session then cannot confirm the publish.
+#[derive(Debug)]
+pub(crate) struct Receipt {
+    failed: mpsc::Sender<()>,
+}
 
-/// Resolves once every [`Receipt`] of a publish is gone.
+impl Receipt {
+    pub fn fail(self) {
+        let _ = self.failed.try_send(());
+    }
+}
+
+/// A publish's receipts: `recv` gives `Some` at the first failed one, `None` once all are gone.
 pub(crate) type Settled = mpsc::Receiver<()>;
 
 /// A message on its way to one subscriber.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub(crate) struct Outgoing {
     pub topic: String,
     pub payload: Bytes,
@@ -176,7 +186,7 @@ impl Shared {
                 .filter_map(|(key, q)| clients.get(&key).map(|c| (key, q, c.tx.clone())))
                 .collect()
         };
-        let (receipt, settled) = mpsc::channel(1);
+        let (failed, settled) = mpsc::channel(1);
         for (key, sub_qos, tx) in senders {
             let qos = qos.min(sub_qos).min(1);
             let out = Outgoing {
@@ -184,7 +194,9 @@ impl Shared {
                 payload: payload.clone(),
                 qos,
                 retain: false,
-                receipt: (qos > 0).then(|| receipt.clone()),
+                receipt: (qos > 0).then(|| Receipt {
+                    failed: failed.clone(),
+                }),
             };
             self.deliver(key, &tx, out).await;
         }
@@ -210,7 +222,11 @@ impl Shared {
                     return;
                 }
                 Err(mpsc::error::SendTimeoutError::Closed(_)) => return,
-                Err(mpsc::error::SendTimeoutError::Timeout(_)) => {}
+                Err(mpsc::error::SendTimeoutError::Timeout(out)) => {
+                    if let Some(r) = out.receipt {
+                        r.fail();
+                    }
+                }
             }
         }
         let n = self.stats.dropped.fetch_add(1, Ordering::Relaxed);
@@ -294,5 +310,64 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, mut stop: watch
         };
         let _ = tcp.set_nodelay(true);
         tokio::spawn(session::run(shared.clone(), tcp, peer, stop.clone()));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shared() -> Shared {
+        Shared {
+            cfg: BrokerConfig {
+                full_wait: Duration::from_millis(10),
+                ..BrokerConfig::default()
+            },
+            router: Mutex::default(),
+            clients: Mutex::default(),
+            ids: Mutex::default(),
+            next: AtomicU64::new(1),
+            stats: Arc::default(),
+        }
+    }
+
+    fn message(receipt: Option<Receipt>) -> Outgoing {
+        Outgoing {
+            topic: "t".into(),
+            payload: Bytes::from_static(b"x"),
+            qos: 1,
+            retain: false,
+            receipt,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_message_dropped_for_a_slow_subscriber_fails_its_publish() {
+        let s = shared();
+        let (queue, mut taken) = mpsc::channel(1);
+        s.deliver(1, &queue, message(None)).await;
+        let (failed, mut settled) = mpsc::channel(1);
+        let receipt = Receipt {
+            failed: failed.clone(),
+        };
+        drop(failed);
+        s.deliver(1, &queue, message(Some(receipt))).await;
+        assert_eq!(
+            settled.recv().await,
+            Some(()),
+            "the publish cannot be confirmed"
+        );
+        assert_eq!(s.stats.dropped.load(Ordering::Relaxed), 1);
+
+        // Taken by the subscriber and acknowledged (or the subscriber left): settled.
+        let (failed, mut settled) = mpsc::channel(1);
+        let receipt = Receipt {
+            failed: failed.clone(),
+        };
+        drop(failed);
+        let _ = taken.recv().await;
+        s.deliver(1, &queue, message(Some(receipt))).await;
+        drop(taken.recv().await);
+        assert_eq!(settled.recv().await, None);
     }
 }

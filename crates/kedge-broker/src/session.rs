@@ -239,28 +239,40 @@ struct PendingAck {
     deadline: tokio::time::Instant,
 }
 
-/// Waits until the oldest pending PUBACK may go (forever if none is pending); true when its
-/// subscribers all acknowledged or left, false when `ack_wait` ran out first.
-async fn front_settled(pending: &mut VecDeque<PendingAck>) -> bool {
+/// What became of a publish's deliveries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Outcome {
+    /// Every QoS 1 subscriber acknowledged it (or left).
+    Confirmed,
+    /// It was dropped for a subscriber too slow to take it.
+    Failed,
+    /// `ack_wait` ran out.
+    TimedOut,
+    Waiting,
+}
+
+/// Waits until the oldest pending PUBACK is decided (forever if none is pending).
+async fn front_settled(pending: &mut VecDeque<PendingAck>) -> Outcome {
     let Some(front) = pending.front_mut() else {
         return std::future::pending().await;
     };
     let Some(settled) = front.settled.as_mut() else {
-        return true;
+        return Outcome::Confirmed;
     };
-    tokio::time::timeout_at(front.deadline, settled.recv())
-        .await
-        .is_ok()
+    match tokio::time::timeout_at(front.deadline, settled.recv()).await {
+        Ok(None) => Outcome::Confirmed,
+        Ok(Some(())) => Outcome::Failed,
+        Err(_) => Outcome::TimedOut,
+    }
 }
 
-/// Whether a later pending PUBACK may go now too.
-fn is_settled(p: &mut PendingAck) -> bool {
-    p.settled.as_mut().is_none_or(|s| {
-        matches!(
-            s.try_recv(),
-            Err(mpsc::error::TryRecvError::Disconnected) | Ok(())
-        )
-    })
+/// What is known now of a later pending publish.
+fn outcome_now(p: &mut PendingAck) -> Outcome {
+    match p.settled.as_mut().map(|s| s.try_recv()) {
+        None | Some(Err(mpsc::error::TryRecvError::Disconnected)) => Outcome::Confirmed,
+        Some(Ok(())) => Outcome::Failed,
+        Some(Err(mpsc::error::TryRecvError::Empty)) => Outcome::Waiting,
+    }
 }
 
 /// Most messages written in one batch.
@@ -299,7 +311,7 @@ impl Session {
                         return Ok(());
                     }
                 }
-                confirmed = front_settled(&mut pending) => self.send_acks(&mut pending, confirmed).await?,
+                outcome = front_settled(&mut pending) => self.send_acks(&mut pending, outcome).await?,
                 n = rx.recv_many(&mut batch, BATCH.min(MAX_INFLIGHT - self.inflight.len())), if self.inflight.len() < MAX_INFLIGHT => {
                     if n == 0 {
                         return Err(SessionError::Closed);
@@ -324,35 +336,38 @@ impl Session {
         Packet::Publish(p)
     }
 
-    /// Sends the PUBACK of the oldest pending publish and of every later one already settled.
+    /// Sends the PUBACK of the oldest pending publish and of every later one already confirmed.
+    /// A publish that cannot be confirmed gets no PUBACK: its publisher is disconnected, which
+    /// any MQTT client takes as "not delivered" (the messages after it are re-sent too).
     async fn send_acks(
         &mut self,
         pending: &mut VecDeque<PendingAck>,
-        confirmed: bool,
+        first: Outcome,
     ) -> Result<(), SessionError> {
-        if !confirmed {
-            // No PUBACK we cannot stand behind: the publisher sees a lost connection and, as any
-            // MQTT client must, takes the message as not delivered.
-            self.shared
-                .stats
-                .unconfirmed
-                .fetch_add(1, Ordering::Relaxed);
-            return Err(SessionError::Protocol(format!(
-                "a subscriber did not acknowledge a message within {:?}; publisher disconnected unconfirmed",
-                self.shared.cfg.ack_wait
-            )));
-        }
         let mut acks = Vec::new();
-        if let Some(p) = pending.pop_front() {
-            acks.push(Packet::PubAck(PubAck::new(p.pkid)));
+        let mut outcome = first;
+        while outcome == Outcome::Confirmed {
+            if let Some(p) = pending.pop_front() {
+                acks.push(Packet::PubAck(PubAck::new(p.pkid)));
+            }
+            outcome = pending.front_mut().map_or(Outcome::Waiting, outcome_now);
         }
-        while let Some(p) = pending.front_mut()
-            && is_settled(p)
-        {
-            acks.push(Packet::PubAck(PubAck::new(p.pkid)));
-            pending.pop_front();
-        }
-        self.send(&acks).await
+        self.send(&acks).await?;
+        let why = match outcome {
+            Outcome::Failed => "a subscriber was too slow to take the message".to_string(),
+            Outcome::TimedOut => format!(
+                "a subscriber did not acknowledge the message within {:?}",
+                self.shared.cfg.ack_wait
+            ),
+            Outcome::Confirmed | Outcome::Waiting => return Ok(()),
+        };
+        self.shared
+            .stats
+            .unconfirmed
+            .fetch_add(1, Ordering::Relaxed);
+        Err(SessionError::Protocol(format!(
+            "{why}; publisher disconnected unconfirmed"
+        )))
     }
 
     fn pkid(&mut self) -> u16 {

@@ -237,3 +237,42 @@ async fn a_session_ends_when_its_certificate_expires() {
     );
     c.api.server.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_frame_over_the_limit_ends_only_that_session() {
+    let cfg = HubConfig {
+        max_frame: 64 << 10,
+        ..HubConfig::default()
+    };
+    let mut c = cloud(cfg).await;
+    let (eh, _down, _dir) = edge(&mut c, "edge-1", Duration::from_secs(3600)).await;
+    let (other, _down2, _dir2) = edge(&mut c, "edge-2", Duration::from_secs(3600)).await;
+    let big = Message::new(
+        "edged",
+        "resource",
+        "update",
+        "default/podstatus/p",
+        json!("x".repeat(100 << 10)),
+    );
+    let _ = eh.send(big).await;
+    assert!(matches!(next_event(&mut c.events).await, HubEvent::Disconnected(n) if n == "edge-1"));
+    // The other node's session is untouched and the first one comes back.
+    let small = Message::new(
+        "edged",
+        "resource",
+        "update",
+        "default/podstatus/q",
+        json!(1),
+    );
+    assert!(other.send(small).await);
+    let mut reconnected = false;
+    let mut got_small = false;
+    while !(reconnected && got_small) {
+        match next_event(&mut c.events).await {
+            HubEvent::Connected(n) if n == "edge-1" => reconnected = true,
+            HubEvent::Message(n, m) if n == "edge-2" => got_small = m.content == json!(1),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    c.api.server.shutdown().await;
+}

@@ -224,3 +224,25 @@ async fn a_node_renews_with_its_certificate_and_only_for_itself() {
     }
     c.api.server.shutdown().await;
 }
+
+#[tokio::test]
+async fn an_oversized_csr_is_refused() {
+    let c = cloud().await;
+    let token = c.ca.token(Duration::from_secs(60)).expect("token");
+    let jwt = token.split_once('.').expect("hash.jwt").1.to_string();
+    let tls = kedge_pki::node::client_config(c.ca.cert_der(), None).expect("tls");
+    let http = reqwest::Client::builder()
+        .use_preconfigured_tls(tls)
+        .build()
+        .expect("client");
+    let resp = http
+        .get(format!("{}/edge.crt", c.url()))
+        .header("NodeName", "edge-1")
+        .header("Authorization", format!("Bearer {jwt}"))
+        .body(vec![b'x'; 2 << 20])
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(resp.status().as_u16(), 413);
+    c.api.server.shutdown().await;
+}

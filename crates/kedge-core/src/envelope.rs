@@ -74,6 +74,9 @@ pub struct Route {
     pub resource: String,
 }
 
+/// The largest frame either side of the cloud–edge channel accepts (an encoded [`Message`]).
+pub const MAX_FRAME: usize = 16 << 20;
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Message {
     pub header: Header,

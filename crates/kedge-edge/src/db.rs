@@ -16,11 +16,29 @@ pub fn open(path: &Path) -> Result<Db, rusqlite::Error> {
     let db = Connection::open(path)?;
     db.busy_timeout(std::time::Duration::from_secs(5))?;
     db.execute_batch(
-        "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;
+        "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA journal_size_limit=1048576;
          PRAGMA mmap_size=67108864; PRAGMA cache_size=-16384;",
     )?;
     check(&db)?;
     Ok(Arc::new(Mutex::new(db)))
+}
+
+/// Whether `e` says the disk (or the database's size limit) is full.
+pub fn is_full(e: &rusqlite::Error) -> bool {
+    matches!(e, rusqlite::Error::SqliteFailure(f, _) if f.code == rusqlite::ErrorCode::DiskFull)
+}
+
+/// Checkpoints the write-ahead log into the database and truncates it, giving its space back to
+/// the file system; true when that worked.
+pub fn reclaim(db: &Connection) -> bool {
+    let done = db.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
+        r.get::<_, i64>(0)
+    });
+    tracing::info!(
+        ok = matches!(done, Ok(0)),
+        "disk full: write-ahead log checkpointed and truncated"
+    );
+    matches!(done, Ok(0))
 }
 
 /// SQLite's quick check (milliseconds for an edge's store): a damaged file stops the edge at

@@ -139,6 +139,10 @@ pub enum EdgeError {
     DeviceTwin(#[from] devicetwin::DeviceTwinError),
     #[error("{0}")]
     Cri(#[from] edged::cri::CriError),
+    #[error(
+        "{0} is in use by another kedge edge (it holds edge.lock there); stop it, or give this one its own --data-dir"
+    )]
+    Locked(PathBuf),
     #[error("edge database {path}: {cause}{hint}")]
     Db {
         path: PathBuf,
@@ -166,10 +170,18 @@ pub struct Edge {
     /// The broker devices use (the embedded one's actual port when 0 was asked).
     pub mqtt: eventbus::BrokerAddr,
     broker: Option<kedge_broker::Broker>,
+    /// `<data-dir>/edge.lock`, held while the edge runs.
+    _lock: std::fs::File,
 }
 
 /// Joins (once), connects to CloudHub, registers the node and keeps its status current.
 pub async fn start(cfg: EdgeConfig) -> Result<Edge, EdgeError> {
+    std::fs::create_dir_all(&cfg.data_dir).map_err(|cause| EdgeError::Io {
+        path: cfg.data_dir.clone(),
+        cause,
+    })?;
+    let lock = kedge_pki::lock_exclusive(&cfg.data_dir.join("edge.lock"))?
+        .ok_or_else(|| EdgeError::Locked(cfg.data_dir.clone()))?;
     let join_server = format!("https://{}", cfg.server(cfg.https_port));
     let dir = identity_dir(&cfg.data_dir);
     let id = load_or_join(&Join {
@@ -182,10 +194,6 @@ pub async fn start(cfg: EdgeConfig) -> Result<Edge, EdgeError> {
     let mut hcfg = client::HubConfig::new(cfg.server(cfg.hub_port), cfg.node.clone());
     hcfg.heartbeat = cfg.heartbeat;
     let (down_tx, down_rx) = mpsc::channel(1024);
-    std::fs::create_dir_all(&cfg.data_dir).map_err(|cause| EdgeError::Io {
-        path: cfg.data_dir.clone(),
-        cause,
-    })?;
     let path = cfg.data_dir.join("edge.db");
     let db = db::open(&path).map_err(|cause| EdgeError::Db {
         path: path.clone(),
@@ -249,6 +257,7 @@ pub async fn start(cfg: EdgeConfig) -> Result<Edge, EdgeError> {
         cri_endpoint,
         mqtt,
         broker,
+        _lock: lock,
     })
 }
 
@@ -311,22 +320,73 @@ async fn start_broker(
 
 /// Messages on eventbus→rest rules' topics: into the outbox in one commit (each kept until the
 /// cloud has delivered it), then acknowledged to the broker.
+///
+/// A store that fails (disk full, outbox full) is retried until it succeeds, the messages held
+/// unacknowledged meanwhile: nothing more is taken from the broker, whose publishers wait for
+/// their PUBACK (and are disconnected unconfirmed if it takes too long), so a device is never
+/// told "stored" of a message that was not.
 async fn upload(outbox: &Outbox, bus: &eventbus::EventBus, burst: Vec<eventbus::Inbound>) {
-    let msgs = burst
-        .iter()
-        .map(|m| {
-            let content = kedge_core::rule::body_to_content(&m.payload);
-            Message::new("bus", group::USER, op::UPLOAD, &m.topic, content)
-        })
-        .collect();
-    if let Err(e) = outbox.push_many(msgs) {
-        // Left unacknowledged at the broker rather than acknowledged and lost.
-        tracing::warn!(messages = burst.len(), error = %e, "messages for the cloud not queued");
-        return;
+    let burst = fit_the_channel(bus, burst).await;
+    let msgs = |rest: &[eventbus::Inbound]| {
+        rest.iter()
+            .map(|m| {
+                let content = kedge_core::rule::body_to_content(&m.payload);
+                Message::new("bus", group::USER, op::UPLOAD, &m.topic, content)
+            })
+            .collect()
+    };
+    let mut delay = Duration::from_millis(100);
+    let mut held = false;
+    let mut done = 0;
+    while done < burst.len() {
+        // Stored: the first `n`. (One message always fits an empty outbox: the largest MQTT
+        // packet is smaller than its bound, so this ends once the cloud drains it.)
+        let why = match outbox.push_many(msgs(&burst[done..])) {
+            Ok(0) => "the outbox or the disk is full".to_string(),
+            Ok(n) => {
+                for m in &burst[done..done + n] {
+                    bus.ack(m).await;
+                }
+                done += n;
+                delay = Duration::from_millis(100);
+                continue;
+            }
+            Err(e) => e.to_string(),
+        };
+        if !held {
+            tracing::warn!(messages = burst.len() - done, reason = %why, "messages for the cloud held back (not yet confirmed to their devices) until they can be stored");
+            held = true;
+        }
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_secs(5));
     }
-    for m in &burst {
-        bus.ack(m).await;
+    if held {
+        tracing::warn!("messages for the cloud stored again");
     }
+}
+
+/// Leaves out, with a warning, a message too large for the cloud–edge channel once encoded (a
+/// binary body grows by a third in base64): stored, it would be re-sent and refused for ever,
+/// holding up everything behind it. It is acknowledged all the same: left unacknowledged it
+/// would hold one of the broker's in-flight places (an external broker's few) for good.
+async fn fit_the_channel(
+    bus: &eventbus::EventBus,
+    burst: Vec<eventbus::Inbound>,
+) -> Vec<eventbus::Inbound> {
+    let mut fit = Vec::with_capacity(burst.len());
+    for m in burst {
+        let content = kedge_core::rule::body_to_content(&m.payload);
+        let size = Message::new("bus", group::USER, op::UPLOAD, &m.topic, content)
+            .encode()
+            .len();
+        if size > kedge_core::envelope::MAX_FRAME {
+            tracing::warn!(topic = %m.topic, size, max = kedge_core::envelope::MAX_FRAME, "message too large for the cloud: not taken");
+            bus.ack(&m).await;
+        } else {
+            fit.push(m);
+        }
+    }
+    fit
 }
 
 /// At most this many MQTT messages are taken from the queue at once (one outbox commit).

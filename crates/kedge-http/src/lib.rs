@@ -1,6 +1,7 @@
 //! Every kedge HTTPS listener (API server, join server, CloudHub) runs the same accept loop:
-//! TLS handshake with a deadline, HTTP/1.1 and h2 (with upgrades, for WebSockets), back-off on
-//! accept errors such as EMFILE, and a shutdown signal.
+//! TLS handshake with a deadline and a bound on handshakes under way (`pending`), HTTP/1.1 and
+//! h2 (with upgrades, for WebSockets), back-off on accept errors such as EMFILE, and a shutdown
+//! signal.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -15,6 +16,12 @@ use tokio_rustls::TlsAcceptor;
 
 /// How long a client has to finish the TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Handshakes under way on one listener, in all and from one address (a NATed site's edges
+/// share one): beyond that a new connection is closed at once.
+const MAX_HANDSHAKES: usize = 2048;
+const MAX_HANDSHAKES_PER_IP: usize = 512;
+
+pub mod pending;
 
 #[derive(Debug, thiserror::Error)]
 #[error("cannot listen on {addr}: {cause}")]
@@ -81,6 +88,8 @@ async fn accept_loop(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut backoff = Duration::from_millis(5);
+    let pending = pending::Pending::new(MAX_HANDSHAKES, MAX_HANDSHAKES_PER_IP);
+    let mut refused: u64 = 0;
     loop {
         let (tcp, peer) = tokio::select! {
             r = listener.accept() => match r {
@@ -95,10 +104,19 @@ async fn accept_loop(
             },
             _ = shutdown.changed() => return,
         };
+        let Some(place) = pending.enter(peer.ip()) else {
+            refused += 1;
+            if refused.is_power_of_two() {
+                tracing::warn!(%peer, refused, "too many TLS handshakes under way; connection closed");
+            }
+            continue;
+        };
         let (acceptor, router) = (acceptor.clone(), router.clone());
         let _ = tcp.set_nodelay(true);
         tokio::spawn(async move {
-            let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+            let handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await;
+            drop(place);
+            let tls = match handshake {
                 Ok(Ok(s)) => s,
                 Ok(Err(e)) => {
                     tracing::debug!(%peer, error = %e, "TLS handshake failed");

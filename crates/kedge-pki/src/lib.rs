@@ -270,6 +270,23 @@ fn create_atomically(data_dir: &Path, dir: &Path) -> Result<(), PkiError> {
     }
 }
 
+/// Takes an exclusive lock on the file at `path` (created if missing), held until the returned
+/// file is dropped or the process ends, however it ends; `None` when another process holds it.
+/// One process per data directory: two would write one store.
+pub fn lock_exclusive(path: &Path) -> Result<Option<fs::File>, PkiError> {
+    let file = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)
+        .map_err(io_err(path))?;
+    match file.try_lock() {
+        Ok(()) => Ok(Some(file)),
+        Err(fs::TryLockError::WouldBlock) => Ok(None),
+        Err(fs::TryLockError::Error(e)) => Err(io_err(path)(e)),
+    }
+}
+
 /// Writes a file readable only by its owner, and syncs it.
 pub fn write_private(path: &Path, data: &[u8]) -> Result<(), PkiError> {
     let mut opts = fs::OpenOptions::new();

@@ -44,10 +44,26 @@ fn run() -> anyhow::Result<()> {
         )
         .with_writer(std::io::stderr)
         .init();
+    raise_open_files_limit();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
     rt.block_on(cli::run(args))
+}
+
+/// Every edge holds a connection at the cloud: the usual soft limit of 1,024 open files would
+/// cap a cloud near a thousand edges. Raise it to the hard limit, as Go programs do at start.
+fn raise_open_files_limit() {
+    let Ok((soft, hard)) = rlimit::getrlimit(rlimit::Resource::NOFILE) else {
+        return;
+    };
+    let want = hard.min(1 << 20);
+    if soft < want {
+        match rlimit::setrlimit(rlimit::Resource::NOFILE, want, hard) {
+            Ok(()) => tracing::debug!(from = soft, to = want, "open-files limit raised"),
+            Err(e) => tracing::warn!(soft, error = %e, "open-files limit not raised"),
+        }
+    }
 }
 
 #[cfg(test)]

@@ -1,5 +1,6 @@
 //! A damaged store at start: a clear error naming the file and the way out, the file left as it
 //! was (so it can still be recovered), and the same answer on every start — never a panic loop.
+//! A store in use by another process: refused, so one store never has two writers.
 
 mod common;
 
@@ -134,5 +135,9 @@ fn a_damaged_edge_store_is_refused_clearly_and_left_untouched() {
     }
     // Moved aside, as the message says: the edge starts afresh.
     std::fs::rename(&db, dir.path().join("edge.db.damaged")).expect("move aside");
-    common::EdgeProc::start(&cloud, dir.path(), "kube-edge-1", "");
+    let _edge = common::EdgeProc::start(&cloud, dir.path(), "kube-edge-1", "");
+    // A second edge on the same data directory is refused while the first runs.
+    let err = edge_refuses(&cloud, dir.path());
+    assert!(err.contains("in use by another kedge edge"), "{err}");
+    assert!(err.contains("--data-dir"), "{err}");
 }

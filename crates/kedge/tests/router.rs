@@ -458,3 +458,34 @@ fn eventbus_messages_made_while_the_cloud_is_dead_arrive_after_it_restarts() {
     }
     drop(cloud);
 }
+
+/// A message too large for the cloud–edge channel once encoded (13 MiB of binary: 17 MiB in
+/// base64) is left out with a warning; it does not wedge the messages behind it.
+#[test]
+fn an_eventbus_message_too_large_for_the_channel_blocks_nothing() {
+    let dir = tempfile::tempdir().expect("dir");
+    let up = Kedge::up(dir.path(), 0);
+    let app = App::start(0);
+    app::eventbus_to_app(&up, app.port);
+    until(Duration::from_secs(30), "the rule in effect", || {
+        mqtt::publish(up.mqtt_port, "default/test", "warm-up");
+        app.got.recv_timeout(Duration::from_millis(500)).is_ok()
+    });
+    while app.got.try_recv().is_ok() {}
+    let big = dir.path().join("big");
+    let bytes: Vec<u8> = (0..13u32 << 20).map(|i| (i % 251) as u8 | 0x80).collect();
+    std::fs::write(&big, bytes).expect("write");
+    let out = Command::new("mosquitto_pub")
+        .args(["-h", "127.0.0.1", "-p", &up.mqtt_port.to_string()])
+        .args(["-q", "1", "-t", "default/test", "-f"])
+        .arg(&big)
+        .output()
+        .expect("mosquitto_pub runs");
+    assert!(out.status.success(), "{out:?}");
+    mqtt::publish(up.mqtt_port, "default/test", "after");
+    let (_, body) = app
+        .got
+        .recv_timeout(Duration::from_secs(30))
+        .expect("the next message arrives");
+    assert_eq!(body, "after");
+}

@@ -48,7 +48,7 @@ impl Default for HubConfig {
     fn default() -> Self {
         HubConfig {
             keepalive_timeout: Duration::from_secs(30),
-            max_frame: 16 << 20,
+            max_frame: kedge_core::envelope::MAX_FRAME,
             node_queue: 1024,
             // Well above what one edge needs (eventbus→rest aims at 10,000 msg/s), low enough
             // that one runaway edge cannot take the controllers from the others.

@@ -35,7 +35,7 @@ impl HubConfig {
             node: node.into(),
             project: DEFAULT_PROJECT.into(),
             heartbeat: Duration::from_secs(15),
-            max_frame: 16 << 20,
+            max_frame: kedge_core::envelope::MAX_FRAME,
         }
     }
 }

@@ -15,23 +15,56 @@ use tokio::sync::Notify;
 /// Runs `f` in one SQLite transaction (rolled back if it fails).
 fn in_transaction(
     db: &rusqlite::Connection,
-    f: impl FnOnce() -> rusqlite::Result<()>,
+    mut f: impl FnMut() -> rusqlite::Result<()>,
 ) -> rusqlite::Result<()> {
-    db.prepare_cached("BEGIN")?.execute([])?;
-    let done = f().and_then(|()| db.prepare_cached("COMMIT")?.execute([]).map(drop));
-    if done.is_err() {
-        let _ = db.execute_batch("ROLLBACK");
+    let mut attempt = || {
+        db.prepare_cached("BEGIN")?.execute([])?;
+        let done = f().and_then(|()| db.prepare_cached("COMMIT")?.execute([]).map(drop));
+        if done.is_err() {
+            let _ = db.execute_batch("ROLLBACK");
+        }
+        done
+    };
+    match attempt() {
+        // A full disk: the write-ahead log may hold what deleted rows freed; give it back, and
+        // try once more (deleting acknowledged messages must not wait for free space).
+        Err(e) if crate::db::is_full(&e) && crate::db::reclaim(db) => attempt(),
+        done => done,
     }
-    done
 }
 
 /// Default bound on what the outbox holds.
 pub const DEFAULT_MAX_BYTES: u64 = 64 << 20;
 
+/// Free space (on the file system, or free pages inside the database) the outbox leaves alone:
+/// SQLite needs room to checkpoint its write-ahead log and to delete what the cloud
+/// acknowledged. Filled to the last byte, a database can no longer even delete (measured: a
+/// 3 MiB disk wedged for good).
+pub const DISK_RESERVE: u64 = 8 << 20;
+
+/// Bytes the database can still grow into: free on its file system plus its free pages.
+fn disk_room(db: &rusqlite::Connection) -> Option<u64> {
+    let dir = Path::new(db.path()?).parent()?;
+    let fs = rustix::fs::statvfs(dir).ok()?;
+    let page = |p: &str| db.query_row(p, [], |r| r.get::<_, i64>(0)).ok();
+    let free_pages = page("PRAGMA freelist_count")? * page("PRAGMA page_size")?;
+    Some(fs.f_bavail * fs.f_frsize + free_pages.unsigned_abs())
+}
+
+/// Whether `bytes` more fit on the disk with [`DISK_RESERVE`] left over (yes when unknown).
+fn disk_fits(db: &rusqlite::Connection, bytes: u64) -> bool {
+    disk_room(db).is_none_or(|room| room >= DISK_RESERVE + bytes)
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum OutboxError {
     #[error("the outbox is full ({max} bytes of messages waiting for the cloud); message dropped")]
     Full { max: u64 },
+    #[error(
+        "the edge's disk is nearly full (the outbox keeps {} MiB free); message not stored",
+        DISK_RESERVE >> 20
+    )]
+    DiskFull,
     #[error("outbox store: {0}")]
     Db(#[from] rusqlite::Error),
 }
@@ -132,6 +165,9 @@ impl Outbox {
         if bytes > self.max_bytes {
             return Err(self.refuse());
         }
+        if !disk_fits(&db, text.len() as u64) {
+            return Err(OutboxError::DiskFull);
+        }
         let seq = st.seq + 1;
         db.prepare_cached("INSERT OR REPLACE INTO outbox (key, seq, msg) VALUES (?1, ?2, ?3)")?
             .execute(params![key, seq as i64, text])?;
@@ -163,21 +199,26 @@ impl Outbox {
 
     /// Stores unkeyed messages (eventbus→rest uploads) in one transaction: one commit for a
     /// burst rather than one each, which was most of what an upload cost. Returns how many were
-    /// stored; the others did not fit (each warned about, as `push` does).
+    /// stored: the first ones, up to one that does not fit (in the outbox's bound, or on the
+    /// disk); the caller holds the rest back and offers them again.
     pub fn push_many(&self, msgs: Vec<Message>) -> Result<usize, OutboxError> {
         let db = crate::db::lock(&self.db);
         let mut st = self.state();
         let (mut seq, mut bytes) = (st.seq, st.bytes);
+        let room = disk_room(&db).map_or(u64::MAX, |r| r.saturating_sub(DISK_RESERVE));
         let mut rows = Vec::with_capacity(msgs.len());
         for msg in msgs {
             let text = msg.encode();
-            if bytes + text.len() as u64 > self.max_bytes {
-                self.refuse();
-                continue;
+            let more = bytes - st.bytes + text.len() as u64;
+            if bytes + text.len() as u64 > self.max_bytes || more > room {
+                break;
             }
             seq += 1;
             bytes += text.len() as u64;
             rows.push((msg, seq, text));
+        }
+        if rows.is_empty() {
+            return Ok(0);
         }
         in_transaction(&db, || {
             let mut insert =
@@ -406,8 +447,8 @@ mod tests {
         assert_eq!(o.push_many(vec![status(20), status(21)]).expect("batch"), 0);
         assert_eq!(
             (o.len(), o.refused()),
-            (before, 3),
-            "a batch that does not fit"
+            (before, 1),
+            "a batch that does not fit is held back by its caller, not dropped"
         );
     }
 }

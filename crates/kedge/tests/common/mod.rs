@@ -284,6 +284,10 @@ impl Kedge {
         Self::from_lines(child, data_dir, &lines)
     }
 
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Whether the process is still running.
     pub fn alive(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
