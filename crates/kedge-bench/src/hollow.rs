@@ -227,9 +227,17 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
     let up = Arc::new(AtomicUsize::new(0));
     let hub_addr = format!("127.0.0.1:{}", ports.1);
     let started = Instant::now();
-    for (node, id) in ids {
+    for (i, (node, id)) in ids.into_iter().enumerate() {
         let (tx, rx) = tokio::sync::mpsc::channel(64);
-        let hub = client::spawn(client::HubConfig::new(&hub_addr, &node), id, tx)?;
+        let mut hcfg = client::HubConfig::new(&hub_addr, &node);
+        // Each edge from an address of its own (127.0.x.y), as a real fleet connects.
+        hcfg.source = Some(std::net::IpAddr::from([
+            127,
+            0,
+            (i / 250) as u8,
+            (i % 250 + 2) as u8,
+        ]));
+        let hub = client::spawn(hcfg, id, tx)?;
         tokio::spawn(hollow(node, hub, rx, up.clone()));
     }
     let connect = wait_connected(&up, a.count, Duration::from_secs(600), "connected").await?;

@@ -16,9 +16,11 @@ use tokio_rustls::TlsAcceptor;
 
 /// How long a client has to finish the TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Handshakes under way on one listener, in all and from one address (a NATed site's edges
-/// share one): beyond that a new connection is closed at once.
+/// Handshakes under way on one listener: beyond this the listener accepts no more until one
+/// ends (the rest wait in the kernel's queue, as in a reconnect storm).
 const MAX_HANDSHAKES: usize = 2048;
+/// Handshakes under way from one address (a NATed site's edges share one): beyond this a new
+/// connection from it is closed at once, so one flooding address cannot hold all the places.
 const MAX_HANDSHAKES_PER_IP: usize = 512;
 
 pub mod pending;
@@ -89,8 +91,16 @@ async fn accept_loop(
 ) {
     let mut backoff = Duration::from_millis(5);
     let pending = pending::Pending::new(MAX_HANDSHAKES, MAX_HANDSHAKES_PER_IP);
+    let places = std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_HANDSHAKES));
     let mut refused: u64 = 0;
     loop {
+        let place_in_all = tokio::select! {
+            p = places.clone().acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => return,
+            },
+            _ = shutdown.changed() => return,
+        };
         let (tcp, peer) = tokio::select! {
             r = listener.accept() => match r {
                 Ok(x) => { backoff = Duration::from_millis(5); x }
@@ -115,7 +125,7 @@ async fn accept_loop(
         let _ = tcp.set_nodelay(true);
         tokio::spawn(async move {
             let handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await;
-            drop(place);
+            drop((place, place_in_all));
             let tls = match handshake {
                 Ok(Ok(s)) => s,
                 Ok(Err(e)) => {

@@ -26,6 +26,9 @@ pub struct HubConfig {
     /// Keepalive period (KubeEdge: 15 s).
     pub heartbeat: Duration,
     pub max_frame: usize,
+    /// The local address to connect from (default: the system's choice). The load tool gives
+    /// each simulated edge its own, as real edges have.
+    pub source: Option<std::net::IpAddr>,
 }
 
 impl HubConfig {
@@ -36,6 +39,7 @@ impl HubConfig {
             project: DEFAULT_PROJECT.into(),
             heartbeat: Duration::from_secs(15),
             max_frame: kedge_core::envelope::MAX_FRAME,
+            source: None,
         }
     }
 }
@@ -129,6 +133,24 @@ pub enum ConnectError {
     Address(String),
 }
 
+/// A TCP connection to CloudHub, from `cfg.source` when given.
+async fn dial(cfg: &HubConfig) -> std::io::Result<TcpStream> {
+    let Some(source) = cfg.source else {
+        return TcpStream::connect(&cfg.server).await;
+    };
+    let to = tokio::net::lookup_host(&cfg.server)
+        .await?
+        .find(|a| a.is_ipv4() == source.is_ipv4())
+        .ok_or_else(|| std::io::Error::other("no address of the server's family"))?;
+    let socket = if source.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.bind(std::net::SocketAddr::new(source, 0))?;
+    socket.connect(to).await
+}
+
 async fn connect(cfg: &HubConfig, tls: Arc<rustls::ClientConfig>) -> Result<Ws, ConnectError> {
     let host = cfg
         .server
@@ -137,7 +159,7 @@ async fn connect(cfg: &HubConfig, tls: Arc<rustls::ClientConfig>) -> Result<Ws, 
         .ok_or_else(|| ConnectError::Address(cfg.server.clone()))?;
     let name = rustls::pki_types::ServerName::try_from(host)
         .map_err(|_| ConnectError::Address(cfg.server.clone()))?;
-    let tcp = tokio::time::timeout(Duration::from_secs(10), TcpStream::connect(&cfg.server))
+    let tcp = tokio::time::timeout(Duration::from_secs(10), dial(cfg))
         .await
         .map_err(|_| ConnectError::Tcp(std::io::ErrorKind::TimedOut.into()))?
         .map_err(ConnectError::Tcp)?;
