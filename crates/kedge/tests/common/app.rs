@@ -9,6 +9,8 @@ pub struct Request {
     pub header: String,
     pub body: String,
     pub stream: std::net::TcpStream,
+    /// The whole request arrived (a sender killed mid-request leaves only part of one).
+    pub complete: bool,
 }
 
 /// Reads a request, keeping the value of `header` (lower case).
@@ -18,9 +20,14 @@ pub fn read_request(stream: std::net::TcpStream, header: &str) -> Request {
     let mut line = String::new();
     let _ = r.read_line(&mut line);
     let (mut len, mut value) = (0usize, String::new());
+    let mut headers_ended = false;
     loop {
         let mut h = String::new();
-        if r.read_line(&mut h).unwrap_or(0) == 0 || h == "\r\n" {
+        if r.read_line(&mut h).unwrap_or(0) == 0 {
+            break;
+        }
+        if h == "\r\n" {
+            headers_ended = true;
             break;
         }
         if let Some((name, v)) = h.split_once(':') {
@@ -33,8 +40,9 @@ pub fn read_request(stream: std::net::TcpStream, header: &str) -> Request {
         }
     }
     let mut body = vec![0; len];
-    let _ = r.read_exact(&mut body);
+    let body_read = r.read_exact(&mut body).is_ok();
     Request {
+        complete: line.ends_with("\r\n") && headers_ended && body_read,
         line,
         header: value,
         body: String::from_utf8_lossy(&body).into_owned(),
@@ -42,8 +50,8 @@ pub fn read_request(stream: std::net::TcpStream, header: &str) -> Request {
     }
 }
 
-/// A small HTTP server: every request's (NodeName header, body) arrives on the channel; it
-/// answers 200. After `stop` its port is free again.
+/// A small HTTP server: every complete request's (NodeName header, body) arrives on the
+/// channel, answered 200; one cut off mid-way is neither. After `stop` its port is free again.
 pub struct App {
     pub port: u16,
     pub got: std::sync::mpsc::Receiver<(String, String)>,
@@ -68,6 +76,11 @@ impl App {
                 };
                 let _ = stream.set_nonblocking(false);
                 let mut req = read_request(stream, "nodename");
+                if !req.complete {
+                    // The sender died mid-request: nothing was delivered (and nothing is
+                    // acknowledged, so it comes again).
+                    continue;
+                }
                 let _ = req.stream.write_all(
                     b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
                 );
