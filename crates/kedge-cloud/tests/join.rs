@@ -29,6 +29,24 @@ impl Cloud {
     }
 }
 
+/// `GET /edge.crt` as node `node` with a fresh token and `csr` as the body.
+async fn ask_certificate(c: &Cloud, node: &str, csr: Vec<u8>) -> reqwest::Response {
+    let token = c.ca.token(Duration::from_secs(60)).expect("token");
+    let jwt = token.split_once('.').expect("hash.jwt").1.to_string();
+    let tls = kedge_pki::node::client_config(c.ca.cert_der(), None).expect("tls");
+    let http = reqwest::Client::builder()
+        .use_preconfigured_tls(tls)
+        .build()
+        .expect("client");
+    http.get(format!("{}/edge.crt", c.url()))
+        .header("NodeName", node)
+        .header("Authorization", format!("Bearer {jwt}"))
+        .body(csr)
+        .send()
+        .await
+        .expect("request")
+}
+
 async fn try_join(
     c: &Cloud,
     node: &str,
@@ -127,22 +145,8 @@ async fn bad_tokens_are_refused_with_clear_errors() {
 #[tokio::test]
 async fn a_csr_for_another_node_is_refused() {
     let c = cloud().await;
-    let token = c.ca.token(Duration::from_secs(60)).expect("token");
-    let jwt = token.split_once('.').expect("hash.jwt").1.to_string();
     let (_key, csr) = kedge_pki::node::node_csr("edge-2").expect("csr");
-    let tls = kedge_pki::node::client_config(c.ca.cert_der(), None).expect("tls");
-    let http = reqwest::Client::builder()
-        .use_preconfigured_tls(tls)
-        .build()
-        .expect("client");
-    let resp = http
-        .get(format!("{}/edge.crt", c.url()))
-        .header("NodeName", "edge-1")
-        .header("Authorization", format!("Bearer {jwt}"))
-        .body(csr)
-        .send()
-        .await
-        .expect("request");
+    let resp = ask_certificate(&c, "edge-1", csr).await;
     assert_eq!(resp.status().as_u16(), 400);
     let text = resp.text().await.expect("body");
     assert!(text.contains("system:node:edge-1"), "{text}");
@@ -228,21 +232,7 @@ async fn a_node_renews_with_its_certificate_and_only_for_itself() {
 #[tokio::test]
 async fn an_oversized_csr_is_refused() {
     let c = cloud().await;
-    let token = c.ca.token(Duration::from_secs(60)).expect("token");
-    let jwt = token.split_once('.').expect("hash.jwt").1.to_string();
-    let tls = kedge_pki::node::client_config(c.ca.cert_der(), None).expect("tls");
-    let http = reqwest::Client::builder()
-        .use_preconfigured_tls(tls)
-        .build()
-        .expect("client");
-    let resp = http
-        .get(format!("{}/edge.crt", c.url()))
-        .header("NodeName", "edge-1")
-        .header("Authorization", format!("Bearer {jwt}"))
-        .body(vec![b'x'; 2 << 20])
-        .send()
-        .await
-        .expect("request");
+    let resp = ask_certificate(&c, "edge-1", vec![b'x'; 2 << 20]).await;
     assert_eq!(resp.status().as_u16(), 413);
     c.api.server.shutdown().await;
 }

@@ -45,17 +45,6 @@ async fn closed_within(conns: &mut [TcpStream], within: Duration) -> usize {
         .count()
 }
 
-fn ready(k: &Kedge, node: &str) -> bool {
-    let out = k.kubectl(&[
-        "get",
-        "node",
-        node,
-        "-o",
-        "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}",
-    ]);
-    String::from_utf8_lossy(&out.stdout) == "True"
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_connection_flood_is_bounded_and_starves_no_one() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -88,7 +77,7 @@ async fn a_connection_flood_is_bounded_and_starves_no_one() {
     wait_until(
         Duration::from_secs(30),
         "edge-a Ready during the flood",
-        || ready(&k, "edge-a").then_some(()),
+        || (k.node_ready("edge-a") == "True").then_some(()),
     );
     assert!(
         started.elapsed() < Duration::from_secs(9),

@@ -6,23 +6,12 @@ use std::time::Duration;
 
 use common::{EdgeProc, Kedge, wait_until};
 
-fn ready(k: &Kedge, node: &str) -> String {
-    let out = k.kubectl(&[
-        "get",
-        "node",
-        node,
-        "-o",
-        "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}",
-    ]);
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 #[test]
 fn kedge_up_brings_a_ready_edge_node() {
     let dir = tempfile::tempdir().expect("tempdir");
     let k = Kedge::up(dir.path(), 0);
     wait_until(Duration::from_secs(20), "kube-edge-1 Ready", || {
-        (ready(&k, "kube-edge-1") == "True").then_some(())
+        (k.node_ready("kube-edge-1") == "True").then_some(())
     });
     let roles = k.ok(&[
         "get",
@@ -82,17 +71,17 @@ fn an_edge_joins_goes_not_ready_when_killed_and_comes_back_without_a_token() {
     let k = Kedge::cloud(cloud_dir.path());
     let mut edge = EdgeProc::start(&k, edge_dir.path(), "edge-a", &k.token());
     wait_until(Duration::from_secs(20), "edge-a Ready", || {
-        (ready(&k, "edge-a") == "True").then_some(())
+        (k.node_ready("edge-a") == "True").then_some(())
     });
     edge.kill9();
     wait_until(Duration::from_secs(60), "edge-a NotReady", || {
-        (ready(&k, "edge-a") == "Unknown").then_some(())
+        (k.node_ready("edge-a") == "Unknown").then_some(())
     });
     assert!(k.ok(&["get", "nodes"]).contains("NotReady"));
     // Its certificate is kept: no token needed to come back.
     let _edge = EdgeProc::start(&k, edge_dir.path(), "edge-a", "");
     wait_until(Duration::from_secs(20), "edge-a Ready again", || {
-        (ready(&k, "edge-a") == "True").then_some(())
+        (k.node_ready("edge-a") == "True").then_some(())
     });
 }
 
@@ -169,7 +158,7 @@ fn rotating_the_token_key_revokes_earlier_tokens() {
     let _a = EdgeProc::start(&k, joined_dir.path(), "edge-a", "");
     for node in ["edge-a", "edge-b"] {
         wait_until(Duration::from_secs(60), &format!("{node} Ready"), || {
-            (ready(&k, node) == "True").then_some(())
+            (k.node_ready(node) == "True").then_some(())
         });
     }
 }

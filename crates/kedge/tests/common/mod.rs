@@ -284,6 +284,18 @@ impl Kedge {
         Self::from_lines(child, data_dir, &lines)
     }
 
+    /// The node's Ready condition status (`True`, `False`, `Unknown`; empty when none).
+    pub fn node_ready(&self, node: &str) -> String {
+        let out = self.kubectl(&[
+            "get",
+            "node",
+            node,
+            "-o",
+            "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}",
+        ]);
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
