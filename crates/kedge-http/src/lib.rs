@@ -90,7 +90,7 @@ async fn accept_loop(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut backoff = Duration::from_millis(5);
-    let pending = pending::Pending::new(MAX_HANDSHAKES, MAX_HANDSHAKES_PER_IP);
+    let pending = pending::Pending::new(MAX_HANDSHAKES_PER_IP);
     let places = std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_HANDSHAKES));
     let mut refused: u64 = 0;
     loop {

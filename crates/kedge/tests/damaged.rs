@@ -15,23 +15,8 @@ fn a_damaged_api_store_is_refused_clearly_and_left_untouched() {
     std::fs::write(&db, &garbage).expect("write");
     for _ in 0..2 {
         let mut child = Command::new(env!("CARGO_BIN_EXE_kedge"))
-            .args([
-                "cloud",
-                "--bind",
-                "127.0.0.1",
-                "--api-port",
-                "0",
-                "--hub-port",
-                "0",
-            ])
-            .args([
-                "--https-port",
-                "0",
-                "--metrics-port",
-                "0",
-                "--router-port",
-                "0",
-            ])
+            .args(["cloud", "--bind", "127.0.0.1"])
+            .args(common::CLOUD_FREE_PORTS)
             .arg("--data-dir")
             .arg(dir.path())
             .stdout(std::process::Stdio::piped())

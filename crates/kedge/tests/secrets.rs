@@ -1,6 +1,8 @@
 //! Secrets never reach the logs: a cloud and an edge at debug level, joined with a token, with a
 //! router token and router calls made, print none of the secrets they hold.
 
+mod common;
+
 use std::io::{BufRead, BufReader, Read};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -86,23 +88,10 @@ fn no_secret_is_logged_at_debug_level() {
     let cloud_data = cloud_dir.path().to_str().expect("utf-8");
     let router_token = "router-s3cret-0123456789abcdef";
     let cloud = Logged::start(
-        &[
-            "cloud",
-            "--data-dir",
-            cloud_data,
-            "--bind",
-            "127.0.0.1",
-            "--api-port",
-            "0",
-            "--hub-port",
-            "0",
-            "--https-port",
-            "0",
-            "--metrics-port",
-            "0",
-            "--router-port",
-            "0",
-        ],
+        &["cloud", "--data-dir", cloud_data, "--bind", "127.0.0.1"]
+            .into_iter()
+            .chain(common::CLOUD_FREE_PORTS)
+            .collect::<Vec<_>>(),
         &[("KEDGE_ROUTER_TOKEN", router_token)],
     );
     let hub = port(&cloud.wait_for("CloudHub:"));

@@ -23,6 +23,20 @@ pub fn wait_until<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> Optio
     }
 }
 
+/// `kedge cloud`'s listeners each on a free port.
+pub const CLOUD_FREE_PORTS: [&str; 10] = [
+    "--api-port",
+    "0",
+    "--hub-port",
+    "0",
+    "--https-port",
+    "0",
+    "--metrics-port",
+    "0",
+    "--router-port",
+    "0",
+];
+
 /// A running `kedge up`.
 pub struct Kedge {
     child: Child,
@@ -236,19 +250,7 @@ impl Kedge {
 
     /// `kedge cloud` with its default listen addresses (free ports).
     pub fn cloud_default_binds(data_dir: &Path) -> Kedge {
-        let args = [
-            "cloud",
-            "--api-port",
-            "0",
-            "--hub-port",
-            "0",
-            "--https-port",
-            "0",
-            "--metrics-port",
-            "0",
-            "--router-port",
-            "0",
-        ];
+        let args: Vec<&str> = std::iter::once("cloud").chain(CLOUD_FREE_PORTS).collect();
         let (child, lines) = spawn_kedge(&args, data_dir, Stdio::inherit());
         Self::from_lines(child, data_dir, &lines)
     }
