@@ -2,55 +2,25 @@
 
 use std::sync::Arc;
 
-use axum::http::{HeaderMap, HeaderValue, Method, StatusCode};
+use axum::http::{HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use bytes::{BufMut, Bytes, BytesMut};
 use serde_json::{Value, json};
 
 use crate::api::Api;
+use crate::call::{Call, Filter, served_json, served_value};
 use crate::error::ApiError;
 use crate::graceful::{self, PodDeletion};
 use crate::meta::{FieldValidation, Target, now, prepare_create, prepare_update, str_at};
 use crate::patch::{self, PatchKind};
 use crate::registry::{CRD_KEY, Resource};
-use crate::request::{Query, ResourcePath, decode_body};
-use crate::selectors::{FieldSelector, LabelSelector};
+use crate::request::decode_body;
 use crate::store::{Change, Stored, Written};
 use crate::table;
 
 /// Namespaces that always exist and cannot be deleted.
 pub const SYSTEM_NAMESPACES: [&str; 4] =
     ["default", "kube-system", "kube-public", "kube-node-lease"];
-
-pub struct Call {
-    pub method: Method,
-    pub path: ResourcePath,
-    pub query: Query,
-    pub headers: HeaderMap,
-    pub body: Bytes,
-}
-
-impl Call {
-    fn header(&self, name: &str) -> &str {
-        self.headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-    }
-
-    fn namespace(&self) -> &str {
-        self.path.namespace.as_deref().unwrap_or("")
-    }
-
-    fn table_include(&self) -> Option<String> {
-        table::wants_table(self.header("accept")).then(|| {
-            self.query
-                .get("includeObject")
-                .unwrap_or("Metadata")
-                .to_string()
-        })
-    }
-}
 
 fn json_response(code: StatusCode, body: Bytes, warnings: &[String]) -> Response {
     let mut resp = (code, [("content-type", "application/json")], body).into_response();
@@ -65,25 +35,6 @@ fn json_response(code: StatusCode, body: Bytes, warnings: &[String]) -> Response
 
 fn to_bytes(v: &Value) -> Bytes {
     Bytes::from(serde_json::to_vec(v).unwrap_or_default())
-}
-
-/// The stored object as served at `version` (CRDs with several versions differ only in
-/// `apiVersion`: kedge, like the `None` conversion strategy, converts nothing else).
-pub fn served_json(res: &Resource, version: &str, obj: &Stored) -> Bytes {
-    if res.versions.len() == 1 {
-        return obj.json.clone();
-    }
-    let mut v = obj.value();
-    v["apiVersion"] = json!(res.api_version(version));
-    to_bytes(&v)
-}
-
-fn served_value(res: &Resource, version: &str, obj: &Stored) -> Value {
-    let mut v = obj.value();
-    if res.versions.len() > 1 {
-        v["apiVersion"] = json!(res.api_version(version));
-    }
-    v
 }
 
 pub async fn handle(api: Arc<Api>, call: Call) -> Result<Response, ApiError> {
@@ -129,35 +80,6 @@ fn get(api: &Api, call: &Call) -> Result<Response, ApiError> {
         .get(&call.path.res.key(), call.namespace(), name)
         .ok_or_else(|| ApiError::not_found(&call.path.res.key(), name))?;
     Ok(object_response(call, &obj, StatusCode::OK, &[]))
-}
-
-/// Selectors of a list or watch.
-pub struct Filter {
-    pub labels: LabelSelector,
-    pub fields: FieldSelector,
-}
-
-impl Filter {
-    pub fn from_query(q: &Query) -> Result<Filter, ApiError> {
-        let bad = |e: crate::selectors::SelectorError| ApiError::bad_request(e.to_string());
-        Ok(Filter {
-            labels: LabelSelector::parse(q.get("labelSelector").unwrap_or("")).map_err(bad)?,
-            fields: FieldSelector::parse(q.get("fieldSelector").unwrap_or("")).map_err(bad)?,
-        })
-    }
-
-    pub fn matches(&self, obj: &Stored) -> bool {
-        if !self.labels.matches(&obj.labels) {
-            return false;
-        }
-        if self.fields.is_empty() {
-            return true;
-        }
-        if self.fields.only_metadata() {
-            return self.fields.matches_meta(&obj.namespace, &obj.name);
-        }
-        self.fields.matches(&obj.value())
-    }
 }
 
 fn encode_continue(rv: u64, ns: &str, name: &str) -> String {

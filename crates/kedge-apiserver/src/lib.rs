@@ -12,7 +12,9 @@
 
 mod api;
 mod bootstrap;
+mod call;
 mod discovery;
+mod dispatch;
 mod error;
 mod graceful;
 mod handlers;

@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use kedge_pki::{Ca, PkiError, write_private};
 
-use crate::api::{Api, dispatch};
+use crate::api::Api;
+use crate::dispatch::dispatch;
 use crate::store::{Store, StoreError};
 
 #[derive(Debug, Clone)]

@@ -17,8 +17,8 @@ use tokio::time::{Instant, MissedTickBehavior};
 use tokio_stream::wrappers::ReceiverStream;
 
 use crate::api::Api;
+use crate::call::{Call, Filter, served_json};
 use crate::error::ApiError;
-use crate::handlers::{Call, Filter, served_json};
 use crate::registry::Resource;
 use crate::store::{EventType, Stored};
 use crate::table;

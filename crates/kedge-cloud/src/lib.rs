@@ -5,6 +5,7 @@
 //! (`CloudConfig::leases`, `edgecontroller::leases`).
 
 pub mod cloudhub;
+pub mod config;
 
 /// Errors starting the cloud.
 #[derive(Debug, thiserror::Error)]

@@ -15,5 +15,6 @@ pub mod names;
 pub mod resource;
 pub mod rule;
 pub mod servicebus;
+pub mod settings;
 pub mod throttle;
 pub mod twin;

@@ -33,6 +33,11 @@ pub struct ObjectRef<'a> {
 }
 
 impl<'a> ObjectRef<'a> {
+    /// The parsed type token.
+    pub fn kind(&self) -> Kind {
+        Kind::of(self.kind)
+    }
+
     /// Parses an edge-form resource (KubeEdge `ParseResourceEdge`): three segments are
     /// namespace/type/name, two are namespace/type.
     pub fn parse(s: &'a str) -> Result<ObjectRef<'a>, ResourceError> {
@@ -51,6 +56,65 @@ impl<'a> ObjectRef<'a> {
     /// The object's namespace, `None` for cluster-scoped objects.
     pub fn namespace(&self) -> Option<&'a str> {
         (self.namespace != NULL_NAMESPACE).then_some(self.namespace)
+    }
+}
+
+/// The object kinds kedge moves between cloud and edge, by their resource-string type token
+/// (`pod`, `configmap`, …). Components dispatch on this, not on substrings of a resource.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Kind {
+    Pod,
+    ConfigMap,
+    Secret,
+    Node,
+    Device,
+    DeviceModel,
+    Rule,
+    /// Any other type token (the edge stores it; nothing acts on it).
+    Other,
+}
+
+impl Kind {
+    const ALL: [(Kind, &'static str, &'static str, &'static str); 7] = [
+        (Kind::Pod, "pod", "v1", "Pod"),
+        (Kind::ConfigMap, "configmap", "v1", "ConfigMap"),
+        (Kind::Secret, "secret", "v1", "Secret"),
+        (Kind::Node, "node", "v1", "Node"),
+        (
+            Kind::Device,
+            "device",
+            "devices.kubeedge.io/v1alpha2",
+            "Device",
+        ),
+        (
+            Kind::DeviceModel,
+            "devicemodel",
+            "devices.kubeedge.io/v1alpha2",
+            "DeviceModel",
+        ),
+        (Kind::Rule, "rule", "rules.kubeedge.io/v1", "Rule"),
+    ];
+
+    /// The kind a type token names (KubeEdge's tokens are the lower-cased Kubernetes kinds).
+    pub fn of(token: &str) -> Kind {
+        Self::ALL
+            .iter()
+            .find(|(_, t, _, _)| t.eq_ignore_ascii_case(token))
+            .map_or(Kind::Other, |(k, ..)| *k)
+    }
+
+    /// The type token in resource strings (`None` for [`Kind::Other`]).
+    pub fn token(self) -> Option<&'static str> {
+        self.row().map(|(_, t, _, _)| *t)
+    }
+
+    /// `(apiVersion, kind)` of the Kubernetes object, as ObjectSync records name it.
+    pub fn api_version_kind(self) -> Option<(&'static str, &'static str)> {
+        self.row().map(|(_, _, v, k)| (*v, *k))
+    }
+
+    fn row(self) -> Option<&'static (Kind, &'static str, &'static str, &'static str)> {
+        Self::ALL.iter().find(|(k, ..)| *k == self)
     }
 }
 
@@ -110,6 +174,32 @@ mod tests {
         for bad in ["", "node", "/pod/x", "default//x"] {
             assert!(ObjectRef::parse(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn kinds_round_trip_their_tokens() {
+        for k in [
+            Kind::Pod,
+            Kind::ConfigMap,
+            Kind::Secret,
+            Kind::Node,
+            Kind::Device,
+            Kind::DeviceModel,
+            Kind::Rule,
+        ] {
+            let token = k.token().expect("a token");
+            assert_eq!(Kind::of(token), k);
+            assert!(k.api_version_kind().is_some());
+        }
+        assert_eq!(
+            Kind::of("ConfigMap"),
+            Kind::ConfigMap,
+            "kinds as ObjectSyncs write them"
+        );
+        assert_eq!(Kind::of("podlist"), Kind::Other);
+        assert_eq!(Kind::Other.token(), None);
+        let r = ObjectRef::parse("default/devicemodel/m").expect("ok");
+        assert_eq!(r.kind(), Kind::DeviceModel);
     }
 
     #[test]

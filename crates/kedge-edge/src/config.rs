@@ -1,73 +1,127 @@
-//! `kedge edge --config FILE`: the edge's settings as YAML. Flags given on the command line win
-//! over the file. Unknown keys are an error, so a typo is reported instead of ignored.
+//! The edge's settings: every one with its default, written once here (`Settings::default`).
+//! `kedge edge --print-default-config` prints them ([`default_yaml`]), `--config FILE` reads
+//! them from YAML (unknown keys are an error, so a typo is reported instead of ignored), and
+//! flags given on the command line win over the file ([`Settings::overlay`]). [`EdgeConfig`]
+//! is what the edge runs with, resolved from them.
 
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::Deserialize;
+use kedge_core::settings::{Secret, commented_yaml, overlay};
+use serde::{Deserialize, Serialize};
 
-use crate::EdgeConfig;
+/// Every setting of `kedge edge`, with its default.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct Settings {
+    pub data_dir: PathBuf,
+    pub node_name: String,
+    pub cloud: String,
+    pub hub_port: u16,
+    pub https_port: u16,
+    pub token: Secret,
+    pub heartbeat_seconds: u64,
+    pub status_seconds: u64,
+    pub metrics_port: u16,
+    pub mqtt_port: u16,
+    pub mqtt_bind: IpAddr,
+    pub mqtt_url: Secret,
+    pub mqtt_ca: PathBuf,
+    pub cri_endpoint: String,
+    pub restart_backoff_seconds: u64,
+}
 
-/// What `kedge edge --print-default-config` prints: every setting, its default, and what it does.
-pub const DEFAULT_CONFIG_YAML: &str = r#"# kedge edge configuration. Every setting is also a flag of `kedge edge`; flags win.
-# Where the edge keeps its identity (pki/) and its store.
-dataDir: ./kedge-edge-data
-# This node's name (a DNS subdomain). Required.
-nodeName: ""
-# The cloud's host name or address. Required.
-cloud: ""
-# CloudHub WebSocket port.
-hubPort: 10000
-# The cloud's join (certificate) server port.
-httpsPort: 10002
-# Join token from `kedge token`, needed only until the edge holds its certificate.
-# Prefer the KEDGE_TOKEN environment variable, which keeps the token out of files.
-token: ""
-# Keepalive period, in seconds (KubeEdge: 15).
-heartbeatSeconds: 15
-# How often the node renews its Lease, in seconds (its full status goes when it changes, and
-# every 5 minutes, as kubelet does).
-statusSeconds: 10
-# Port of /metrics and /healthz (plain HTTP on 127.0.0.1).
-metricsPort: 10351
-# The embedded MQTT broker devices and apps use (MQTT 3.1.1), and the address it listens on
-# (loopback: only this host; 0.0.0.0 to let devices on the network in).
-mqttPort: 1883
-mqttBind: 127.0.0.1
-# An external broker instead of the embedded one: mqtt://[user:password@]host[:port], or
-# mqtts://... for TLS. Prefer the KEDGE_MQTT_URL environment variable when it carries a password.
-mqttUrl: ""
-# For mqtts://: PEM file of the CA that signed the broker's certificate (default: system roots).
-mqttCa: ""
-# The container runtime's CRI socket (containerd's by default); "none" runs no pods (a node for
-# devices and messages only).
-criEndpoint: unix:///run/containerd/containerd.sock
-# First delay before a crashed container is restarted again, in seconds; it doubles up to 300.
-restartBackoffSeconds: 10
-"#;
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            data_dir: "./kedge-edge-data".into(),
+            node_name: String::new(),
+            cloud: String::new(),
+            hub_port: 10000,
+            https_port: 10002,
+            token: Secret::default(),
+            heartbeat_seconds: crate::edgehub::client::DEFAULT_HEARTBEAT.as_secs(),
+            status_seconds: 10,
+            metrics_port: 10351,
+            // The port devices expect.
+            mqtt_port: 1883,
+            mqtt_bind: IpAddr::from([127, 0, 0, 1]),
+            mqtt_url: Secret::default(),
+            mqtt_ca: PathBuf::new(),
+            cri_endpoint: crate::edged::cri::DEFAULT_ENDPOINT.into(),
+            // kubelet's first CrashLoopBackOff delay.
+            restart_backoff_seconds: 10,
+        }
+    }
+}
 
-/// The MQTT port devices expect.
-pub const DEFAULT_MQTT_PORT: u16 = 1883;
+/// What each setting does, in the order `--print-default-config` shows them.
+const DOCS: [(&str, &str); 15] = [
+    (
+        "dataDir",
+        "Where the edge keeps its identity (pki/) and its store.",
+    ),
+    ("nodeName", "This node's name (a DNS subdomain). Required."),
+    ("cloud", "The cloud's host name or address. Required."),
+    ("hubPort", "CloudHub WebSocket port."),
+    ("httpsPort", "The cloud's join (certificate) server port."),
+    (
+        "token",
+        "Join token from `kedge token`, needed only until the edge holds its certificate.\n\
+         Prefer the KEDGE_TOKEN environment variable, which keeps the token out of files.",
+    ),
+    (
+        "heartbeatSeconds",
+        "Keepalive period, in seconds (KubeEdge: 15). Hearing nothing from the cloud for this\n\
+         long, the edge pings it, and reconnects when 10 s more pass in silence.",
+    ),
+    (
+        "statusSeconds",
+        "How often the node renews its Lease, in seconds (its full status goes when it changes,\n\
+         and every 5 minutes, as kubelet does).",
+    ),
+    (
+        "metricsPort",
+        "Port of /metrics and /healthz (plain HTTP on 127.0.0.1).",
+    ),
+    (
+        "mqttPort",
+        "The embedded MQTT broker devices and apps use (MQTT 3.1.1), and the address it listens\n\
+         on (loopback: only this host; 0.0.0.0 to let devices on the network in).",
+    ),
+    ("mqttBind", ""),
+    (
+        "mqttUrl",
+        "An external broker instead of the embedded one: mqtt://[user:password@]host[:port], or\n\
+         mqtts://... for TLS. Prefer the KEDGE_MQTT_URL environment variable when it carries a\n\
+         password.",
+    ),
+    (
+        "mqttCa",
+        "For mqtts://: PEM file of the CA that signed the broker's certificate (default: system\n\
+         roots).",
+    ),
+    (
+        "criEndpoint",
+        "The container runtime's CRI socket (containerd's by default); \"none\" runs no pods (a\n\
+         node for devices and messages only).",
+    ),
+    (
+        "restartBackoffSeconds",
+        "First delay before a crashed container is restarted again, in seconds; it doubles up\n\
+         to 300.",
+    ),
+];
 
-/// The file's settings; every key optional.
-#[derive(Debug, Default, Deserialize, PartialEq)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct FileConfig {
-    pub data_dir: Option<PathBuf>,
-    pub node_name: Option<String>,
-    pub cloud: Option<String>,
-    pub hub_port: Option<u16>,
-    pub https_port: Option<u16>,
-    pub token: Option<String>,
-    pub heartbeat_seconds: Option<u64>,
-    pub status_seconds: Option<u64>,
-    pub metrics_port: Option<u16>,
-    pub mqtt_port: Option<u16>,
-    pub mqtt_bind: Option<std::net::IpAddr>,
-    pub mqtt_url: Option<String>,
-    pub mqtt_ca: Option<PathBuf>,
-    pub cri_endpoint: Option<String>,
-    pub restart_backoff_seconds: Option<u64>,
+/// What `kedge edge --print-default-config` prints: every setting, its default, and what it
+/// does. It reads back as [`Settings::default`].
+pub fn default_yaml() -> String {
+    commented_yaml(
+        "kedge edge configuration. Every setting is also a flag of `kedge edge`; flags win.",
+        &Settings::default(),
+        &DOCS,
+    )
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -79,23 +133,25 @@ pub enum ConfigError {
     },
     #[error("{path}: {cause}")]
     Parse { path: PathBuf, cause: String },
+    #[error("flags: {0}")]
+    Flags(String),
     #[error("{0} is required (as a flag or in the config file)")]
     Missing(&'static str),
     #[error("{0} must be at least 1 second")]
     Zero(&'static str),
-    #[error("{0}")]
+    #[error(transparent)]
     MqttUrl(#[from] crate::eventbus::UrlError),
 }
 
-impl FileConfig {
-    pub fn parse(text: &str, path: &Path) -> Result<FileConfig, ConfigError> {
+impl Settings {
+    pub fn parse(text: &str, path: &Path) -> Result<Settings, ConfigError> {
         serde_saphyr::from_str(text).map_err(|e| ConfigError::Parse {
             path: path.into(),
             cause: e.to_string(),
         })
     }
 
-    pub fn read(path: &Path) -> Result<FileConfig, ConfigError> {
+    pub fn read(path: &Path) -> Result<Settings, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|cause| ConfigError::Read {
             path: path.into(),
             cause,
@@ -103,141 +159,216 @@ impl FileConfig {
         Self::parse(&text, path)
     }
 
-    /// Lays `over` (the flags that were given) on top of `self` (the file).
-    pub fn overlay(self, over: FileConfig) -> FileConfig {
-        FileConfig {
-            data_dir: over.data_dir.or(self.data_dir),
-            node_name: over.node_name.or(self.node_name),
-            cloud: over.cloud.or(self.cloud),
-            hub_port: over.hub_port.or(self.hub_port),
-            https_port: over.https_port.or(self.https_port),
-            token: over.token.or(self.token),
-            heartbeat_seconds: over.heartbeat_seconds.or(self.heartbeat_seconds),
-            status_seconds: over.status_seconds.or(self.status_seconds),
-            metrics_port: over.metrics_port.or(self.metrics_port),
-            mqtt_port: over.mqtt_port.or(self.mqtt_port),
-            mqtt_bind: over.mqtt_bind.or(self.mqtt_bind),
-            mqtt_url: over.mqtt_url.or(self.mqtt_url),
-            mqtt_ca: over.mqtt_ca.or(self.mqtt_ca),
-            cri_endpoint: over.cri_endpoint.or(self.cri_endpoint),
-            restart_backoff_seconds: over
-                .restart_backoff_seconds
-                .or(self.restart_backoff_seconds),
+    /// Lays `flags` (the settings given on the command line, by their YAML names; absent ones
+    /// left out) over `self`.
+    pub fn overlay(self, flags: serde_json::Value) -> Result<Settings, ConfigError> {
+        overlay(&self, flags).map_err(ConfigError::Flags)
+    }
+
+    /// What the edge runs with; node name and cloud are required.
+    pub fn resolve(self) -> Result<EdgeConfig, ConfigError> {
+        if self.node_name.is_empty() {
+            return Err(ConfigError::Missing("nodeName (--node-name)"));
+        }
+        if self.cloud.is_empty() {
+            return Err(ConfigError::Missing("cloud (--cloud)"));
+        }
+        let secs = |s: u64, name| match s {
+            0 => Err(ConfigError::Zero(name)),
+            s => Ok(Duration::from_secs(s)),
+        };
+        let mqtt = match self.mqtt_url.0.as_str() {
+            "" => Mqtt::Embedded(SocketAddr::new(self.mqtt_bind, self.mqtt_port)),
+            url => {
+                let mut b = crate::eventbus::parse_url(url)?;
+                b.ca = Some(self.mqtt_ca).filter(|p| !p.as_os_str().is_empty());
+                Mqtt::External(b)
+            }
+        };
+        let cri_endpoint = match self.cri_endpoint.as_str() {
+            "" => Settings::default().cri_endpoint,
+            e => e.to_string(),
+        };
+        Ok(EdgeConfig {
+            data_dir: self.data_dir,
+            node: self.node_name,
+            cloud: self.cloud,
+            hub_port: self.hub_port,
+            https_port: self.https_port,
+            token: self.token.0,
+            heartbeat: secs(self.heartbeat_seconds, "heartbeatSeconds")?,
+            status_every: secs(self.status_seconds, "statusSeconds")?,
+            metrics_port: self.metrics_port,
+            mqtt,
+            cri_endpoint,
+            restart_backoff: secs(self.restart_backoff_seconds, "restartBackoffSeconds")?,
+        })
+    }
+}
+
+/// What the edge runs with.
+#[derive(Clone)]
+pub struct EdgeConfig {
+    pub data_dir: PathBuf,
+    pub node: String,
+    /// The cloud's host name or address.
+    pub cloud: String,
+    pub hub_port: u16,
+    pub https_port: u16,
+    /// Join token; needed only until the edge holds a certificate.
+    pub token: String,
+    /// Keepalive period.
+    pub heartbeat: Duration,
+    /// How often the node's Lease is renewed (its status goes on change, or every 5 min).
+    pub status_every: Duration,
+    /// Port of `/metrics` and `/healthz` (served by the binary on loopback).
+    pub metrics_port: u16,
+    /// The MQTT broker devices and apps use.
+    pub mqtt: Mqtt,
+    /// The CRI runtime's socket, or `none` (no pods).
+    pub cri_endpoint: String,
+    /// First CrashLoopBackOff delay.
+    pub restart_backoff: Duration,
+}
+
+/// Where the edge's MQTT broker is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Mqtt {
+    /// kedge's embedded broker, listening here (port 0 picks one).
+    Embedded(SocketAddr),
+    /// A broker the user runs (mosquitto, say).
+    External(crate::eventbus::BrokerAddr),
+}
+
+impl std::fmt::Debug for EdgeConfig {
+    // The token is a secret: never printed.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EdgeConfig")
+            .field("data_dir", &self.data_dir)
+            .field("node", &self.node)
+            .field("cloud", &self.cloud)
+            .field("hub_port", &self.hub_port)
+            .field("https_port", &self.https_port)
+            .field("token", &Secret(self.token.clone()))
+            .field("heartbeat", &self.heartbeat)
+            .field("status_every", &self.status_every)
+            .field("metrics_port", &self.metrics_port)
+            .field("mqtt", &self.mqtt_display())
+            .field("cri_endpoint", &self.cri_endpoint)
+            .field("restart_backoff", &self.restart_backoff)
+            .finish()
+    }
+}
+
+impl EdgeConfig {
+    /// The default settings for `node`, except two that suit tests and embedding: the embedded
+    /// broker on a free loopback port, and no container runtime.
+    pub fn new(data_dir: impl Into<PathBuf>, node: &str, cloud: &str, token: &str) -> EdgeConfig {
+        let s = Settings {
+            data_dir: data_dir.into(),
+            node_name: node.into(),
+            cloud: cloud.into(),
+            token: Secret(token.into()),
+            mqtt_port: 0,
+            cri_endpoint: crate::edged::NO_RUNTIME.into(),
+            ..Settings::default()
+        };
+        // Non-empty names and non-zero periods: the defaults resolve.
+        match s.resolve() {
+            Ok(cfg) => cfg,
+            Err(e) => unreachable!("the default edge settings resolve: {e}"),
         }
     }
 
-    /// The settings, with defaults for what is missing; node name and cloud are required.
-    pub fn resolve(self) -> Result<EdgeConfig, ConfigError> {
-        let node = self
-            .node_name
-            .filter(|n| !n.is_empty())
-            .ok_or(ConfigError::Missing("nodeName (--node-name)"))?;
-        let cloud = self
-            .cloud
-            .filter(|c| !c.is_empty())
-            .ok_or(ConfigError::Missing("cloud (--cloud)"))?;
-        let data_dir = self
-            .data_dir
-            .unwrap_or_else(|| PathBuf::from("./kedge-edge-data"));
-        let mut cfg = EdgeConfig::new(data_dir, &node, &cloud, self.token.as_deref().unwrap_or(""));
-        if let Some(p) = self.hub_port {
-            cfg.hub_port = p;
+    /// The broker, without its password.
+    pub fn mqtt_display(&self) -> String {
+        match &self.mqtt {
+            Mqtt::Embedded(a) => format!("embedded on {a}"),
+            Mqtt::External(b) => b.to_string(),
         }
-        if let Some(p) = self.https_port {
-            cfg.https_port = p;
+    }
+
+    /// `cloud:port`, bracketing an IPv6 address.
+    pub fn server(&self, port: u16) -> String {
+        if self.cloud.contains(':') && !self.cloud.starts_with('[') {
+            format!("[{}]:{port}", self.cloud)
+        } else {
+            format!("{}:{port}", self.cloud)
         }
-        if let Some(p) = self.metrics_port {
-            cfg.metrics_port = p;
-        }
-        let secs = |v: Option<u64>, name, default: Duration| match v {
-            Some(0) => Err(ConfigError::Zero(name)),
-            Some(s) => Ok(Duration::from_secs(s)),
-            None => Ok(default),
-        };
-        cfg.mqtt = match self.mqtt_url.filter(|u| !u.is_empty()) {
-            Some(url) => {
-                let mut b = crate::eventbus::parse_url(&url)?;
-                b.ca = self.mqtt_ca.filter(|p| !p.as_os_str().is_empty());
-                crate::Mqtt::External(b)
-            }
-            None => crate::Mqtt::Embedded(std::net::SocketAddr::new(
-                self.mqtt_bind.unwrap_or([127, 0, 0, 1].into()),
-                self.mqtt_port.unwrap_or(DEFAULT_MQTT_PORT),
-            )),
-        };
-        cfg.heartbeat = secs(self.heartbeat_seconds, "heartbeatSeconds", cfg.heartbeat)?;
-        cfg.status_every = secs(self.status_seconds, "statusSeconds", cfg.status_every)?;
-        cfg.cri_endpoint = self
-            .cri_endpoint
-            .filter(|e| !e.is_empty())
-            .unwrap_or_else(|| crate::edged::cri::DEFAULT_ENDPOINT.into());
-        cfg.restart_backoff = secs(
-            self.restart_backoff_seconds,
-            "restartBackoffSeconds",
-            cfg.restart_backoff,
-        )?;
-        Ok(cfg)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
-    fn the_printed_default_is_the_real_default() {
-        let file = FileConfig::parse(DEFAULT_CONFIG_YAML, Path::new("default")).expect("parses");
-        let flags = FileConfig {
-            node_name: Some("n1".into()),
-            cloud: Some("c".into()),
-            ..FileConfig::default()
-        };
-        let from_file = file.overlay(flags).resolve().expect("resolves");
-        let mut builtin = EdgeConfig::new("./kedge-edge-data", "n1", "c", "");
-        // The two defaults that differ for the library (tests pick free ports, and run no pods).
-        builtin.mqtt = crate::Mqtt::Embedded("127.0.0.1:1883".parse().expect("addr"));
-        builtin.cri_endpoint = crate::edged::cri::DEFAULT_ENDPOINT.into();
-        assert_eq!(format!("{from_file:?}"), format!("{builtin:?}"));
+    fn the_printed_default_reads_back_as_the_default() {
+        let printed = default_yaml();
+        let parsed = Settings::parse(&printed, Path::new("default")).expect("parses");
+        assert_eq!(parsed, Settings::default());
+        let keys: Vec<String> = serde_json::to_value(Settings::default())
+            .expect("json")
+            .as_object()
+            .expect("object")
+            .keys()
+            .cloned()
+            .collect();
+        let documented: Vec<&str> = DOCS.iter().map(|(k, _)| *k).collect();
+        assert_eq!(keys, documented, "every setting printed, in order");
     }
 
     #[test]
     fn flags_win_typos_and_gaps_are_errors() {
-        let file = FileConfig::parse("nodeName: a\ncloud: c\nhubPort: 1\n", Path::new("f"))
-            .expect("parses");
+        let file =
+            Settings::parse("nodeName: a\ncloud: c\nhubPort: 1\n", Path::new("f")).expect("parses");
         let cfg = file
-            .overlay(FileConfig {
-                hub_port: Some(2),
-                ..FileConfig::default()
-            })
+            .overlay(json!({"hubPort": 2, "httpsPort": null}))
+            .expect("overlay")
             .resolve()
             .expect("ok");
-        assert_eq!(cfg.hub_port, 2);
-        let typo = FileConfig::parse("nodename: a\n", Path::new("f")).expect_err("unknown key");
+        assert_eq!((cfg.hub_port, cfg.https_port), (2, 10002));
+        let typo = Settings::parse("nodename: a\n", Path::new("f")).expect_err("unknown key");
         assert!(typo.to_string().contains("nodename"), "{typo}");
-        let missing = FileConfig::default().resolve().expect_err("missing");
+        let missing = Settings::default().resolve().expect_err("missing");
         assert!(missing.to_string().contains("nodeName"), "{missing}");
-        let zero = FileConfig::parse(
+        let zero = Settings::parse(
             "nodeName: a\ncloud: c\nheartbeatSeconds: 0\n",
             Path::new("f"),
         )
         .expect("parses");
         assert!(zero.resolve().is_err());
-        let external = FileConfig::parse(
+        let external = Settings::parse(
             "nodeName: a\ncloud: c\nmqttUrl: mqtt://u:pw@broker:1884\n",
             Path::new("f"),
         )
-        .expect("parses")
-        .resolve()
-        .expect("ok");
-        assert!(matches!(&external.mqtt, crate::Mqtt::External(b) if b.port == 1884));
+        .expect("parses");
         assert!(
             !format!("{external:?}").contains("pw"),
             "no password in logs"
         );
-        let bad = FileConfig::parse("nodeName: a\ncloud: c\nmqttUrl: http://x\n", Path::new("f"))
+        let external = external.resolve().expect("ok");
+        assert!(matches!(&external.mqtt, Mqtt::External(b) if b.port == 1884));
+        assert!(
+            !format!("{external:?}").contains("pw"),
+            "no password in logs"
+        );
+        let bad = Settings::parse("nodeName: a\ncloud: c\nmqttUrl: http://x\n", Path::new("f"))
             .expect("parses")
             .resolve()
             .expect_err("bad URL");
         assert!(bad.to_string().contains("mqtt://"), "{bad}");
+    }
+
+    #[test]
+    fn the_token_never_prints() {
+        let cfg = EdgeConfig::new("d", "n", "c", "s3cr3t.token");
+        assert!(!format!("{cfg:?}").contains("s3cr3t"));
+        let s = Settings {
+            token: Secret("s3cr3t".into()),
+            ..Settings::default()
+        };
+        assert!(!format!("{s:?}").contains("s3cr3t"));
     }
 }

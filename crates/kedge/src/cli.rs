@@ -1,4 +1,7 @@
-//! Command-line interface.
+//! Command-line interface, thin over the library crates. Every default lives in the components'
+//! settings types (`kedge_cloud::config::Settings`, `kedge_edge::config::Settings`): flags are
+//! optional, win over a `--config` file when given, and `--help` shows the defaults those types
+//! hold.
 
 use std::io::Write;
 use std::net::IpAddr;
@@ -6,7 +9,12 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::Context;
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
+use serde::Serialize;
+use serde_json::{Value, json};
+
+use kedge_cloud::config::{Resolved, Settings as CloudSettings};
+use kedge_edge::config::Settings as EdgeSettings;
 
 #[derive(Parser)]
 #[command(
@@ -58,61 +66,59 @@ struct CounterArgs {
     device: String,
 }
 
-#[derive(Args, Clone)]
-struct ApiArgs {
-    /// Where the cloud keeps its CA, API store and kubeconfig.
-    #[arg(long, default_value = "./kedge-data", env = "KEDGE_DATA_DIR")]
-    data_dir: PathBuf,
-    /// Port of the embedded Kubernetes API (HTTPS); 0 picks a free one.
-    #[arg(long, default_value_t = 6443)]
-    api_port: u16,
-    /// Address the embedded Kubernetes API listens on.
-    #[arg(long, default_value = "127.0.0.1")]
-    api_bind: IpAddr,
-}
+/// `kedge up`'s own defaults; the rest are the cloud's and the edge's.
+const UP_NODE_NAME: &str = "kube-edge-1";
+const UP_CRI_ENDPOINT: &str = "auto";
 
 #[derive(Args)]
 struct UpArgs {
-    #[command(flatten)]
-    api: ApiArgs,
+    /// Where the cloud keeps its CA, API store and kubeconfig (the edge uses `<dir>/edge`).
+    #[arg(long, env = "KEDGE_DATA_DIR")]
+    data_dir: Option<PathBuf>,
     /// Name of the edge node `kedge up` runs.
-    #[arg(long, default_value = "kube-edge-1")]
-    node_name: String,
+    #[arg(long)]
+    node_name: Option<String>,
+    /// Port of the embedded Kubernetes API (HTTPS); 0 picks a free one.
+    #[arg(long)]
+    api_port: Option<u16>,
+    /// Address the embedded Kubernetes API listens on.
+    #[arg(long)]
+    api_bind: Option<IpAddr>,
     /// CloudHub WebSocket port.
-    #[arg(long, default_value_t = 10000)]
-    hub_port: u16,
+    #[arg(long)]
+    hub_port: Option<u16>,
     /// Join (certificate) server port.
-    #[arg(long, default_value_t = 10002)]
-    https_port: u16,
+    #[arg(long)]
+    https_port: Option<u16>,
     /// Router REST port.
-    #[arg(long, default_value_t = 9443)]
-    router_port: u16,
+    #[arg(long)]
+    router_port: Option<u16>,
     /// Port of the edge's MQTT broker.
-    #[arg(long, default_value_t = 1883)]
-    mqtt_port: u16,
+    #[arg(long)]
+    mqtt_port: Option<u16>,
     /// Port of /metrics and /healthz (plain HTTP on 127.0.0.1) for the cloud and the edge.
-    #[arg(long, default_value_t = 9091)]
-    metrics_port: u16,
+    #[arg(long)]
+    metrics_port: Option<u16>,
     /// Also create the seed's counter model and device, and run the counter on the edge.
     #[arg(long)]
     demo: bool,
     /// The container runtime's CRI socket the edge runs pods with, or `none`; `auto`:
     /// containerd's socket if it exists, else none.
-    #[arg(long, default_value = "auto")]
-    cri_endpoint: String,
+    #[arg(long)]
+    cri_endpoint: Option<String>,
     /// First delay, in seconds, before a crashed container is restarted again (it doubles up to
     /// 300).
-    #[arg(long, default_value_t = 10)]
-    restart_backoff: u64,
+    #[arg(long = "restart-backoff")]
+    restart_backoff_seconds: Option<u64>,
 }
 
 #[derive(Args)]
 struct TokenArgs {
     /// The cloud's data directory.
-    #[arg(long, default_value = "./kedge-data", env = "KEDGE_DATA_DIR")]
-    data_dir: PathBuf,
+    #[arg(long, env = "KEDGE_DATA_DIR")]
+    data_dir: Option<PathBuf>,
     /// How long the token is valid: a number with s, m, h or d.
-    #[arg(long, default_value = "24h", value_parser = parse_duration)]
+    #[arg(long, default_value = "24h", value_parser = kedge_core::clock::parse_duration)]
     ttl: std::time::Duration,
     /// First replace the key tokens are signed with: every token issued before stops working,
     /// in a running cloud too (edges already joined keep their certificates).
@@ -120,67 +126,67 @@ struct TokenArgs {
     rotate: bool,
 }
 
-/// `90s`, `30m`, `24h`, `7d`.
-fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
-    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("{s:?} is not a duration like 90s, 30m, 24h or 7d"))?;
-    let secs = match unit {
-        "s" | "" => n,
-        "m" => n * 60,
-        "h" => n * 3600,
-        "d" => n * 86_400,
-        _ => return Err(format!("{s:?}: the unit must be s, m, h or d")),
-    };
-    Ok(std::time::Duration::from_secs(secs))
-}
-
-#[derive(Args, Clone)]
-struct HubArgs {
-    /// CloudHub WebSocket port (edges connect here).
-    #[arg(long, default_value_t = 10000)]
-    hub_port: u16,
-    /// Join (certificate) server port.
-    #[arg(long, default_value_t = 10002)]
-    https_port: u16,
-    /// Lifetime of the node certificates the cloud signs (edges renew them at 70–90 % of it).
-    #[arg(long, default_value = "365d", value_parser = parse_duration)]
-    node_cert_ttl: std::time::Duration,
-}
-
 #[derive(Args)]
 struct CloudArgs {
+    /// Settings from a YAML file (`--print-default-config` shows them all); flags win.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Print every setting with its default and exit.
+    #[arg(long)]
+    print_default_config: bool,
     #[command(flatten)]
-    api: ApiArgs,
-    #[command(flatten)]
-    hub: HubArgs,
-    /// Address CloudHub and the join server listen on.
-    #[arg(long, default_value = "0.0.0.0")]
-    bind: IpAddr,
-    /// Names or addresses edges use to reach this cloud (repeatable; go into its certificate).
-    #[arg(long = "advertise-address")]
-    advertise: Vec<String>,
+    flags: CloudFlags,
+}
+
+/// `kedge cloud`'s flags, named as its settings (`kedge_cloud::config::Settings`).
+#[derive(Args, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct CloudFlags {
+    /// Where the cloud keeps its CA, API store and kubeconfig.
+    #[arg(long, env = "KEDGE_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// Port of the embedded Kubernetes API (HTTPS); 0 picks a free one.
+    #[arg(long)]
+    api_port: Option<u16>,
+    /// Address the embedded Kubernetes API listens on.
+    #[arg(long)]
+    api_bind: Option<IpAddr>,
     /// Use the Kubernetes cluster in this kubeconfig instead of the embedded API.
     #[arg(long)]
     kubeconfig: Option<PathBuf>,
+    /// Address CloudHub and the join server listen on.
+    #[arg(long)]
+    bind: Option<IpAddr>,
+    /// CloudHub WebSocket port (edges connect here).
+    #[arg(long)]
+    hub_port: Option<u16>,
+    /// Join (certificate) server port.
+    #[arg(long)]
+    https_port: Option<u16>,
+    /// Names or addresses edges use to reach this cloud (repeatable; go into its certificate).
+    #[arg(long = "advertise-address")]
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    advertise_addresses: Vec<String>,
+    /// Lifetime of the node certificates the cloud signs (edges renew them at 70–90 % of it).
+    #[arg(long)]
+    node_cert_ttl: Option<String>,
     /// Port of /metrics and /healthz (plain HTTP on 127.0.0.1).
-    #[arg(long, default_value_t = 9091)]
-    metrics_port: u16,
+    #[arg(long)]
+    metrics_port: Option<u16>,
     /// Router REST listener port (`/{node}/{namespace}/{path}`).
-    #[arg(long, default_value_t = 9443)]
-    router_port: u16,
+    #[arg(long)]
+    router_port: Option<u16>,
     /// Address the router's REST listener listens on (loopback unless you open it: without
     /// `--router-token` anyone who reaches it can publish to edges).
-    #[arg(long, default_value = "127.0.0.1")]
-    router_bind: IpAddr,
+    #[arg(long)]
+    router_bind: Option<IpAddr>,
     /// Require `Authorization: Bearer <token>` on the router's REST listener (off by default, as
     /// in KubeEdge).
     #[arg(long, env = "KEDGE_ROUTER_TOKEN", hide_env_values = true)]
     router_token: Option<String>,
     /// How long an edge app has to answer a routed request: a number with s, m or h.
-    #[arg(long, default_value = "30s", value_parser = parse_duration)]
-    router_timeout: std::time::Duration,
+    #[arg(long)]
+    router_timeout: Option<String>,
 }
 
 #[derive(Args)]
@@ -191,7 +197,15 @@ struct EdgeArgs {
     /// Print every setting with its default and exit.
     #[arg(long)]
     print_default_config: bool,
-    /// Where the edge keeps its identity and store [default: ./kedge-edge-data].
+    #[command(flatten)]
+    flags: EdgeFlags,
+}
+
+/// `kedge edge`'s flags, named as its settings (`kedge_edge::config::Settings`).
+#[derive(Args, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct EdgeFlags {
+    /// Where the edge keeps its identity and store.
     #[arg(long, env = "KEDGE_EDGE_DATA_DIR")]
     data_dir: Option<PathBuf>,
     /// This node's name.
@@ -200,22 +214,22 @@ struct EdgeArgs {
     /// The cloud's host name or address.
     #[arg(long)]
     cloud: Option<String>,
-    /// CloudHub WebSocket port [default: 10000].
+    /// CloudHub WebSocket port.
     #[arg(long)]
     hub_port: Option<u16>,
-    /// Join (certificate) server port [default: 10002].
+    /// Join (certificate) server port.
     #[arg(long)]
     https_port: Option<u16>,
     /// Join token from `kedge token` (needed until the edge holds its certificate).
     #[arg(long, env = "KEDGE_TOKEN", hide_env_values = true)]
     token: Option<String>,
-    /// Port of /metrics and /healthz (plain HTTP on 127.0.0.1) [default: 10351].
+    /// Port of /metrics and /healthz (plain HTTP on 127.0.0.1).
     #[arg(long)]
     metrics_port: Option<u16>,
-    /// Port of the embedded MQTT broker [default: 1883].
+    /// Port of the embedded MQTT broker.
     #[arg(long)]
     mqtt_port: Option<u16>,
-    /// Address the embedded MQTT broker listens on [default: 127.0.0.1].
+    /// Address the embedded MQTT broker listens on.
     #[arg(long)]
     mqtt_bind: Option<IpAddr>,
     /// Use this MQTT broker instead of the embedded one: mqtt://[user:password@]host[:port],
@@ -225,14 +239,78 @@ struct EdgeArgs {
     /// For mqtts://: the CA (PEM) that signed the broker's certificate [default: system roots].
     #[arg(long)]
     mqtt_ca: Option<PathBuf>,
-    /// The container runtime's CRI socket, or `none` to run no pods
-    /// [default: unix:///run/containerd/containerd.sock].
+    /// The container runtime's CRI socket, or `none` to run no pods.
     #[arg(long)]
     cri_endpoint: Option<String>,
     /// First delay, in seconds, before a crashed container is restarted again (it doubles up to
-    /// 300) [default: 10].
-    #[arg(long)]
-    restart_backoff: Option<u64>,
+    /// 300).
+    #[arg(long = "restart-backoff")]
+    restart_backoff_seconds: Option<u64>,
+}
+
+/// The command line, with each flag's help showing the default its settings type holds.
+pub fn parse() -> Cli {
+    let cloud = to_json(&CloudSettings::default());
+    let edge = to_json(&EdgeSettings::default());
+    let up = up_defaults(&cloud, &edge);
+    let cmd = Cli::command()
+        .mut_subcommand("cloud", |c| with_defaults(c, &cloud))
+        .mut_subcommand("edge", |c| with_defaults(c, &edge))
+        .mut_subcommand("up", |c| with_defaults(c, &up))
+        .mut_subcommand("token", |c| with_defaults(c, &cloud));
+    let matches = cmd.get_matches();
+    Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
+}
+
+fn to_json<T: Serialize>(v: &T) -> Value {
+    serde_json::to_value(v).unwrap_or_default()
+}
+
+/// `kedge up`'s defaults: the cloud's, the edge's broker and back-off, and its own.
+fn up_defaults(cloud: &Value, edge: &Value) -> Value {
+    let mut up = cloud.clone();
+    if let Some(o) = up.as_object_mut() {
+        for key in ["mqttPort", "restartBackoffSeconds"] {
+            o.insert(key.into(), edge[key].clone());
+        }
+        o.insert("nodeName".into(), json!(UP_NODE_NAME));
+        o.insert("criEndpoint".into(), json!(UP_CRI_ENDPOINT));
+    }
+    up
+}
+
+/// Appends ` [default: …]` to the help of each flag whose setting has a non-empty default.
+fn with_defaults(mut cmd: clap::Command, defaults: &Value) -> clap::Command {
+    let ids: Vec<String> = cmd
+        .get_arguments()
+        .map(|a| a.get_id().to_string())
+        .collect();
+    for id in ids {
+        let shown = match defaults.get(camel(&id)) {
+            Some(Value::String(s)) if !s.is_empty() => s.clone(),
+            Some(v @ (Value::Number(_) | Value::Bool(_))) => v.to_string(),
+            _ => continue,
+        };
+        cmd = cmd.mut_arg(id, |a| {
+            let help = a.get_help().map(|h| h.to_string()).unwrap_or_default();
+            a.help(format!("{help} [default: {shown}]"))
+        });
+    }
+    cmd
+}
+
+/// `hub_port` → `hubPort`, as the settings types name their keys.
+fn camel(id: &str) -> String {
+    let mut out = String::new();
+    for (i, part) in id.split('_').enumerate() {
+        let mut chars = part.chars();
+        match chars.next() {
+            Some(c) if i > 0 => out.extend(c.to_uppercase().chain(chars)),
+            Some(c) => out.extend(std::iter::once(c).chain(chars)),
+            None => {}
+        }
+    }
+    out
 }
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
@@ -241,7 +319,14 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Cloud(a) => cloud(a).await,
         Command::Token(a) => token(a),
         Command::Edge(a) => edge(a).await,
-        Command::Demo(Demo::Counter(a)) => crate::demo::counter(&a.mqtt_url, &a.device).await,
+        Command::Demo(Demo::Counter(a)) => {
+            let (stop, stopped) = tokio::sync::watch::channel(false);
+            tokio::spawn(async move {
+                wait_for_signal().await;
+                stop.send_replace(true);
+            });
+            crate::demo::counter(&a.mqtt_url, &a.device, stopped).await
+        }
         Command::Version => {
             println!("kedge {}", env!("CARGO_PKG_VERSION"));
             Ok(())
@@ -250,10 +335,13 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
 }
 
 fn token(a: TokenArgs) -> anyhow::Result<()> {
-    let ca = kedge_pki::Ca::load_existing(&a.data_dir).with_context(|| {
+    let data_dir = a
+        .data_dir
+        .unwrap_or_else(|| CloudSettings::default().data_dir);
+    let ca = kedge_pki::Ca::load_existing(&data_dir).with_context(|| {
         format!(
             "no cloud CA in {}: start `kedge cloud --data-dir {0}` (or `kedge up`) first",
-            a.data_dir.display()
+            data_dir.display()
         )
     })?;
     if a.rotate {
@@ -264,13 +352,49 @@ fn token(a: TokenArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn start_api(a: &ApiArgs) -> anyhow::Result<kedge_apiserver::ApiServer> {
-    let mut cfg = kedge_apiserver::Config::new(&a.data_dir);
-    cfg.bind = a.api_bind;
-    cfg.port = a.api_port;
-    kedge_apiserver::start(cfg)
+/// The cloud, with the embedded API unless it uses a real cluster.
+struct RunningCloud {
+    api: Option<kedge_apiserver::ApiServer>,
+    kubeconfig: PathBuf,
+    client: kube::Client,
+    cloud: kedge_cloud::Cloud,
+}
+
+impl RunningCloud {
+    async fn shutdown(self) {
+        self.cloud.shutdown().await;
+        if let Some(api) = self.api {
+            api.shutdown().await;
+        }
+    }
+}
+
+/// Starts the embedded API (or connects to the real cluster) and the cloud.
+async fn start_cloud(r: &Resolved) -> anyhow::Result<RunningCloud> {
+    // With the embedded API the controllers call it in-process; a real cluster over HTTPS.
+    let (api, kubeconfig, client) = match (&r.kubeconfig, r.api) {
+        (Some(k), _) => (None, k.clone(), kube_client(k).await?),
+        (None, None) => anyhow::bail!("neither a kubeconfig nor the embedded API"),
+        (None, Some(addr)) => {
+            let mut cfg = kedge_apiserver::Config::new(&r.data_dir);
+            cfg.bind = addr.ip();
+            cfg.port = addr.port();
+            let api = kedge_apiserver::start(cfg)
+                .await
+                .context("starting the Kubernetes API")?;
+            let (k, c) = (api.kubeconfig.clone(), api.client());
+            (Some(api), k, c)
+        }
+    };
+    let cloud = kedge_cloud::start(cloud_config(r, api.as_ref()), client.clone())
         .await
-        .context("starting the Kubernetes API")
+        .context("starting the cloud")?;
+    Ok(RunningCloud {
+        api,
+        kubeconfig,
+        client,
+        cloud,
+    })
 }
 
 async fn kube_client(kubeconfig: &std::path::Path) -> anyhow::Result<kube::Client> {
@@ -281,23 +405,19 @@ async fn kube_client(kubeconfig: &std::path::Path) -> anyhow::Result<kube::Clien
 }
 
 fn cloud_config(
-    data_dir: &std::path::Path,
-    bind: IpAddr,
-    hub: &HubArgs,
-    names: Vec<String>,
-    router: kedge_cloud::router::rest::RouterConfig,
+    r: &Resolved,
     api: Option<&kedge_apiserver::ApiServer>,
 ) -> kedge_cloud::CloudConfig {
     kedge_cloud::CloudConfig {
-        data_dir: data_dir.to_path_buf(),
-        bind,
-        hub_port: hub.hub_port,
-        https_port: hub.https_port,
-        names,
+        data_dir: r.data_dir.clone(),
+        bind: r.bind,
+        hub_port: r.hub_port,
+        https_port: r.https_port,
+        names: r.names.clone(),
         hub: Default::default(),
         lifecycle: Default::default(),
-        node_cert_ttl: hub.node_cert_ttl,
-        router,
+        node_cert_ttl: r.node_cert_ttl,
+        router: r.router.clone(),
         leases: api.map(|a| {
             Arc::new(EmbeddedLeases(a.api.clone()))
                 as Arc<dyn kedge_cloud::edgecontroller::leases::LeaseWriter>
@@ -327,70 +447,87 @@ impl kedge_cloud::edgecontroller::leases::LeaseWriter for EmbeddedLeases {
 }
 
 async fn up(a: UpArgs) -> anyhow::Result<()> {
-    let api = start_api(&a.api).await?;
-    let client = api.client();
-    let hub_args = HubArgs {
-        hub_port: a.hub_port,
-        https_port: a.https_port,
-        node_cert_ttl: kedge_pki::node::NODE_CERT_TTL,
-    };
     let loopback = IpAddr::from([127, 0, 0, 1]);
-    let cloud = kedge_cloud::start(
-        cloud_config(
-            &a.api.data_dir,
-            loopback,
-            &hub_args,
-            Vec::new(),
-            kedge_cloud::router::rest::RouterConfig {
-                addr: std::net::SocketAddr::new(loopback, a.router_port),
-                ..Default::default()
-            },
-            Some(&api),
-        ),
-        client.clone(),
-    )
-    .await
-    .context("starting the cloud")?;
+    // The cloud's settings, on loopback.
+    let r = CloudSettings::default()
+        .overlay(json!({
+            "dataDir": a.data_dir, "apiPort": a.api_port, "apiBind": a.api_bind,
+            "hubPort": a.hub_port, "httpsPort": a.https_port, "routerPort": a.router_port,
+            "metricsPort": a.metrics_port, "bind": loopback, "routerBind": loopback,
+        }))?
+        .resolve()?;
+    let running = start_cloud(&r).await?;
+    let cloud = &running.cloud;
+    let node = a.node_name.unwrap_or_else(|| UP_NODE_NAME.to_string());
     let token = cloud.ca.token(std::time::Duration::from_secs(600))?;
-    let mut edge_cfg = kedge_edge::EdgeConfig::new(
-        a.api.data_dir.join("edge"),
-        &a.node_name,
-        "127.0.0.1",
-        &token,
-    );
+    let cri = a
+        .cri_endpoint
+        .unwrap_or_else(|| UP_CRI_ENDPOINT.to_string());
+    let mut edge_cfg = EdgeSettings::default()
+        .overlay(json!({
+            "dataDir": r.data_dir.join("edge"), "nodeName": node, "cloud": loopback.to_string(),
+            "token": token, "mqttPort": a.mqtt_port, "mqttBind": loopback,
+            "restartBackoffSeconds": a.restart_backoff_seconds,
+            "criEndpoint": cri_endpoint_for_up(&cri),
+        }))?
+        .resolve()?;
+    // The ports the cloud got (0 picks free ones).
     edge_cfg.hub_port = cloud.hub_addr.port();
     edge_cfg.https_port = cloud.join_addr.port();
-    edge_cfg.mqtt = kedge_edge::Mqtt::Embedded(std::net::SocketAddr::new(loopback, a.mqtt_port));
-    edge_cfg.cri_endpoint = cri_endpoint_for_up(&a.cri_endpoint);
-    edge_cfg.restart_backoff = std::time::Duration::from_secs(a.restart_backoff.max(1));
     let edge = kedge_edge::start(edge_cfg)
         .await
         .context("starting the edge")?;
     let (cloud_m, edge_m) = (cloud.metrics(), edge.metrics());
-    let both: kedge_http::metrics::Source = std::sync::Arc::new(move || {
+    let both: kedge_http::metrics::Source = Arc::new(move || {
         let mut r = cloud_m();
         r.extend(edge_m());
         r
     });
-    let metrics = serve_metrics(a.metrics_port, both).await?;
-    if a.demo {
-        start_demo(&client, &edge.mqtt.to_string(), &a.node_name).await?;
+    let metrics = serve_metrics(r.metrics_port, both).await?;
+    let demo = if a.demo {
+        Some(start_demo(&running.client, &edge.mqtt.to_string(), &node).await?)
+    } else {
+        None
+    };
+    print_up(&running, &edge, &node, metrics, a.demo)?;
+    wait_for_signal().await;
+    // The edge leaves first, so nothing reports the cloud as lost.
+    if let Some(d) = demo {
+        d.stop().await;
     }
+    edge.shutdown().await;
+    running.shutdown().await;
+    Ok(())
+}
+
+fn print_up(
+    running: &RunningCloud,
+    edge: &kedge_edge::Edge,
+    node: &str,
+    metrics: std::net::SocketAddr,
+    demo: bool,
+) -> anyhow::Result<()> {
+    let cloud = &running.cloud;
+    let api_url = running
+        .api
+        .as_ref()
+        .map(|a| a.url.clone())
+        .unwrap_or_default();
     let mut out = std::io::stdout().lock();
     writeln!(out, "kedge is up")?;
-    writeln!(out, "  Kubernetes API: {}", api.url)?;
-    writeln!(out, "  kubeconfig:     {}", api.kubeconfig.display())?;
+    writeln!(out, "  Kubernetes API: {api_url}")?;
+    writeln!(out, "  kubeconfig:     {}", running.kubeconfig.display())?;
     writeln!(out, "  CloudHub:       wss://{}", cloud.hub_addr)?;
     writeln!(out, "  join server:    https://{}", cloud.join_addr)?;
-    writeln!(out, "  edge node:      {}", a.node_name)?;
+    writeln!(out, "  edge node:      {node}")?;
     writeln!(out, "  pods run with:  {}", edge.cri_endpoint)?;
     writeln!(out, "  MQTT broker:    {}", edge.mqtt)?;
     writeln!(out, "  router:         http://{}", cloud.router_addr)?;
     writeln!(out, "  metrics:        http://{metrics}/metrics")?;
     writeln!(out, "Next:")?;
-    writeln!(out, "  export KUBECONFIG={}", api.kubeconfig.display())?;
+    writeln!(out, "  export KUBECONFIG={}", running.kubeconfig.display())?;
     writeln!(out, "  kubectl get nodes")?;
-    if a.demo {
+    if demo {
         writeln!(
             out,
             "  # the demo counter runs on the edge; switch it on and watch it count:"
@@ -410,10 +547,6 @@ async fn up(a: UpArgs) -> anyhow::Result<()> {
         )?;
     }
     out.flush()?;
-    drop(out);
-    wait_for_signal().await;
-    cloud.shutdown().await;
-    api.shutdown().await;
     Ok(())
 }
 
@@ -426,8 +559,25 @@ const DEMO_MANIFESTS: [&str; 2] = [
     include_str!("../../../examples/device-counter.yaml"),
 ];
 
+/// The running demo counter.
+struct DemoCounter {
+    stop: tokio::sync::watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl DemoCounter {
+    async fn stop(self) {
+        self.stop.send_replace(true);
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(2), self.task).await;
+    }
+}
+
 /// Creates the counter model and device (bound to `node`) unless they exist, and runs the counter.
-async fn start_demo(client: &kube::Client, broker: &str, node: &str) -> anyhow::Result<()> {
+async fn start_demo(
+    client: &kube::Client,
+    broker: &str,
+    node: &str,
+) -> anyhow::Result<DemoCounter> {
     use kube::api::{Api, DynamicObject, PostParams};
     use kube::core::GroupVersionKind;
     use kube::discovery::ApiResource;
@@ -457,63 +607,47 @@ async fn start_demo(client: &kube::Client, broker: &str, node: &str) -> anyhow::
         }
     }
     let broker = broker.to_string();
-    tokio::spawn(async move {
-        if let Err(e) = crate::demo::counter(&broker, "default/counter").await {
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let task = tokio::spawn(async move {
+        if let Err(e) = crate::demo::counter(&broker, "default/counter", stopped).await {
             tracing::error!(error = %e, "demo counter stopped");
         }
     });
-    Ok(())
+    Ok(DemoCounter { stop, task })
 }
 
 async fn cloud(a: CloudArgs) -> anyhow::Result<()> {
-    // With the embedded API the controllers call it in-process; a real cluster over HTTPS.
-    let (api, kubeconfig, client) = match &a.kubeconfig {
-        Some(k) => (None, k.clone(), kube_client(k).await?),
-        None => {
-            let api = start_api(&a.api).await?;
-            let (k, c) = (api.kubeconfig.clone(), api.client());
-            (Some(api), k, c)
-        }
+    if a.print_default_config {
+        print!("{}", kedge_cloud::config::default_yaml());
+        return Ok(());
+    }
+    let file = match &a.config {
+        Some(p) => CloudSettings::read(p)?,
+        None => CloudSettings::default(),
     };
-    let cloud = kedge_cloud::start(
-        cloud_config(
-            &a.api.data_dir,
-            a.bind,
-            &a.hub,
-            a.advertise.clone(),
-            kedge_cloud::router::rest::RouterConfig {
-                addr: std::net::SocketAddr::new(a.router_bind, a.router_port),
-                token: a.router_token.clone(),
-                timeout: a.router_timeout,
-                ..Default::default()
-            },
-            api.as_ref(),
-        ),
-        client,
-    )
-    .await
-    .context("starting the cloud")?;
+    let r = file.overlay(to_json(&a.flags))?.resolve()?;
+    let running = start_cloud(&r).await?;
+    let cloud = &running.cloud;
     println!("kedge cloud");
     println!(
         "  Kubernetes API: {}",
-        api.as_ref()
+        running
+            .api
+            .as_ref()
             .map_or_else(|| "(external)".to_string(), |a| a.url.clone())
     );
-    println!("  kubeconfig:     {}", kubeconfig.display());
+    println!("  kubeconfig:     {}", running.kubeconfig.display());
     println!("  CloudHub:       wss://{}", cloud.hub_addr);
     println!("  join server:    https://{}", cloud.join_addr);
     println!("  router:         http://{}", cloud.router_addr);
-    let metrics = serve_metrics(a.metrics_port, cloud.metrics()).await?;
+    let metrics = serve_metrics(r.metrics_port, cloud.metrics()).await?;
     println!("  metrics:        http://{metrics}/metrics");
     println!(
         "  join an edge:   kedge edge --node-name NODE --cloud HOST --token $(kedge token --data-dir {})",
-        a.api.data_dir.display()
+        r.data_dir.display()
     );
     wait_for_signal().await;
-    cloud.shutdown().await;
-    if let Some(api) = api {
-        api.shutdown().await;
-    }
+    running.shutdown().await;
     Ok(())
 }
 
@@ -533,32 +667,15 @@ fn cri_endpoint_for_up(flag: &str) -> String {
 }
 
 async fn edge(a: EdgeArgs) -> anyhow::Result<()> {
-    use kedge_edge::config::{DEFAULT_CONFIG_YAML, FileConfig};
     if a.print_default_config {
-        print!("{DEFAULT_CONFIG_YAML}");
+        print!("{}", kedge_edge::config::default_yaml());
         return Ok(());
     }
     let file = match &a.config {
-        Some(p) => FileConfig::read(p)?,
-        None => FileConfig::default(),
+        Some(p) => EdgeSettings::read(p)?,
+        None => EdgeSettings::default(),
     };
-    let flags = FileConfig {
-        data_dir: a.data_dir,
-        node_name: a.node_name,
-        cloud: a.cloud,
-        hub_port: a.hub_port,
-        https_port: a.https_port,
-        token: a.token,
-        metrics_port: a.metrics_port,
-        mqtt_port: a.mqtt_port,
-        mqtt_bind: a.mqtt_bind,
-        mqtt_url: a.mqtt_url,
-        mqtt_ca: a.mqtt_ca,
-        cri_endpoint: a.cri_endpoint,
-        restart_backoff_seconds: a.restart_backoff,
-        ..FileConfig::default()
-    };
-    let cfg = file.overlay(flags).resolve()?;
+    let cfg = file.overlay(to_json(&a.flags))?.resolve()?;
     let (node, cloud, metrics_port) = (cfg.node.clone(), cfg.cloud.clone(), cfg.metrics_port);
     let edge = kedge_edge::start(cfg).await.context("starting the edge")?;
     let metrics = serve_metrics(metrics_port, edge.metrics()).await?;
@@ -566,6 +683,7 @@ async fn edge(a: EdgeArgs) -> anyhow::Result<()> {
     println!("  MQTT broker:    {}", edge.mqtt);
     println!("  metrics:        http://{metrics}/metrics");
     wait_for_signal().await;
+    edge.shutdown().await;
     Ok(())
 }
 
@@ -595,15 +713,53 @@ async fn wait_for_signal() {
 
 #[cfg(test)]
 mod tests {
-    use super::parse_duration;
-    use std::time::Duration;
+    use super::*;
 
     #[test]
-    fn durations() {
-        assert_eq!(parse_duration("24h"), Ok(Duration::from_secs(86_400)));
-        assert_eq!(parse_duration("90"), Ok(Duration::from_secs(90)));
-        assert_eq!(parse_duration("2d"), Ok(Duration::from_secs(172_800)));
-        assert!(parse_duration("1w").is_err());
-        assert!(parse_duration("h").is_err());
+    fn flag_ids_name_their_settings() {
+        assert_eq!(camel("hub_port"), "hubPort");
+        assert_eq!(camel("restart_backoff_seconds"), "restartBackoffSeconds");
+        assert_eq!(camel("bind"), "bind");
+        // Every flag of `kedge cloud` and `kedge edge` is a setting of its type (so a flag
+        // given wins over the file, and its help shows the right default).
+        let cloud = to_json(&CloudSettings::default());
+        let edge = to_json(&EdgeSettings::default());
+        for (name, defaults) in [("cloud", &cloud), ("edge", &edge)] {
+            let cmd = Cli::command();
+            let sub = cmd.find_subcommand(name).expect("subcommand");
+            for a in sub.get_arguments() {
+                let id = a.get_id().as_str();
+                if ["config", "print_default_config", "help"].contains(&id) {
+                    continue;
+                }
+                assert!(
+                    defaults.get(camel(id)).is_some(),
+                    "{name} --{id} is no setting"
+                );
+            }
+        }
+        let up = up_defaults(&cloud, &edge);
+        let cmd = Cli::command();
+        for a in cmd.find_subcommand("up").expect("up").get_arguments() {
+            let id = a.get_id().as_str();
+            if !["demo", "help"].contains(&id) {
+                assert!(up.get(camel(id)).is_some(), "up --{id} has no default");
+            }
+        }
+    }
+
+    #[test]
+    fn help_shows_the_settings_defaults() {
+        let cloud = to_json(&CloudSettings::default());
+        let mut cmd = with_defaults(
+            Cli::command()
+                .find_subcommand("cloud")
+                .expect("cloud")
+                .clone(),
+            &cloud,
+        );
+        let help = cmd.render_help().to_string();
+        assert!(help.contains("[default: 10000]"), "{help}");
+        assert!(help.contains("[default: 365d]"), "{help}");
     }
 }

@@ -42,8 +42,13 @@ impl Counter {
     }
 }
 
-/// Runs the counter for device `id` (`<namespace>/<name>`) against the broker at `url`.
-pub async fn counter(url: &str, id: &str) -> anyhow::Result<()> {
+/// Runs the counter for device `id` (`<namespace>/<name>`) against the broker at `url`, until
+/// `stop` says so.
+pub async fn counter(
+    url: &str,
+    id: &str,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> anyhow::Result<()> {
     let addr = eventbus::parse_url(url)?;
     let (tx, mut rx) = mpsc::unbounded_channel();
     let subs = vec![
@@ -62,6 +67,10 @@ pub async fn counter(url: &str, id: &str) -> anyhow::Result<()> {
     tracing::info!(device = id, broker = %addr, "counter started: set the twin's desired status to ON to count");
     loop {
         tokio::select! {
+            _ = stop.changed() => {
+                bus.stop().await;
+                return Ok(());
+            }
             changed = connected.changed() => {
                 changed.context("MQTT client stopped")?;
                 if *connected.borrow_and_update() {

@@ -3,8 +3,6 @@
 mod cli;
 mod demo;
 
-use clap::Parser;
-
 fn main() -> std::process::ExitCode {
     match run() {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -36,7 +34,7 @@ fn one_line(e: &anyhow::Error) -> String {
 fn run() -> anyhow::Result<()> {
     // ring is the only TLS provider compiled in; install it before anything builds a config.
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let args = cli::Cli::parse();
+    let args = cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()

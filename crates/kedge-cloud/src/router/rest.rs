@@ -18,7 +18,8 @@ use crate::cloudhub::hub::{Hub, RequestError};
 
 #[derive(Debug, Clone)]
 pub struct RouterConfig {
-    /// Where the REST listener listens (`0.0.0.0:9443` for `kedge cloud`).
+    /// Where the REST listener listens (loopback unless opened: without a token anyone who
+    /// reaches it can publish to edges).
     pub addr: SocketAddr,
     /// When set, requests need `Authorization: Bearer <token>`.
     pub token: Option<String>,
@@ -31,7 +32,7 @@ pub struct RouterConfig {
 impl Default for RouterConfig {
     fn default() -> Self {
         RouterConfig {
-            addr: SocketAddr::from(([0, 0, 0, 0], 9443)),
+            addr: SocketAddr::from(([127, 0, 0, 1], 9443)),
             token: None,
             max_body: 12 << 20,
             timeout: Duration::from_secs(30),

@@ -15,6 +15,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
 use kedge_core::envelope::{Message, group, op};
+use kedge_core::resource::Kind;
 use kedge_core::twin::merge::{self, Changes};
 use kedge_core::twin::topic::{self, Inbound as Topic};
 use kedge_core::twin::{self as twin, TwinError, device};
@@ -261,10 +262,10 @@ impl DeviceTwin {
     }
 
     /// A Device or DeviceModel stored by MetaManager (`deleted`: removed from the store).
-    pub async fn on_object(&self, kind: &str, obj: &Value, deleted: bool) {
+    pub async fn on_object(&self, kind: Kind, obj: &Value, deleted: bool) {
         let outs = match kind {
-            "device" => self.on_device(obj, deleted),
-            "devicemodel" if !deleted => self.on_model(obj),
+            Kind::Device => self.on_device(obj, deleted),
+            Kind::DeviceModel if !deleted => self.on_model(obj),
             _ => Vec::new(),
         };
         self.publish(outs).await;

@@ -7,9 +7,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use hyper_util::rt::TokioIo;
-use k8s_cri::v1 as cri;
-use k8s_cri::v1::image_service_client::ImageServiceClient;
-use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
+use kedge_proto::cri;
+use kedge_proto::cri::image_service_client::ImageServiceClient;
+use kedge_proto::cri::runtime_service_client::RuntimeServiceClient;
 use tonic::transport::{Channel, Endpoint};
 
 /// The default runtime endpoint (containerd's).

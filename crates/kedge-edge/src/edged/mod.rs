@@ -8,6 +8,7 @@
 pub mod cri;
 pub mod env;
 pub mod lifecycle;
+pub mod node;
 pub mod nodestatus;
 pub mod probe;
 pub mod spec;
@@ -78,6 +79,15 @@ impl Edged {
             runtime: rx,
             _fixed: Some(Arc::new(tx)),
         }
+    }
+
+    /// Edged with the runtime at `cfg.endpoint`, or switched off when it is `none`.
+    pub fn start_or_disable(cfg: EdgedConfig, pods: Pods) -> Result<Edged, cri::CriError> {
+        if cfg.endpoint == NO_RUNTIME {
+            tracing::info!("no container runtime (--cri-endpoint none): this node runs no pods");
+            return Ok(Edged::disabled(pods));
+        }
+        Edged::start(cfg, pods)
     }
 
     /// Starts reconciling `pods` with the runtime at `cfg.endpoint`.

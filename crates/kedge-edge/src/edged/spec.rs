@@ -5,9 +5,9 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use k8s_cri::v1 as cri;
 use k8s_openapi::api::core::v1::{Container, Pod};
 use kedge_core::resource::DEFAULT_GRACE_SECONDS;
+use kedge_proto::cri;
 use sha2::Digest;
 
 use super::env::ConfigError;

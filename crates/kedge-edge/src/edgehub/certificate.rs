@@ -35,6 +35,26 @@ pub struct Join<'a> {
     pub dir: &'a Path,
 }
 
+/// [`Join`] with owned values, for the renewal loop that outlives the caller.
+#[derive(Debug, Clone)]
+pub struct JoinWith {
+    pub server: String,
+    pub node: String,
+    pub token: String,
+    pub dir: PathBuf,
+}
+
+impl JoinWith {
+    pub fn join(&self) -> Join<'_> {
+        Join {
+            server: &self.server,
+            node: &self.node,
+            token: &self.token,
+            dir: &self.dir,
+        }
+    }
+}
+
 const TIMEOUT: Duration = Duration::from_secs(15);
 
 fn client(tls: rustls::ClientConfig) -> Result<reqwest::Client, JoinError> {
@@ -150,6 +170,34 @@ async fn request_certificate(
     let id = Identity::new(ca_der, body, key_pem);
     id.save(j.dir)?;
     Ok(id)
+}
+
+/// Renews the node certificate at 70–90 % of its lifetime, for as long as the edge runs, and
+/// has EdgeHub reconnect with the new one; a failed renewal is retried with back-off
+/// (10 s → 10 min).
+pub async fn keep(j: JoinWith, hub: super::client::EdgeHub, mut id: Identity) {
+    let mut retry = Duration::from_secs(10);
+    loop {
+        let validity = cert_validity(&id.cert_der).unwrap_or((0, 0));
+        let fraction = 0.7 + 0.2 * rand::random::<f64>();
+        // Certificate lifetimes are wall-clock times: the wait is computed afresh each turn.
+        let now = jiff::Timestamp::now().as_second();
+        tokio::time::sleep(renewal_delay(validity, now, fraction)).await;
+        match renew(&j.join(), &id).await {
+            Ok(new) => {
+                if let Err(e) = hub.use_identity(&new) {
+                    tracing::error!(error = %e, "the renewed certificate cannot be used");
+                }
+                id = new;
+                retry = Duration::from_secs(10);
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, retry_in = ?retry, "certificate renewal failed");
+                tokio::time::sleep(retry).await;
+                retry = (retry * 2).min(Duration::from_secs(600));
+            }
+        }
+    }
 }
 
 /// `<data-dir>/pki`.

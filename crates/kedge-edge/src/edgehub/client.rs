@@ -1,7 +1,14 @@
 //! The WebSocket to CloudHub: `wss://<cloud>:<hub-port>/<project>/<node>/events` with the node
 //! certificate, headers `node_id`, `project_id`, `ConnectionUse: msg`, a keepalive after each
-//! heartbeat period in which nothing else was sent, and reconnection with jittered exponential back-off (100 ms → 30 s) — not
-//! KubeEdge's fixed 30 s wait.
+//! heartbeat period in which nothing else was sent, and reconnection with jittered exponential
+//! back-off (100 ms → 30 s) — not KubeEdge's fixed 30 s wait.
+//!
+//! A link that dies without a FIN or RST (a Wi-Fi or cellular hand-over that changes the edge's
+//! address, a NAT that forgets the flow, a cloud host that loses power) is noticed by what the
+//! edge stops hearing: the cloud answers every Lease renewal (every 10 s) and every WebSocket
+//! ping at once, so after a heartbeat period without a frame from the cloud the edge pings, and
+//! after `answer_wait` more without one it drops the connection and dials again — instead of
+//! writing into its socket buffer until TCP gives up, some 15 minutes later (KubeEdge #6965).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,6 +21,9 @@ use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
 use tokio_tungstenite::tungstenite::{self, Message as Frame, client::IntoClientRequest};
 
+/// KubeEdge's keepalive period.
+pub const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(15);
+
 /// KubeEdge's default project id.
 pub const DEFAULT_PROJECT: &str = "e632aba927ea4ac2b575ec1603d56f10";
 
@@ -23,8 +33,12 @@ pub struct HubConfig {
     pub server: String,
     pub node: String,
     pub project: String,
-    /// Keepalive period (KubeEdge: 15 s).
+    /// Keepalive period (KubeEdge: 15 s); also how long the edge waits, hearing nothing from the
+    /// cloud, before it pings.
     pub heartbeat: Duration,
+    /// How long a ping may go unanswered (nor anything else heard) before the link counts as
+    /// dead: the time a busy cloud gets to answer.
+    pub answer_wait: Duration,
     pub max_frame: usize,
     /// The local address to connect from (default: the system's choice). The load tool gives
     /// each simulated edge its own, as real edges have.
@@ -37,7 +51,8 @@ impl HubConfig {
             server: server.into(),
             node: node.into(),
             project: DEFAULT_PROJECT.into(),
-            heartbeat: Duration::from_secs(15),
+            heartbeat: DEFAULT_HEARTBEAT,
+            answer_wait: Duration::from_secs(10),
             max_frame: kedge_core::envelope::MAX_FRAME,
             source: None,
         }
@@ -50,6 +65,8 @@ pub struct EdgeHub {
     up: mpsc::Sender<Message>,
     connected: watch::Receiver<bool>,
     tls: Arc<watch::Sender<Arc<rustls::ClientConfig>>>,
+    stop: Arc<watch::Sender<bool>>,
+    task: Arc<std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>>,
 }
 
 impl EdgeHub {
@@ -68,6 +85,26 @@ impl EdgeHub {
     pub fn connected(&self) -> watch::Receiver<bool> {
         self.connected.clone()
     }
+
+    /// Closes the session (a WebSocket close, which the cloud takes as the edge leaving) and
+    /// stops reconnecting; waits, briefly, for the close to be sent.
+    pub async fn close(&self) {
+        self.stop.send_replace(true);
+        let task = self.task.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(task) = task {
+            let _ = tokio::time::timeout(Duration::from_secs(2), task).await;
+        }
+    }
+}
+
+/// Why a session ended.
+enum Ended {
+    /// The edge is stopping.
+    Stopped,
+    /// A renewed certificate is to be used.
+    Renewed,
+    /// The link failed or the cloud closed it.
+    Lost(String),
 }
 
 fn backoff() -> impl Iterator<Item = Duration> {
@@ -85,38 +122,163 @@ pub fn spawn(
     id: Identity,
     down: mpsc::Sender<Message>,
 ) -> Result<EdgeHub, kedge_pki::PkiError> {
-    let (tls_tx, mut tls_rx) = watch::channel(Arc::new(id.client_config()?));
-    let (up_tx, mut up_rx) = mpsc::channel(1024);
+    let (tls_tx, tls_rx) = watch::channel(Arc::new(id.client_config()?));
+    let (up_tx, up_rx) = mpsc::channel(1024);
     let (conn_tx, conn_rx) = watch::channel(false);
-    tokio::spawn(async move {
-        let mut delays = backoff();
-        loop {
-            let tls = tls_rx.borrow_and_update().clone();
-            match connect(&cfg, tls).await {
-                Ok(ws) => {
-                    delays = backoff();
-                    tracing::info!(server = %cfg.server, node = %cfg.node, "connected to CloudHub");
-                    conn_tx.send_replace(true);
-                    let why = run(&cfg, ws, &mut up_rx, &down, &mut tls_rx).await;
-                    conn_tx.send_replace(false);
-                    tracing::warn!(reason = %why, "disconnected from CloudHub");
-                    if down.is_closed() {
-                        return;
-                    }
-                }
-                Err(e) => {
-                    tracing::warn!(server = %cfg.server, error = %e, "cannot connect to CloudHub")
-                }
-            }
-            let wait = delays.next().unwrap_or(Duration::from_secs(30));
-            tokio::time::sleep(wait).await;
-        }
-    });
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let link = Link {
+        cfg,
+        tls: tls_rx,
+        up: up_rx,
+        down,
+        connected: conn_tx,
+        stop: stop_rx,
+    };
+    let task = tokio::spawn(link.run());
     Ok(EdgeHub {
         up: up_tx,
         connected: conn_rx,
         tls: Arc::new(tls_tx),
+        stop: Arc::new(stop_tx),
+        task: Arc::new(std::sync::Mutex::new(Some(task))),
     })
+}
+
+/// What the connection loop owns.
+struct Link {
+    cfg: HubConfig,
+    tls: watch::Receiver<Arc<rustls::ClientConfig>>,
+    up: mpsc::Receiver<Message>,
+    down: mpsc::Sender<Message>,
+    connected: watch::Sender<bool>,
+    stop: watch::Receiver<bool>,
+}
+
+impl Link {
+    /// Connects and reconnects until the edge stops.
+    async fn run(mut self) {
+        let mut delays = backoff();
+        while !*self.stop.borrow() {
+            let tls = self.tls.borrow_and_update().clone();
+            let dialled = tokio::select! {
+                c = connect(&self.cfg, tls) => c,
+                _ = self.stop.changed() => return,
+            };
+            match dialled {
+                Ok(ws) => {
+                    delays = backoff();
+                    tracing::info!(server = %self.cfg.server, node = %self.cfg.node, "connected to CloudHub");
+                    self.connected.send_replace(true);
+                    let ended = self.session(ws).await;
+                    self.connected.send_replace(false);
+                    match ended {
+                        Ended::Stopped => {
+                            tracing::info!("disconnected from CloudHub: the edge is stopping");
+                            return;
+                        }
+                        Ended::Renewed => tracing::info!(
+                            "the certificate was renewed; reconnecting to CloudHub with it"
+                        ),
+                        Ended::Lost(why) => {
+                            tracing::warn!(reason = %why, "disconnected from CloudHub")
+                        }
+                    }
+                    if self.down.is_closed() {
+                        return;
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(server = %self.cfg.server, error = %e, "cannot connect to CloudHub")
+                }
+            }
+            let wait = delays.next().unwrap_or(Duration::from_secs(30));
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = self.stop.changed() => return,
+            }
+        }
+    }
+
+    /// One connected session.
+    async fn session(&mut self, ws: Ws) -> Ended {
+        let cfg = &self.cfg;
+        let (mut sink, mut stream) = ws.split();
+        let mut keepalive = tokio::time::interval(cfg.heartbeat);
+        // Writes are bounded too: a dead link fills the socket buffer, then blocks.
+        let write_limit = cfg.heartbeat + cfg.answer_wait;
+        // Nothing heard for a heartbeat: ping; nothing heard `answer_wait` after that: dead.
+        let quiet = tokio::time::sleep(cfg.heartbeat);
+        tokio::pin!(quiet);
+        let mut pinged = false;
+        loop {
+            tokio::select! {
+                // What arrived is read first: only a link that stays silent counts as dead.
+                biased;
+                f = stream.next() => {
+                    quiet.as_mut().reset(tokio::time::Instant::now() + cfg.heartbeat);
+                    pinged = false;
+                    match f {
+                        None => return Ended::Lost("closed by the cloud".into()),
+                        Some(Err(e)) => return Ended::Lost(format!("read failed: {e}")),
+                        Some(Ok(Frame::Text(t))) => deliver(cfg, t.as_bytes(), &self.down).await,
+                        Some(Ok(Frame::Binary(b))) => deliver(cfg, &b, &self.down).await,
+                        Some(Ok(Frame::Close(_))) => return Ended::Lost("closed by the cloud".into()),
+                        Some(Ok(_)) => {}
+                    }
+                }
+                _ = self.stop.changed() => {
+                    let _ = send(&mut sink, Frame::Close(None), Duration::from_secs(1)).await;
+                    return Ended::Stopped;
+                }
+                Ok(()) = self.tls.changed() => {
+                    let _ = send(&mut sink, Frame::Close(None), Duration::from_secs(1)).await;
+                    return Ended::Renewed;
+                }
+                _ = &mut quiet => {
+                    if pinged {
+                        return Ended::Lost(format!(
+                            "nothing heard from the cloud for {:?}, a ping unanswered: the link is dead",
+                            cfg.heartbeat + cfg.answer_wait
+                        ));
+                    }
+                    if let Err(why) = send(&mut sink, Frame::Ping(Default::default()), write_limit).await {
+                        return Ended::Lost(why);
+                    }
+                    pinged = true;
+                    quiet.as_mut().reset(tokio::time::Instant::now() + cfg.answer_wait);
+                }
+                _ = keepalive.tick() => {
+                    let k = Frame::Text(Message::keepalive().encode().into());
+                    if let Err(why) = send(&mut sink, k, write_limit).await {
+                        return Ended::Lost(format!("keepalive: {why}"));
+                    }
+                }
+                m = self.up.recv() => match m {
+                    Some(m) => {
+                        if let Err(why) = send(&mut sink, Frame::Text(m.encode().into()), write_limit).await {
+                            return Ended::Lost(why);
+                        }
+                        // Any frame tells the cloud the edge is alive: a keepalive is due only
+                        // after a silent period (an edge renewing its Lease every 10 s sends
+                        // none, which at 10,000 nodes spares the cloud 667 frames a second).
+                        keepalive.reset();
+                    }
+                    None => return Ended::Stopped,
+                },
+            }
+        }
+    }
+}
+
+type Sink = futures::stream::SplitSink<Ws, Frame>;
+
+/// Writes a frame within `limit`.
+async fn send(sink: &mut Sink, frame: Frame, limit: Duration) -> Result<(), String> {
+    match tokio::time::timeout(limit, sink.send(frame)).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(format!("write failed: {e}")),
+        Err(_) => Err("a write to the cloud did not complete: the link is dead".into()),
+    }
 }
 
 type Ws = tokio_tungstenite::WebSocketStream<tokio_rustls::client::TlsStream<TcpStream>>;
@@ -190,51 +352,6 @@ async fn connect(cfg: &HubConfig, tls: Arc<rustls::ClientConfig>) -> Result<Ws, 
         .max_frame_size(Some(cfg.max_frame));
     let (ws, _) = tokio_tungstenite::client_async_with_config(req, stream, Some(ws_cfg)).await?;
     Ok(ws)
-}
-
-/// One connected session; returns why it ended.
-async fn run(
-    cfg: &HubConfig,
-    ws: Ws,
-    up: &mut mpsc::Receiver<Message>,
-    down: &mpsc::Sender<Message>,
-    tls: &mut watch::Receiver<Arc<rustls::ClientConfig>>,
-) -> String {
-    let (mut sink, mut stream) = ws.split();
-    let mut keepalive = tokio::time::interval(cfg.heartbeat);
-    loop {
-        tokio::select! {
-            Ok(()) = tls.changed() => {
-                let _ = sink.close().await;
-                return "the certificate was renewed; reconnecting with it".into();
-            }
-            _ = keepalive.tick() => {
-                if let Err(e) = sink.send(Frame::Text(Message::keepalive().encode().into())).await {
-                    return format!("keepalive failed: {e}");
-                }
-            }
-            m = up.recv() => match m {
-                Some(m) => {
-                    if let Err(e) = sink.send(Frame::Text(m.encode().into())).await {
-                        return format!("write failed: {e}");
-                    }
-                    // Any frame tells the cloud the edge is alive: a keepalive is due only
-                    // after a silent period (an edge renewing its Lease every 10 s sends none,
-                    // which at 10,000 nodes spares the cloud 667 frames a second).
-                    keepalive.reset();
-                }
-                None => return "EdgeHub stopped".into(),
-            },
-            f = stream.next() => match f {
-                None => return "closed by the cloud".into(),
-                Some(Err(e)) => return format!("read failed: {e}"),
-                Some(Ok(Frame::Text(t))) => deliver(cfg, t.as_bytes(), down).await,
-                Some(Ok(Frame::Binary(b))) => deliver(cfg, &b, down).await,
-                Some(Ok(Frame::Close(_))) => return "closed by the cloud".into(),
-                Some(Ok(_)) => {}
-            },
-        }
-    }
 }
 
 async fn deliver(cfg: &HubConfig, data: &[u8], down: &mpsc::Sender<Message>) {

@@ -1,5 +1,48 @@
-//! EdgeHub: the edge's link to CloudHub.
+//! EdgeHub: the edge's link to CloudHub. It joins the cloud once (`certificate`), keeps the
+//! WebSocket up (`client`), sends what waits in the outbox (`outbox`, `pump`) and routes what
+//! the cloud sends to the component that handles it (`dispatch`).
 
 pub mod certificate;
 pub mod client;
+pub mod dispatch;
 pub mod outbox;
+mod pump;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use kedge_pki::node::Identity;
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+
+use certificate::JoinWith;
+use client::{EdgeHub, HubConfig};
+use outbox::Outbox;
+
+/// Where EdgeHub connects, and as whom.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// `host:port` of CloudHub.
+    pub server: String,
+    pub heartbeat: Duration,
+    pub join: JoinWith,
+}
+
+/// Starts EdgeHub's loops in `tasks`: the connection, the dispatch of what the cloud sends to
+/// `routes`, the outbox pump and the certificate renewal.
+pub fn start(
+    s: Settings,
+    id: Identity,
+    outbox: Arc<Outbox>,
+    routes: dispatch::Routes,
+    tasks: &mut JoinSet<()>,
+) -> Result<EdgeHub, kedge_pki::PkiError> {
+    let mut cfg = HubConfig::new(s.server, s.join.node.clone());
+    cfg.heartbeat = s.heartbeat;
+    let (down_tx, down_rx) = mpsc::channel(1024);
+    let hub = client::spawn(cfg, id.clone(), down_tx)?;
+    tasks.spawn(dispatch::run(down_rx, routes, outbox.clone()));
+    tasks.spawn(pump::run(outbox, hub.clone()));
+    tasks.spawn(certificate::keep(s.join, hub.clone(), id));
+    Ok(hub)
+}

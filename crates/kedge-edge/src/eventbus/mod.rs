@@ -10,6 +10,10 @@
 //! load.) The broker's in-flight limit bounds that channel: QoS 1 messages stop coming until the
 //! consumer acknowledges; QoS 0 messages beyond `MAX_QUEUED` are dropped and counted.
 
+pub mod broker;
+pub mod inbound;
+pub mod publish;
+
 use std::time::Duration;
 
 use std::sync::Arc;
@@ -18,6 +22,8 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use bytes::Bytes;
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, Publish, QoS};
 use tokio::sync::{mpsc, watch};
+
+use crate::metamanager::MetaStore;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BrokerAddr {
@@ -162,6 +168,8 @@ pub struct EventBus {
     counters: Arc<Counters>,
     /// Topics subscribed for eventbus→rest rules (changed at run time).
     extra: Arc<std::sync::Mutex<std::collections::BTreeSet<String>>>,
+    /// Set when the edge stops: the connection then ends quietly.
+    stopping: Arc<std::sync::atomic::AtomicBool>,
 }
 
 #[derive(Debug, Default)]
@@ -218,7 +226,9 @@ impl EventBus {
         let (conn_tx, connected) = watch::channel(false);
         let counters = Arc::new(Counters::default());
         let extra: Arc<std::sync::Mutex<std::collections::BTreeSet<String>>> = Arc::default();
+        let stopping = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let link = Link {
+            stopping: stopping.clone(),
             extra: extra.clone(),
             client: client.clone(),
             subscriptions,
@@ -233,7 +243,14 @@ impl EventBus {
             connected,
             counters,
             extra,
+            stopping,
         })
+    }
+
+    /// Disconnects from the broker for good (the edge is stopping).
+    pub async fn stop(&self) {
+        self.stopping.store(true, Ordering::SeqCst);
+        let _ = self.client.disconnect().await;
     }
 
     /// Publishes at QoS 1 (queued while the broker is unreachable).
@@ -297,25 +314,23 @@ impl EventBus {
     }
 }
 
-/// A rest→eventbus message from the cloud (op `publish`, resource = the topic): published on the
-/// broker, then answered (`response` "OK", or `error` with the reason).
-pub async fn publish_from_cloud(
-    bus: &EventBus,
-    m: &kedge_core::envelope::Message,
-) -> kedge_core::envelope::Message {
-    let topic = m.route.resource.as_str();
-    if topic.is_empty() || topic.contains(['+', '#']) {
-        return m.error_reply(&format!("{topic:?} is not a topic one can publish to"));
-    }
-    let body = kedge_core::rule::content_to_body(&m.content);
-    match bus.publish(topic, body, false).await {
-        Ok(()) => m.ack(),
-        Err(e) => m.error_reply(&e.to_string()),
-    }
+/// The MQTT topics the stored eventbus→rest Rules name (`<namespace>/<topic>`); the cloud sends
+/// a node only the rules whose eventbus source names it.
+pub fn rule_topics(meta: &MetaStore) -> std::collections::BTreeSet<String> {
+    let keys = meta.keys("rule").unwrap_or_default();
+    keys.iter()
+        .filter_map(|k| {
+            let rule = meta.get(k).ok().flatten()?;
+            let ns = rule.pointer("/metadata/namespace")?.as_str()?;
+            let topic = rule.pointer("/spec/sourceResource/topic")?.as_str()?;
+            Some(format!("{ns}/{}", topic.trim_matches('/')))
+        })
+        .collect()
 }
 
 /// What the event loop works with.
 struct Link {
+    stopping: Arc<std::sync::atomic::AtomicBool>,
     extra: Arc<std::sync::Mutex<std::collections::BTreeSet<String>>>,
     client: AsyncClient,
     subscriptions: Vec<String>,
@@ -376,7 +391,17 @@ async fn run(mut eventloop: rumqttc::EventLoop, link: Link) {
                     return;
                 }
             }
+            Ok(Event::Outgoing(rumqttc::Outgoing::Disconnect))
+                if link.stopping.load(Ordering::SeqCst) =>
+            {
+                link.connected.send_replace(false);
+                return;
+            }
             Ok(_) => {}
+            Err(_) if link.stopping.load(Ordering::SeqCst) => {
+                link.connected.send_replace(false);
+                return;
+            }
             Err(e) => {
                 if link.connected.send_replace(false) {
                     tracing::warn!(broker = %link.addr, error = %e, "EventBus lost the MQTT broker; reconnecting");

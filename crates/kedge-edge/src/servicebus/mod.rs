@@ -11,6 +11,19 @@ use kedge_core::servicebus::{HOP_BY_HOP, HttpRequest, HttpResponse, parse_resour
 /// How long a local app has to answer when the cloud does not say.
 pub const TIMEOUT: Duration = Duration::from_secs(25);
 
+/// ServiceBus's loop over the calls EdgeHub routes to it. Calls run concurrently: a slow app
+/// holds up no other call.
+pub async fn run(
+    mut calls: tokio::sync::mpsc::Receiver<Message>,
+    hub: crate::edgehub::client::EdgeHub,
+) {
+    let http = client();
+    while let Some(m) = calls.recv().await {
+        let (http, hub) = (http.clone(), hub.clone());
+        tokio::spawn(async move { hub.send(call(&http, &m).await).await });
+    }
+}
+
 /// Makes the call `m` describes and returns the answer for the cloud.
 pub async fn call(http: &reqwest::Client, m: &Message) -> Message {
     let resp = match request(http, m).await {

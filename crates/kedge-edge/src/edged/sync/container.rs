@@ -1,7 +1,7 @@
 //! One container of a pod: start, restart with back-off, replace, probe, and what it shows.
 
-use k8s_cri::v1 as cri;
 use k8s_openapi::api::core::v1::Container;
+use kedge_proto::cri;
 
 use super::{InRuntime, PodSync, Sync, attempt_of, now_ms, observed, terminated};
 use crate::edged::cri::CriError;
@@ -85,7 +85,7 @@ impl Sync {
                     view.state = Shown::Running {
                         started: status::time_of(st.started_at),
                     };
-                    let started_ms = (st.started_at / 1_000_000).max(0) as u64;
+                    let started_ms = super::monotonic_of(st.started_at);
                     let (ready, live) = self.probe(ps, c, &ctr.id, started_ms).await;
                     view.ready = ready;
                     if !live {

@@ -9,9 +9,9 @@ use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
-use k8s_cri::v1 as cri;
 use k8s_openapi::api::core::v1::Pod;
 use kedge_core::envelope::{Message, group, op};
+use kedge_proto::cri;
 use serde_json::{Value, json};
 use tokio::sync::{Notify, watch};
 
@@ -91,8 +91,17 @@ pub(super) async fn confirm_deletions(pods: Pods, wake: Arc<Notify>) {
     }
 }
 
+/// Edged's timers (back-offs, probe periods) run on the monotonic clock.
 fn now_ms() -> u64 {
-    kedge_core::clock::now_ms()
+    kedge_core::clock::monotonic_ms()
+}
+
+/// A runtime timestamp (wall-clock nanoseconds) on the monotonic clock of [`now_ms`]: its age
+/// now, taken from the monotonic present.
+fn monotonic_of(wall_nanos: i64) -> u64 {
+    let wall_ms = (wall_nanos / 1_000_000).max(0) as u64;
+    let age = kedge_core::clock::now_ms().saturating_sub(wall_ms);
+    now_ms().saturating_sub(age)
 }
 
 /// The runtime's objects of one pod.
@@ -115,7 +124,7 @@ fn observed(s: &cri::ContainerStatus) -> Observed {
         Ok(cri::ContainerState::ContainerRunning) => Observed::Running,
         Ok(cri::ContainerState::ContainerExited) => Observed::Exited {
             code: s.exit_code,
-            finished_ms: (s.finished_at / 1_000_000).max(0) as u64,
+            finished_ms: monotonic_of(s.finished_at),
         },
         _ => Observed::Created,
     }

@@ -3,8 +3,8 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 
-use k8s_cri::v1 as cri;
 use k8s_openapi::api::core::v1::Pod;
+use kedge_proto::cri;
 use serde_json::Value;
 
 use super::{InRuntime, PodSync, Sync};

@@ -1,0 +1,254 @@
+//! `kedge cloud`'s settings, every one with its default written once (`Settings::default`,
+//! which takes the components' own defaults where they have them). `--print-default-config`
+//! prints them ([`default_yaml`]), `--config FILE` reads them from YAML (unknown keys are an
+//! error), and flags given on the command line win over the file ([`Settings::overlay`]).
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use kedge_core::clock::{format_duration, parse_duration};
+use kedge_core::settings::{Secret, commented_yaml, overlay};
+use serde::{Deserialize, Serialize};
+
+use crate::router::rest::RouterConfig;
+
+/// Every setting of `kedge cloud`, with its default.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct Settings {
+    pub data_dir: PathBuf,
+    pub api_port: u16,
+    pub api_bind: IpAddr,
+    pub kubeconfig: PathBuf,
+    pub bind: IpAddr,
+    pub hub_port: u16,
+    pub https_port: u16,
+    pub advertise_addresses: Vec<String>,
+    pub node_cert_ttl: String,
+    pub metrics_port: u16,
+    pub router_port: u16,
+    pub router_bind: IpAddr,
+    pub router_token: Secret,
+    pub router_timeout: String,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        let router = RouterConfig::default();
+        Settings {
+            data_dir: "./kedge-data".into(),
+            api_port: 6443,
+            api_bind: IpAddr::from([127, 0, 0, 1]),
+            kubeconfig: PathBuf::new(),
+            // Edges dial in from other machines.
+            bind: IpAddr::from([0, 0, 0, 0]),
+            hub_port: 10000,
+            https_port: 10002,
+            advertise_addresses: Vec::new(),
+            node_cert_ttl: format_duration(kedge_pki::node::NODE_CERT_TTL),
+            metrics_port: 9091,
+            router_port: router.addr.port(),
+            router_bind: router.addr.ip(),
+            router_token: Secret::default(),
+            router_timeout: format_duration(router.timeout),
+        }
+    }
+}
+
+/// What each setting does, in the order `--print-default-config` shows them.
+const DOCS: [(&str, &str); 14] = [
+    (
+        "dataDir",
+        "Where the cloud keeps its CA (pki/), the embedded API's store and the kubeconfig.",
+    ),
+    (
+        "apiPort",
+        "Port of the embedded Kubernetes API (HTTPS); 0 picks a free one.",
+    ),
+    ("apiBind", "Address the embedded Kubernetes API listens on."),
+    (
+        "kubeconfig",
+        "A real cluster's kubeconfig to use instead of the embedded API (apply deploy/crds/ there\n\
+         first); empty for the embedded API.",
+    ),
+    ("bind", "Address CloudHub and the join server listen on."),
+    ("hubPort", "CloudHub WebSocket port (edges connect here)."),
+    ("httpsPort", "Join (certificate) server port."),
+    (
+        "advertiseAddresses",
+        "Names or addresses edges use to reach this cloud (they go into its certificate).",
+    ),
+    (
+        "nodeCertTtl",
+        "Lifetime of the node certificates the cloud signs (edges renew them at 70-90 % of it):\n\
+         a number with s, m, h or d.",
+    ),
+    (
+        "metricsPort",
+        "Port of /metrics and /healthz (plain HTTP on 127.0.0.1).",
+    ),
+    (
+        "routerPort",
+        "Router REST listener port (/{node}/{namespace}/{path}).",
+    ),
+    (
+        "routerBind",
+        "Address the router's REST listener listens on (loopback unless you open it: without a\n\
+         routerToken anyone who reaches it can publish to edges).",
+    ),
+    (
+        "routerToken",
+        "Require `Authorization: Bearer <token>` on the router's REST listener (off when empty,\n\
+         as in KubeEdge). Prefer the KEDGE_ROUTER_TOKEN environment variable.",
+    ),
+    (
+        "routerTimeout",
+        "How long an edge app has to answer a routed request: a number with s, m or h.",
+    ),
+];
+
+/// What `kedge cloud --print-default-config` prints; it reads back as [`Settings::default`].
+pub fn default_yaml() -> String {
+    commented_yaml(
+        "kedge cloud configuration. Every setting is also a flag of `kedge cloud`; flags win.",
+        &Settings::default(),
+        &DOCS,
+    )
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{path}: {cause}")]
+    Read {
+        path: PathBuf,
+        cause: std::io::Error,
+    },
+    #[error("{path}: {cause}")]
+    Parse { path: PathBuf, cause: String },
+    #[error("flags: {0}")]
+    Flags(String),
+    #[error("{key}: {why}")]
+    Value { key: &'static str, why: String },
+}
+
+/// The settings resolved into what the parts of `kedge cloud` run with.
+#[derive(Debug, Clone)]
+pub struct Resolved {
+    pub data_dir: PathBuf,
+    /// The embedded API's address; `None` with a real cluster (`kubeconfig`).
+    pub api: Option<SocketAddr>,
+    pub kubeconfig: Option<PathBuf>,
+    pub bind: IpAddr,
+    pub hub_port: u16,
+    pub https_port: u16,
+    pub names: Vec<String>,
+    pub node_cert_ttl: Duration,
+    pub metrics_port: u16,
+    pub router: RouterConfig,
+}
+
+impl Settings {
+    pub fn parse(text: &str, path: &Path) -> Result<Settings, ConfigError> {
+        serde_saphyr::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.into(),
+            cause: e.to_string(),
+        })
+    }
+
+    pub fn read(path: &Path) -> Result<Settings, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|cause| ConfigError::Read {
+            path: path.into(),
+            cause,
+        })?;
+        Self::parse(&text, path)
+    }
+
+    /// Lays `flags` (the settings given on the command line, by their YAML names; absent ones
+    /// left out) over `self`.
+    pub fn overlay(self, flags: serde_json::Value) -> Result<Settings, ConfigError> {
+        overlay(&self, flags).map_err(ConfigError::Flags)
+    }
+
+    pub fn resolve(self) -> Result<Resolved, ConfigError> {
+        let duration =
+            |key, text: &str| parse_duration(text).map_err(|why| ConfigError::Value { key, why });
+        let kubeconfig = Some(self.kubeconfig).filter(|k| !k.as_os_str().is_empty());
+        let router_token = Some(self.router_token.0).filter(|t| !t.is_empty());
+        Ok(Resolved {
+            api: kubeconfig
+                .is_none()
+                .then(|| SocketAddr::new(self.api_bind, self.api_port)),
+            kubeconfig,
+            node_cert_ttl: duration("nodeCertTtl", &self.node_cert_ttl)?,
+            router: RouterConfig {
+                addr: SocketAddr::new(self.router_bind, self.router_port),
+                token: router_token,
+                timeout: duration("routerTimeout", &self.router_timeout)?,
+                ..RouterConfig::default()
+            },
+            data_dir: self.data_dir,
+            bind: self.bind,
+            hub_port: self.hub_port,
+            https_port: self.https_port,
+            names: self.advertise_addresses,
+            metrics_port: self.metrics_port,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn the_printed_default_reads_back_as_the_default() {
+        let parsed = Settings::parse(&default_yaml(), Path::new("default")).expect("parses");
+        assert_eq!(parsed, Settings::default());
+        let keys: Vec<String> = serde_json::to_value(Settings::default())
+            .expect("json")
+            .as_object()
+            .expect("object")
+            .keys()
+            .cloned()
+            .collect();
+        let documented: Vec<&str> = DOCS.iter().map(|(k, _)| *k).collect();
+        assert_eq!(keys, documented, "every setting printed, in order");
+        let r = Settings::default().resolve().expect("the defaults resolve");
+        assert_eq!(r.node_cert_ttl, kedge_pki::node::NODE_CERT_TTL);
+        assert_eq!(r.router.timeout, RouterConfig::default().timeout);
+        assert_eq!(r.router.addr, RouterConfig::default().addr);
+        assert!(
+            r.router.addr.ip().is_loopback(),
+            "the router is not open by default"
+        );
+    }
+
+    #[test]
+    fn flags_win_and_bad_values_name_their_key() {
+        let file =
+            Settings::parse("hubPort: 1\nrouterTimeout: 5s\n", Path::new("f")).expect("yaml");
+        let r = file
+            .overlay(json!({"hubPort": 2, "kubeconfig": "/k", "routerToken": "t"}))
+            .expect("overlay")
+            .resolve()
+            .expect("resolves");
+        assert_eq!(r.hub_port, 2);
+        assert_eq!(r.router.timeout, Duration::from_secs(5));
+        assert_eq!(r.router.token.as_deref(), Some("t"));
+        assert!(r.api.is_none(), "a real cluster: no embedded API");
+        let typo = Settings::parse("hubport: 1\n", Path::new("f")).expect_err("unknown key");
+        assert!(typo.to_string().contains("hubport"), "{typo}");
+        let bad = Settings::parse("routerTimeout: soon\n", Path::new("f"))
+            .expect("yaml")
+            .resolve()
+            .expect_err("bad duration");
+        assert!(bad.to_string().starts_with("routerTimeout:"), "{bad}");
+        let s = Settings {
+            router_token: Secret("s3cret".into()),
+            ..Settings::default()
+        };
+        assert!(!format!("{s:?}").contains("s3cret"));
+    }
+}

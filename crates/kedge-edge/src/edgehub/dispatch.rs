@@ -1,0 +1,176 @@
+//! What the cloud sends, routed by its parsed kind to the component that handles it, as
+//! KubeEdge's EdgeHub routes by group: the cloud's answers to what the outbox sent go to the
+//! outbox, object changes to MetaManager, rest→eventbus publishes to EventBus, rest→servicebus
+//! calls to ServiceBus.
+
+use std::sync::Arc;
+
+use kedge_core::envelope::{Message, group, op};
+use tokio::sync::mpsc;
+
+use super::outbox::Outbox;
+
+/// Where a message from the cloud goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Downlink {
+    /// `response` or `error` to a message the outbox sent.
+    Answer,
+    /// An object change (`insert`/`update`/`patch`/`delete` of `<ns>/<type>/<name>`).
+    Object,
+    /// rest→eventbus: publish the content on the broker.
+    Publish,
+    /// rest→servicebus: call a local app (the operation is the HTTP method).
+    ServiceCall,
+    /// Nothing here handles it.
+    Unknown,
+}
+
+pub fn classify(m: &Message) -> Downlink {
+    let (g, o) = (m.route.group.as_str(), m.route.operation.as_str());
+    match o {
+        op::RESPONSE | op::ERROR => Downlink::Answer,
+        kedge_core::rule::OP_PUBLISH if g == group::USER => Downlink::Publish,
+        method if g == group::USER && kedge_core::servicebus::is_method(method) => {
+            Downlink::ServiceCall
+        }
+        op::INSERT | op::UPDATE | op::PATCH | op::DELETE if g == group::RESOURCE => {
+            Downlink::Object
+        }
+        _ => Downlink::Unknown,
+    }
+}
+
+/// The components' inboxes.
+#[derive(Clone)]
+pub struct Routes {
+    pub objects: mpsc::Sender<Message>,
+    pub publishes: mpsc::Sender<Message>,
+    pub calls: mpsc::Sender<Message>,
+}
+
+/// The receiving ends of [`Routes`], one per component.
+pub struct Inboxes {
+    pub objects: mpsc::Receiver<Message>,
+    pub publishes: mpsc::Receiver<Message>,
+    pub calls: mpsc::Receiver<Message>,
+}
+
+/// Bounded inboxes: a component that falls behind slows the cloud down (TCP back-pressure)
+/// rather than the edge's memory growing.
+pub fn inboxes() -> (Routes, Inboxes) {
+    let (objects, o) = mpsc::channel(1024);
+    let (publishes, p) = mpsc::channel(1024);
+    let (calls, c) = mpsc::channel(1024);
+    (
+        Routes {
+            objects,
+            publishes,
+            calls,
+        },
+        Inboxes {
+            objects: o,
+            publishes: p,
+            calls: c,
+        },
+    )
+}
+
+/// At most this many answers leave the outbox in one commit.
+const BURST: usize = 512;
+
+pub(super) async fn run(mut down: mpsc::Receiver<Message>, routes: Routes, outbox: Arc<Outbox>) {
+    let mut next = None;
+    loop {
+        let Some(m) = next.take().or(down.recv().await) else {
+            return;
+        };
+        let to = match classify(&m) {
+            Downlink::Answer => {
+                // Answers that arrive together leave the outbox in one commit.
+                let mut answers = vec![m];
+                while answers.len() < BURST
+                    && let Ok(more) = down.try_recv()
+                {
+                    if classify(&more) == Downlink::Answer {
+                        answers.push(more);
+                    } else {
+                        next = Some(more);
+                        break;
+                    }
+                }
+                settle(&outbox, &answers);
+                continue;
+            }
+            Downlink::Object => &routes.objects,
+            Downlink::Publish => &routes.publishes,
+            Downlink::ServiceCall => &routes.calls,
+            Downlink::Unknown => {
+                tracing::debug!(resource = %m.route.resource, operation = %m.route.operation, "nothing at the edge handles this message");
+                continue;
+            }
+        };
+        if to.send(m).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// The cloud applied (`response`) or refused for good (`error`) what the outbox sent.
+fn settle(outbox: &Outbox, answers: &[Message]) {
+    for m in answers.iter().filter(|m| m.route.operation == op::ERROR) {
+        tracing::warn!(resource = %m.route.resource, reason = %m.content, "the cloud refused a message");
+    }
+    let ids: Vec<&str> = answers
+        .iter()
+        .map(|m| m.header.parent_id.as_str())
+        .collect();
+    if let Err(e) = outbox.ack_many(&ids) {
+        tracing::warn!(error = %e, "outbox");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn msg(g: &str, o: &str, res: &str) -> Message {
+        Message::new("cloud", g, o, res, json!({}))
+    }
+
+    #[test]
+    fn messages_go_by_group_and_operation() {
+        let cases = [
+            (group::RESOURCE, op::RESPONSE, "", Downlink::Answer),
+            (group::USER, op::ERROR, "", Downlink::Answer),
+            (group::USER, "publish", "test", Downlink::Publish),
+            (group::USER, "GET", "6666:/x", Downlink::ServiceCall),
+            (group::USER, "PATCH", "6666:/x", Downlink::ServiceCall),
+            (
+                group::RESOURCE,
+                op::UPDATE,
+                "default/pod/a",
+                Downlink::Object,
+            ),
+            (
+                group::RESOURCE,
+                op::DELETE,
+                "default/rule/r",
+                Downlink::Object,
+            ),
+            (group::RESOURCE, op::INSERT, "null/node/n", Downlink::Object),
+            (group::RESOURCE, "publish", "x", Downlink::Unknown),
+            (group::USER, op::UPDATE, "default/pod/a", Downlink::Unknown),
+            (group::TWIN, op::UPDATE, "x", Downlink::Unknown),
+            (
+                group::RESOURCE,
+                op::QUERY,
+                "default/pod/a",
+                Downlink::Unknown,
+            ),
+        ];
+        for (g, o, res, want) in cases {
+            assert_eq!(classify(&msg(g, o, res)), want, "{g} {o}");
+        }
+    }
+}
