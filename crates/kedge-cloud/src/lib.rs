@@ -19,6 +19,7 @@ pub enum CloudError {
 pub mod devicecontroller;
 pub mod edgecontroller;
 pub mod objects;
+pub mod placement;
 pub mod router;
 
 use std::net::{IpAddr, SocketAddr};
@@ -132,15 +133,10 @@ pub async fn start(cfg: CloudConfig, client: kube::Client) -> Result<Cloud, Clou
         cfg.node_cert_ttl,
     )
     .await?;
-    let (tx, rx) = tokio::sync::mpsc::channel(4096);
-    let hub = cloudhub::hub::Hub::new(cfg.hub.clone(), tx);
-    let hub_l = cloudhub::hub::start(
-        SocketAddr::new(cfg.bind, cfg.hub_port),
-        hub.clone(),
-        &ca,
-        &names,
-    )
-    .await?;
+    // The hub hands each node's events to its own worker; the controller is bound to the
+    // workers before the hub accepts edges.
+    let workers = edgecontroller::Workers::new();
+    let hub = cloudhub::hub::Hub::new(cfg.hub.clone(), workers.clone());
     let downstream = cloudhub::downstream::Downstream::new(hub.clone(), client.clone());
     let rules = router::Rules::start(client.clone(), downstream.clone());
     let router = router::rest::start(cfg.router.clone(), rules.clone(), hub.clone()).await?;
@@ -151,9 +147,17 @@ pub async fn start(cfg: CloudConfig, client: kube::Client) -> Result<Cloud, Clou
         downstream.clone(),
         rules,
         cfg.leases.clone(),
+        &workers,
     );
+    let hub_l = cloudhub::hub::start(
+        SocketAddr::new(cfg.bind, cfg.hub_port),
+        hub.clone(),
+        &ca,
+        &names,
+    )
+    .await?;
     let stats = ec.stats();
-    tokio::spawn(ec.run(rx));
+    tokio::spawn(ec.run());
     Ok(Cloud {
         hub,
         downstream,

@@ -15,7 +15,7 @@ use kube::runtime::{WatchStreamExt, watcher};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::cloudhub::downstream::SyncRecord;
+use crate::cloudhub::records::SyncRecord;
 
 /// Watches `api` through a reflector (kept in `writer`'s store), calling
 /// `on(ctx, object, deleted)` for each change.
@@ -56,10 +56,41 @@ pub fn watch_with_done<K, C>(
                 Ok(watcher::Event::Delete(o)) => on(&ctx, &o, true),
                 Ok(watcher::Event::InitDone) => done(&ctx),
                 Ok(_) => {}
-                Err(e) => tracing::warn!(error = %e, "watch"),
+                Err(e) => tracing::warn!(error = %brief_watch(&e), "watch"),
             }
         }
     });
+}
+
+/// A Kubernetes API error on one readable line: the API's own message and code, not its
+/// `Status` as Debug.
+pub fn brief(e: &kube::Error) -> String {
+    match e {
+        kube::Error::Api(s) => format!("{} ({})", s.message, s.code),
+        other => {
+            let mut text = other.to_string();
+            let mut cause = std::error::Error::source(other);
+            while let Some(c) = cause {
+                let next = c.to_string();
+                if !text.contains(&next) {
+                    text.push_str(": ");
+                    text.push_str(&next);
+                }
+                cause = c.source();
+            }
+            text
+        }
+    }
+}
+
+pub fn brief_watch(e: &watcher::Error) -> String {
+    match e {
+        watcher::Error::InitialListFailed(k)
+        | watcher::Error::WatchStartFailed(k)
+        | watcher::Error::WatchFailed(k) => brief(k),
+        watcher::Error::WatchError(s) => format!("{} ({})", s.message, s.code),
+        other => other.to_string(),
+    }
 }
 
 pub fn message(
@@ -111,6 +142,13 @@ pub fn deletion(r: &SyncRecord) -> Outgoing {
         uid: r.uid.clone(),
         rv: r.rv,
         delete: true,
-        msg: message(&r.kind, ns, &r.name, r.rv, true, content),
+        msg: message(
+            r.kind.token().unwrap_or_default(),
+            ns,
+            &r.name,
+            r.rv,
+            true,
+            content,
+        ),
     }
 }

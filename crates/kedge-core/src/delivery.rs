@@ -151,11 +151,14 @@ impl NodeQueue {
         Offered::Queued
     }
 
-    /// What to write now: due re-sends (same `msg_id`), then new messages up to the in-flight
-    /// limit, oldest first.
-    pub fn poll(&mut self, now_ms: u64) -> Vec<Message> {
+    /// What to write now, at most `room` messages: due re-sends (same `msg_id`), then new
+    /// messages up to the in-flight limit, oldest first. `now_ms` is on a monotonic clock.
+    pub fn poll(&mut self, now_ms: u64, room: usize) -> Vec<Message> {
         let mut out = Vec::new();
         for i in self.inflight.values_mut() {
+            if out.len() >= room {
+                return out;
+            }
             if now_ms.saturating_sub(i.sent_at_ms) >= self.limits.resend_after_ms {
                 i.sent_at_ms = now_ms;
                 i.attempts += 1;
@@ -163,7 +166,7 @@ impl NodeQueue {
                 out.push(i.out.msg.clone());
             }
         }
-        while self.inflight.len() < self.limits.max_inflight {
+        while self.inflight.len() < self.limits.max_inflight && out.len() < room {
             let Some(uid) = self.order.pop_front() else {
                 break;
             };
@@ -306,16 +309,16 @@ mod tests {
         assert_eq!(q.offer(out("a", 1, false)), Offered::Queued);
         assert_eq!(q.offer(out("a", 3, false)), Offered::Coalesced);
         assert_eq!(q.offer(out("a", 2, false)), Offered::Superseded);
-        assert_eq!(rvs(&q.poll(0)), ["3"]);
+        assert_eq!(rvs(&q.poll(0, usize::MAX)), ["3"]);
     }
 
     #[test]
     fn unacked_messages_are_resent_with_the_same_id_until_acked() {
         let mut q = q();
         q.offer(out("a", 1, false));
-        let first = q.poll(0);
-        assert!(q.poll(50).is_empty(), "not due yet");
-        let again = q.poll(100);
+        let first = q.poll(0, usize::MAX);
+        assert!(q.poll(50, usize::MAX).is_empty(), "not due yet");
+        let again = q.poll(100, usize::MAX);
         assert_eq!(again[0].header.id, first[0].header.id);
         assert_eq!(q.resends(), 1);
         assert_eq!(
@@ -327,7 +330,7 @@ mod tests {
                 resource: "default/configmap/a".into(),
             })
         );
-        assert!(q.poll(1000).is_empty());
+        assert!(q.poll(1000, usize::MAX).is_empty());
         assert_eq!(
             q.ack(&first[0].header.id),
             None,
@@ -345,17 +348,30 @@ mod tests {
             q.offer(out(uid, rv, false));
         }
         assert_eq!(q.offer(out("d", 4, false)), Offered::Full);
-        let sent = q.poll(0);
+        let sent = q.poll(0, usize::MAX);
         assert_eq!(rvs(&sent), ["1", "2"]);
         q.ack(&sent[0].header.id);
-        assert_eq!(rvs(&q.poll(1)), ["3"]);
+        assert_eq!(rvs(&q.poll(1, usize::MAX)), ["3"]);
+    }
+
+    #[test]
+    fn poll_takes_no_more_than_there_is_room_for() {
+        let mut q = q();
+        q.offer(out("a", 1, false));
+        q.offer(out("b", 1, false));
+        assert_eq!(q.poll(0, 1).len(), 1);
+        assert_eq!(q.poll(0, 0).len(), 0, "no room, nothing taken");
+        assert_eq!((q.inflight(), q.pending()), (1, 1));
+        assert_eq!(q.poll(100, 1).len(), 1, "the due re-send first");
+        assert_eq!((q.inflight(), q.pending()), (1, 1));
+        assert_eq!(q.poll(101, 5).len(), 1);
     }
 
     #[test]
     fn deletions_win_and_clear_what_was_acked() {
         let mut q = q();
         q.offer(out("a", 1, false));
-        let m = q.poll(0);
+        let m = q.poll(0, usize::MAX);
         q.ack(&m[0].header.id);
         assert_eq!(q.acked("a"), Some(1));
         assert_eq!(q.offer(out("a", 2, true)), Offered::Queued);
@@ -364,7 +380,7 @@ mod tests {
             Offered::Superseded,
             "nothing after a delete"
         );
-        let d = q.poll(1);
+        let d = q.poll(1, usize::MAX);
         q.ack(&d[0].header.id);
         assert_eq!(q.acked("a"), None);
     }
@@ -374,7 +390,7 @@ mod tests {
         let mut q = q();
         q.offer(out("a", 1, false));
         q.offer(out("b", 1, false));
-        let sent = q.poll(0);
+        let sent = q.poll(0, usize::MAX);
         q.offer(out("c", 1, false));
         q.offer(out("b", 2, false));
         q.disconnected();
@@ -383,7 +399,7 @@ mod tests {
         // a was in flight: first again. b's in-flight v1 gave way to its pending v2, queued
         // after c.
         let again: Vec<(String, String)> = q
-            .poll(10)
+            .poll(10, usize::MAX)
             .iter()
             .map(|m| (m.route.resource.clone(), m.header.resource_version.clone()))
             .collect();

@@ -1,63 +1,26 @@
 //! Cloud→edge delivery: one [`NodeQueue`] per node (the pure state machine in
 //! `kedge_core::delivery`), a writer that sends what the queues release, and the record of what
-//! each node acknowledged — ObjectSync (`<node>.<uid>` in the object's namespace) or
-//! ClusterObjectSync, with `status.objectResourceVersion`, as KubeEdge keeps it. On connect the
-//! queue is rebuilt from those records, so a resync sends exactly what the node lacks.
+//! each node acknowledged (`records`: ObjectSync and ClusterObjectSync, as KubeEdge keeps them,
+//! indexed by node). On connect the queue is rebuilt from the node's records, so a resync sends
+//! exactly what the node lacks.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use futures::StreamExt;
 use kedge_core::delivery::{Acked, Limits, NodeQueue, Offered, Outgoing};
-use kedge_core::resource::ObjectRef;
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kedge_core::resource::{Kind, ObjectRef};
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::core::{DynamicObject, GroupVersionKind};
 use kube::discovery::ApiResource;
+use kube::runtime::{WatchStreamExt, watcher};
 use serde_json::json;
 use tokio::sync::Notify;
 
 use super::hub::Hub;
-
-/// What a node acknowledged of one object (one ObjectSync).
-#[derive(Debug, Clone)]
-pub struct SyncRecord {
-    pub uid: String,
-    pub rv: u64,
-    pub namespace: Option<String>,
-    /// Resource-string type token (`pod`, `configmap`, …).
-    pub kind: String,
-    pub name: String,
-}
-
-/// Type token → (apiVersion, kind) of the object, for ObjectSync specs.
-fn type_of(token: &str) -> (&'static str, &str) {
-    match token {
-        "pod" => ("v1", "Pod"),
-        "configmap" => ("v1", "ConfigMap"),
-        "secret" => ("v1", "Secret"),
-        "node" => ("v1", "Node"),
-        "device" => ("devices.kubeedge.io/v1alpha2", "Device"),
-        "devicemodel" => ("devices.kubeedge.io/v1alpha2", "DeviceModel"),
-        "rule" => ("rules.kubeedge.io/v1", "Rule"),
-        other => ("v1", other),
-    }
-}
-
-/// The ObjectSync name recording what `node` acknowledged of the object `uid`.
-pub fn sync_name(node: &str, uid: &str) -> String {
-    format!("{node}.{uid}")
-}
-
-/// The node and object UID of an ObjectSync name. Node names may contain dots, UIDs do not,
-/// so the split is at the last dot (a prefix match would give node `a` the records of `a.b`).
-pub fn sync_owner(name: &str) -> Option<(&str, &str)> {
-    name.rsplit_once('.')
-        .filter(|(node, uid)| !node.is_empty() && !uid.is_empty())
-}
-
-fn token_of(kind: &str) -> String {
-    kind.to_lowercase()
-}
+use super::records::RecordIndex;
+pub use super::records::{SyncRecord, sync_name, sync_owner};
 
 fn sync_resource(cluster: bool) -> ApiResource {
     let (kind, plural) = if cluster {
@@ -71,25 +34,32 @@ fn sync_resource(cluster: bool) -> ApiResource {
     )
 }
 
-/// The record an ObjectSync holds about the object `uid`.
-fn record_of(o: &DynamicObject, uid: &str) -> SyncRecord {
+/// The node and record an ObjectSync holds.
+fn record_of(o: &DynamicObject) -> Option<(String, SyncRecord)> {
+    let (node, uid) = sync_owner(o.metadata.name.as_deref()?)?;
     let text = |path: &str| o.data.pointer(path).and_then(|v| v.as_str());
-    SyncRecord {
+    let r = SyncRecord {
         uid: uid.to_string(),
         rv: text("/status/objectResourceVersion")
             .and_then(|v| v.parse().ok())
             .unwrap_or(0),
         namespace: o.metadata.namespace.clone(),
-        kind: token_of(text("/spec/objectKind").unwrap_or("")),
+        kind: Kind::of(text("/spec/objectKind").unwrap_or("")),
         name: text("/spec/objectName").unwrap_or("").to_string(),
-    }
+    };
+    Some((node.to_string(), r))
 }
+
+/// How long a connecting node waits for the records to be listed (the cloud just started).
+const LIST_WAIT: Duration = Duration::from_secs(30);
 
 pub struct Downstream {
     hub: Arc<Hub>,
     client: kube::Client,
     limits: Limits,
     queues: Mutex<HashMap<String, NodeQueue>>,
+    records: Mutex<RecordIndex>,
+    listed: Notify,
     wake: Notify,
     acks: std::sync::atomic::AtomicU64,
 }
@@ -101,15 +71,70 @@ impl Downstream {
             client,
             limits: Limits::default(),
             queues: Mutex::default(),
+            records: Mutex::default(),
+            listed: Notify::new(),
             wake: Notify::new(),
             acks: Default::default(),
         });
         tokio::spawn(d.clone().write_loop());
+        for cluster in [false, true] {
+            tokio::spawn(d.clone().watch_records(cluster));
+        }
         d
     }
 
     fn queues(&self) -> std::sync::MutexGuard<'_, HashMap<String, NodeQueue>> {
         self.queues.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn records(&self) -> std::sync::MutexGuard<'_, RecordIndex> {
+        self.records.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Keeps the index of records from a watch of ObjectSyncs (or ClusterObjectSyncs).
+    async fn watch_records(self: Arc<Self>, cluster: bool) {
+        let api: Api<DynamicObject> = Api::all_with(self.client.clone(), &sync_resource(cluster));
+        let stream = watcher(api, watcher::Config::default()).default_backoff();
+        let mut stream = std::pin::pin!(stream);
+        while let Some(ev) = stream.next().await {
+            match ev {
+                Ok(watcher::Event::Init) => self.records().list_started(cluster),
+                Ok(watcher::Event::InitApply(o)) => {
+                    if let Some((node, r)) = record_of(&o) {
+                        self.records().listed(&node, r);
+                    }
+                }
+                Ok(watcher::Event::InitDone) => {
+                    self.records().list_done(cluster);
+                    self.listed.notify_waiters();
+                }
+                Ok(watcher::Event::Apply(o)) => {
+                    if let Some((node, r)) = record_of(&o) {
+                        self.records().put(&node, r);
+                    }
+                }
+                Ok(watcher::Event::Delete(o)) => {
+                    if let Some((node, r)) = record_of(&o) {
+                        self.records().remove(&node, &r.uid);
+                    }
+                }
+                Err(e) => tracing::debug!(error = %e, "watching sync records"),
+            }
+        }
+    }
+
+    /// Waits (bounded) until every record has been listed once.
+    async fn records_listed(&self) -> bool {
+        let wait = async {
+            loop {
+                let listed = self.listed.notified();
+                if self.records().is_whole() {
+                    return;
+                }
+                listed.await;
+            }
+        };
+        tokio::time::timeout(LIST_WAIT, wait).await.is_ok()
     }
 
     /// Queues an object version for `node`.
@@ -131,9 +156,18 @@ impl Downstream {
     }
 
     /// A node connected: rebuild its queue from what it acknowledged, keeping what was waiting.
-    /// Returns the acknowledgement records, for the controllers' resync.
-    pub async fn connected(&self, node: &str) -> Result<Vec<SyncRecord>, kube::Error> {
-        let records = self.records(node).await?;
+    /// Returns its records, for the resync; `None` when they could not be listed in time (then
+    /// nothing may be resynced: a partial record would resend what the node has, and miss
+    /// deletions).
+    pub async fn connected(&self, node: &str) -> Option<Vec<SyncRecord>> {
+        if !self.records_listed().await {
+            tracing::warn!(
+                node,
+                "resync skipped: the sync records (ObjectSyncs) could not be listed"
+            );
+            return None;
+        }
+        let records = self.records().of(node);
         let acked = records.iter().map(|r| (r.uid.clone(), r.rv)).collect();
         let mut queues = self.queues();
         let waiting = queues
@@ -147,7 +181,7 @@ impl Downstream {
         queues.insert(node.to_string(), q);
         drop(queues);
         self.wake.notify_one();
-        Ok(records)
+        Some(records)
     }
 
     pub fn disconnected(&self, node: &str) {
@@ -164,7 +198,10 @@ impl Downstream {
             .and_then(|q| q.ack(parent_msg_id));
         self.wake.notify_one();
         match acked {
-            Some(a) => self.record(node, &a).await,
+            Some(a) => {
+                self.acks.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                self.record(node, &a).await
+            }
             None => Ok(()),
         }
     }
@@ -172,6 +209,7 @@ impl Downstream {
     /// `/metrics` readings: queue depths across nodes, acks and re-sends since start.
     pub fn readings(&self) -> Vec<kedge_http::metrics::Reading> {
         use kedge_http::metrics::Reading;
+        let records = self.records().len() as u64;
         let queues = self.queues();
         let sum = |f: fn(&NodeQueue) -> u64| queues.values().map(f).sum::<u64>();
         vec![
@@ -195,9 +233,16 @@ impl Downstream {
                 "Acknowledgements received from edges.",
                 self.acks.load(std::sync::atomic::Ordering::Relaxed),
             ),
+            Reading::gauge(
+                "kedge_downstream_records",
+                "Objects edges have acknowledged (ObjectSyncs).",
+                records,
+            ),
         ]
     }
 
+    /// Sends what the queues release, to each node only as much as its session has room for:
+    /// a slow node never holds up the others.
     async fn write_loop(self: Arc<Self>) {
         let mut tick = tokio::time::interval(Duration::from_millis(200));
         loop {
@@ -213,14 +258,20 @@ impl Downstream {
                 .filter(|(_, q)| q.pending() > 0 || q.inflight() > 0)
                 .map(|(n, _)| n.clone())
                 .collect();
-            for node in busy.into_iter().filter(|n| self.hub.is_connected(n)) {
+            let now = kedge_core::clock::monotonic_ms();
+            for node in busy {
+                let room = self.hub.room(&node);
+                if room == 0 {
+                    continue;
+                }
                 let msgs = self
                     .queues()
                     .get_mut(&node)
-                    .map(|q| q.poll(kedge_core::clock::now_ms()))
+                    .map(|q| q.poll(now, room))
                     .unwrap_or_default();
                 for m in msgs {
-                    if self.hub.send(&node, m).await.is_err() {
+                    // Full after all (replies share the queue): re-sent when due.
+                    if self.hub.try_send(&node, m).is_err() {
                         break;
                     }
                 }
@@ -235,39 +286,16 @@ impl Downstream {
         }
     }
 
-    /// Every ObjectSync and ClusterObjectSync there is.
-    async fn all_syncs(&self) -> Result<Vec<DynamicObject>, kube::Error> {
-        let namespaced: Api<DynamicObject> =
-            Api::all_with(self.client.clone(), &sync_resource(false));
-        let mut all = namespaced.list(&ListParams::default()).await?.items;
-        all.extend(self.syncs(None).list(&ListParams::default()).await?.items);
-        Ok(all)
-    }
-
     /// A node was deleted: drop its queue and what it acknowledged, so a node registering
     /// again under that name starts from nothing. Returns how many records were removed.
     pub async fn forget_node(&self, node: &str) -> Result<usize, kube::Error> {
         self.queues().remove(node);
-        self.delete_syncs(|owner| owner == node).await
-    }
-
-    /// Removes the records of nodes that no longer exist (deleted while the cloud was down).
-    pub async fn forget_orphans(
-        &self,
-        live: &std::collections::HashSet<String>,
-    ) -> Result<usize, kube::Error> {
-        self.delete_syncs(|owner| !live.contains(owner)).await
-    }
-
-    async fn delete_syncs(&self, doomed: impl Fn(&str) -> bool) -> Result<usize, kube::Error> {
+        let records = self.records().of(node);
         let mut n = 0;
-        for o in self.all_syncs().await? {
-            let name = o.metadata.name.clone().unwrap_or_default();
-            if !sync_owner(&name).is_some_and(|(owner, _)| doomed(owner)) {
-                continue;
-            }
+        for r in records {
+            let name = sync_name(node, &r.uid);
             match self
-                .syncs(o.metadata.namespace.as_deref())
+                .syncs(r.namespace.as_deref())
                 .delete(&name, &DeleteParams::default())
                 .await
             {
@@ -275,18 +303,30 @@ impl Downstream {
                 Err(kube::Error::Api(s)) if s.code == 404 => {}
                 Err(e) => return Err(e),
             }
+            self.records().remove(node, &r.uid);
         }
         Ok(n)
     }
 
-    /// Every ObjectSync and ClusterObjectSync of `node`.
-    async fn records(&self, node: &str) -> Result<Vec<SyncRecord>, kube::Error> {
-        let mine = |o: &DynamicObject| {
-            let name = o.metadata.name.as_deref()?;
-            let (owner, uid) = sync_owner(name)?;
-            (owner == node).then(|| record_of(o, uid))
-        };
-        Ok(self.all_syncs().await?.iter().filter_map(mine).collect())
+    /// Removes the records of nodes that no longer exist (deleted while the cloud was down).
+    pub async fn forget_orphans(
+        &self,
+        live: &std::collections::HashSet<String>,
+    ) -> Result<usize, kube::Error> {
+        if !self.records_listed().await {
+            return Ok(0);
+        }
+        let orphans: Vec<String> = self
+            .records()
+            .nodes()
+            .into_iter()
+            .filter(|n| !live.contains(n))
+            .collect();
+        let mut n = 0;
+        for node in orphans {
+            n += self.forget_node(&node).await?;
+        }
+        Ok(n)
     }
 
     /// Writes what `node` acknowledged.
@@ -297,43 +337,60 @@ impl Downstream {
         let api = self.syncs(r.namespace());
         let name = sync_name(node, &a.uid);
         if a.delete {
+            self.records().remove(node, &a.uid);
             return match api.delete(&name, &DeleteParams::default()).await {
                 Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
                 other => other.map(|_| ()),
             };
         }
-        if api.get_opt(&name).await?.is_none() {
-            let cluster = r.namespace().is_none();
-            let ar = sync_resource(cluster);
-            let obj: DynamicObject = serde_json::from_value(json!({
-                "apiVersion": ar.api_version, "kind": ar.kind,
-                "metadata": {"name": name, "namespace": r.namespace()},
-                "spec": {"objectAPIVersion": type_of(r.kind).0, "objectKind": type_of(r.kind).1, "objectName": r.name.unwrap_or("")},
-            }))
-            .map_err(kube::Error::SerdeError)?;
-            api.create(&PostParams::default(), &obj).await?;
-        }
+        let known = self.records().get(node, &a.uid).is_some();
         let status = json!({"status": {"objectResourceVersion": a.rv.to_string()}});
-        api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&status))
-            .await?;
+        let (params, merge) = (PatchParams::default(), Patch::Merge(&status));
+        let patch = || api.patch_status(&name, &params, &merge);
+        // A record known here needs only its version; a new one (or one deleted meanwhile) is
+        // created first.
+        let patched = match known {
+            true => match patch().await {
+                Err(kube::Error::Api(s)) if s.code == 404 => false,
+                other => other.map(|_| true)?,
+            },
+            false => false,
+        };
+        if !patched {
+            self.create_record(&api, &name, &r).await?;
+            patch().await?;
+        }
+        self.records().put(
+            node,
+            SyncRecord {
+                uid: a.uid.clone(),
+                rv: a.rv,
+                namespace: r.namespace().map(String::from),
+                kind: r.kind(),
+                name: r.name.unwrap_or("").to_string(),
+            },
+        );
         Ok(())
     }
-}
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn sync_names_split_at_the_last_dot() {
-        let uid = "4f1c2a3e-0000-4000-8000-000000000001";
-        assert_eq!(sync_owner(&sync_name("edge-1", uid)), Some(("edge-1", uid)));
-        assert_eq!(
-            sync_owner(&sync_name("edge.example.com", uid)),
-            Some(("edge.example.com", uid))
-        );
-        assert_eq!(sync_owner("no-dot"), None);
-        assert_eq!(sync_owner(".uid"), None);
-        assert_eq!(sync_owner("node."), None);
+    /// Creates the ObjectSync (or ClusterObjectSync) `name` for the object `r`.
+    async fn create_record(
+        &self,
+        api: &Api<DynamicObject>,
+        name: &str,
+        r: &ObjectRef<'_>,
+    ) -> Result<(), kube::Error> {
+        let ar = sync_resource(r.namespace().is_none());
+        let (api_version, kind) = r.kind().api_version_kind().unwrap_or(("v1", r.kind));
+        let obj: DynamicObject = serde_json::from_value(json!({
+            "apiVersion": ar.api_version, "kind": ar.kind,
+            "metadata": {"name": name, "namespace": r.namespace()},
+            "spec": {"objectAPIVersion": api_version, "objectKind": kind, "objectName": r.name.unwrap_or("")},
+        }))
+        .map_err(kube::Error::SerdeError)?;
+        match api.create(&PostParams::default(), &obj).await {
+            Err(kube::Error::Api(s)) if s.code == 409 => Ok(()),
+            other => other.map(drop),
+        }
     }
 }

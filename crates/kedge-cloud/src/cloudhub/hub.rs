@@ -30,6 +30,21 @@ pub enum HubEvent {
     Message(String, Box<Message>),
 }
 
+/// Where CloudHub hands each node's events: one ordered queue per node, so that the controllers
+/// can work on different nodes at once and a slow node holds up only its own queue (its
+/// session stops reading, and TCP slows its edge down).
+pub trait Events: Send + Sync + 'static {
+    /// The queue of `node`'s events.
+    fn queue(&self, node: &str) -> mpsc::Sender<HubEvent>;
+}
+
+/// Every node's events in one queue (tests, tools).
+impl Events for mpsc::Sender<HubEvent> {
+    fn queue(&self, _node: &str) -> mpsc::Sender<HubEvent> {
+        self.clone()
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct HubConfig {
     /// A session that sends nothing for this long is closed (KubeEdge: 30 s).
@@ -68,7 +83,7 @@ pub struct Hub {
     cfg: HubConfig,
     sessions: Mutex<HashMap<String, Session>>,
     next_id: AtomicU64,
-    events: mpsc::Sender<HubEvent>,
+    events: Box<dyn Events>,
     refused: AtomicU64,
     throttled: AtomicU64,
     sessions_total: AtomicU64,
@@ -102,12 +117,12 @@ impl Drop for Waiting<'_> {
 }
 
 impl Hub {
-    pub fn new(cfg: HubConfig, events: mpsc::Sender<HubEvent>) -> Arc<Hub> {
+    pub fn new(cfg: HubConfig, events: impl Events) -> Arc<Hub> {
         Arc::new(Hub {
             cfg,
             sessions: Mutex::default(),
             next_id: AtomicU64::new(1),
-            events,
+            events: Box::new(events),
             refused: AtomicU64::new(0),
             throttled: AtomicU64::new(0),
             sessions_total: AtomicU64::new(0),
@@ -227,6 +242,20 @@ impl Hub {
         drop(pending);
         let _ = tx.send(msg);
         None
+    }
+
+    /// Room left in `node`'s send queue (0 when it is not connected).
+    pub fn room(&self, node: &str) -> usize {
+        self.sessions().get(node).map_or(0, |s| s.tx.capacity())
+    }
+
+    /// Queues `msg` for `node` without waiting: fails when the node is not connected or its
+    /// queue is full (a writer serving many nodes must not wait on one).
+    pub fn try_send(&self, node: &str, msg: Message) -> Result<(), NotConnected> {
+        match self.sessions().get(node) {
+            Some(s) => s.tx.try_send(msg).map_err(|_| NotConnected(node.into())),
+            None => Err(NotConnected(node.into())),
+        }
     }
 
     /// Queues `msg` for `node`.
@@ -364,9 +393,10 @@ fn expiry(not_after: Option<i64>) -> tokio::time::Instant {
 async fn session(hub: Arc<Hub>, node: String, socket: WebSocket, not_after: Option<i64>) {
     let expires = expiry(not_after);
     let (tx, mut rx) = mpsc::channel(hub.cfg.node_queue);
+    let events = hub.events.queue(&node);
     let id = hub.register(&node, tx);
     tracing::info!(node, "edge connected");
-    let _ = hub.events.send(HubEvent::Connected(node.clone())).await;
+    let _ = events.send(HubEvent::Connected(node.clone())).await;
     let (mut sink, mut stream) = socket.split();
     // Both timers are created once and the silence timer is pushed back on each frame: a
     // timer per loop turn cost 10,000 idle sessions measurable CPU.
@@ -374,13 +404,16 @@ async fn session(hub: Arc<Hub>, node: String, socket: WebSocket, not_after: Opti
     let silence = tokio::time::sleep(hub.cfg.keepalive_timeout);
     tokio::pin!(expired, silence);
     let (mut bucket, mut flooding) = (hub.bucket(), false);
+    // A write that cannot complete within the keepalive timeout means a dead link (its socket
+    // buffer is full): it must not hold the session, and what waits for it, for TCP's minutes.
+    let write = hub.cfg.keepalive_timeout;
     let reason = loop {
         tokio::select! {
             _ = &mut expired => break "its client certificate expired".to_string(),
             _ = &mut silence => break format!("nothing received for {:?}", hub.cfg.keepalive_timeout),
             out = rx.recv() => match out {
-                Some(m) => if let Err(e) = sink.send(Frame::Text(m.encode().into())).await {
-                    break format!("write failed: {e}");
+                Some(m) => if let Err(why) = send(&mut sink, m, write).await {
+                    break why;
                 },
                 None => break "replaced by a new connection, or the cloud is shutting down".to_string(),
             },
@@ -396,22 +429,42 @@ async fn session(hub: Arc<Hub>, node: String, socket: WebSocket, not_after: Opti
                         Frame::Ping(_) | Frame::Pong(_) => continue,
                     };
                     hub.throttle(&node, &mut bucket, &mut flooding).await;
-                    if let Some(reply) = receive(&hub, &node, data).await {
-                        let _ = sink.send(Frame::Text(reply.encode().into())).await;
+                    if let Some(reply) = receive(&hub, &events, &node, data).await
+                        && let Err(why) = send(&mut sink, reply, write).await
+                    {
+                        break why;
                     }
                 }
             },
         }
     };
-    let _ = sink.close().await;
+    let _ = tokio::time::timeout(Duration::from_secs(1), sink.close()).await;
     if hub.unregister(&node, id) {
         tracing::info!(node, reason, "edge disconnected");
-        let _ = hub.events.send(HubEvent::Disconnected(node)).await;
+        let _ = events.send(HubEvent::Disconnected(node)).await;
+    }
+}
+
+/// Writes one message to an edge within `limit`.
+async fn send(
+    sink: &mut futures::stream::SplitSink<WebSocket, Frame>,
+    m: Message,
+    limit: Duration,
+) -> Result<(), String> {
+    match tokio::time::timeout(limit, sink.send(Frame::Text(m.encode().into()))).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(format!("write failed: {e}")),
+        Err(_) => Err(format!("a write did not complete within {limit:?}")),
     }
 }
 
 /// Handles one frame from `node`; returns a reply to send back, if any.
-async fn receive(hub: &Hub, node: &str, data: &[u8]) -> Option<Message> {
+async fn receive(
+    hub: &Hub,
+    events: &mpsc::Sender<HubEvent>,
+    node: &str,
+    data: &[u8],
+) -> Option<Message> {
     let msg = match Message::decode(data, hub.cfg.max_frame) {
         Ok(m) => m,
         Err(e) => {
@@ -425,8 +478,7 @@ async fn receive(hub: &Hub, node: &str, data: &[u8]) -> Option<Message> {
         return None;
     }
     let msg = hub.answer(node, msg)?;
-    let _ = hub
-        .events
+    let _ = events
         .send(HubEvent::Message(node.into(), Box::new(msg)))
         .await;
     None

@@ -4,23 +4,29 @@
 //! twins. A Device that moves leaves its old node; a deleted one leaves its node. Edge reports
 //! (`device/<ns>/<name>/twin/edge_updated`, `.../state/update`) are written to the Device's
 //! `status` by `report`. The v1.14 device profile ConfigMap of each node is kept up to date
-//! (`profile`), a moment after the changes that affect it.
+//! (`profile`), a moment after the changes that affect it. Indexes (devices by node, devices by
+//! model) keep each change, and each node's resync, proportional to that node's devices.
 
 pub mod profile;
 pub mod report;
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 
+use futures::FutureExt;
+use futures::future::BoxFuture;
 use kedge_core::delivery::Outgoing;
+use kedge_core::resource::Kind;
 use kedge_core::twin::device;
 use kube::api::{Api, DynamicObject};
 use kube::core::GroupVersionKind;
 use kube::discovery::ApiResource;
 use kube::runtime::reflector::{self, Store};
 
-use crate::cloudhub::downstream::{Downstream, SyncRecord};
-use crate::objects::{deletion, outgoing, watch};
+use crate::cloudhub::downstream::Downstream;
+use crate::edgecontroller::resync::Placer;
+use crate::objects::{outgoing, watch, watch_with_done};
+use crate::placement;
 
 pub const GROUP: &str = "devices.kubeedge.io";
 pub const VERSION: &str = "v1alpha2";
@@ -36,9 +42,85 @@ fn model_resource() -> ApiResource {
     )
 }
 
+/// (namespace, model name).
+type ModelKey = (String, String);
+
+/// Devices by the node they name and by their model, kept from the watch.
+#[derive(Default)]
+struct Index {
+    /// Device keys (`ns/name`) by node.
+    on_node: HashMap<String, BTreeSet<String>>,
+    /// Device keys by (namespace, model).
+    by_model: HashMap<ModelKey, BTreeSet<String>>,
+    /// Each indexed device: its node and model.
+    devices: HashMap<String, (Option<String>, Option<ModelKey>)>,
+}
+
+impl Index {
+    fn remove(&mut self, k: &str) {
+        let Some((node, model)) = self.devices.remove(k) else {
+            return;
+        };
+        if let Some(n) = node
+            && let Some(set) = self.on_node.get_mut(&n)
+        {
+            set.remove(k);
+            if set.is_empty() {
+                self.on_node.remove(&n);
+            }
+        }
+        if let Some(m) = model
+            && let Some(set) = self.by_model.get_mut(&m)
+        {
+            set.remove(k);
+            if set.is_empty() {
+                self.by_model.remove(&m);
+            }
+        }
+    }
+
+    fn add(&mut self, d: &DynamicObject) {
+        let k = key(d);
+        self.remove(&k);
+        let ns = d.metadata.namespace.clone().unwrap_or_default();
+        let node = node_of(d);
+        let model = model_name(d).map(|m| (ns, m.to_string()));
+        if let Some(n) = &node {
+            self.on_node.entry(n.clone()).or_default().insert(k.clone());
+        }
+        if let Some(m) = &model {
+            self.by_model
+                .entry(m.clone())
+                .or_default()
+                .insert(k.clone());
+        }
+        self.devices.insert(k, (node, model));
+    }
+
+    fn on(&self, node: &str) -> Vec<String> {
+        self.on_node
+            .get(node)
+            .into_iter()
+            .flatten()
+            .cloned()
+            .collect()
+    }
+
+    /// Nodes with a device of `ns` that uses `model`.
+    fn nodes_using(&self, ns: &str, model: &str) -> BTreeSet<String> {
+        let users = self.by_model.get(&(ns.to_string(), model.to_string()));
+        users
+            .into_iter()
+            .flatten()
+            .filter_map(|k| self.devices.get(k)?.0.clone())
+            .collect()
+    }
+}
+
 struct Inner {
     devices: Store<DynamicObject>,
     models: Store<DynamicObject>,
+    index: Mutex<Index>,
     /// Where each Device (`ns/name`) was last sent.
     placed: Mutex<HashMap<String, String>>,
     downstream: Arc<Downstream>,
@@ -71,18 +153,25 @@ impl Inner {
         self.placed.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    fn index(&self) -> std::sync::MutexGuard<'_, Index> {
+        self.index.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     fn model(&self, ns: &str, name: &str) -> Option<Arc<DynamicObject>> {
         let r = reflector::ObjectRef::new_with(name, model_resource()).within(ns);
         self.models.get(&r)
     }
 
-    /// Devices on `node` other than `except`.
-    fn devices_on(&self, node: &str, except: &str) -> Vec<Arc<DynamicObject>> {
-        self.devices
-            .state()
-            .into_iter()
-            .filter(|d| node_of(d).as_deref() == Some(node) && key(d) != except)
-            .collect()
+    fn device(&self, key: &str) -> Option<Arc<DynamicObject>> {
+        let (ns, name) = key.split_once('/')?;
+        let r = reflector::ObjectRef::new_with(name, device_resource()).within(ns);
+        self.devices.get(&r)
+    }
+
+    /// Devices on `node`.
+    fn devices_on(&self, node: &str) -> Vec<Arc<DynamicObject>> {
+        let keys = self.index().on(node);
+        keys.iter().filter_map(|k| self.device(k)).collect()
     }
 
     /// The Device and its model, as deliveries.
@@ -105,21 +194,29 @@ impl Inner {
 
     fn on_device(&self, d: &DynamicObject, deleted: bool) {
         let k = key(d);
+        {
+            let mut index = self.index();
+            match deleted {
+                true => index.remove(&k),
+                false => index.add(d),
+            }
+        }
         let to = if deleted { None } else { node_of(d) };
         let from = self.placed().get(&k).cloned();
         let ns = d.metadata.namespace.as_deref().unwrap_or_default();
         for node in from.iter().chain(to.iter()) {
             self.mark(ns, node);
         }
-        if let Some(from) = from.filter(|f| Some(f) != to.as_ref()) {
-            self.leave(d, &from, &k);
+        let moved = placement::device_move(from.as_deref(), to.as_deref());
+        if let Some(leave) = moved.leave {
+            self.leave(d, leave);
         }
-        match to {
+        match moved.to {
             Some(node) => {
                 for out in self.with_model(d, false) {
-                    self.downstream.offer(&node, out);
+                    self.downstream.offer(node, out);
                 }
-                self.placed().insert(k, node);
+                self.placed().insert(k, node.to_string());
             }
             None => {
                 self.placed().remove(&k);
@@ -128,37 +225,42 @@ impl Inner {
     }
 
     /// `d` leaves `node`: its deletion, and its model's unless another device there uses it.
-    fn leave(&self, d: &DynamicObject, node: &str, k: &str) {
-        let ns = d.metadata.namespace.as_deref().unwrap_or_default();
-        let model = model_name(d);
-        let still_used = self
-            .devices_on(node, k)
+    fn leave(&self, d: &DynamicObject, node: &str) {
+        let ns = d.metadata.namespace.as_deref();
+        let others = self.devices_on(node);
+        let models = others
             .iter()
-            .any(|o| o.metadata.namespace.as_deref() == Some(ns) && model_name(o) == model);
+            .filter(|o| o.metadata.namespace.as_deref() == ns && key(o) != key(d))
+            .map(|o| model_name(o));
+        let model_leaves = placement::model_leaves(model_name(d), models);
         for out in self.with_model(d, true) {
             let is_model = out.msg.route.resource.contains("/devicemodel/");
-            if !(is_model && still_used) {
+            if model_leaves || !is_model {
                 self.downstream.offer(node, out);
             }
         }
     }
 
     fn on_model(&self, m: &DynamicObject, deleted: bool) {
-        let ns = m.metadata.namespace.as_deref();
-        let name = m.metadata.name.as_deref();
-        let nodes: HashSet<String> = self
-            .devices
-            .state()
-            .iter()
-            .filter(|d| d.metadata.namespace.as_deref() == ns && model_name(d) == name)
-            .filter_map(|d| node_of(d))
-            .collect();
+        let ns = m.metadata.namespace.as_deref().unwrap_or_default();
+        let name = m.metadata.name.as_deref().unwrap_or_default();
+        let nodes = self.index().nodes_using(ns, name);
         for node in nodes {
-            self.mark(ns.unwrap_or_default(), &node);
+            self.mark(ns, &node);
             if let Some(out) = outgoing(m, "devicemodel", deleted) {
                 self.downstream.offer(&node, out);
             }
         }
+    }
+
+    /// A (re)list of Devices is complete: the index is rebuilt from it (a relist after a
+    /// broken watch reports no deletions).
+    fn devices_listed(&self) {
+        let mut fresh = Index::default();
+        for d in self.devices.state() {
+            fresh.add(&d);
+        }
+        *self.index() = fresh;
     }
 }
 
@@ -191,12 +293,9 @@ impl Inner {
         let api: Api<ConfigMap> = Api::namespaced(self.client.clone(), ns);
         let name = profile::name(node);
         let mut devices: Vec<Arc<DynamicObject>> = self
-            .devices
-            .state()
+            .devices_on(node)
             .into_iter()
-            .filter(|d| {
-                d.metadata.namespace.as_deref() == Some(ns) && node_of(d).as_deref() == Some(node)
-            })
+            .filter(|d| d.metadata.namespace.as_deref() == Some(ns))
             .collect();
         if devices.is_empty() {
             return match api.delete(&name, &DeleteParams::default()).await {
@@ -205,12 +304,9 @@ impl Inner {
             };
         }
         devices.sort_by_key(|d| d.metadata.name.clone());
-        let models: Vec<Arc<DynamicObject>> = self
-            .models
-            .state()
-            .into_iter()
-            .filter(|m| m.metadata.namespace.as_deref() == Some(ns))
-            .collect();
+        let used: BTreeSet<&str> = devices.iter().filter_map(|d| model_name(d)).collect();
+        let models: Vec<Arc<DynamicObject>> =
+            used.iter().filter_map(|m| self.model(ns, m)).collect();
         // Whole objects: a DynamicObject's `data` leaves out its metadata.
         let whole = |o: &DynamicObject| serde_json::to_value(o).unwrap_or_default();
         let models: Vec<(String, serde_json::Value)> = models
@@ -257,6 +353,7 @@ impl DeviceController {
         let inner = Arc::new(Inner {
             devices: dw.as_reader(),
             models: mw.as_reader(),
+            index: Mutex::default(),
             placed: Mutex::default(),
             downstream,
             client: client.clone(),
@@ -270,52 +367,50 @@ impl DeviceController {
             inner.clone(),
             Inner::on_model,
         );
-        watch(
+        watch_with_done(
             Api::all_with(client, &dr),
             dw,
             inner.clone(),
             Inner::on_device,
+            Inner::devices_listed,
         );
         DeviceController(inner)
-    }
-
-    /// Offers `node` its devices and models, and deletions for what it acknowledged and should
-    /// no longer have. Waits (bounded) for the first full lists, as `bound::resync` does.
-    pub async fn resync(&self, node: &str, records: &[SyncRecord]) {
-        let i = &self.0;
-        let ready = async {
-            i.devices.wait_until_ready().await.is_ok() && i.models.wait_until_ready().await.is_ok()
-        };
-        if !tokio::time::timeout(std::time::Duration::from_secs(30), ready)
-            .await
-            .unwrap_or(false)
-        {
-            tracing::warn!(
-                node,
-                "device resync skipped: Devices or DeviceModels could not be listed (are the KubeEdge CRDs installed?)"
-            );
-            return;
-        }
-        let mut desired = HashSet::new();
-        for d in i.devices_on(node, "") {
-            i.placed().insert(key(&d), node.to_string());
-            for out in i.with_model(&d, false) {
-                desired.insert(out.uid.clone());
-                i.downstream.offer(node, out);
-            }
-        }
-        let ours = |k: &str| matches!(k, "device" | "devicemodel");
-        for r in records
-            .iter()
-            .filter(|r| ours(&r.kind) && !desired.contains(&r.uid))
-        {
-            i.downstream.offer(node, deletion(r));
-        }
     }
 
     /// The Device `namespace/name` as the controller's watch last saw it.
     pub fn cached(&self, namespace: &str, name: &str) -> Option<Arc<DynamicObject>> {
         let r = reflector::ObjectRef::new_with(name, device_resource()).within(namespace);
         self.0.devices.get(&r)
+    }
+}
+
+impl Placer for DeviceController {
+    fn name(&self) -> &'static str {
+        "Devices and DeviceModels (are the KubeEdge CRDs installed?)"
+    }
+
+    fn kinds(&self) -> &'static [Kind] {
+        &[Kind::Device, Kind::DeviceModel]
+    }
+
+    fn ready(&self) -> BoxFuture<'_, bool> {
+        let i = &self.0;
+        async move {
+            i.devices.wait_until_ready().await.is_ok() && i.models.wait_until_ready().await.is_ok()
+        }
+        .boxed()
+    }
+
+    fn desired(&self, node: &str) -> Vec<Outgoing> {
+        let i = &self.0;
+        let mut out = Vec::new();
+        for d in i.devices_on(node) {
+            i.placed().insert(key(&d), node.to_string());
+            out.extend(i.with_model(&d, false));
+        }
+        // Devices share models: offer each once.
+        let mut seen = std::collections::HashSet::new();
+        out.retain(|o| seen.insert(o.uid.clone()));
+        out
     }
 }

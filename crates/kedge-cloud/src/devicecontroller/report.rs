@@ -56,7 +56,7 @@ pub enum ReportError {
     Content(#[from] TwinError),
     #[error("device {0} kept changing; the report will be re-sent")]
     Conflict(String),
-    #[error("Kubernetes API: {0}")]
+    #[error("Kubernetes API: {}", crate::objects::brief(.0))]
     Kube(#[from] kube::Error),
 }
 

@@ -1,86 +1,147 @@
 //! What is bound to an edge node goes to it: pods with `spec.nodeName` = node, the ConfigMaps
-//! and Secrets those pods reference (see `refs`), and its device profile ConfigMaps. Every change is offered to the
-//! node's delivery queue as it happens; a (re)connecting node is resynced against what it
-//! acknowledged, which also removes what it should no longer have.
+//! and Secrets those pods reference (see `refs`), and its device profile ConfigMaps. Every
+//! change is offered to the node's delivery queue as it happens. Indexes (pods by node, pods by
+//! the ConfigMaps and Secrets they use, profiles by node) keep each change, and each node's
+//! resync, proportional to what concerns that node, not to the size of the cluster.
 
-use std::collections::{BTreeSet, HashSet};
-use std::sync::Arc;
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
 
+use futures::FutureExt;
+use futures::future::BoxFuture;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
 use kedge_core::delivery::Outgoing;
+use kedge_core::resource::Kind;
 use kube::api::Api;
 use kube::runtime::reflector::{self, Store};
 
-use super::refs;
-use crate::cloudhub::downstream::{Downstream, SyncRecord};
-use crate::objects::{deletion, outgoing, watch};
+use super::resync::Placer;
+use crate::cloudhub::downstream::Downstream;
+use crate::objects::{outgoing, watch, watch_with_done};
+use crate::placement::{self, Refs, pod_node, profile_node, refs_of};
+
+/// `namespace/name`.
+type Key = (String, String);
+
+fn key_of<K: kube::Resource>(o: &K) -> Key {
+    let m = o.meta();
+    (
+        m.namespace.clone().unwrap_or_default(),
+        m.name.clone().unwrap_or_default(),
+    )
+}
+
+/// Who uses what, kept from the watches.
+#[derive(Default)]
+struct Index {
+    /// Pods by node.
+    on_node: HashMap<String, BTreeSet<Key>>,
+    /// Each indexed pod: its node and what it references.
+    pods: HashMap<Key, (String, Refs)>,
+    /// Pods by the ConfigMap (false) or Secret (true) they use: (secret, namespace, name).
+    users: HashMap<(bool, String, String), BTreeSet<Key>>,
+    /// Namespaces with a device profile ConfigMap, by node.
+    profiles: HashMap<String, BTreeSet<String>>,
+}
+
+impl Index {
+    fn remove_pod(&mut self, k: &Key) {
+        let Some((node, refs)) = self.pods.remove(k) else {
+            return;
+        };
+        if let Some(set) = self.on_node.get_mut(&node) {
+            set.remove(k);
+            if set.is_empty() {
+                self.on_node.remove(&node);
+            }
+        }
+        for u in uses(&k.0, &refs) {
+            if let Some(set) = self.users.get_mut(&u) {
+                set.remove(k);
+                if set.is_empty() {
+                    self.users.remove(&u);
+                }
+            }
+        }
+    }
+
+    fn add_pod(&mut self, k: Key, node: &str, refs: Refs) {
+        self.remove_pod(&k);
+        self.on_node
+            .entry(node.into())
+            .or_default()
+            .insert(k.clone());
+        for u in uses(&k.0, &refs) {
+            self.users.entry(u).or_default().insert(k.clone());
+        }
+        self.pods.insert(k, (node.into(), refs));
+    }
+
+    fn profile(&mut self, ns: &str, name: &str, deleted: bool) {
+        let Some(node) = profile_node(name) else {
+            return;
+        };
+        let set = self.profiles.entry(node.into()).or_default();
+        if deleted {
+            set.remove(ns);
+        } else {
+            set.insert(ns.into());
+        }
+    }
+
+    /// Nodes with a pod that uses the ConfigMap (or Secret) `ns/name`.
+    fn nodes_using(&self, secret: bool, ns: &str, name: &str) -> BTreeSet<String> {
+        let users = self.users.get(&(secret, ns.into(), name.into()));
+        users
+            .into_iter()
+            .flatten()
+            .filter_map(|k| self.pods.get(k).map(|(n, _)| n.clone()))
+            .collect()
+    }
+}
+
+/// The (secret?, namespace, name) of everything `refs` names.
+fn uses(ns: &str, refs: &Refs) -> Vec<(bool, String, String)> {
+    let cms = refs
+        .configmaps
+        .iter()
+        .map(|n| (false, ns.into(), n.clone()));
+    let secrets = refs.secrets.iter().map(|n| (true, ns.into(), n.clone()));
+    cms.chain(secrets).collect()
+}
 
 struct Inner {
     pods: Store<Pod>,
     configmaps: Store<ConfigMap>,
     secrets: Store<Secret>,
     downstream: Arc<Downstream>,
+    index: Mutex<Index>,
     /// Fingerprint of each pod's metadata and spec as last offered (by UID).
-    sent: std::sync::Mutex<std::collections::HashMap<String, u64>>,
+    sent: Mutex<HashMap<String, u64>>,
 }
 
 pub struct Bound(Arc<Inner>);
 
-fn node_of(pod: &Pod) -> Option<&str> {
-    pod.spec.as_ref()?.node_name.as_deref()
-}
-
-fn same_ns(pod: &Pod, ns: &str) -> bool {
-    pod.metadata.namespace.as_deref() == Some(ns)
-}
-
-/// The node a device profile ConfigMap belongs to (it goes there like a pod's ConfigMap).
-fn device_profile_node(name: &str) -> Option<&str> {
-    crate::devicecontroller::profile::node_of(name)
-}
-
 impl Inner {
-    fn pods_on(&self, node: &str) -> Vec<Arc<Pod>> {
-        self.pods
-            .state()
-            .into_iter()
-            .filter(|p| node_of(p) == Some(node))
-            .collect()
+    fn index(&self) -> std::sync::MutexGuard<'_, Index> {
+        self.index.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Nodes with a pod in `ns` that references the ConfigMap (or Secret) `name`.
-    fn nodes_using(&self, ns: &str, name: &str, secret: bool) -> BTreeSet<String> {
-        self.pods
-            .state()
-            .iter()
-            .filter(|p| same_ns(p, ns))
-            .filter(|p| {
-                let r = refs::of(p);
-                if secret {
-                    r.secrets.contains(name)
-                } else {
-                    r.configmaps.contains(name)
-                }
-            })
-            .filter_map(|p| node_of(p).map(String::from))
-            .collect()
+    fn pod(&self, (ns, name): &Key) -> Option<Arc<Pod>> {
+        self.pods.get(&reflector::ObjectRef::new(name).within(ns))
     }
 
-    /// The ConfigMaps and Secrets `pod` references that exist, as deliveries.
-    fn referenced(&self, pod: &Pod, delete: bool) -> Vec<Outgoing> {
-        let ns = pod.metadata.namespace.clone().unwrap_or_default();
-        let r = refs::of(pod);
-        let cms = r.configmaps.iter().filter_map(|n| {
-            let key = reflector::ObjectRef::new(n).within(&ns);
-            self.configmaps
-                .get(&key)
-                .and_then(|c| outgoing(c.as_ref(), "configmap", delete))
+    /// The ConfigMaps and Secrets of `ns` named in `refs` that exist, as deliveries.
+    fn referenced(&self, ns: &str, refs: &Refs, delete: bool) -> Vec<Outgoing> {
+        let cms = refs.configmaps.iter().filter_map(|n| {
+            let cm = self
+                .configmaps
+                .get(&reflector::ObjectRef::new(n).within(ns))?;
+            outgoing(cm.as_ref(), "configmap", delete)
         });
-        let secrets = r.secrets.iter().filter_map(|n| {
-            let key = reflector::ObjectRef::new(n).within(&ns);
-            self.secrets
-                .get(&key)
-                .and_then(|s| outgoing(s.as_ref(), "secret", delete))
+        let secrets = refs.secrets.iter().filter_map(|n| {
+            let s = self.secrets.get(&reflector::ObjectRef::new(n).within(ns))?;
+            outgoing(s.as_ref(), "secret", delete)
         });
         cms.chain(secrets).collect()
     }
@@ -106,41 +167,52 @@ impl Inner {
     }
 
     fn on_pod(&self, pod: &Pod, deleted: bool) {
-        let Some(node) = node_of(pod) else { return };
+        let k = key_of(pod);
+        let refs = refs_of(pod);
+        let node = pod_node(pod).map(String::from);
+        {
+            let mut index = self.index();
+            match (&node, deleted) {
+                (Some(n), false) => index.add_pod(k.clone(), n, refs.clone()),
+                _ => index.remove_pod(&k),
+            }
+        }
+        let Some(node) = node else { return };
         if !self.changed(pod, deleted) {
             return;
         }
         if let Some(out) = outgoing(pod, "pod", deleted) {
-            self.downstream.offer(node, out);
+            self.downstream.offer(&node, out);
         }
-        if !deleted {
-            for out in self.referenced(pod, false) {
-                self.downstream.offer(node, out);
+        let offer = |outs: Vec<Outgoing>| {
+            for out in outs {
+                self.downstream.offer(&node, out);
             }
+        };
+        if !deleted {
+            offer(self.referenced(&k.0, &refs, false));
             return;
         }
         // The pod is gone: its ConfigMaps and Secrets leave the node unless another pod there
         // still uses them.
-        let still: HashSet<String> = self
-            .pods_on(node)
-            .iter()
-            .flat_map(|p| self.referenced(p, false))
-            .map(|o| o.uid)
-            .collect();
-        for out in self
-            .referenced(pod, true)
-            .into_iter()
-            .filter(|o| !still.contains(&o.uid))
-        {
-            self.downstream.offer(node, out);
-        }
+        let still: Vec<Refs> = {
+            let index = self.index();
+            let on = index.on_node.get(&node).into_iter().flatten();
+            on.filter(|p| p.0 == k.0)
+                .filter_map(|p| index.pods.get(p).map(|(_, r)| r.clone()))
+                .collect()
+        };
+        offer(self.referenced(&k.0, &placement::leaving(&refs, still.iter()), true));
     }
 
     fn on_configmap(&self, cm: &ConfigMap, deleted: bool) {
-        let ns = cm.metadata.namespace.clone().unwrap_or_default();
-        let name = cm.metadata.name.clone().unwrap_or_default();
-        let mut nodes = self.nodes_using(&ns, &name, false);
-        nodes.extend(device_profile_node(&name).map(String::from));
+        let (ns, name) = key_of(cm);
+        let mut nodes = {
+            let mut index = self.index();
+            index.profile(&ns, &name, deleted);
+            index.nodes_using(false, &ns, &name)
+        };
+        nodes.extend(profile_node(&name).map(String::from));
         for node in nodes {
             if let Some(out) = outgoing(cm, "configmap", deleted) {
                 self.downstream.offer(&node, out);
@@ -149,13 +221,38 @@ impl Inner {
     }
 
     fn on_secret(&self, s: &Secret, deleted: bool) {
-        let ns = s.metadata.namespace.clone().unwrap_or_default();
-        let name = s.metadata.name.clone().unwrap_or_default();
-        for node in self.nodes_using(&ns, &name, true) {
+        let (ns, name) = key_of(s);
+        let nodes = self.index().nodes_using(true, &ns, &name);
+        for node in nodes {
             if let Some(out) = outgoing(s, "secret", deleted) {
                 self.downstream.offer(&node, out);
             }
         }
+    }
+
+    /// A (re)list of pods is complete: the index is rebuilt from it (a relist after a broken
+    /// watch reports no deletions).
+    fn pods_listed(&self) {
+        let mut fresh = Index {
+            profiles: std::mem::take(&mut self.index().profiles),
+            ..Index::default()
+        };
+        for p in self.pods.state() {
+            if let Some(n) = pod_node(&p) {
+                fresh.add_pod(key_of(p.as_ref()), n, refs_of(&p));
+            }
+        }
+        *self.index() = fresh;
+    }
+
+    /// A (re)list of ConfigMaps is complete: the profiles are re-read from it.
+    fn configmaps_listed(&self) {
+        let mut profiles = Index::default();
+        for cm in self.configmaps.state() {
+            let (ns, name) = key_of(cm.as_ref());
+            profiles.profile(&ns, &name, false);
+        }
+        self.index().profiles = profiles.profiles;
     }
 }
 
@@ -169,19 +266,22 @@ impl Bound {
             configmaps,
             secrets,
             downstream,
-            sent: Default::default(),
+            index: Mutex::default(),
+            sent: Mutex::default(),
         });
-        watch(
+        watch_with_done(
             Api::<Pod>::all(client.clone()),
             pw,
             inner.clone(),
             Inner::on_pod,
+            Inner::pods_listed,
         );
-        watch(
+        watch_with_done(
             Api::<ConfigMap>::all(client.clone()),
             cw,
             inner.clone(),
             Inner::on_configmap,
+            Inner::configmaps_listed,
         );
         watch(
             Api::<Secret>::all(client),
@@ -191,51 +291,63 @@ impl Bound {
         );
         Bound(inner)
     }
+}
 
-    /// Offers `node` everything it should have, and a deletion for everything it acknowledged
-    /// that it should no longer have. Waits for the first full lists: resyncing against a
-    /// partial one would delete what the node needs.
-    pub async fn resync(&self, node: &str, records: &[SyncRecord]) {
+impl Placer for Bound {
+    fn name(&self) -> &'static str {
+        "pods, ConfigMaps and Secrets"
+    }
+
+    fn kinds(&self) -> &'static [Kind] {
+        &[Kind::Pod, Kind::ConfigMap, Kind::Secret]
+    }
+
+    fn ready(&self) -> BoxFuture<'_, bool> {
         let i = &self.0;
-        let ready = async {
+        async move {
             i.pods.wait_until_ready().await.is_ok()
                 && i.configmaps.wait_until_ready().await.is_ok()
                 && i.secrets.wait_until_ready().await.is_ok()
+        }
+        .boxed()
+    }
+
+    fn desired(&self, node: &str) -> Vec<Outgoing> {
+        let i = &self.0;
+        let (pods, profiles) = {
+            let index = i.index();
+            let pods: Vec<Key> = index
+                .on_node
+                .get(node)
+                .into_iter()
+                .flatten()
+                .cloned()
+                .collect();
+            let profiles: Vec<String> = index
+                .profiles
+                .get(node)
+                .into_iter()
+                .flatten()
+                .cloned()
+                .collect();
+            (pods, profiles)
         };
-        // Bounded: a watch that cannot list (RBAC, API down) must not stall every other node.
-        if !tokio::time::timeout(std::time::Duration::from_secs(30), ready)
-            .await
-            .unwrap_or(false)
-        {
-            tracing::warn!(
-                node,
-                "resync skipped: pods, ConfigMaps or Secrets could not be listed"
-            );
-            return;
+        let mut out = Vec::new();
+        for k in pods {
+            let Some(pod) = i.pod(&k) else { continue };
+            out.extend(outgoing(pod.as_ref(), "pod", false));
+            out.extend(i.referenced(&k.0, &refs_of(&pod), false));
         }
-        let mut desired = HashSet::new();
-        for pod in i.pods_on(node) {
-            let own = outgoing(pod.as_ref(), "pod", false);
-            for out in own.into_iter().chain(i.referenced(&pod, false)) {
-                desired.insert(out.uid.clone());
-                i.downstream.offer(node, out);
-            }
+        let name = crate::devicecontroller::profile::name(node);
+        for ns in profiles {
+            let cm = i
+                .configmaps
+                .get(&reflector::ObjectRef::new(&name).within(&ns));
+            out.extend(cm.and_then(|c| outgoing(c.as_ref(), "configmap", false)));
         }
-        let profiles = i.configmaps.state().into_iter().filter(|c| {
-            device_profile_node(c.metadata.name.as_deref().unwrap_or_default()) == Some(node)
-        });
-        for cm in profiles {
-            if let Some(out) = outgoing(cm.as_ref(), "configmap", false) {
-                desired.insert(out.uid.clone());
-                i.downstream.offer(node, out);
-            }
-        }
-        let ours = |k: &str| matches!(k, "pod" | "configmap" | "secret");
-        for r in records
-            .iter()
-            .filter(|r| ours(&r.kind) && !desired.contains(&r.uid))
-        {
-            i.downstream.offer(node, deletion(r));
-        }
+        // Two pods may share a ConfigMap: offer it once.
+        let mut seen = std::collections::HashSet::new();
+        out.retain(|o| seen.insert(o.uid.clone()));
+        out
     }
 }

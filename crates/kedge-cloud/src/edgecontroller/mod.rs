@@ -9,32 +9,39 @@
 //!   registers again and is sent everything afresh.
 //!
 //! What a node may write is decided by `authz`; refusals are answered, logged and counted.
+//!
+//! Each node's hub events go to its own worker (`workers`), so nodes are handled at once and a
+//! slow one delays no other; `upstream` handles them. A (re)connecting node is resynced by the
+//! one resync (`resync`) over the controllers that place objects on nodes. This loop keeps the
+//! rest: the Node watch (deletions, Ready claims), the stale-node sweep and the Lease flush.
 
-use crate::devicecontroller::report::{self, ReportError};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+
 use futures::StreamExt;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Node;
-use kedge_core::envelope::{Message, op};
-use kedge_core::resource::ObjectRef;
 use kube::ResourceExt;
-use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::api::Api;
 use kube::runtime::{WatchStreamExt, watcher};
-use podstatus::PodStatusError;
 use serde_json::{Value, json};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use tokio::sync::mpsc;
 
 use crate::cloudhub::downstream::Downstream;
-use crate::cloudhub::hub::HubEvent;
 
 pub mod authz;
 pub mod bound;
 pub mod leases;
 pub mod podstatus;
 pub mod refs;
+pub mod resync;
+mod upstream;
+pub mod workers;
 
-use authz::{NODE_LEASE_NAMESPACE, Write};
+pub use upstream::UpstreamError;
+pub use workers::Workers;
+
+use authz::NODE_LEASE_NAMESPACE;
 use leases::{Gathered, LeaseWriter};
 
 /// Node lifecycle: how long an edge node may go without a heartbeat and without a session
@@ -82,11 +89,11 @@ pub fn is_stale(
     last.is_none_or(|b| now.as_second() - b.as_second() > grace.as_secs() as i64)
 }
 
-pub struct EdgeController {
+/// What the node workers and the main loop share.
+pub(crate) struct Ctl {
     nodes: Api<Node>,
     leases: Api<Lease>,
     hub: Arc<crate::cloudhub::hub::Hub>,
-    lifecycle: Lifecycle,
     downstream: Arc<Downstream>,
     bound: bound::Bound,
     devices: crate::devicecontroller::DeviceController,
@@ -96,9 +103,14 @@ pub struct EdgeController {
     /// With the embedded API: renewals are gathered and written together (`leases`).
     lease_writer: Option<Arc<dyn LeaseWriter>>,
     gathered: Gathered,
+}
+
+pub struct EdgeController {
+    ctl: Arc<Ctl>,
+    lifecycle: Lifecycle,
     /// Edge nodes whose Ready condition is True, with that condition: kept from the Node watch
     /// so the sweep reads no Nodes while every node is connected.
-    claims_ready: std::sync::Mutex<std::collections::HashMap<String, Value>>,
+    claims_ready: HashMap<String, Value>,
 }
 
 /// Counters for `/metrics`.
@@ -110,37 +122,8 @@ pub struct Stats {
     pub applied: AtomicU64,
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum UpstreamError {
-    #[error("{0}")]
-    Forbidden(#[from] authz::Forbidden),
-    #[error("{0}")]
-    PodStatus(#[from] podstatus::PodStatusError),
-    #[error("{0}")]
-    Device(#[from] ReportError),
-    #[error("{0}")]
-    Resource(#[from] kedge_core::resource::ResourceError),
-    #[error("Kubernetes API: {0}")]
-    Kube(#[from] kube::Error),
-    #[error("watching nodes: {0}")]
-    Watch(#[from] kube::runtime::watcher::Error),
-    #[error("{0}")]
-    Content(#[from] serde_json::Error),
-}
-
-impl UpstreamError {
-    /// True when the node asked for something it may not do (logged and counted).
-    fn is_refusal(&self) -> bool {
-        matches!(
-            self,
-            UpstreamError::Forbidden(_)
-                | UpstreamError::PodStatus(PodStatusError::NotBound { .. })
-                | UpstreamError::Device(ReportError::NotBound { .. })
-        )
-    }
-}
-
 impl EdgeController {
+    /// The controller, fed by `workers` (the hub's per-node queues).
     pub fn new(
         client: kube::Client,
         hub: Arc<crate::cloudhub::hub::Hub>,
@@ -148,8 +131,9 @@ impl EdgeController {
         downstream: Arc<Downstream>,
         rules: Arc<crate::router::Rules>,
         lease_writer: Option<Arc<dyn LeaseWriter>>,
+        workers: &Workers,
     ) -> EdgeController {
-        EdgeController {
+        let ctl = Arc::new(Ctl {
             nodes: Api::all(client.clone()),
             leases: Api::namespaced(client.clone(), NODE_LEASE_NAMESPACE),
             bound: bound::Bound::start(client.clone(), downstream.clone()),
@@ -162,29 +146,33 @@ impl EdgeController {
             stats: Arc::default(),
             downstream,
             hub,
-            lifecycle,
             lease_writer,
             gathered: Gathered::default(),
-            claims_ready: Default::default(),
+        });
+        workers.bind(ctl.clone());
+        EdgeController {
+            ctl,
+            lifecycle,
+            claims_ready: HashMap::new(),
         }
     }
 
     /// The controller's counters (for `/metrics`).
     pub fn stats(&self) -> Arc<Stats> {
-        self.stats.clone()
+        self.ctl.stats.clone()
     }
 
-    /// Handles hub events, and sweeps for stale nodes, until the hub goes away.
-    pub async fn run(self, mut events: mpsc::Receiver<HubEvent>) {
+    /// Watches Nodes, sweeps for stale nodes and flushes Lease renewals, for ever.
+    pub async fn run(mut self) {
         let mut sweep = tokio::time::interval(self.lifecycle.every);
         let mut flush = tokio::time::interval(leases::FLUSH_EVERY);
-        let nodes = watcher(self.nodes.clone(), watcher::Config::default()).default_backoff();
+        let nodes = watcher(self.ctl.nodes.clone(), watcher::Config::default()).default_backoff();
         let mut nodes = std::pin::pin!(nodes);
         loop {
             let result = tokio::select! {
                 Some(ev) = nodes.next() => match ev {
                     Ok(watcher::Event::Delete(n)) => {
-                        self.ready_claims().remove(&n.name_any());
+                        self.claims_ready.remove(&n.name_any());
                         self.node_deleted(&n.name_any()).await
                     }
                     Ok(watcher::Event::Apply(n) | watcher::Event::InitApply(n)) => {
@@ -192,59 +180,28 @@ impl EdgeController {
                         Ok(())
                     }
                     Ok(watcher::Event::Init) => {
-                        self.ready_claims().clear();
+                        self.claims_ready.clear();
                         Ok(())
                     }
                     Ok(watcher::Event::InitDone) => self.forget_orphans().await,
-                    Err(e) => Err(e.into()),
-                },
-                ev = events.recv() => match ev {
-                    None => return,
-                    Some(HubEvent::Connected(node)) => self.connected(&node).await,
-                    Some(HubEvent::Disconnected(node)) => {
-                        self.downstream.disconnected(&node);
-                        self.not_ready(&node).await
-                    }
-                    Some(HubEvent::Message(node, m)) if m.route.operation == op::RESPONSE => {
-                        self.downstream.ack(&node, &m.header.parent_id).await.map_err(Into::into)
-                    }
-                    Some(HubEvent::Message(node, m)) if m.route.operation == op::ERROR => {
-                        tracing::warn!(node, resource = %m.route.resource, error = %m.content, "the edge could not apply a message; it will be re-sent");
+                    Err(e) => {
+                        tracing::warn!(error = %crate::objects::brief_watch(&e), "watching nodes");
                         Ok(())
                     }
-                    Some(HubEvent::Message(node, m))
-                        if m.route.group == kedge_core::envelope::group::USER
-                            && m.route.operation == op::UPLOAD =>
-                    {
-                        self.rules.upload(&self.hub, &node, *m);
-                        Ok(())
-                    }
-                    Some(HubEvent::Message(node, m)) => self.apply_and_answer(&node, &m).await,
                 },
                 _ = sweep.tick() => self.sweep().await,
                 _ = flush.tick() => self.flush_leases().await,
             };
-            match result {
-                Err(e) if e.is_refusal() => tracing::warn!(error = %e, "edge write refused"),
-                Err(e) => tracing::warn!(error = %e, "edgecontroller"),
-                Ok(()) => {}
+            if let Err(e) = result {
+                tracing::warn!(error = %e, "edgecontroller");
             }
         }
     }
 
-    /// A node (re)connected: rebuild its queue from what it acknowledged and resync it.
-    async fn connected(&self, node: &str) -> Result<(), UpstreamError> {
-        let records = self.downstream.connected(node).await?;
-        self.bound.resync(node, &records).await;
-        self.devices.resync(node, &records).await;
-        self.rules.resync(node, &records).await;
-        Ok(())
-    }
-
     /// A Node was deleted: end its session and drop what it acknowledged.
     async fn node_deleted(&self, node: &str) -> Result<(), UpstreamError> {
-        let closed = self.hub.close(node);
-        let records = self.downstream.forget_node(node).await?;
+        let closed = self.ctl.hub.close(node);
+        let records = self.ctl.downstream.forget_node(node).await?;
         if closed || records > 0 {
             tracing::info!(
                 node,
@@ -259,6 +216,7 @@ impl EdgeController {
     /// Drops the sync records of nodes deleted while the cloud was down.
     async fn forget_orphans(&self) -> Result<(), UpstreamError> {
         let live = self
+            .ctl
             .nodes
             .list_metadata(&kube::api::ListParams::default())
             .await?
@@ -266,19 +224,15 @@ impl EdgeController {
             .into_iter()
             .map(|n| n.name_any())
             .collect();
-        let n = self.downstream.forget_orphans(&live).await?;
+        let n = self.ctl.downstream.forget_orphans(&live).await?;
         if n > 0 {
             tracing::info!(records = n, "removed the sync records of deleted nodes");
         }
         Ok(())
     }
 
-    fn ready_claims(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, Value>> {
-        self.claims_ready.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
     /// Notes whether an edge node claims Ready (and its Ready condition) from a watch event.
-    fn track(&self, node: &Node) {
+    fn track(&mut self, node: &Node) {
         let edge = node.labels().contains_key("node-role.kubernetes.io/edge");
         let ready = node
             .status
@@ -286,28 +240,30 @@ impl EdgeController {
             .and_then(|s| s.conditions.as_ref())
             .and_then(|cs| cs.iter().find(|c| c.type_ == "Ready" && c.status == "True"))
             .and_then(|c| serde_json::to_value(c).ok());
-        let mut claims = self.ready_claims();
         match ready.filter(|_| edge) {
-            Some(c) => claims.insert(node.name_any(), json!({"status": {"conditions": [c]}})),
-            None => claims.remove(&node.name_any()),
+            Some(c) => self
+                .claims_ready
+                .insert(node.name_any(), json!({"status": {"conditions": [c]}})),
+            None => self.claims_ready.remove(&node.name_any()),
         };
     }
 
     /// Marks NotReady the edge nodes that went silent without a session ending here.
     async fn sweep(&self) -> Result<(), UpstreamError> {
         let now = jiff::Timestamp::now();
+        let hub = &self.ctl.hub;
         // Connected nodes are alive: only the others claiming Ready are looked at (and Leases
         // listed only when there are any).
-        let silent: Vec<(String, Value)> = self
-            .ready_claims()
+        let silent: Vec<(&String, &Value)> = self
+            .claims_ready
             .iter()
-            .filter(|(name, _)| !self.hub.is_connected(name))
-            .map(|(n, v)| (n.clone(), v.clone()))
+            .filter(|(name, _)| !hub.is_connected(name))
             .collect();
         if silent.is_empty() {
             return Ok(());
         }
-        let renewed: std::collections::HashMap<String, String> = self
+        let renewed: HashMap<String, String> = self
+            .ctl
             .leases
             .list(&kube::api::ListParams::default())
             .await?
@@ -321,115 +277,22 @@ impl EdgeController {
             })
             .collect();
         for (name, value) in silent {
-            let lease = renewed.get(&name).map(String::as_str);
-            if is_stale(&value, lease, false, now, self.lifecycle.grace) {
-                self.not_ready(&name).await?;
+            let lease = renewed.get(name).map(String::as_str);
+            // Checked again: the node may have connected while the Leases were read.
+            let connected = hub.is_connected(name);
+            if is_stale(value, lease, connected, now, self.lifecycle.grace) {
+                self.ctl.not_ready(name).await?;
             }
         }
         Ok(())
     }
 
-    /// Applies an edge message and answers it: an ack once applied, an `error` for what can
-    /// never be applied (the edge drops it), nothing on a transient failure (the edge re-sends).
-    async fn apply_and_answer(&self, node: &str, m: &Message) -> Result<(), UpstreamError> {
-        let result = self.upstream(node, m).await;
-        let reply = match &result {
-            Ok(()) => {
-                self.stats.applied.fetch_add(1, Ordering::Relaxed);
-                Some(m.ack())
-            }
-            Err(
-                UpstreamError::Kube(_)
-                | UpstreamError::PodStatus(PodStatusError::Kube(_))
-                | UpstreamError::Device(ReportError::Kube(_) | ReportError::Conflict(_)),
-            ) => None,
-            Err(e) => {
-                if e.is_refusal() {
-                    self.stats.refused.fetch_add(1, Ordering::Relaxed);
-                }
-                Some(m.error_reply(&e.to_string()))
-            }
-        };
-        if let Some(r) = reply {
-            let _ = self.hub.send(node, r).await;
-        }
-        result
-    }
-
-    async fn upstream(&self, node: &str, m: &Message) -> Result<(), UpstreamError> {
-        if let Some(r) = report::parse(&m.route.resource) {
-            if m.route.operation != op::UPDATE {
-                return Err(authz::Forbidden {
-                    node: node.into(),
-                    operation: m.route.operation.clone(),
-                    resource: m.route.resource.clone(),
-                    why: "device reports are updates",
-                }
-                .into());
-            }
-            let cached = self.devices.cached(r.namespace, r.name);
-            return Ok(report::apply(&self.client, cached, node, r, &m.content).await?);
-        }
-        let r = ObjectRef::parse(&m.route.resource)?;
-        match authz::authorize(node, &m.route.operation, &m.route.resource, &r)? {
-            Write::Node => self.upsert_node(node, &m.content).await,
-            Write::NodeStatus => self.status(node, &m.content).await,
-            Write::Lease => self.renew_lease(node).await,
-            Write::PodStatus { namespace, name } => {
-                let req = podstatus::parse(name, &m.content)?;
-                Ok(podstatus::apply(&self.client, node, namespace, &req).await?)
-            }
-            Write::PodDelete { namespace, name } => {
-                let uid = podstatus::uid_to_delete(&m.content)?;
-                Ok(podstatus::delete(&self.client, node, namespace, name, &uid).await?)
-            }
-        }
-    }
-
-    async fn upsert_node(&self, node: &str, content: &Value) -> Result<(), UpstreamError> {
-        if self.nodes.get_opt(node).await?.is_none() {
-            let mut obj: Node = serde_json::from_value(content.clone())?;
-            obj.metadata.name = Some(node.into());
-            obj.metadata.resource_version = None;
-            self.nodes.create(&PostParams::default(), &obj).await?;
-            tracing::info!(node, "registered node");
-        } else {
-            let labels = content
-                .pointer("/metadata/labels")
-                .cloned()
-                .unwrap_or(json!({}));
-            let p = json!({"metadata": {"labels": labels}});
-            self.nodes
-                .patch(node, &PatchParams::default(), &Patch::Merge(&p))
-                .await?;
-        }
-        let status = content.get("status").cloned().unwrap_or(json!({}));
-        self.status(node, &status).await
-    }
-
-    async fn status(&self, node: &str, status: &Value) -> Result<(), UpstreamError> {
-        let p = json!({"status": status});
-        self.nodes
-            .patch_status(node, &PatchParams::default(), &Patch::Merge(&p))
-            .await?;
-        self.renew_lease(node).await
-    }
-
-    /// Renews `node`'s Lease: gathered for the next flush with the embedded API, else at once.
-    async fn renew_lease(&self, node: &str) -> Result<(), UpstreamError> {
-        if self.lease_writer.is_some() {
-            self.gathered.add(node);
-            return Ok(());
-        }
-        self.write_lease(node).await
-    }
-
     /// Writes the gathered renewals in one go; Leases that do not exist yet are created.
     async fn flush_leases(&self) -> Result<(), UpstreamError> {
-        let Some(writer) = &self.lease_writer else {
+        let Some(writer) = &self.ctl.lease_writer else {
             return Ok(());
         };
-        let nodes = self.gathered.take();
+        let nodes = self.ctl.gathered.take();
         if nodes.is_empty() {
             return Ok(());
         }
@@ -441,46 +304,8 @@ impl EdgeController {
             }
         };
         for node in missing {
-            self.write_lease(&node).await?;
+            self.ctl.write_lease(&node).await?;
         }
-        Ok(())
-    }
-
-    /// One renewal through the API: a PATCH, and a create the first time.
-    async fn write_lease(&self, node: &str) -> Result<(), UpstreamError> {
-        let spec = leases::spec(node, &kedge_core::clock::rfc3339_micro());
-        let p = json!({"spec": spec});
-        match self
-            .leases
-            .patch(node, &PatchParams::default(), &Patch::Merge(&p))
-            .await
-        {
-            Err(kube::Error::Api(e)) if e.code == 404 => {
-                let lease: Lease =
-                    serde_json::from_value(json!({"metadata": {"name": node}, "spec": spec}))?;
-                self.leases.create(&PostParams::default(), &lease).await?;
-            }
-            other => {
-                other?;
-            }
-        }
-        Ok(())
-    }
-
-    /// The edge is gone: Ready becomes Unknown, as the node lifecycle controller does.
-    async fn not_ready(&self, node: &str) -> Result<(), UpstreamError> {
-        if self.nodes.get_opt(node).await?.is_none() {
-            return Ok(());
-        }
-        let p = json!({"status": {"conditions": [{
-            "type": "Ready", "status": "Unknown", "reason": "NodeStatusUnknown",
-            "message": "kedge: the edge's connection to CloudHub ended",
-            "lastHeartbeatTime": kedge_core::clock::rfc3339(), "lastTransitionTime": kedge_core::clock::rfc3339(),
-        }]}});
-        self.nodes
-            .patch_status(node, &PatchParams::default(), &Patch::Merge(&p))
-            .await?;
-        tracing::info!(node, "node is NotReady: its edge disconnected");
         Ok(())
     }
 }

@@ -35,7 +35,7 @@ pub enum PodStatusError {
     NotBound { pod: String, node: String },
     #[error("a pod deletion from the edge needs preconditions.uid")]
     NoUid,
-    #[error("Kubernetes API: {0}")]
+    #[error("Kubernetes API: {}", crate::objects::brief(.0))]
     Kube(#[from] kube::Error),
 }
 

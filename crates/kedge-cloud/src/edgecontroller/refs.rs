@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 use k8s_openapi::api::core::v1::{Container, Pod};
 
 /// Names (in the pod's namespace) of the ConfigMaps and Secrets a pod references.
-#[derive(Debug, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Refs {
     pub configmaps: BTreeSet<String>,
     pub secrets: BTreeSet<String>,

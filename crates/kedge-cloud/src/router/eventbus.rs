@@ -8,13 +8,19 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::FutureExt;
+use futures::future::BoxFuture;
+use kedge_core::delivery::Outgoing;
 use kedge_core::envelope::Message;
+use kedge_core::resource::Kind;
 use kedge_core::rule::content_to_body;
 use kube::api::DynamicObject;
 
 use super::Rules;
-use crate::cloudhub::downstream::{Downstream, SyncRecord};
+use crate::cloudhub::downstream::Downstream;
 use crate::cloudhub::hub::Hub;
+use crate::cloudhub::records::SyncRecord;
+use crate::edgecontroller::resync::Placer;
 use crate::objects::{deletion, outgoing};
 
 impl Rules {
@@ -50,7 +56,7 @@ impl Rules {
                         uid: uid.clone(),
                         rv: *rv,
                         namespace: Some(ns.clone()),
-                        kind: "rule".into(),
+                        kind: Kind::Rule,
                         name: name.clone(),
                     };
                     downstream.offer(&node, deletion(&r));
@@ -73,38 +79,6 @@ impl Rules {
             if !after.is_empty() {
                 placed.insert(node, after);
             }
-        }
-    }
-
-    /// A (re)connecting node gets its rules, and loses the ones it acknowledged that are gone.
-    pub async fn resync(&self, node: &str, records: &[SyncRecord]) {
-        let ready = async {
-            self.rules.wait_until_ready().await.is_ok()
-                && self.endpoints.wait_until_ready().await.is_ok()
-        };
-        if !tokio::time::timeout(Duration::from_secs(30), ready)
-            .await
-            .unwrap_or(false)
-        {
-            tracing::warn!(
-                node,
-                "rule resync skipped: Rules or RuleEndpoints could not be listed"
-            );
-            return;
-        }
-        let downstream = &self.downstream;
-        let mut desired = HashSet::new();
-        for o in self.rules_for(node) {
-            if let Some(out) = outgoing(o.as_ref(), "rule", false) {
-                desired.insert(out.uid.clone());
-                downstream.offer(node, out);
-            }
-        }
-        for r in records
-            .iter()
-            .filter(|r| r.kind == "rule" && !desired.contains(&r.uid))
-        {
-            downstream.offer(node, deletion(r));
         }
     }
 
@@ -163,6 +137,32 @@ impl Rules {
                 }
             }
         });
+    }
+}
+
+/// eventbus-source Rules go to the node their `node_name` names.
+impl Placer for Rules {
+    fn name(&self) -> &'static str {
+        "Rules and RuleEndpoints"
+    }
+
+    fn kinds(&self) -> &'static [Kind] {
+        &[Kind::Rule]
+    }
+
+    fn ready(&self) -> BoxFuture<'_, bool> {
+        async move {
+            self.rules.wait_until_ready().await.is_ok()
+                && self.endpoints.wait_until_ready().await.is_ok()
+        }
+        .boxed()
+    }
+
+    fn desired(&self, node: &str) -> Vec<Outgoing> {
+        self.rules_for(node)
+            .iter()
+            .filter_map(|o| outgoing(o.as_ref(), "rule", false))
+            .collect()
     }
 }
 

@@ -248,7 +248,7 @@ impl Outbox {
 
     /// Messages to send now (new ones, and re-sends of unacked ones).
     pub fn poll(&self, now_ms: u64) -> Vec<Message> {
-        self.state().queue.poll(now_ms)
+        self.state().queue.poll(now_ms, usize::MAX)
     }
 
     /// The cloud acknowledged `parent_msg_id`: the message leaves the outbox.

@@ -1,0 +1,242 @@
+//! One node's hub events, handled in order by its worker: a connection rebuilds the node's
+//! delivery queue and resyncs it, a disconnection marks it NotReady, and each message from the
+//! edge is applied and answered — an ack once applied, an `error` for what can never be applied
+//! (the edge drops it), nothing on a transient failure (the edge re-sends).
+
+use std::sync::atomic::Ordering;
+
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::Node;
+use kedge_core::envelope::{Message, group, op};
+use kedge_core::resource::ObjectRef;
+use kube::api::{Patch, PatchParams, PostParams};
+use serde_json::{Value, json};
+
+use super::authz::{self, Write};
+use super::podstatus::{self, PodStatusError};
+use super::{Ctl, leases, resync};
+use crate::cloudhub::hub::HubEvent;
+use crate::devicecontroller::report::{self, ReportError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    #[error(transparent)]
+    Forbidden(#[from] authz::Forbidden),
+    #[error(transparent)]
+    PodStatus(#[from] podstatus::PodStatusError),
+    #[error(transparent)]
+    Device(#[from] ReportError),
+    #[error(transparent)]
+    Resource(#[from] kedge_core::resource::ResourceError),
+    #[error("Kubernetes API: {}", crate::objects::brief(.0))]
+    Kube(#[from] kube::Error),
+    #[error("the edge's object is not valid: {0}")]
+    Content(#[from] serde_json::Error),
+}
+
+impl UpstreamError {
+    /// True when the node asked for something it may not do (logged and counted).
+    pub fn is_refusal(&self) -> bool {
+        matches!(
+            self,
+            UpstreamError::Forbidden(_)
+                | UpstreamError::PodStatus(PodStatusError::NotBound { .. })
+                | UpstreamError::Device(ReportError::NotBound { .. })
+        )
+    }
+
+    /// True when a retry may succeed (the edge re-sends; nothing is answered).
+    fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            UpstreamError::Kube(_)
+                | UpstreamError::PodStatus(PodStatusError::Kube(_))
+                | UpstreamError::Device(ReportError::Kube(_) | ReportError::Conflict(_))
+        )
+    }
+}
+
+impl Ctl {
+    /// Handles one of `node`'s hub events.
+    pub(super) async fn handle(&self, node: &str, ev: HubEvent) {
+        let result = match ev {
+            HubEvent::Connected(_) => self.connected(node).await,
+            HubEvent::Disconnected(_) => {
+                self.downstream.disconnected(node);
+                self.not_ready(node).await
+            }
+            HubEvent::Message(_, m) => self.message(node, *m).await,
+        };
+        match result {
+            Err(e) if e.is_refusal() => tracing::warn!(node, error = %e, "edge write refused"),
+            Err(e) => tracing::warn!(node, error = %e, "edge message not applied"),
+            Ok(()) => {}
+        }
+    }
+
+    async fn message(&self, node: &str, m: Message) -> Result<(), UpstreamError> {
+        match m.route.operation.as_str() {
+            op::RESPONSE => Ok(self.downstream.ack(node, &m.header.parent_id).await?),
+            op::ERROR => {
+                tracing::warn!(node, resource = %m.route.resource, error = %m.content, "the edge could not apply a message; it will be re-sent");
+                Ok(())
+            }
+            op::UPLOAD if m.route.group == group::USER => {
+                self.rules.upload(&self.hub, node, m);
+                Ok(())
+            }
+            _ => self.apply_and_answer(node, &m).await,
+        }
+    }
+
+    /// A node (re)connected: rebuild its queue from what it acknowledged and resync it.
+    async fn connected(&self, node: &str) -> Result<(), UpstreamError> {
+        let Some(records) = self.downstream.connected(node).await else {
+            return Ok(());
+        };
+        let placers: [&dyn resync::Placer; 3] = [&self.bound, &self.devices, &*self.rules];
+        resync::resync(node, &placers, &records, &self.downstream).await;
+        Ok(())
+    }
+
+    /// Applies an edge message and answers it.
+    async fn apply_and_answer(&self, node: &str, m: &Message) -> Result<(), UpstreamError> {
+        let result = self.upstream(node, m).await;
+        let reply = match &result {
+            Ok(()) => {
+                self.stats.applied.fetch_add(1, Ordering::Relaxed);
+                Some(m.ack())
+            }
+            Err(e) if e.is_transient() => None,
+            Err(e) => {
+                if e.is_refusal() {
+                    self.stats.refused.fetch_add(1, Ordering::Relaxed);
+                }
+                Some(m.error_reply(&e.to_string()))
+            }
+        };
+        if let Some(r) = reply {
+            let _ = self.hub.send(node, r).await;
+        }
+        result
+    }
+
+    async fn upstream(&self, node: &str, m: &Message) -> Result<(), UpstreamError> {
+        if let Some(r) = report::parse(&m.route.resource) {
+            if m.route.operation != op::UPDATE {
+                return Err(authz::Forbidden {
+                    node: node.into(),
+                    operation: m.route.operation.clone(),
+                    resource: m.route.resource.clone(),
+                    why: "device reports are updates",
+                }
+                .into());
+            }
+            let cached = self.devices.cached(r.namespace, r.name);
+            return Ok(report::apply(&self.client, cached, node, r, &m.content).await?);
+        }
+        let r = ObjectRef::parse(&m.route.resource)?;
+        match authz::authorize(node, &m.route.operation, &m.route.resource, &r)? {
+            Write::Node => self.upsert_node(node, &m.content).await,
+            Write::NodeStatus => self.status(node, &m.content).await,
+            Write::Lease => self.renew_lease(node).await,
+            Write::PodStatus { namespace, name } => {
+                let req = podstatus::parse(name, &m.content)?;
+                Ok(podstatus::apply(&self.client, node, namespace, &req).await?)
+            }
+            Write::PodDelete { namespace, name } => {
+                let uid = podstatus::uid_to_delete(&m.content)?;
+                Ok(podstatus::delete(&self.client, node, namespace, name, &uid).await?)
+            }
+        }
+    }
+
+    /// Registers the node (as kubelet does): creates its Node, or updates its labels, then its
+    /// status.
+    async fn upsert_node(&self, node: &str, content: &Value) -> Result<(), UpstreamError> {
+        let mut obj: Node = serde_json::from_value(content.clone())?;
+        obj.metadata.name = Some(node.into());
+        obj.metadata.resource_version = None;
+        match self.nodes.create(&PostParams::default(), &obj).await {
+            Ok(_) => tracing::info!(node, "registered node"),
+            Err(kube::Error::Api(s)) if s.code == 409 => {
+                let labels = content
+                    .pointer("/metadata/labels")
+                    .cloned()
+                    .unwrap_or(json!({}));
+                let p = json!({"metadata": {"labels": labels}});
+                self.nodes
+                    .patch(node, &PatchParams::default(), &Patch::Merge(&p))
+                    .await?;
+            }
+            Err(e) => return Err(e.into()),
+        }
+        let status = content.get("status").cloned().unwrap_or(json!({}));
+        self.status(node, &status).await
+    }
+
+    async fn status(&self, node: &str, status: &Value) -> Result<(), UpstreamError> {
+        let p = json!({"status": status});
+        self.nodes
+            .patch_status(node, &PatchParams::default(), &Patch::Merge(&p))
+            .await?;
+        self.renew_lease(node).await
+    }
+
+    /// Renews `node`'s Lease: gathered for the next flush with the embedded API, else at once.
+    async fn renew_lease(&self, node: &str) -> Result<(), UpstreamError> {
+        if self.lease_writer.is_some() {
+            self.gathered.add(node);
+            return Ok(());
+        }
+        self.write_lease(node).await
+    }
+
+    /// One renewal through the API: a PATCH, and a create the first time.
+    pub(super) async fn write_lease(&self, node: &str) -> Result<(), UpstreamError> {
+        let spec = leases::spec(node, &kedge_core::clock::rfc3339_micro());
+        let p = json!({"spec": spec});
+        match self
+            .leases
+            .patch(node, &PatchParams::default(), &Patch::Merge(&p))
+            .await
+        {
+            Err(kube::Error::Api(e)) if e.code == 404 => {
+                let lease: Lease =
+                    serde_json::from_value(json!({"metadata": {"name": node}, "spec": spec}))?;
+                match self.leases.create(&PostParams::default(), &lease).await {
+                    Err(kube::Error::Api(s)) if s.code == 409 => {}
+                    other => {
+                        other?;
+                    }
+                }
+            }
+            other => {
+                other?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The edge is gone: Ready becomes Unknown, as the node lifecycle controller does.
+    pub(super) async fn not_ready(&self, node: &str) -> Result<(), UpstreamError> {
+        let p = json!({"status": {"conditions": [{
+            "type": "Ready", "status": "Unknown", "reason": "NodeStatusUnknown",
+            "message": "kedge: the edge's connection to CloudHub ended",
+            "lastHeartbeatTime": kedge_core::clock::rfc3339(), "lastTransitionTime": kedge_core::clock::rfc3339(),
+        }]}});
+        match self
+            .nodes
+            .patch_status(node, &PatchParams::default(), &Patch::Merge(&p))
+            .await
+        {
+            // A node that never registered, or was deleted, has nothing to mark.
+            Err(kube::Error::Api(s)) if s.code == 404 => return Ok(()),
+            other => {
+                other?;
+            }
+        }
+        tracing::info!(node, "node is NotReady: its edge disconnected");
+        Ok(())
+    }
+}

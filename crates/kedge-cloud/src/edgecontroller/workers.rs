@@ -1,0 +1,77 @@
+//! One queue of hub events per node, each drained by its own task: nodes are handled at once,
+//! each node's events in order, and a slow node or a slow API call delays only that node. The
+//! queue is bounded, so a node that sends faster than it is handled is read from more slowly
+//! (its session waits, and TCP slows its edge down). A bounded number of events is handled at
+//! once across all nodes. A node's task ends when its sessions are gone and its queue is empty.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
+
+use tokio::sync::{Semaphore, mpsc};
+
+use super::Ctl;
+use crate::cloudhub::hub::{Events, HubEvent};
+
+/// Events one node may have waiting.
+const QUEUE: usize = 1024;
+
+/// Events handled at once across all nodes (API calls in flight).
+pub const CONCURRENCY: usize = 256;
+
+pub struct Workers {
+    queues: Mutex<HashMap<String, mpsc::WeakSender<HubEvent>>>,
+    ctl: OnceLock<Arc<Ctl>>,
+    permits: Arc<Semaphore>,
+}
+
+impl Workers {
+    pub fn new() -> Arc<Workers> {
+        Arc::new(Workers {
+            queues: Mutex::default(),
+            ctl: OnceLock::new(),
+            permits: Arc::new(Semaphore::new(CONCURRENCY)),
+        })
+    }
+
+    /// The controller the queues are drained into; set once, before the hub accepts edges.
+    pub(super) fn bind(&self, ctl: Arc<Ctl>) {
+        let _ = self.ctl.set(ctl);
+    }
+}
+
+impl Events for Arc<Workers> {
+    fn queue(&self, node: &str) -> mpsc::Sender<HubEvent> {
+        let mut queues = self.queues.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(tx) = queues.get(node).and_then(mpsc::WeakSender::upgrade) {
+            return tx;
+        }
+        // Forget the queues of nodes whose tasks have ended, now and then.
+        if queues.len().is_power_of_two() {
+            queues.retain(|_, q| q.strong_count() > 0);
+        }
+        let (tx, rx) = mpsc::channel(QUEUE);
+        queues.insert(node.to_string(), tx.downgrade());
+        let ctl = self.ctl.get().cloned();
+        tokio::spawn(drain(ctl, node.to_string(), rx, self.permits.clone()));
+        tx
+    }
+}
+
+/// Handles `node`'s events in order until its sessions are gone.
+async fn drain(
+    ctl: Option<Arc<Ctl>>,
+    node: String,
+    mut events: mpsc::Receiver<HubEvent>,
+    permits: Arc<Semaphore>,
+) {
+    let Some(ctl) = ctl else {
+        tracing::error!(node, "no controller to hand the node's events to");
+        return;
+    };
+    while let Some(ev) = events.recv().await {
+        let Ok(_permit) = permits.acquire().await else {
+            return;
+        };
+        ctl.handle(&node, ev).await;
+    }
+}
