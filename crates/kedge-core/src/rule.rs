@@ -96,18 +96,35 @@ impl Rule {
     }
 }
 
-/// KubeEdge's admission check for a new or changed `rule`, given the endpoints and the other
-/// rules of its namespace: it must route, and its source must not be another rule's.
+/// The admission check for a new `rule`, given the endpoints and the other rules of its
+/// namespace. What can never be valid is refused with the reason: an unsupported pair of
+/// endpoint types, a source or target resource missing a key its endpoint type needs, a source
+/// another rule already uses. A rule whose endpoints do not exist yet is accepted (unlike
+/// KubeEdge's webhook, so manifests apply in any order): it takes effect when they appear, and
+/// its status says what it waits for meanwhile.
 pub fn admit(rule: &Rule, endpoints: &[Endpoint], others: &[Rule]) -> Result<(), RuleError> {
-    let compiled = compile(rule, endpoints)?;
+    let find = |name: &str| {
+        endpoints
+            .iter()
+            .find(|e| e.namespace == rule.namespace && e.name == name)
+    };
+    let (source, target) = (find(&rule.source), find(&rule.target));
+    // Nothing about the source is known yet (every endpoint type can be a target).
+    let Some(source) = source else {
+        return Ok(());
+    };
+    let key = source_key(rule, source.kind, target.map(|t| t.kind))?;
+    if target.is_some() {
+        compile(rule, endpoints)?;
+    }
     let others: Vec<Rule> = others
         .iter()
         .filter(|o| !(o.namespace == rule.namespace && o.name == rule.name))
         .cloned()
         .collect();
     let (table, _) = RuleTable::build(endpoints, &others);
-    match compiled {
-        Compiled::Rest { path, .. } => {
+    match key {
+        SourceKey::Path(path) => {
             let taken = table
                 .rest
                 .get(&rule.namespace)
@@ -117,13 +134,40 @@ pub fn admit(rule: &Rule, endpoints: &[Endpoint], others: &[Rule]) -> Result<(),
                 None => Ok(()),
             }
         }
-        Compiled::Bus { node, topic, .. } => match table.bus.get(&(node, topic)) {
+        SourceKey::Topic { node, topic } => match table.bus.get(&(node, topic)) {
             Some(other) => Err(RuleError::Duplicate(
                 other.rule.clone(),
                 "source topic and node",
             )),
             None => Ok(()),
         },
+    }
+}
+
+/// What identifies a rule's source: a REST path in its namespace, or a topic on a node.
+enum SourceKey {
+    Path(String),
+    Topic { node: String, topic: String },
+}
+
+/// The source's key, checked against what its endpoint type needs (the target's type, when
+/// known, only for the name of an unsupported pair).
+fn source_key(
+    rule: &Rule,
+    source: EndpointType,
+    target: Option<EndpointType>,
+) -> Result<SourceKey, RuleError> {
+    let s = &rule.source_resource;
+    match source {
+        EndpointType::Rest => Ok(SourceKey::Path(normalise(get(s, "path")?))),
+        EndpointType::EventBus => Ok(SourceKey::Topic {
+            node: get(s, "node_name")?.to_string(),
+            topic: format!("{}/{}", rule.namespace, get(s, "topic")?.trim_matches('/')),
+        }),
+        EndpointType::ServiceBus => Err(RuleError::Unsupported {
+            from: "servicebus".into(),
+            to: target.map_or("any endpoint".into(), |t| format!("{t:?}").to_lowercase()),
+        }),
     }
 }
 
@@ -560,16 +604,37 @@ pub(crate) mod tests {
             Ok(()),
             "a rule does not clash with itself"
         );
-        let missing = rule(
+        // Endpoints that do not exist yet: accepted (they may be applied next).
+        let no_source = rule("m", "nope", &[], "my-eventbus", &[]);
+        assert_eq!(admit(&no_source, &eps, &rules), Ok(()));
+        let no_target = rule("m", "my-rest", &[("path", "z")], "nope", &[]);
+        assert_eq!(admit(&no_target, &eps, &rules), Ok(()));
+        // What can be checked is checked: the source's keys, its uniqueness, the pair.
+        let no_path = rule("m", "my-rest", &[], "nope", &[]);
+        assert_eq!(
+            admit(&no_path, &eps, &rules),
+            Err(RuleError::Missing("path"))
+        );
+        let taken = rule("m", "my-rest", &[("path", "/a/")], "nope", &[]);
+        assert!(matches!(
+            admit(&taken, &eps, &rules),
+            Err(RuleError::Duplicate(..))
+        ));
+        let pair = rule(
             "m",
-            "nope",
-            &[("path", "z")],
             "my-eventbus",
-            &[("topic", "x")],
+            &[("topic", "t2"), ("node_name", "n")],
+            "my-servicebus",
+            &[("path", "/x")],
         );
         assert!(matches!(
-            admit(&missing, &eps, &rules),
-            Err(RuleError::NoEndpoint(_))
+            admit(&pair, &eps, &rules),
+            Err(RuleError::Unsupported { .. })
+        ));
+        let from_servicebus = rule("m", "my-servicebus", &[], "nope", &[]);
+        assert!(matches!(
+            admit(&from_servicebus, &eps, &rules),
+            Err(RuleError::Unsupported { .. })
         ));
         let obj = serde_json::json!({"metadata": {"name": "r", "namespace": "default"},
             "spec": {"source": "my-rest", "sourceResource": {"path": "/q"}, "target": "my-eventbus", "targetResource": {"topic": "t"}}});

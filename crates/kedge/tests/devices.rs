@@ -528,3 +528,38 @@ fn an_external_broker_over_tls_with_a_password() {
         .expect("mosquitto_pub");
     assert!(!out.status.success(), "anonymous clients are refused");
 }
+
+/// A Device applied before its DeviceModel is accepted, says in its status what it waits for,
+/// and takes effect when the model appears.
+#[test]
+fn a_device_waits_for_its_model_and_says_so() {
+    let dir = tempfile::tempdir().expect("dir");
+    let up = Kedge::up(dir.path(), 0);
+    up.ok(&["apply", "-f", &example("device-counter.yaml")]);
+    let ready = |field: &str| {
+        up.ok(&[
+            "get",
+            "device",
+            "counter",
+            "-o",
+            &format!("jsonpath={{.status.conditions[?(@.type==\"Ready\")].{field}}}"),
+        ])
+    };
+    common::wait_until(
+        Duration::from_secs(20),
+        "the device to say it waits",
+        || {
+            (ready("status") == "False"
+                && ready("reason") == "ModelMissing"
+                && ready("message").contains("counter-model"))
+            .then_some(())
+        },
+    );
+    up.ok(&["apply", "-f", &example("devicemodel-counter.yaml")]);
+    common::wait_until(Duration::from_secs(20), "the device to take effect", || {
+        (ready("status") == "True").then_some(())
+    });
+    // And it works: the edge answers twin/get with the device's desired value.
+    let v = twin_get(up.mqtt_port, |v| expected(v, "status").is_some());
+    assert_eq!(expected(&v, "status").as_deref(), Some("OFF"));
+}

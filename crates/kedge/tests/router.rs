@@ -338,14 +338,30 @@ fn an_edge_killed_mid_request_is_a_prompt_503() {
 }
 
 #[test]
-fn rules_are_checked_when_created_as_kubeedge_does() {
+fn rules_wait_for_their_endpoints_and_rules_that_can_never_route_are_refused() {
     let dir = tempfile::tempdir().expect("dir");
     let cloud = Kedge::cloud(dir.path());
-    // Its endpoints do not exist yet.
-    let err = cloud.fails(&["create", "-f", &example("rule-rest-eventbus.yaml")]);
-    assert!(
-        err.contains("denied the request") && err.contains("my-rest"),
-        "{err}"
+    let ready = |rule: &str| {
+        let at = |field: &str| {
+            cloud.ok(&[
+                "get",
+                "rule",
+                rule,
+                "-o",
+                &format!("jsonpath={{.status.conditions[?(@.type==\"Ready\")].{field}}}"),
+            ])
+        };
+        (at("status"), at("reason"), at("message"))
+    };
+    // Its endpoints do not exist yet: accepted, and its status says what it waits for.
+    cloud.ok(&["create", "-f", &example("rule-rest-eventbus.yaml")]);
+    until(
+        Duration::from_secs(10),
+        "the rule to say why it waits",
+        || {
+            let (status, reason, message) = ready("my-rule");
+            status == "False" && reason == "EndpointMissing" && message.contains("my-rest")
+        },
     );
     cloud.ok(&[
         "apply",
@@ -354,7 +370,9 @@ fn rules_are_checked_when_created_as_kubeedge_does() {
         "-f",
         &example("ruleEndpoint-eventbus.yaml"),
     ]);
-    cloud.ok(&["create", "-f", &example("rule-rest-eventbus.yaml")]);
+    until(Duration::from_secs(10), "the rule to take effect", || {
+        ready("my-rule").0 == "True"
+    });
     // A second rule with the same source path.
     let copy = std::fs::read_to_string(example("rule-rest-eventbus.yaml"))
         .expect("rule")
@@ -374,6 +392,86 @@ fn rules_are_checked_when_created_as_kubeedge_does() {
         !out.status.success() && err.contains("not a supported route"),
         "{err}"
     );
+    // A malformed source: a rest source needs a path.
+    let no_path = r#"{"apiVersion":"rules.kubeedge.io/v1","kind":"Rule","metadata":{"name":"nopath","namespace":"default"},
+        "spec":{"source":"my-rest","sourceResource":{},"target":"later","targetResource":{}}}"#;
+    let out = cloud.with_stdin(&["create", "-f", "-"], no_path);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("path is required"),
+        "{err}"
+    );
+}
+
+/// `kubectl apply -f examples/` applies files in name order: the Rules (`rule-*`) before their
+/// RuleEndpoints (`ruleEndpoint-*`), the Device before its DeviceModel. Everything is created
+/// on the first run, and carries traffic.
+#[test]
+fn a_directory_applies_in_one_go_whatever_the_order() {
+    let dir = tempfile::tempdir().expect("dir");
+    let up = Kedge::up(dir.path(), 0);
+    let out = up.kubectl(&["apply", "-f", &common::examples().display().to_string()]);
+    assert!(
+        out.status.success(),
+        "the first apply: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let created = String::from_utf8_lossy(&out.stdout).to_string();
+    for what in [
+        "rule.rules.kubeedge.io/my-rule created",
+        "ruleendpoint.rules.kubeedge.io/my-rest created",
+        "device.devices.kubeedge.io/counter created",
+        "devicemodel.devices.kubeedge.io/counter-model created",
+    ] {
+        assert!(created.contains(what), "{what} in {created}");
+    }
+    // rest→eventbus carries traffic.
+    let url = format!("http://127.0.0.1:{}/kube-edge-1/default/a", up.router_port);
+    let mut test = Sub::start(up.mqtt_port, "test");
+    until(
+        Duration::from_secs(30),
+        "the rule to carry a message",
+        || {
+            post(&url, &["-d", "first run"]).0 == 200
+                && test
+                    .next_raw(Duration::from_millis(500))
+                    .is_some_and(|(_, p)| p == "first run")
+        },
+    );
+    let ready = up.ok(&[
+        "get",
+        "rule",
+        "my-rule",
+        "-o",
+        "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}",
+    ]);
+    assert_eq!(ready, "True");
+    // The device reached its edge with its model (applied after it): a property the model
+    // lacks is refused naming the model's, and a good report lands in the cloud.
+    let device = "$hw/events/device/default/counter";
+    let mut result = Sub::start(up.mqtt_port, &format!("{device}/twin/update/result"));
+    mqtt::ask(
+        up.mqtt_port,
+        &mut result,
+        &format!("{device}/twin/update"),
+        r#"{"event_id":"e","twin":{"nope":{"actual":{"value":"1"}}}}"#,
+        Duration::from_secs(30),
+        |v| v["code"] == 400 && v["reason"].as_str().is_some_and(|r| r.contains("status")),
+    );
+    mqtt::publish(
+        up.mqtt_port,
+        &format!("{device}/twin/update"),
+        r#"{"event_id":"e","twin":{"status":{"actual":{"value":"7"}}}}"#,
+    );
+    until(Duration::from_secs(10), "the report at the cloud", || {
+        up.ok(&[
+            "get",
+            "device",
+            "counter",
+            "-o",
+            "jsonpath={.status.twins[0].reported.value}",
+        ]) == "7"
+    });
 }
 
 #[test]

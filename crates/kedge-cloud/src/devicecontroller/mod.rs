@@ -8,6 +8,7 @@
 //! model) keep each change, and each node's resync, proportional to that node's devices.
 
 pub mod profile;
+mod ready;
 pub mod report;
 
 use std::collections::{BTreeSet, HashMap};
@@ -128,6 +129,9 @@ struct Inner {
     /// (namespace, node) whose profile ConfigMap needs rewriting.
     dirty: Mutex<BTreeSet<(String, String)>>,
     wake: tokio::sync::Notify,
+    /// Devices (`ns/name`) whose `Ready` condition needs a look.
+    unsettled: Mutex<BTreeSet<String>>,
+    settle: tokio::sync::Notify,
 }
 
 pub struct DeviceController(Arc<Inner>);
@@ -192,8 +196,20 @@ impl Inner {
         self.wake.notify_one();
     }
 
+    /// `keys`' Ready conditions need a look.
+    fn unsettle(&self, keys: impl IntoIterator<Item = String>) {
+        self.unsettled
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .extend(keys);
+        self.settle.notify_one();
+    }
+
     fn on_device(&self, d: &DynamicObject, deleted: bool) {
         let k = key(d);
+        if !deleted {
+            self.unsettle([k.clone()]);
+        }
         {
             let mut index = self.index();
             match deleted {
@@ -244,7 +260,15 @@ impl Inner {
     fn on_model(&self, m: &DynamicObject, deleted: bool) {
         let ns = m.metadata.namespace.as_deref().unwrap_or_default();
         let name = m.metadata.name.as_deref().unwrap_or_default();
-        let nodes = self.index().nodes_using(ns, name);
+        let (nodes, users) = {
+            let index = self.index();
+            let users = index.by_model.get(&(ns.to_string(), name.to_string()));
+            (
+                index.nodes_using(ns, name),
+                users.cloned().unwrap_or_default(),
+            )
+        };
+        self.unsettle(users);
         for node in nodes {
             self.mark(ns, &node);
             if let Some(out) = outgoing(m, "devicemodel", deleted) {
@@ -260,7 +284,9 @@ impl Inner {
         for d in self.devices.state() {
             fresh.add(&d);
         }
+        let keys: Vec<String> = fresh.devices.keys().cloned().collect();
         *self.index() = fresh;
+        self.unsettle(keys);
     }
 }
 
@@ -280,6 +306,41 @@ async fn write_profiles(i: Arc<Inner>) {
             if let Err(e) = i.write_profile(&ns, &node).await {
                 tracing::warn!(namespace = %ns, node, error = %e, "device profile not written; retrying");
                 i.mark(&ns, &node);
+            }
+        }
+    }
+}
+
+/// Brings the `Ready` condition of the devices that changed up to date, a moment after each
+/// burst of changes.
+async fn show_ready(i: Arc<Inner>) {
+    loop {
+        i.settle.notified().await;
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        if i.devices.wait_until_ready().await.is_err() || i.models.wait_until_ready().await.is_err()
+        {
+            continue;
+        }
+        let keys = std::mem::take(&mut *i.unsettled.lock().unwrap_or_else(|p| p.into_inner()));
+        for k in keys {
+            let Some(d) = i.device(&k) else { continue };
+            let ns = d.metadata.namespace.as_deref().unwrap_or_default();
+            let model = model_name(&d);
+            let exists = model.is_some_and(|m| i.model(ns, m).is_some());
+            let why = ready::missing(ns, model, exists);
+            let Some(condition) = ready::needed(&d.data, why.as_deref()) else {
+                continue;
+            };
+            match &why {
+                Some(why) => tracing::info!(device = %k, reason = %why, "device not in effect yet"),
+                None => tracing::info!(device = %k, "device in effect"),
+            }
+            let name = d.metadata.name.as_deref().unwrap_or_default();
+            let api: Api<DynamicObject> =
+                Api::namespaced_with(i.client.clone(), ns, &device_resource());
+            let p = serde_json::json!({"status": {"conditions": [condition]}});
+            if let Err(e) = report::patch(&api, name, &p).await {
+                tracing::debug!(device = %k, error = %crate::objects::brief(&e), "device condition not written");
             }
         }
     }
@@ -359,8 +420,11 @@ impl DeviceController {
             client: client.clone(),
             dirty: Mutex::default(),
             wake: tokio::sync::Notify::new(),
+            unsettled: Mutex::default(),
+            settle: tokio::sync::Notify::new(),
         });
         tokio::spawn(write_profiles(inner.clone()));
+        tokio::spawn(show_ready(inner.clone()));
         watch(
             Api::all_with(client.clone(), &mr),
             mw,

@@ -63,7 +63,12 @@ pub enum ReportError {
 /// Whether Devices have a status subresource in this cluster: 0 unknown, 1 yes, 2 no.
 static STATUS_SUBRESOURCE: AtomicU8 = AtomicU8::new(0);
 
-async fn patch(api: &Api<DynamicObject>, name: &str, p: &Value) -> Result<(), kube::Error> {
+/// Merge-patches a Device's status: through the status subresource where the cluster has one.
+pub(crate) async fn patch(
+    api: &Api<DynamicObject>,
+    name: &str,
+    p: &Value,
+) -> Result<(), kube::Error> {
     let pp = PatchParams::default();
     if STATUS_SUBRESOURCE.load(Ordering::Relaxed) != 2 {
         match api.patch_status(name, &pp, &Patch::Merge(p)).await {

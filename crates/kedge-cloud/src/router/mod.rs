@@ -40,6 +40,8 @@ pub struct Rules {
     /// Complete lists seen (endpoints and rules): the table is whole once both have arrived.
     lists: std::sync::atomic::AtomicU8,
     loaded: tokio::sync::Notify,
+    /// What each rule's `Ready` condition was last set to (logged once per change).
+    effects: std::sync::Mutex<std::collections::HashMap<String, status::Effect>>,
 }
 
 /// The rules a node was given: uid → (namespace, name, resourceVersion).
@@ -88,6 +90,7 @@ impl Rules {
             stats: Arc::default(),
             lists: std::sync::atomic::AtomicU8::new(0),
             loaded: tokio::sync::Notify::new(),
+            effects: Default::default(),
         });
         tokio::spawn(rules.stats.clone().flush_loop(client.clone()));
         let changed = |r: &Rules, _: &DynamicObject, _| r.rebuild();
@@ -135,15 +138,49 @@ impl Rules {
             .collect();
         let rules: Vec<Rule> = self.rules.state().iter().filter_map(|o| rule(o)).collect();
         let (table, refused) = RuleTable::build(&endpoints, &rules);
-        for (rule, why) in refused {
-            tracing::warn!(rule, reason = %why, "rule not in effect");
-        }
         *self.table.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(table);
         self.place(&self.downstream);
+        // Before both lists are in, "not in effect" may only mean "not loaded yet".
+        if self.is_loaded() {
+            self.show_effect(&refused);
+        }
+    }
+
+    /// Brings each rule's `Ready` condition up to date (written only where it changes).
+    fn show_effect(&self, refused: &[(String, kedge_core::rule::RuleError)]) {
+        let refused: std::collections::HashMap<&str, &kedge_core::rule::RuleError> =
+            refused.iter().map(|(r, e)| (r.as_str(), e)).collect();
+        for o in self.rules.state() {
+            let id = key(&o);
+            let effect = status::Effect::of(refused.get(id.as_str()).map_or(Ok(()), |e| Err(*e)));
+            let current = o.data.get("status").cloned().unwrap_or_default();
+            if effect.shown_in(&current) {
+                continue;
+            }
+            let mut effects = self.effects.lock().unwrap_or_else(|p| p.into_inner());
+            if effects.get(&id) != Some(&effect) {
+                log_effect(&id, &effect);
+                effects.insert(id.clone(), effect.clone());
+            }
+            drop(effects);
+            self.stats.effect(&id, effect);
+        }
     }
 
     /// The table as it is now.
     pub fn table(&self) -> Arc<RuleTable> {
         self.table.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
+fn log_effect(id: &str, effect: &status::Effect) {
+    match effect {
+        status::Effect::InEffect => tracing::info!(rule = %id, "rule in effect"),
+        status::Effect::Waiting(why) => {
+            tracing::info!(rule = %id, reason = %why, "rule not in effect yet")
+        }
+        status::Effect::Refused(why) => {
+            tracing::warn!(rule = %id, reason = %why, "rule not in effect")
+        }
     }
 }

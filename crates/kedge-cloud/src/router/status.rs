@@ -1,7 +1,9 @@
 //! Rule status, under `status` (KubeEdge patches these keys at the top level, where the schema
 //! prunes them, so its counters never persist): `successMessages`, `failMessages`, and the last
-//! 10 errors, each prefixed with its time. Counted in memory and written once a second per rule
-//! that changed, so a busy rule costs one write a second, not one per message.
+//! 10 errors, each prefixed with its time; and a `Ready` condition that says whether the rule
+//! is in effect and, when not, why (its endpoints do not exist yet, or it can never route).
+//! Counted in memory and written once a second per rule that changed, so a busy rule costs one
+//! write a second, not one per message.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -18,6 +20,62 @@ pub struct Delta {
     pub ok: u64,
     pub fail: u64,
     pub errors: Vec<String>,
+    /// A new `Ready` condition.
+    pub effect: Option<Effect>,
+}
+
+/// Whether a rule is in effect: its status's `Ready` condition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Effect {
+    InEffect,
+    /// Not yet: it names an endpoint that does not exist (it takes effect when it appears).
+    Waiting(String),
+    /// It cannot route as it is (a missing key, a bad port, a source another rule has).
+    Refused(String),
+}
+
+impl Effect {
+    pub fn of(result: Result<(), &kedge_core::rule::RuleError>) -> Effect {
+        match result {
+            Ok(()) => Effect::InEffect,
+            Err(e @ kedge_core::rule::RuleError::NoEndpoint(_)) => Effect::Waiting(e.to_string()),
+            Err(e) => Effect::Refused(e.to_string()),
+        }
+    }
+
+    /// (status, reason, message) of the condition.
+    fn parts(&self) -> (&'static str, &'static str, &str) {
+        match self {
+            Effect::InEffect => ("True", "InEffect", "the rule routes messages"),
+            Effect::Waiting(why) => ("False", "EndpointMissing", why),
+            Effect::Refused(why) => ("False", "Invalid", why),
+        }
+    }
+
+    /// Whether `status` (a rule's) already says this.
+    pub fn shown_in(&self, status: &Value) -> bool {
+        let (st, reason, message) = self.parts();
+        ready_condition(status)
+            .is_some_and(|c| c["status"] == st && c["reason"] == reason && c["message"] == message)
+    }
+
+    fn condition(&self, current: &Value, now: &str) -> Value {
+        let (st, reason, message) = self.parts();
+        let since = ready_condition(current)
+            .filter(|c| c["status"] == st)
+            .and_then(|c| c["lastTransitionTime"].as_str())
+            .unwrap_or(now)
+            .to_string();
+        json!({"type": "Ready", "status": st, "reason": reason, "message": message, "lastTransitionTime": since})
+    }
+}
+
+fn ready_condition(status: &Value) -> Option<&Value> {
+    status
+        .get("conditions")?
+        .as_array()?
+        .iter()
+        .find(|c| c["type"] == "Ready")
 }
 
 #[derive(Default)]
@@ -38,7 +96,15 @@ pub fn merged(current: &Value, delta: &Delta) -> Value {
         .collect();
     let drop = errors.len().saturating_sub(KEEP_ERRORS);
     errors.drain(..drop);
-    json!({"successMessages": n("successMessages") + delta.ok, "failMessages": n("failMessages") + delta.fail, "errors": errors})
+    let mut status = json!({"successMessages": n("successMessages") + delta.ok, "failMessages": n("failMessages") + delta.fail, "errors": errors});
+    let condition = match &delta.effect {
+        Some(e) => Some(e.condition(current, &kedge_core::clock::rfc3339())),
+        None => ready_condition(current).cloned(),
+    };
+    if let Some(c) = condition {
+        status["conditions"] = json!([c]);
+    }
+    status
 }
 
 impl RuleStats {
@@ -48,6 +114,11 @@ impl RuleStats {
 
     pub fn success(&self, rule: &str) {
         self.pending().entry(rule.to_string()).or_default().ok += 1;
+    }
+
+    /// The rule's `Ready` condition is now `effect`.
+    pub fn effect(&self, rule: &str, effect: Effect) {
+        self.pending().entry(rule.to_string()).or_default().effect = Some(effect);
     }
 
     pub fn failure(&self, rule: &str, why: &str) {
@@ -102,6 +173,7 @@ mod tests {
             ok: 2,
             fail: 3,
             errors: vec!["new 1".into(), "new 2".into()],
+            effect: None,
         };
         let s = merged(&current, &d);
         assert_eq!(s["successMessages"], 7);
@@ -114,5 +186,47 @@ mod tests {
             merged(&Value::Null, &Delta::default())["successMessages"],
             0
         );
+    }
+
+    #[test]
+    fn the_ready_condition_says_whether_and_why() {
+        let waiting = Effect::Waiting("rule endpoint e does not exist".into());
+        let d = Delta {
+            effect: Some(waiting.clone()),
+            ..Delta::default()
+        };
+        let s = merged(&json!({"successMessages": 1}), &d);
+        assert_eq!(s["successMessages"], 1, "counts kept");
+        let c = &s["conditions"][0];
+        assert_eq!(
+            (
+                c["type"].as_str(),
+                c["status"].as_str(),
+                c["reason"].as_str()
+            ),
+            (Some("Ready"), Some("False"), Some("EndpointMissing"))
+        );
+        assert!(waiting.shown_in(&s));
+        assert!(!Effect::InEffect.shown_in(&s));
+        // Counting goes on without touching the condition.
+        let s2 = merged(
+            &s,
+            &Delta {
+                ok: 1,
+                ..Delta::default()
+            },
+        );
+        assert_eq!(s2["conditions"], s["conditions"]);
+        let s3 = merged(
+            &s2,
+            &Delta {
+                effect: Some(Effect::InEffect),
+                ..Delta::default()
+            },
+        );
+        assert_eq!(s3["conditions"][0]["status"], "True");
+        assert!(Effect::InEffect.shown_in(&s3));
+        let refused = Effect::of(Err(&kedge_core::rule::RuleError::Missing("path")));
+        assert!(matches!(refused, Effect::Refused(_)));
     }
 }

@@ -81,8 +81,12 @@ const BURST: usize = 512;
 pub(super) async fn run(mut down: mpsc::Receiver<Message>, routes: Routes, outbox: Arc<Outbox>) {
     let mut next = None;
     loop {
-        let Some(m) = next.take().or(down.recv().await) else {
-            return;
+        let m = match next.take() {
+            Some(m) => m,
+            None => match down.recv().await {
+                Some(m) => m,
+                None => return,
+            },
         };
         let to = match classify(&m) {
             Downlink::Answer => {
@@ -136,6 +140,29 @@ mod tests {
 
     fn msg(g: &str, o: &str, res: &str) -> Message {
         Message::new("cloud", g, o, res, json!({}))
+    }
+
+    #[tokio::test]
+    async fn nothing_after_a_burst_of_answers_is_lost() {
+        let dir = tempfile::tempdir().expect("dir");
+        let outbox = Arc::new(Outbox::open(&dir.path().join("edge.db"), 1 << 20).expect("outbox"));
+        let (routes, mut inboxes) = inboxes();
+        let (tx, rx) = mpsc::channel(16);
+        tokio::spawn(run(rx, routes, outbox));
+        let answer = msg(group::RESOURCE, op::RESPONSE, "");
+        let (a, b) = (
+            msg(group::RESOURCE, op::UPDATE, "default/pod/a"),
+            msg(group::RESOURCE, op::UPDATE, "default/pod/b"),
+        );
+        for m in [answer.clone(), answer, a.clone(), b.clone()] {
+            tx.send(m).await.expect("send");
+        }
+        let got = |m: Option<Message>| m.map(|m| m.route.resource);
+        let within = std::time::Duration::from_secs(5);
+        let first = tokio::time::timeout(within, inboxes.objects.recv()).await;
+        assert_eq!(got(first.expect("in time")), Some(a.route.resource));
+        let second = tokio::time::timeout(within, inboxes.objects.recv()).await;
+        assert_eq!(got(second.expect("in time")), Some(b.route.resource));
     }
 
     #[test]

@@ -360,16 +360,26 @@ fn stores_intact(rig: &Rig) -> u64 {
         assert_eq!(verdict, "ok", "{}", path.display());
     }
     let db = rusqlite::Connection::open(rig.edge_db()).expect("edge.db");
-    let left: i64 = db
-        .query_row(
-            "SELECT count(*) FROM outbox WHERE msg LIKE '%default/test%' OR msg LIKE '%counter%'",
-            [],
-            |r| r.get(0),
+    let mut stmt = db
+        .prepare(
+            "SELECT key, msg FROM outbox WHERE msg LIKE '%default/test%' OR msg LIKE '%counter%'",
         )
         .expect("outbox");
-    assert_eq!(
-        left, 0,
-        "messages left in the edge's outbox after everything arrived"
+    let left: Vec<String> = stmt
+        .query_map([], |r| {
+            Ok(format!(
+                "{:?} {}",
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?
+            ))
+        })
+        .expect("outbox rows")
+        .filter_map(Result::ok)
+        .collect();
+    assert!(
+        left.is_empty(),
+        "messages left in the edge's outbox after everything arrived:\n{}",
+        left.join("\n")
     );
-    left.unsigned_abs()
+    left.len() as u64
 }
