@@ -438,14 +438,14 @@ fn a_directory_applies_in_one_go_whatever_the_order() {
                     .is_some_and(|(_, p)| p == "first run")
         },
     );
-    let ready = up.ok(&[
-        "get",
-        "rule",
-        "my-rule",
-        "-o",
-        "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}",
-    ]);
-    assert_eq!(ready, "True");
+    until(
+        Duration::from_secs(10),
+        "the rule's status to say it is in effect",
+        || {
+            let jsonpath = "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}";
+            up.ok(&["get", "rule", "my-rule", "-o", jsonpath]) == "True"
+        },
+    );
     // The device reached its edge with its model (applied after it): a property the model
     // lacks is refused naming the model's, and a good report lands in the cloud.
     let device = "$hw/events/device/default/counter";

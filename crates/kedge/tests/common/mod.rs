@@ -307,6 +307,11 @@ impl Kedge {
         matches!(self.child.try_wait(), Ok(None))
     }
 
+    /// How the process ended, if it has.
+    pub fn exit_status(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().ok().flatten()
+    }
+
     fn from_lines(child: Child, data_dir: &Path, lines: &mpsc::Receiver<String>) -> Kedge {
         let mut endpoints = std::collections::HashMap::new();
         while !endpoints.contains_key("metrics") {

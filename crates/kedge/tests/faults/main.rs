@@ -97,6 +97,7 @@ fn main() {
     let mut rng = Rng(a.seed);
     let mut rig = Rig::start(Net::create());
     let app = setup(&rig);
+    a_new_address_is_noticed(&mut rig);
     let stop = Arc::new(AtomicBool::new(false));
     let kubeconfig = rig.cloud().kubeconfig();
     let mut loads = vec![("bus", load::bus_messages(&rig.net, stop.clone()))];
@@ -174,6 +175,36 @@ fn setup(rig: &Rig) -> app::App {
         },
     );
     app
+}
+
+/// The edge's address changes while it is connected (its flow to the cloud becomes a black
+/// hole, as in a Wi-Fi or cellular hand-over): the edge notices what it no longer hears and is
+/// connected again, its node Ready, within 45 s — not when TCP gives up, ~15 minutes later.
+fn a_new_address_is_noticed(rig: &mut Rig) {
+    let metrics = rig.cloud().metrics.clone();
+    let sessions = || -> u64 {
+        let text = common::http_get(&metrics);
+        text.lines()
+            .find_map(|l| l.strip_prefix("kedge_cloudhub_sessions_total "))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0)
+    };
+    let before = sessions();
+    assert!(before >= 1, "the edge is connected");
+    let changed = Instant::now();
+    rig.net.readdress();
+    while !(sessions() > before && rig.cloud().node_ready(rig::NODE) == "True") {
+        assert!(
+            changed.elapsed() < Duration::from_secs(45),
+            "the edge was not connected again, Ready, within 45 s of its address changing; its log:\n{}",
+            rig.log_tail("edge.log")
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    println!(
+        "[address change] the edge was connected again, Ready, {:.1} s after its address changed",
+        changed.elapsed().as_secs_f64()
+    );
 }
 
 /// Injects one fault, picked at random, and ends it.

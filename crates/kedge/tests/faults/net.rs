@@ -25,6 +25,8 @@ pub struct Net {
     edge_if: String,
     /// The cloud's address on the link (this host's end).
     pub cloud_ip: String,
+    /// The edge's address on the link (it may change: [`Net::readdress`]).
+    edge_ip: String,
 }
 
 /// What the link between cloud and edge does.
@@ -40,7 +42,8 @@ pub enum Link {
 }
 
 impl Net {
-    /// A namespace and veth pair named after this process, on 10.213.<n>.0/30.
+    /// A namespace and veth pair named after this process, on 10.213.<n>.0/29 (the edge at .2,
+    /// or .3 once re-addressed).
     pub fn create() -> Net {
         let id = std::process::id();
         let n = id % 250 + 1;
@@ -49,8 +52,8 @@ impl Net {
             host_if: format!("kfh{id}"),
             edge_if: format!("kfe{id}"),
             cloud_ip: format!("10.213.{n}.1"),
+            edge_ip: format!("10.213.{n}.2"),
         };
-        let edge_ip = format!("10.213.{n}.2");
         net.remove();
         must(ip(&["netns", "add", &net.ns]));
         must(ip(&[
@@ -68,14 +71,20 @@ impl Net {
         must(ip(&[
             "addr",
             "add",
-            &format!("{}/30", net.cloud_ip),
+            &format!("{}/29", net.cloud_ip),
             "dev",
             &net.host_if,
         ]));
         must(ip(&["link", "set", &net.host_if, "up"]));
         must(net.exec_cmd(
             "ip",
-            &["addr", "add", &format!("{edge_ip}/30"), "dev", &net.edge_if],
+            &[
+                "addr",
+                "add",
+                &format!("{}/29", net.edge_ip),
+                "dev",
+                &net.edge_if,
+            ],
         ));
         must(net.exec_cmd("ip", &["link", "set", &net.edge_if, "up"]));
         must(net.exec_cmd("ip", &["link", "set", "lo", "up"]));
@@ -87,6 +96,20 @@ impl Net {
             must(net.nft(rule));
         }
         net
+    }
+
+    /// Gives the edge another address on the link, as a Wi-Fi or cellular hand-over does: its
+    /// connections from the old one become black holes (no FIN, no RST; what the cloud sends
+    /// there is dropped).
+    pub fn readdress(&mut self) {
+        let (prefix, last) = self.edge_ip.rsplit_once('.').expect("an IPv4 address");
+        let next = format!("{prefix}.{}", if last == "2" { 3 } else { 2 });
+        let dev = self.edge_if.clone();
+        // Removed first: deleting a primary address takes its secondaries with it.
+        let old = format!("{}/29", self.edge_ip);
+        must(self.exec_cmd("ip", &["addr", "del", &old, "dev", &dev]));
+        must(self.exec_cmd("ip", &["addr", "add", &format!("{next}/29"), "dev", &dev]));
+        self.edge_ip = next;
     }
 
     /// `program args…` inside the edge's namespace.

@@ -94,9 +94,9 @@ impl Rig {
     }
 
     fn assert_cloud_alive(&mut self) {
-        if !self.cloud.alive() {
+        if let Some(status) = self.cloud.exit_status() {
             panic!(
-                "kedge cloud exited on its own:\n{}",
+                "kedge cloud exited on its own ({status}):\n{}",
                 self.log_tail("cloud.log")
             );
         }
@@ -126,10 +126,21 @@ impl Rig {
             .collect()
     }
 
-    fn log_tail(&self, file: &str) -> String {
+    /// The log's panics and errors, then its last lines.
+    pub fn log_tail(&self, file: &str) -> String {
         let text = std::fs::read_to_string(self.logs.path().join(file)).unwrap_or_default();
         let lines: Vec<&str> = text.lines().collect();
-        lines[lines.len().saturating_sub(30)..].join("\n")
+        let grave: Vec<&str> = lines
+            .iter()
+            .filter(|l| l.contains("panicked") || l.contains("ERROR"))
+            .take(20)
+            .copied()
+            .collect();
+        format!(
+            "{}\n…\n{}",
+            grave.join("\n"),
+            lines[lines.len().saturating_sub(30)..].join("\n")
+        )
     }
 
     pub fn edge_db(&self) -> PathBuf {
