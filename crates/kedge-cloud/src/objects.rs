@@ -118,17 +118,13 @@ pub fn outgoing<K: kube::Resource + Serialize>(
     let rv: u64 = meta.resource_version.as_deref()?.parse().ok()?;
     let ns = meta.namespace.clone().unwrap_or_default();
     let name = meta.name.clone()?;
-    let msg = message(
-        token,
-        &ns,
-        &name,
-        rv,
-        delete,
-        serde_json::to_value(obj).ok()?,
-    );
+    let content = serde_json::to_value(obj).ok()?;
+    let hash = crate::placement::content_hash(kedge_core::resource::Kind::of(token), &content);
+    let msg = message(token, &ns, &name, rv, delete, content);
     Some(Outgoing {
         uid,
         rv,
+        hash,
         delete,
         msg,
     })
@@ -141,6 +137,7 @@ pub fn deletion(r: &SyncRecord) -> Outgoing {
     Outgoing {
         uid: r.uid.clone(),
         rv: r.rv,
+        hash: 0,
         delete: true,
         msg: message(
             r.kind.token().unwrap_or_default(),

@@ -6,12 +6,40 @@
 //! - a Device goes to the node its `nodeSelector` names, with its DeviceModel; a Device that
 //!   moves leaves its old node, and its model leaves too unless another device there (in the
 //!   same namespace) still uses it;
-//! - a node's device profile ConfigMap (`device-profile-config-<node>`) goes to that node.
+//! - a node's device profile ConfigMap (`device-profile-config-<node>`) goes to that node;
+//! - what the edge uses of an object ([`content_hash`]) decides whether a new version is worth
+//!   sending: a pod whose status the edge reported, a device whose reported twins changed, a
+//!   rule whose counters moved, are not sent back.
 
 use k8s_openapi::api::core::v1::Pod;
+use kedge_core::resource::Kind;
 
 pub use crate::devicecontroller::profile::node_of as profile_node;
 pub use crate::edgecontroller::refs::{Refs, of as refs_of};
+
+/// A hash of what the edge uses of an object of `kind`: everything but its resourceVersion,
+/// managed fields and status — except a Device's desired twins, which are in its status (its
+/// reported values, state and conditions are what the edge itself reports, or the cloud's).
+pub fn content_hash(kind: Kind, obj: &serde_json::Value) -> u64 {
+    let mut v = obj.clone();
+    if let Some(m) = v.get_mut("metadata").and_then(|m| m.as_object_mut()) {
+        m.remove("resourceVersion");
+        m.remove("managedFields");
+    }
+    let status = v.as_object_mut().and_then(|o| o.remove("status"));
+    if kind == Kind::Device {
+        let desired: Vec<serde_json::Value> = status
+            .as_ref()
+            .and_then(|s| s.get("twins"))
+            .and_then(|t| t.as_array())
+            .into_iter()
+            .flatten()
+            .map(|t| serde_json::json!([t.get("propertyName"), t.get("desired")]))
+            .collect();
+        v["desired"] = serde_json::Value::Array(desired);
+    }
+    kedge_core::delivery::hash_json(&v)
+}
 
 /// The node a pod is bound to.
 pub fn pod_node(pod: &Pod) -> Option<&str> {
@@ -71,6 +99,40 @@ mod tests {
             configmaps: cms.iter().map(|s| s.to_string()).collect(),
             secrets: secrets.iter().map(|s| s.to_string()).collect(),
         }
+    }
+
+    #[test]
+    fn the_edge_is_not_sent_what_it_reported_itself() {
+        let pod = json!({"metadata": {"name": "p", "resourceVersion": "5"}, "spec": {"nodeName": "n"}, "status": {"phase": "Pending"}});
+        let mut later = pod.clone();
+        later["metadata"]["resourceVersion"] = json!("9");
+        later["status"]["phase"] = json!("Running");
+        assert_eq!(
+            content_hash(Kind::Pod, &pod),
+            content_hash(Kind::Pod, &later)
+        );
+        later["metadata"]["deletionTimestamp"] = json!("2026-12-01T00:00:00Z");
+        assert_ne!(
+            content_hash(Kind::Pod, &pod),
+            content_hash(Kind::Pod, &later),
+            "metadata counts"
+        );
+        let device = json!({"metadata": {"name": "d"}, "spec": {}, "status": {"twins": [
+            {"propertyName": "status", "desired": {"value": "ON"}, "reported": {"value": "1"}}]}});
+        let mut reported = device.clone();
+        reported["status"]["twins"][0]["reported"]["value"] = json!("2");
+        reported["status"]["state"] = json!("online");
+        assert_eq!(
+            content_hash(Kind::Device, &device),
+            content_hash(Kind::Device, &reported)
+        );
+        let mut desired = device.clone();
+        desired["status"]["twins"][0]["desired"]["value"] = json!("OFF");
+        assert_ne!(
+            content_hash(Kind::Device, &device),
+            content_hash(Kind::Device, &desired),
+            "desired values are the edge's to know"
+        );
     }
 
     #[test]

@@ -5,7 +5,10 @@
 //!   `parent_msg_id`), and is re-sent with the same `msg_id` until then;
 //! - what the node has acked is remembered per object (the cloud persists it as ObjectSync), so
 //!   on reconnect [`resync`] says exactly what the node lacks, deletions included;
-//! - versions the node already has are never queued again.
+//! - versions the node already has are never queued again — nor newer versions whose content
+//!   the node already has (the same [`Version::hash`]: a pod whose status the edge itself
+//!   reported, a device whose reported twins changed), so a resync after a restart of the cloud
+//!   sends nothing an edge already holds.
 //!
 //! CloudHub owns one [`NodeQueue`] per node: it `offer`s what controllers send, writes what
 //! `poll` returns, feeds acks to `ack`, and calls `disconnected` when the session ends.
@@ -21,8 +24,66 @@ pub struct Outgoing {
     pub uid: String,
     /// Its resourceVersion (numeric, as Kubernetes' are in practice).
     pub rv: u64,
+    /// A hash of what the edge uses of it (0: not known, only `rv` counts).
+    pub hash: u64,
     pub delete: bool,
     pub msg: Message,
+}
+
+/// What a node holds of an object: its resourceVersion and the hash of its content.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Version {
+    pub rv: u64,
+    /// 0: not known.
+    pub hash: u64,
+}
+
+impl Version {
+    /// Whether a node holding `self` already has what `rv`/`hash` would give it.
+    pub fn covers(&self, rv: u64, hash: u64) -> bool {
+        self.rv >= rv || (hash != 0 && self.hash == hash)
+    }
+}
+
+/// A stable 64-bit hash (FNV-1a) of a JSON value with its object keys sorted, so the same
+/// content hashes the same whatever order its keys came in, in any process.
+pub fn hash_json(v: &serde_json::Value) -> u64 {
+    fn feed(h: &mut u64, bytes: &[u8]) {
+        for b in bytes {
+            *h ^= u64::from(*b);
+            *h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    fn walk(h: &mut u64, v: &serde_json::Value) {
+        use serde_json::Value;
+        match v {
+            Value::Object(m) => {
+                let mut keys: Vec<&String> = m.keys().collect();
+                keys.sort();
+                feed(h, b"{");
+                for k in keys {
+                    feed(h, k.as_bytes());
+                    feed(h, b":");
+                    walk(h, &m[k]);
+                    feed(h, b",");
+                }
+                feed(h, b"}");
+            }
+            Value::Array(a) => {
+                feed(h, b"[");
+                for x in a {
+                    walk(h, x);
+                    feed(h, b",");
+                }
+                feed(h, b"]");
+            }
+            other => feed(h, other.to_string().as_bytes()),
+        }
+    }
+    let mut h = 0xcbf2_9ce4_8422_2325;
+    walk(&mut h, v);
+    // 0 means "not known".
+    h.max(1)
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -64,6 +125,7 @@ pub enum Offered {
 pub struct Acked {
     pub uid: String,
     pub rv: u64,
+    pub hash: u64,
     pub delete: bool,
     /// The message's resource (`<ns>/<type>/<name>`).
     pub resource: String,
@@ -82,13 +144,13 @@ pub struct NodeQueue {
     pending: HashMap<String, Outgoing>,
     order: VecDeque<String>,
     inflight: HashMap<String, Inflight>,
-    acked: HashMap<String, u64>,
+    acked: HashMap<String, Version>,
     resends: u64,
 }
 
 impl NodeQueue {
-    /// A queue for a node that has acked `acked` (uid → resourceVersion).
-    pub fn new(limits: Limits, acked: HashMap<String, u64>) -> NodeQueue {
+    /// A queue for a node that has acked `acked` (uid → version).
+    pub fn new(limits: Limits, acked: HashMap<String, Version>) -> NodeQueue {
         NodeQueue {
             limits,
             pending: HashMap::new(),
@@ -114,33 +176,44 @@ impl NodeQueue {
 
     /// The version of `uid` the node has acked.
     pub fn acked(&self, uid: &str) -> Option<u64> {
-        self.acked.get(uid).copied()
+        self.acked.get(uid).map(|v| v.rv)
     }
 
-    fn newest_inflight(&self, uid: &str) -> Option<(u64, bool)> {
+    fn newest_inflight(&self, uid: &str) -> Option<&Outgoing> {
         self.inflight
             .values()
             .filter(|i| i.out.uid == uid)
-            .map(|i| (i.out.rv, i.out.delete))
-            .max()
+            .map(|i| &i.out)
+            .max_by_key(|o| (o.rv, o.delete))
     }
 
     pub fn offer(&mut self, out: Outgoing) -> Offered {
-        let covered = |rv: u64, delete: bool| delete || (!out.delete && rv >= out.rv);
-        if !out.delete && self.acked.get(&out.uid).is_some_and(|a| *a >= out.rv) {
+        // What is queued or in flight already gives the node this (or a deletion wins).
+        let covered = |o: &Outgoing| {
+            o.delete
+                || (!out.delete
+                    && Version {
+                        rv: o.rv,
+                        hash: o.hash,
+                    }
+                    .covers(out.rv, out.hash))
+        };
+        if !out.delete
+            && self
+                .acked
+                .get(&out.uid)
+                .is_some_and(|a| a.covers(out.rv, out.hash))
+        {
             return Offered::AlreadyAcked;
         }
         if let Some(p) = self.pending.get(&out.uid) {
-            if covered(p.rv, p.delete) {
+            if covered(p) {
                 return Offered::Superseded;
             }
             self.pending.insert(out.uid.clone(), out);
             return Offered::Coalesced;
         }
-        if self
-            .newest_inflight(&out.uid)
-            .is_some_and(|(rv, d)| covered(rv, d))
-        {
+        if self.newest_inflight(&out.uid).is_some_and(covered) {
             return Offered::Superseded;
         }
         if self.pending.len() >= self.limits.max_pending {
@@ -193,13 +266,19 @@ impl NodeQueue {
         if o.delete {
             self.acked.remove(&o.uid);
         } else {
-            let a = self.acked.entry(o.uid.clone()).or_insert(0);
-            *a = (*a).max(o.rv);
+            let a = self.acked.entry(o.uid.clone()).or_default();
+            if o.rv >= a.rv {
+                *a = Version {
+                    rv: o.rv,
+                    hash: o.hash,
+                };
+            }
         }
         Some(Acked {
             resource: o.msg.route.resource,
             uid: o.uid,
             rv: o.rv,
+            hash: o.hash,
             delete: o.delete,
         })
     }
@@ -244,12 +323,12 @@ pub struct Resync {
     pub delete: Vec<String>,
 }
 
-/// Compares what the node should have (`desired`: uid → current resourceVersion) with what it
-/// acked.
-pub fn resync(desired: &HashMap<String, u64>, acked: &HashMap<String, u64>) -> Resync {
+/// Compares what the node should have (`desired`: uid → current version) with what it
+/// acked: an object is sent unless the node has its version, or its content.
+pub fn resync(desired: &HashMap<String, Version>, acked: &HashMap<String, Version>) -> Resync {
     let mut r = Resync::default();
-    for (uid, rv) in desired {
-        if acked.get(uid).is_none_or(|a| a < rv) {
+    for (uid, v) in desired {
+        if acked.get(uid).is_none_or(|a| !a.covers(v.rv, v.hash)) {
             r.send.push(uid.clone());
         }
     }
@@ -281,6 +360,7 @@ mod tests {
         Outgoing {
             uid: uid.into(),
             rv,
+            hash: 0,
             delete,
             msg,
         }
@@ -326,6 +406,7 @@ mod tests {
             Some(Acked {
                 uid: "a".into(),
                 rv: 1,
+                hash: 0,
                 delete: false,
                 resource: "default/configmap/a".into(),
             })
@@ -415,22 +496,75 @@ mod tests {
         assert_eq!((q.pending(), q.inflight()), (0, 0));
     }
 
+    fn versions(v: &[(&str, u64, u64)]) -> HashMap<String, Version> {
+        v.iter()
+            .map(|(k, rv, hash)| {
+                (
+                    k.to_string(),
+                    Version {
+                        rv: *rv,
+                        hash: *hash,
+                    },
+                )
+            })
+            .collect()
+    }
+
     #[test]
     fn resync_finds_what_the_node_lacks() {
-        let desired: HashMap<String, u64> = [("a", 5), ("b", 2), ("c", 1)]
-            .iter()
-            .map(|(k, v)| (k.to_string(), *v))
-            .collect();
-        let acked: HashMap<String, u64> = [("a", 5), ("b", 1), ("gone", 9)]
-            .iter()
-            .map(|(k, v)| (k.to_string(), *v))
-            .collect();
+        let desired = versions(&[("a", 5, 0), ("b", 2, 0), ("c", 1, 0), ("same", 9, 7)]);
+        let acked = versions(&[("a", 5, 0), ("b", 1, 0), ("gone", 9, 0), ("same", 4, 7)]);
         assert_eq!(
             resync(&desired, &acked),
             Resync {
                 send: vec!["b".into(), "c".into()],
                 delete: vec!["gone".into()]
-            }
+            },
+            "a newer version with the content the node has is not sent"
         );
+    }
+
+    #[test]
+    fn a_newer_version_with_the_same_content_is_not_sent_again() {
+        let mut q = q();
+        let with = |rv, hash| Outgoing {
+            hash,
+            ..out("a", rv, false)
+        };
+        q.offer(with(1, 42));
+        let m = q.poll(0, usize::MAX);
+        assert_eq!(
+            q.offer(with(2, 42)),
+            Offered::Superseded,
+            "in flight, same content"
+        );
+        q.ack(&m[0].header.id);
+        assert_eq!(
+            q.offer(with(3, 42)),
+            Offered::AlreadyAcked,
+            "the edge has this content"
+        );
+        assert_eq!(q.offer(with(3, 43)), Offered::Queued, "new content goes");
+        assert_eq!(
+            q.offer(with(4, 0)),
+            Offered::Coalesced,
+            "unknown content: by version"
+        );
+    }
+
+    #[test]
+    fn hashes_ignore_key_order() {
+        let a = serde_json::json!({"x": 1, "y": {"b": [1, 2], "a": "s"}});
+        let b = serde_json::json!({"y": {"a": "s", "b": [1, 2]}, "x": 1});
+        assert_eq!(hash_json(&a), hash_json(&b));
+        assert_ne!(
+            hash_json(&a),
+            hash_json(&serde_json::json!({"x": 2, "y": {"a": "s", "b": [1, 2]}}))
+        );
+        assert_ne!(
+            hash_json(&serde_json::json!([1, 2])),
+            hash_json(&serde_json::json!([2, 1]))
+        );
+        assert_ne!(hash_json(&serde_json::Value::Null), 0);
     }
 }

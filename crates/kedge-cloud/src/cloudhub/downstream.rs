@@ -43,6 +43,9 @@ fn record_of(o: &DynamicObject) -> Option<(String, SyncRecord)> {
         rv: text("/status/objectResourceVersion")
             .and_then(|v| v.parse().ok())
             .unwrap_or(0),
+        hash: text("/status/objectHash")
+            .and_then(|v| u64::from_str_radix(v, 16).ok())
+            .unwrap_or(0),
         namespace: o.metadata.namespace.clone(),
         kind: Kind::of(text("/spec/objectKind").unwrap_or("")),
         name: text("/spec/objectName").unwrap_or("").to_string(),
@@ -168,7 +171,10 @@ impl Downstream {
             return None;
         }
         let records = self.records().of(node);
-        let acked = records.iter().map(|r| (r.uid.clone(), r.rv)).collect();
+        let acked = records
+            .iter()
+            .map(|r| (r.uid.clone(), r.version()))
+            .collect();
         let mut queues = self.queues();
         let waiting = queues
             .get_mut(node)
@@ -344,7 +350,10 @@ impl Downstream {
             };
         }
         let known = self.records().get(node, &a.uid).is_some();
-        let status = json!({"status": {"objectResourceVersion": a.rv.to_string()}});
+        let status = json!({"status": {
+            "objectResourceVersion": a.rv.to_string(),
+            "objectHash": format!("{:016x}", a.hash),
+        }});
         let (params, merge) = (PatchParams::default(), Patch::Merge(&status));
         let patch = || api.patch_status(&name, &params, &merge);
         // A record known here needs only its version; a new one (or one deleted meanwhile) is
@@ -365,6 +374,7 @@ impl Downstream {
             SyncRecord {
                 uid: a.uid.clone(),
                 rv: a.rv,
+                hash: a.hash,
                 namespace: r.namespace().map(String::from),
                 kind: r.kind(),
                 name: r.name.unwrap_or("").to_string(),

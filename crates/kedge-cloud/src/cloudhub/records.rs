@@ -14,9 +14,21 @@ use kedge_core::resource::Kind;
 pub struct SyncRecord {
     pub uid: String,
     pub rv: u64,
+    /// The hash of the content acknowledged (kedge's `status.objectHash`; 0 when not recorded).
+    pub hash: u64,
     pub namespace: Option<String>,
     pub kind: Kind,
     pub name: String,
+}
+
+impl SyncRecord {
+    /// What the node holds.
+    pub fn version(&self) -> kedge_core::delivery::Version {
+        kedge_core::delivery::Version {
+            rv: self.rv,
+            hash: self.hash,
+        }
+    }
 }
 
 /// The ObjectSync name recording what `node` acknowledged of the object `uid`.
@@ -152,6 +164,7 @@ mod tests {
         SyncRecord {
             uid: uid.into(),
             rv,
+            hash: 0,
             namespace: ns.map(String::from),
             kind: Kind::Pod,
             name: uid.into(),

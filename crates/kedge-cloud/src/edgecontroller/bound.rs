@@ -116,8 +116,6 @@ struct Inner {
     secrets: Store<Secret>,
     downstream: Arc<Downstream>,
     index: Mutex<Index>,
-    /// Fingerprint of each pod's metadata and spec as last offered (by UID).
-    sent: Mutex<HashMap<String, u64>>,
 }
 
 pub struct Bound(Arc<Inner>);
@@ -146,26 +144,6 @@ impl Inner {
         cms.chain(secrets).collect()
     }
 
-    /// Whether the pod's metadata or spec changed since it was last offered: a change of its
-    /// status alone (which the edge itself reported) is not sent back, as in KubeEdge.
-    fn changed(&self, pod: &Pod, deleted: bool) -> bool {
-        use std::hash::{Hash, Hasher};
-        let uid = pod.metadata.uid.clone().unwrap_or_default();
-        let mut sent = self.sent.lock().unwrap_or_else(|p| p.into_inner());
-        if deleted {
-            sent.remove(&uid);
-            return true;
-        }
-        let mut meta = pod.metadata.clone();
-        meta.resource_version = None;
-        meta.managed_fields = None;
-        let mut h = std::collections::hash_map::DefaultHasher::new();
-        serde_json::to_string(&(meta, &pod.spec))
-            .unwrap_or_default()
-            .hash(&mut h);
-        sent.insert(uid, h.finish()) != Some(h.finish())
-    }
-
     fn on_pod(&self, pod: &Pod, deleted: bool) {
         let k = key_of(pod);
         let refs = refs_of(pod);
@@ -178,9 +156,8 @@ impl Inner {
             }
         }
         let Some(node) = node else { return };
-        if !self.changed(pod, deleted) {
-            return;
-        }
+        // A change of its status alone (which the edge itself reported) is not sent back, as
+        // in KubeEdge: the delivery queue sees the same content (`placement::content_hash`).
         if let Some(out) = outgoing(pod, "pod", deleted) {
             self.downstream.offer(&node, out);
         }
@@ -267,7 +244,6 @@ impl Bound {
             secrets,
             downstream,
             index: Mutex::default(),
-            sent: Mutex::default(),
         });
         watch_with_done(
             Api::<Pod>::all(client.clone()),

@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use futures::future::BoxFuture;
-use kedge_core::delivery::Outgoing;
+use kedge_core::delivery::{Outgoing, Version};
 use kedge_core::resource::Kind;
 
 use crate::cloudhub::downstream::Downstream;
@@ -39,8 +39,20 @@ pub fn plan(
     kinds: &[Kind],
 ) -> (Vec<Outgoing>, Vec<Outgoing>) {
     let mine: Vec<&SyncRecord> = records.iter().filter(|r| kinds.contains(&r.kind)).collect();
-    let acked: HashMap<String, u64> = mine.iter().map(|r| (r.uid.clone(), r.rv)).collect();
-    let want: HashMap<String, u64> = desired.iter().map(|o| (o.uid.clone(), o.rv)).collect();
+    let acked: HashMap<String, Version> =
+        mine.iter().map(|r| (r.uid.clone(), r.version())).collect();
+    let want: HashMap<String, Version> = desired
+        .iter()
+        .map(|o| {
+            (
+                o.uid.clone(),
+                Version {
+                    rv: o.rv,
+                    hash: o.hash,
+                },
+            )
+        })
+        .collect();
     let r = kedge_core::delivery::resync(&want, &acked);
     let send: std::collections::HashSet<&String> = r.send.iter().collect();
     let gone: std::collections::HashSet<&String> = r.delete.iter().collect();
@@ -95,6 +107,7 @@ mod tests {
         Outgoing {
             uid: uid.into(),
             rv,
+            hash: 0,
             delete: false,
             msg: Message::new(
                 "t",
@@ -110,6 +123,7 @@ mod tests {
         SyncRecord {
             uid: uid.into(),
             rv,
+            hash: 0,
             namespace: Some("default".into()),
             kind,
             name: uid.into(),

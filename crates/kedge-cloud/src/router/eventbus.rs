@@ -55,6 +55,7 @@ impl Rules {
                     let r = SyncRecord {
                         uid: uid.clone(),
                         rv: *rv,
+                        hash: 0,
                         namespace: Some(ns.clone()),
                         kind: Kind::Rule,
                         name: name.clone(),

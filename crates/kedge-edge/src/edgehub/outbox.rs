@@ -127,6 +127,7 @@ impl Outbox {
                         state.queue.offer(Outgoing {
                             uid: key,
                             rv: seq,
+                            hash: 0,
                             delete: false,
                             msg,
                         });
@@ -176,6 +177,7 @@ impl Outbox {
         st.queue.offer(Outgoing {
             uid: key,
             rv: seq,
+            hash: 0,
             delete: false,
             msg,
         });
@@ -235,6 +237,7 @@ impl Outbox {
             st.queue.offer(Outgoing {
                 uid: msg.header.id.clone(),
                 rv: seq,
+                hash: 0,
                 delete: false,
                 msg,
             });
