@@ -1,10 +1,14 @@
 //! `kedge-bench hollow-edges`: N simulated edge nodes against a real `kedge cloud`. Each is a
 //! real wss + mTLS session (kedge's own EdgeHub client) with its own joined certificate; it
-//! registers its Node (with its status), renews its Lease every 10 s, sends keepalives
-//! and acknowledges what the cloud sends — an edge without devices or pods. Reported: join and
-//! connect rates, the cloud's RSS and idle CPU, and (with `--restart`) how long all nodes take to
-//! reconnect after the cloud is killed with SIGKILL and restarted, and whether any turned
-//! NotReady meanwhile.
+//! registers its Node (with its status), renews its Lease every 10 s, sends keepalives, and
+//! stores and acknowledges what the cloud sends, reporting its pods Running as a hollow kubelet
+//! would. With `--pods-per-node`, `--configmaps-per-node` and `--devices-per-node` each node
+//! has that much state (created before the nodes connect; the pods use the node's ConfigMaps,
+//! the devices share one DeviceModel). Reported: join and connect rates, the time until every
+//! object is delivered, acknowledged and recorded, the cloud's RSS and idle CPU, and (with
+//! `--restart`) how long all nodes take to reconnect and be resynced after the cloud is killed
+//! with SIGKILL and restarted, what the resync sent that the nodes already had, what they
+//! lacked after it, and whether any node turned NotReady meanwhile.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -42,6 +46,29 @@ pub struct Args {
     /// Print the summary as JSON.
     #[arg(long)]
     json: bool,
+    /// Pods bound to each node (reported Running by it).
+    #[arg(long, default_value_t = 0)]
+    pods_per_node: usize,
+    /// ConfigMaps per node (each used by the node's pods, so they go with them).
+    #[arg(long, default_value_t = 0)]
+    configmaps_per_node: usize,
+    /// Devices bound to each node (all of one DeviceModel; each node also gets its device
+    /// profile ConfigMap).
+    #[arg(long, default_value_t = 0)]
+    devices_per_node: usize,
+}
+
+impl Args {
+    /// Objects each node is to hold.
+    fn per_node(&self) -> usize {
+        let devices = if self.devices_per_node > 0 {
+            // The devices, their model and the node's device profile ConfigMap.
+            self.devices_per_node + 2
+        } else {
+            0
+        };
+        self.pods_per_node + self.configmaps_per_node + devices
+    }
 }
 
 /// How often a hollow node reports its status (kedge's edge default).
@@ -86,12 +113,25 @@ pub(crate) fn cpu_secs(pid: u32) -> f64 {
     ticks as f64 / 100.0
 }
 
-/// One hollow node: registers on every (re)connection, reports status, acks the cloud.
+/// What the hollow nodes hold, counted across all of them.
+#[derive(Default)]
+struct Held {
+    /// Objects held (stored and acknowledged).
+    objects: AtomicUsize,
+    /// Messages for a version (or content) a node already held: sent again needlessly.
+    resent: AtomicUsize,
+    /// Messages received.
+    received: AtomicUsize,
+}
+
+/// One hollow node: registers on every (re)connection, reports status, stores and acks what the
+/// cloud sends, and reports each new pod Running.
 async fn hollow(
     node: String,
     hub: client::EdgeHub,
     mut down: tokio::sync::mpsc::Receiver<Message>,
     up: Arc<AtomicUsize>,
+    held: Arc<Held>,
 ) {
     let host = nodestatus::Host::read();
     let mut connected = hub.connected();
@@ -100,6 +140,8 @@ async fn hollow(
         STATUS_EVERY,
     );
     let mut was = false;
+    // resource → (resourceVersion, content), as MetaManager keeps them.
+    let mut store: std::collections::HashMap<String, (u64, serde_json::Value)> = Default::default();
     loop {
         tokio::select! {
             changed = connected.changed() => {
@@ -119,6 +161,10 @@ async fn hollow(
             }
             m = down.recv() => match m {
                 Some(m) if matches!(m.route.operation.as_str(), op::INSERT | op::UPDATE | op::PATCH | op::DELETE) => {
+                    held.received.fetch_add(1, Ordering::Relaxed);
+                    if let Some(report) = keep(&mut store, &m, &held) {
+                        hub.send(report).await;
+                    }
                     hub.send(m.ack()).await;
                 }
                 Some(_) => {}
@@ -131,6 +177,51 @@ async fn hollow(
             }
         }
     }
+}
+
+/// Stores `m` as MetaManager would; a pod new to the node is reported Running (the report).
+fn keep(
+    store: &mut std::collections::HashMap<String, (u64, serde_json::Value)>,
+    m: &Message,
+    held: &Held,
+) -> Option<Message> {
+    let rv: u64 = m.header.resource_version.parse().unwrap_or(0);
+    let res = m.route.resource.clone();
+    if m.route.operation == op::DELETE {
+        if store.remove(&res).is_some() {
+            held.objects.fetch_sub(1, Ordering::Relaxed);
+        }
+        return None;
+    }
+    match store.get(&res) {
+        Some((had, content)) if *had >= rv || *content == m.content => {
+            held.resent.fetch_add(1, Ordering::Relaxed);
+            return None;
+        }
+        Some(_) => {}
+        None => {
+            held.objects.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+    let new = store.insert(res.clone(), (rv, m.content.clone())).is_none();
+    let r = kedge_core::resource::ObjectRef::parse(&res).ok()?;
+    if !new || r.kind() != kedge_core::resource::Kind::Pod {
+        return None;
+    }
+    let status = json!({"phase": "Running", "hostIP": "127.0.0.1", "podIP": "127.0.0.1",
+        "conditions": [{"type": "Ready", "status": "True"}, {"type": "ContainersReady", "status": "True"}],
+        "containerStatuses": [{"name": "main", "ready": true, "restartCount": 0, "image": "busybox",
+            "imageID": "", "state": {"running": {"startedAt": kedge_core::clock::rfc3339()}}}]});
+    let content =
+        json!({"UID": m.content.pointer("/metadata/uid"), "Name": r.name, "Status": status});
+    let at = kedge_core::resource::object(r.namespace, "podstatus", r.name.unwrap_or_default());
+    Some(Message::new(
+        "edged",
+        group::RESOURCE,
+        op::UPDATE,
+        &at,
+        content,
+    ))
 }
 
 /// A stable fraction in [0, 1) per node, so status reports are spread over the period.
@@ -223,8 +314,19 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
     eprintln!();
     let join_secs = started.elapsed().as_secs_f64();
 
+    // Their state, before they connect: the first connection delivers all of it.
+    let names: Vec<String> = ids.iter().map(|(n, _)| n.clone()).collect();
+    let client = cloud.client().await?;
+    let state = crate::state::PerNode {
+        pods: a.pods_per_node,
+        configmaps: a.configmaps_per_node,
+        devices: a.devices_per_node,
+    };
+    let state_secs = state.create(&client, &names, a.concurrency).await?;
+
     // Connect them all.
     let up = Arc::new(AtomicUsize::new(0));
+    let held = Arc::new(Held::default());
     let hub_addr = format!("127.0.0.1:{}", ports.1);
     let started = Instant::now();
     for (i, (node, id)) in ids.into_iter().enumerate() {
@@ -238,12 +340,15 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
             (i % 250 + 2) as u8,
         ]));
         let hub = client::spawn(hcfg, id, tx)?;
-        tokio::spawn(hollow(node, hub, rx, up.clone()));
+        tokio::spawn(hollow(node, hub, rx, up.clone(), held.clone()));
     }
     let connect = wait_connected(&up, a.count, Duration::from_secs(600), "connected").await?;
-    let client = cloud.client().await?;
     let nodes: Api<Node> = Api::all(client);
     let all_ready = wait_ready(&nodes, a.count, started).await?;
+    let want = a.count * a.per_node();
+    let delivered = wait_held(&held, want, started).await?;
+    let metrics = cloud.endpoints.get("metrics").cloned().unwrap_or_default();
+    let recorded = wait_settled(&metrics, want, started).await?;
 
     // Idle: keepalives, status reports, lease renewals.
     let pid = cloud.child.id();
@@ -259,6 +364,11 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
         "connect_s": connect.as_secs_f64(),
         "connects_per_s": (a.count as f64 / connect.as_secs_f64()).round(),
         "all_ready_s": all_ready.as_secs_f64(),
+        "objects_per_node": a.per_node(),
+        "objects_created_s": state_secs,
+        "all_delivered_s": delivered.as_secs_f64(),
+        "all_recorded_s": recorded.as_secs_f64(),
+        "resent_at_first_connect": held.resent.load(Ordering::Relaxed),
         "cloud_rss_mib": rss / 1024,
         "cloud_peak_rss_mib": peak / 1024,
         "cloud_rss_per_node_kib": rss / a.count.max(1) as u64,
@@ -267,10 +377,21 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
     if a.restart {
         drop(cloud);
         let down_at = Instant::now();
+        let (resent, received) = (
+            held.resent.load(Ordering::Relaxed),
+            held.received.load(Ordering::Relaxed),
+        );
         wait_connected_below(&up, a.count).await;
         cloud = start_cloud(&a.kedge, &cloud_dir, ports)?;
         let back = wait_connected(&up, a.count, Duration::from_secs(600), "reconnected").await?;
         let total = down_at.elapsed();
+        let metrics = cloud.endpoints.get("metrics").cloned().unwrap_or_default();
+        let resynced = wait_settled(&metrics, want, down_at).await?;
+        summary["restart_resynced_s"] = json!(resynced.as_secs_f64());
+        summary["restart_resent"] = json!(held.resent.load(Ordering::Relaxed) - resent);
+        summary["restart_messages"] = json!(held.received.load(Ordering::Relaxed) - received);
+        summary["restart_missing"] =
+            json!(want.saturating_sub(held.objects.load(Ordering::Relaxed)));
         let client = cloud.client().await?;
         let nodes: Api<Node> = Api::all(client);
         // Watch for NotReady for a while after everyone is back.
@@ -286,6 +407,49 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
         summary["restarted_cloud_rss_mib"] = json!(rss / 1024);
     }
     print_summary(&summary, a.json)
+}
+
+/// Waits until the nodes hold `want` objects in all.
+async fn wait_held(held: &Held, want: usize, since: Instant) -> anyhow::Result<Duration> {
+    loop {
+        let n = held.objects.load(Ordering::Relaxed);
+        progress("objects held by the nodes", n, want);
+        if n >= want {
+            eprintln!();
+            return Ok(since.elapsed());
+        }
+        anyhow::ensure!(
+            since.elapsed() < Duration::from_secs(1800),
+            "the nodes hold only {n} of {want} objects"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Waits until the cloud has recorded `want` acknowledged objects and has nothing left to send
+/// (its `/metrics`: records, pending and in-flight deliveries).
+async fn wait_settled(metrics: &str, want: usize, since: Instant) -> anyhow::Result<Duration> {
+    loop {
+        let text = crate::api::http_get(metrics).await.unwrap_or_default();
+        let read = |name: &str| -> u64 {
+            text.lines()
+                .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or(0)
+        };
+        let records = read("kedge_downstream_records") as usize;
+        let busy = read("kedge_downstream_pending") + read("kedge_downstream_inflight");
+        progress("objects recorded by the cloud", records, want);
+        if records >= want && busy == 0 {
+            eprintln!();
+            return Ok(since.elapsed());
+        }
+        anyhow::ensure!(
+            since.elapsed() < Duration::from_secs(1800),
+            "the cloud recorded {records} of {want} objects ({busy} deliveries under way)"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 /// Waits until the cloud's death is noticed (sessions drop).

@@ -11,6 +11,7 @@ mod api;
 mod edge;
 mod hollow;
 mod router;
+mod state;
 mod stats;
 mod twins;
 
