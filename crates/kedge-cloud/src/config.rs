@@ -4,11 +4,11 @@
 //! error), and flags given on the command line win over the file ([`Settings::overlay`]).
 
 use std::net::{IpAddr, SocketAddr};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use kedge_core::clock::{format_duration, parse_duration};
-use kedge_core::settings::{Secret, commented_yaml, overlay};
+use kedge_core::settings::{Layered, Secret, SettingsError, commented_yaml};
 use serde::{Deserialize, Serialize};
 
 use crate::router::rest::RouterConfig;
@@ -119,15 +119,8 @@ pub fn default_yaml() -> String {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("{path}: {cause}")]
-    Read {
-        path: PathBuf,
-        cause: std::io::Error,
-    },
-    #[error("{path}: {cause}")]
-    Parse { path: PathBuf, cause: String },
-    #[error("flags: {0}")]
-    Flags(String),
+    #[error(transparent)]
+    Settings(#[from] SettingsError),
     #[error("{key}: {why}")]
     Value { key: &'static str, why: String },
 }
@@ -148,28 +141,9 @@ pub struct Resolved {
     pub router: RouterConfig,
 }
 
+impl Layered for Settings {}
+
 impl Settings {
-    pub fn parse(text: &str, path: &Path) -> Result<Settings, ConfigError> {
-        serde_saphyr::from_str(text).map_err(|e| ConfigError::Parse {
-            path: path.into(),
-            cause: e.to_string(),
-        })
-    }
-
-    pub fn read(path: &Path) -> Result<Settings, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|cause| ConfigError::Read {
-            path: path.into(),
-            cause,
-        })?;
-        Self::parse(&text, path)
-    }
-
-    /// Lays `flags` (the settings given on the command line, by their YAML names; absent ones
-    /// left out) over `self`.
-    pub fn overlay(self, flags: serde_json::Value) -> Result<Settings, ConfigError> {
-        overlay(&self, flags).map_err(ConfigError::Flags)
-    }
-
     pub fn resolve(self) -> Result<Resolved, ConfigError> {
         let duration =
             |key, text: &str| parse_duration(text).map_err(|why| ConfigError::Value { key, why });
@@ -201,6 +175,7 @@ impl Settings {
 mod tests {
     use super::*;
     use serde_json::json;
+    use std::path::Path;
 
     #[test]
     fn the_printed_default_reads_back_as_the_default() {

@@ -2,7 +2,51 @@
 //! (`--print-default-config`), laying the flags given over a file's settings, and settings that
 //! must never be printed.
 
+use std::path::{Path, PathBuf};
+
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
+
+/// Why settings could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum SettingsError {
+    #[error("{path}: {cause}")]
+    Read {
+        path: PathBuf,
+        cause: std::io::Error,
+    },
+    #[error("{path}: {cause}")]
+    Parse { path: PathBuf, cause: String },
+    #[error("flags: {0}")]
+    Flags(String),
+}
+
+/// A settings type: read from a YAML file (its keys camelCase, unknown ones refused by the
+/// type), with the flags given on the command line laid over it.
+pub trait Layered: Serialize + DeserializeOwned {
+    /// The settings in `text` (YAML; `path` names it in errors).
+    fn parse(text: &str, path: &Path) -> Result<Self, SettingsError> {
+        serde_saphyr::from_str(text).map_err(|e| SettingsError::Parse {
+            path: path.into(),
+            cause: e.to_string(),
+        })
+    }
+
+    /// The settings in the file at `path` (the one place this crate reads a file).
+    fn read(path: &Path) -> Result<Self, SettingsError> {
+        let text = std::fs::read_to_string(path).map_err(|cause| SettingsError::Read {
+            path: path.into(),
+            cause,
+        })?;
+        Self::parse(&text, path)
+    }
+
+    /// `flags` (the settings given on the command line, by their YAML names; absent ones left
+    /// out or null) laid over `self`.
+    fn overlay(self, flags: serde_json::Value) -> Result<Self, SettingsError> {
+        overlay(&self, flags).map_err(SettingsError::Flags)
+    }
+}
 
 /// `value`'s fields as YAML, each under its comment (JSON scalars and lists are YAML too).
 pub fn commented_yaml<T: Serialize>(title: &str, value: &T, docs: &[(&str, &str)]) -> String {

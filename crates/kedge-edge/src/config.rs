@@ -5,10 +5,10 @@
 //! is what the edge runs with, resolved from them.
 
 use std::net::{IpAddr, SocketAddr};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
-use kedge_core::settings::{Secret, commented_yaml, overlay};
+use kedge_core::settings::{Layered, Secret, SettingsError, commented_yaml};
 use serde::{Deserialize, Serialize};
 
 /// Every setting of `kedge edge`, with its default.
@@ -126,15 +126,8 @@ pub fn default_yaml() -> String {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("{path}: {cause}")]
-    Read {
-        path: PathBuf,
-        cause: std::io::Error,
-    },
-    #[error("{path}: {cause}")]
-    Parse { path: PathBuf, cause: String },
-    #[error("flags: {0}")]
-    Flags(String),
+    #[error(transparent)]
+    Settings(#[from] SettingsError),
     #[error("{0} is required (as a flag or in the config file)")]
     Missing(&'static str),
     #[error("{0} must be at least 1 second")]
@@ -143,28 +136,9 @@ pub enum ConfigError {
     MqttUrl(#[from] crate::eventbus::UrlError),
 }
 
+impl Layered for Settings {}
+
 impl Settings {
-    pub fn parse(text: &str, path: &Path) -> Result<Settings, ConfigError> {
-        serde_saphyr::from_str(text).map_err(|e| ConfigError::Parse {
-            path: path.into(),
-            cause: e.to_string(),
-        })
-    }
-
-    pub fn read(path: &Path) -> Result<Settings, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|cause| ConfigError::Read {
-            path: path.into(),
-            cause,
-        })?;
-        Self::parse(&text, path)
-    }
-
-    /// Lays `flags` (the settings given on the command line, by their YAML names; absent ones
-    /// left out) over `self`.
-    pub fn overlay(self, flags: serde_json::Value) -> Result<Settings, ConfigError> {
-        overlay(&self, flags).map_err(ConfigError::Flags)
-    }
-
     /// What the edge runs with; node name and cloud are required.
     pub fn resolve(self) -> Result<EdgeConfig, ConfigError> {
         if self.node_name.is_empty() {
@@ -302,6 +276,7 @@ impl EdgeConfig {
 mod tests {
     use super::*;
     use serde_json::json;
+    use std::path::Path;
 
     #[test]
     fn the_printed_default_reads_back_as_the_default() {

@@ -14,6 +14,7 @@ use serde::Serialize;
 use serde_json::{Value, json};
 
 use kedge_cloud::config::{Resolved, Settings as CloudSettings};
+use kedge_core::settings::Layered;
 use kedge_edge::config::Settings as EdgeSettings;
 
 #[derive(Parser)]

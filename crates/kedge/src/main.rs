@@ -35,18 +35,39 @@ fn run() -> anyhow::Result<()> {
     // ring is the only TLS provider compiled in; install it before anything builds a config.
     let _ = rustls::crypto::ring::default_provider().install_default();
     let args = cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    init_logs();
     raise_open_files_limit();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
     rt.block_on(cli::run(args))
+}
+
+/// Logs to stderr, filtered by `RUST_LOG` (`warn`, `info,kedge_edge=debug`, … : a level, or
+/// `target=level` pairs), `info` by default. (`Targets` rather than an `EnvFilter`: it needs no
+/// regular-expression engine, which an edge would carry in memory for nothing.)
+fn init_logs() {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    let default = tracing_subscriber::filter::Targets::new()
+        .with_default(tracing_subscriber::filter::LevelFilter::INFO);
+    let (filter, bad) = match std::env::var("RUST_LOG") {
+        Ok(v) if !v.trim().is_empty() => match v.parse::<tracing_subscriber::filter::Targets>() {
+            Ok(t) => (t, None),
+            Err(e) => (
+                default,
+                Some(format!(
+                    "RUST_LOG={v:?} is not a level or target=level list ({e}); logging at info"
+                )),
+            ),
+        },
+        _ => (default, None),
+    };
+    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    tracing_subscriber::registry().with(fmt).with(filter).init();
+    if let Some(why) = bad {
+        tracing::warn!("{why}");
+    }
 }
 
 /// Every edge holds a connection at the cloud: the usual soft limit of 1,024 open files would

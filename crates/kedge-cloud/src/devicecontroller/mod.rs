@@ -294,11 +294,7 @@ impl Inner {
 /// the life of the process, and so does this.)
 async fn write_profiles(i: Arc<Inner>) {
     loop {
-        i.wake.notified().await;
-        // Coalesce a burst (1,000 devices created) into one write per profile.
-        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-        if i.devices.wait_until_ready().await.is_err() || i.models.wait_until_ready().await.is_err()
-        {
+        if !i.after_burst(&i.wake).await {
             continue;
         }
         let dirty = std::mem::take(&mut *i.dirty.lock().unwrap_or_else(|p| p.into_inner()));
@@ -315,10 +311,7 @@ async fn write_profiles(i: Arc<Inner>) {
 /// burst of changes.
 async fn show_ready(i: Arc<Inner>) {
     loop {
-        i.settle.notified().await;
-        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-        if i.devices.wait_until_ready().await.is_err() || i.models.wait_until_ready().await.is_err()
-        {
+        if !i.after_burst(&i.settle).await {
             continue;
         }
         let keys = std::mem::take(&mut *i.unsettled.lock().unwrap_or_else(|p| p.into_inner()));
@@ -347,6 +340,15 @@ async fn show_ready(i: Arc<Inner>) {
 }
 
 impl Inner {
+    /// Waits for `notify`, then a moment more, so a burst of changes (1,000 devices created) is
+    /// handled at once; false unless Devices and DeviceModels are listed.
+    async fn after_burst(&self, notify: &tokio::sync::Notify) -> bool {
+        notify.notified().await;
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        self.devices.wait_until_ready().await.is_ok()
+            && self.models.wait_until_ready().await.is_ok()
+    }
+
     /// Creates, updates or deletes `device-profile-config-<node>` in `ns`.
     async fn write_profile(&self, ns: &str, node: &str) -> Result<(), kube::Error> {
         use k8s_openapi::api::core::v1::ConfigMap;
