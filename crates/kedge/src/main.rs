@@ -2,6 +2,7 @@
 
 mod cli;
 mod demo;
+mod trim;
 
 fn main() -> std::process::ExitCode {
     match run() {
