@@ -122,6 +122,31 @@ struct Held {
     resent: AtomicUsize,
     /// Messages received.
     received: AtomicUsize,
+    /// Messages by kind and whether the node had it already: what a resync sent, and why.
+    by_kind: std::sync::Mutex<std::collections::BTreeMap<String, (usize, usize)>>,
+}
+
+impl Held {
+    fn count(&self, res: &str, had: bool) {
+        let kind = kedge_core::resource::ObjectRef::parse(res)
+            .map(|r| r.kind.to_string())
+            .unwrap_or_default();
+        let mut k = self.by_kind.lock().unwrap_or_else(|p| p.into_inner());
+        let e = k.entry(kind).or_default();
+        if had {
+            e.1 += 1;
+        } else {
+            e.0 += 1;
+        }
+    }
+
+    /// `{kind: [new, already held]}` since the last call.
+    fn take_kinds(&self) -> serde_json::Value {
+        let k = std::mem::take(&mut *self.by_kind.lock().unwrap_or_else(|p| p.into_inner()));
+        k.into_iter()
+            .map(|(kind, (new, had))| (kind, json!([new, had])))
+            .collect()
+    }
 }
 
 /// One hollow node: registers on every (re)connection, reports status, stores and acks what the
@@ -196,9 +221,10 @@ fn keep(
     match store.get(&res) {
         Some((had, content)) if *had >= rv || *content == m.content => {
             held.resent.fetch_add(1, Ordering::Relaxed);
+            held.count(&res, true);
             return None;
         }
-        Some(_) => {}
+        Some(_) => held.count(&res, false),
         None => {
             held.objects.fetch_add(1, Ordering::Relaxed);
         }
@@ -369,6 +395,7 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
         "all_delivered_s": delivered.as_secs_f64(),
         "all_recorded_s": recorded.as_secs_f64(),
         "resent_at_first_connect": held.resent.load(Ordering::Relaxed),
+        "first_connect_kinds_new_held": held.take_kinds(),
         "cloud_rss_mib": rss / 1024,
         "cloud_peak_rss_mib": peak / 1024,
         "cloud_rss_per_node_kib": rss / a.count.max(1) as u64,
@@ -389,6 +416,7 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
         let resynced = wait_settled(&metrics, want, down_at).await?;
         summary["restart_resynced_s"] = json!(resynced.as_secs_f64());
         summary["restart_resent"] = json!(held.resent.load(Ordering::Relaxed) - resent);
+        summary["restart_kinds_changed_held"] = held.take_kinds();
         summary["restart_messages"] = json!(held.received.load(Ordering::Relaxed) - received);
         summary["restart_missing"] =
             json!(want.saturating_sub(held.objects.load(Ordering::Relaxed)));
@@ -426,8 +454,9 @@ async fn wait_held(held: &Held, want: usize, since: Instant) -> anyhow::Result<D
     }
 }
 
-/// Waits until the cloud has recorded `want` acknowledged objects and has nothing left to send
-/// (its `/metrics`: records, pending and in-flight deliveries).
+/// Waits until the cloud has `want` acknowledged objects, all written as ObjectSyncs, and has
+/// nothing left to send (its `/metrics`: records, unrecorded acks, pending and in-flight
+/// deliveries).
 async fn wait_settled(metrics: &str, want: usize, since: Instant) -> anyhow::Result<Duration> {
     loop {
         let text = crate::api::http_get(metrics).await.unwrap_or_default();
@@ -438,7 +467,9 @@ async fn wait_settled(metrics: &str, want: usize, since: Instant) -> anyhow::Res
                 .unwrap_or(0)
         };
         let records = read("kedge_downstream_records") as usize;
-        let busy = read("kedge_downstream_pending") + read("kedge_downstream_inflight");
+        let busy = read("kedge_downstream_pending")
+            + read("kedge_downstream_inflight")
+            + read("kedge_downstream_unrecorded");
         progress("objects recorded by the cloud", records, want);
         if records >= want && busy == 0 {
             eprintln!();

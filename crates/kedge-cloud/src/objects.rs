@@ -56,7 +56,7 @@ pub fn watch_with_done<K, C>(
                 Ok(watcher::Event::Delete(o)) => on(&ctx, &o, true),
                 Ok(watcher::Event::InitDone) => done(&ctx),
                 Ok(_) => {}
-                Err(e) => tracing::warn!(error = %brief_watch(&e), "watch"),
+                Err(e) => log_watch_error(&e, "watch"),
             }
         }
     });
@@ -80,6 +80,17 @@ pub fn brief(e: &kube::Error) -> String {
             }
             text
         }
+    }
+}
+
+/// Logs a watch error: a warning, unless it is the history moving past the watch (410 Gone),
+/// which the watcher answers by listing again, as kube-rs does by design.
+pub fn log_watch_error(e: &watcher::Error, what: &str) {
+    match e {
+        watcher::Error::WatchError(s) if s.code == 410 => {
+            tracing::debug!(error = %brief_watch(e), "{what}: relisting")
+        }
+        _ => tracing::warn!(error = %brief_watch(e), "{what}"),
     }
 }
 

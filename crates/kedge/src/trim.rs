@@ -87,7 +87,10 @@ mod tests {
         match startup_pages() {
             Ok(n) => assert!(n > 0, "the test binary has read-only mappings"),
             // Kernels before 5.4 lack MADV_PAGEOUT.
-            Err(e) => assert_eq!(e.raw_os_error(), Some(rustix::io::Errno::INVAL.raw_os_error())),
+            Err(e) => assert_eq!(
+                e.raw_os_error(),
+                Some(rustix::io::Errno::INVAL.raw_os_error())
+            ),
         }
         // Its code and data, paged out, come back as they were.
         assert_eq!(readonly_mappings(&maps(), &exe.to_string_lossy()), before);

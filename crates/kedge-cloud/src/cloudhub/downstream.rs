@@ -53,18 +53,52 @@ fn record_of(o: &DynamicObject) -> Option<(String, SyncRecord)> {
     Some((node.to_string(), r))
 }
 
+/// The record of an acknowledgement.
+fn record_from(a: &Acked) -> SyncRecord {
+    let r = ObjectRef::parse(&a.resource).ok();
+    SyncRecord {
+        uid: a.uid.clone(),
+        rv: a.rv,
+        hash: a.hash,
+        namespace: r.as_ref().and_then(|r| r.namespace()).map(String::from),
+        kind: r.as_ref().map_or(Kind::Other, |r| r.kind()),
+        name: r.and_then(|r| r.name).unwrap_or("").to_string(),
+    }
+}
+
 /// How long a connecting node waits for the records to be listed (the cloud just started).
 const LIST_WAIT: Duration = Duration::from_secs(30);
+
+/// An acknowledgement waiting to be recorded.
+struct Unrecorded {
+    acked: Acked,
+    /// Whether its ObjectSync exists already (else it is created first).
+    exists: bool,
+}
+
+/// A node's delivery queue. It sends nothing until it has been rebuilt from the node's records
+/// (`Downstream::connected`): offers made before — the cloud just started, or the node is new
+/// — wait, so that what the node already has is not sent, and nothing is sent twice.
+struct Queue {
+    q: NodeQueue,
+    primed: bool,
+}
+
+/// Record writes under way at once.
+const RECORD_WRITES: usize = 32;
 
 pub struct Downstream {
     hub: Arc<Hub>,
     client: kube::Client,
     limits: Limits,
-    queues: Mutex<HashMap<String, NodeQueue>>,
+    queues: Mutex<HashMap<String, Queue>>,
     records: Mutex<RecordIndex>,
     listed: Notify,
     wake: Notify,
     acks: std::sync::atomic::AtomicU64,
+    /// Acknowledgements not yet written as ObjectSyncs, by (node, uid): the newest of each.
+    unrecorded: Mutex<HashMap<(String, String), Unrecorded>>,
+    record: Notify,
 }
 
 impl Downstream {
@@ -78,15 +112,18 @@ impl Downstream {
             listed: Notify::new(),
             wake: Notify::new(),
             acks: Default::default(),
+            unrecorded: Mutex::default(),
+            record: Notify::new(),
         });
         tokio::spawn(d.clone().write_loop());
+        tokio::spawn(d.clone().record_loop());
         for cluster in [false, true] {
             tokio::spawn(d.clone().watch_records(cluster));
         }
         d
     }
 
-    fn queues(&self) -> std::sync::MutexGuard<'_, HashMap<String, NodeQueue>> {
+    fn queues(&self) -> std::sync::MutexGuard<'_, HashMap<String, Queue>> {
         self.queues.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -121,7 +158,7 @@ impl Downstream {
                         self.records().remove(&node, &r.uid);
                     }
                 }
-                Err(e) => tracing::debug!(error = %e, "watching sync records"),
+                Err(e) => crate::objects::log_watch_error(&e, "watching sync records"),
             }
         }
     }
@@ -146,7 +183,11 @@ impl Downstream {
         let offered = self
             .queues()
             .entry(node.to_string())
-            .or_insert_with(|| NodeQueue::new(limits, HashMap::new()))
+            .or_insert_with(|| Queue {
+                q: NodeQueue::new(limits, HashMap::new()),
+                primed: false,
+            })
+            .q
             .offer(out);
         if offered == Offered::Full {
             tracing::warn!(
@@ -158,17 +199,17 @@ impl Downstream {
         offered
     }
 
-    /// A node connected: rebuild its queue from what it acknowledged, keeping what was waiting.
-    /// Returns its records, for the resync; `None` when they could not be listed in time (then
-    /// nothing may be resynced: a partial record would resend what the node has, and miss
-    /// deletions).
+    /// A node connected: rebuild its queue from what it acknowledged, keeping what was waiting,
+    /// and let it send. Returns its records, for the resync; `None` when they could not be
+    /// listed in time (then nothing is resynced: a partial record would resend what the node
+    /// has and miss deletions; what waits is sent all the same).
     pub async fn connected(&self, node: &str) -> Option<Vec<SyncRecord>> {
-        if !self.records_listed().await {
+        let listed = self.records_listed().await;
+        if !listed {
             tracing::warn!(
                 node,
                 "resync skipped: the sync records (ObjectSyncs) could not be listed"
             );
-            return None;
         }
         let records = self.records().of(node);
         let acked = records
@@ -178,37 +219,100 @@ impl Downstream {
         let mut queues = self.queues();
         let waiting = queues
             .get_mut(node)
-            .map(NodeQueue::drain)
+            .map(|n| n.q.drain())
             .unwrap_or_default();
         let mut q = NodeQueue::new(self.limits, acked);
         for o in waiting {
             q.offer(o);
         }
-        queues.insert(node.to_string(), q);
+        queues.insert(node.to_string(), Queue { q, primed: true });
         drop(queues);
         self.wake.notify_one();
-        Some(records)
+        listed.then_some(records)
     }
 
     pub fn disconnected(&self, node: &str) {
-        if let Some(q) = self.queues().get_mut(node) {
-            q.disconnected();
+        if let Some(n) = self.queues().get_mut(node) {
+            n.q.disconnected();
         }
     }
 
-    /// The node acknowledged `parent_msg_id`: record it.
-    pub async fn ack(&self, node: &str, parent_msg_id: &str) -> Result<(), kube::Error> {
+    /// The node acknowledged `parent_msg_id`: it counts at once (the queue and the index), and
+    /// is written as an ObjectSync soon after, off the node's path, so a burst of acks never
+    /// waits for the API (nor makes the edge re-send). Lost in a crash before it is written, an
+    /// acknowledgement only makes the next resync send the object again.
+    pub fn ack(&self, node: &str, parent_msg_id: &str) {
         let acked = self
             .queues()
             .get_mut(node)
-            .and_then(|q| q.ack(parent_msg_id));
+            .and_then(|n| n.q.ack(parent_msg_id));
         self.wake.notify_one();
-        match acked {
-            Some(a) => {
-                self.acks.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                self.record(node, &a).await
+        let Some(a) = acked else { return };
+        self.acks.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let exists = {
+            let mut records = self.records();
+            let exists = records.get(node, &a.uid).is_some();
+            match a.delete {
+                true => records.remove(node, &a.uid),
+                false => records.put(node, record_from(&a)),
             }
-            None => Ok(()),
+            exists
+        };
+        let key = (node.to_string(), a.uid.clone());
+        let mut pending = self.unrecorded.lock().unwrap_or_else(|p| p.into_inner());
+        // The newest acknowledgement of an object is the one to write; one not written yet
+        // still needs its record created.
+        let exists = exists && pending.get(&key).is_none_or(|u| u.exists);
+        pending.insert(key, Unrecorded { acked: a, exists });
+        drop(pending);
+        self.record.notify_one();
+    }
+
+    /// Puts failed writes back, unless a newer acknowledgement of the object came meanwhile.
+    fn retry_later(&self, failed: Vec<((String, String), Unrecorded)>) {
+        let mut pending = self.unrecorded.lock().unwrap_or_else(|p| p.into_inner());
+        for (key, u) in failed {
+            pending.entry(key).or_insert(u);
+        }
+    }
+
+    /// Writes the acknowledgements as they come, a bounded number at once; a failed write is
+    /// tried again a moment later (unless a newer one took its place).
+    async fn record_loop(self: Arc<Self>) {
+        loop {
+            self.record.notified().await;
+            loop {
+                let batch: Vec<((String, String), Unrecorded)> = {
+                    let mut pending = self.unrecorded.lock().unwrap_or_else(|p| p.into_inner());
+                    let keys: Vec<(String, String)> =
+                        pending.keys().take(RECORD_WRITES * 8).cloned().collect();
+                    keys.into_iter()
+                        .filter_map(|k| pending.remove(&k).map(|u| (k, u)))
+                        .collect()
+                };
+                if batch.is_empty() {
+                    break;
+                }
+                let me = &self;
+                let failed: Vec<((String, String), Unrecorded)> = futures::stream::iter(batch)
+                    .map(|(key, u)| async move {
+                        match me.record(&key.0, &u.acked, u.exists).await {
+                            Ok(()) => None,
+                            Err(e) => {
+                                tracing::debug!(node = %key.0, error = %crate::objects::brief(&e), "sync record not written; retrying");
+                                Some((key, u))
+                            }
+                        }
+                    })
+                    .buffer_unordered(RECORD_WRITES)
+                    .filter_map(|f| async move { f })
+                    .collect()
+                    .await;
+                if !failed.is_empty() {
+                    self.retry_later(failed);
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
         }
     }
 
@@ -216,8 +320,13 @@ impl Downstream {
     pub fn readings(&self) -> Vec<kedge_http::metrics::Reading> {
         use kedge_http::metrics::Reading;
         let records = self.records().len() as u64;
+        let unrecorded = self
+            .unrecorded
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .len() as u64;
         let queues = self.queues();
-        let sum = |f: fn(&NodeQueue) -> u64| queues.values().map(f).sum::<u64>();
+        let sum = |f: fn(&NodeQueue) -> u64| queues.values().map(|n| f(&n.q)).sum::<u64>();
         vec![
             Reading::gauge(
                 "kedge_downstream_pending",
@@ -244,6 +353,11 @@ impl Downstream {
                 "Objects edges have acknowledged (ObjectSyncs).",
                 records,
             ),
+            Reading::gauge(
+                "kedge_downstream_unrecorded",
+                "Acknowledgements not yet written as ObjectSyncs.",
+                unrecorded,
+            ),
         ]
     }
 
@@ -261,7 +375,7 @@ impl Downstream {
             let busy: Vec<String> = self
                 .queues()
                 .iter()
-                .filter(|(_, q)| q.pending() > 0 || q.inflight() > 0)
+                .filter(|(_, n)| n.primed && (n.q.pending() > 0 || n.q.inflight() > 0))
                 .map(|(n, _)| n.clone())
                 .collect();
             let now = kedge_core::clock::monotonic_ms();
@@ -273,7 +387,7 @@ impl Downstream {
                 let msgs = self
                     .queues()
                     .get_mut(&node)
-                    .map(|q| q.poll(now, room))
+                    .map(|n| n.q.poll(now, room))
                     .unwrap_or_default();
                 for m in msgs {
                     // Full after all (replies share the queue): re-sent when due.
@@ -296,6 +410,10 @@ impl Downstream {
     /// again under that name starts from nothing. Returns how many records were removed.
     pub async fn forget_node(&self, node: &str) -> Result<usize, kube::Error> {
         self.queues().remove(node);
+        self.unrecorded
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|(n, _), _| n != node);
         let records = self.records().of(node);
         let mut n = 0;
         for r in records {
@@ -335,30 +453,28 @@ impl Downstream {
         Ok(n)
     }
 
-    /// Writes what `node` acknowledged.
-    async fn record(&self, node: &str, a: &Acked) -> Result<(), kube::Error> {
+    /// Writes what `node` acknowledged (`exists`: its ObjectSync is there already).
+    async fn record(&self, node: &str, a: &Acked, exists: bool) -> Result<(), kube::Error> {
         let Ok(r) = ObjectRef::parse(&a.resource) else {
             return Ok(());
         };
         let api = self.syncs(r.namespace());
         let name = sync_name(node, &a.uid);
         if a.delete {
-            self.records().remove(node, &a.uid);
             return match api.delete(&name, &DeleteParams::default()).await {
                 Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
                 other => other.map(|_| ()),
             };
         }
-        let known = self.records().get(node, &a.uid).is_some();
         let status = json!({"status": {
             "objectResourceVersion": a.rv.to_string(),
             "objectHash": format!("{:016x}", a.hash),
         }});
         let (params, merge) = (PatchParams::default(), Patch::Merge(&status));
         let patch = || api.patch_status(&name, &params, &merge);
-        // A record known here needs only its version; a new one (or one deleted meanwhile) is
+        // A record that exists needs only its version; a new one (or one deleted meanwhile) is
         // created first.
-        let patched = match known {
+        let patched = match exists {
             true => match patch().await {
                 Err(kube::Error::Api(s)) if s.code == 404 => false,
                 other => other.map(|_| true)?,
@@ -369,17 +485,6 @@ impl Downstream {
             self.create_record(&api, &name, &r).await?;
             patch().await?;
         }
-        self.records().put(
-            node,
-            SyncRecord {
-                uid: a.uid.clone(),
-                rv: a.rv,
-                hash: a.hash,
-                namespace: r.namespace().map(String::from),
-                kind: r.kind(),
-                name: r.name.unwrap_or("").to_string(),
-            },
-        );
         Ok(())
     }
 

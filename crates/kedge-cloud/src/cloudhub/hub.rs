@@ -36,6 +36,13 @@ pub enum HubEvent {
 pub trait Events: Send + Sync + 'static {
     /// The queue of `node`'s events.
     fn queue(&self, node: &str) -> mpsc::Sender<HubEvent>;
+
+    /// Takes `node`'s acknowledgement (a `response` to a message the cloud sent) at once,
+    /// ahead of its queue, if it can: an ack is cheap, and one held up behind slow work would
+    /// make the cloud re-send. False leaves it to the queue.
+    fn acked(&self, _node: &str, _ack: &Message) -> bool {
+        false
+    }
 }
 
 /// Every node's events in one queue (tests, tools).
@@ -478,6 +485,9 @@ async fn receive(
         return None;
     }
     let msg = hub.answer(node, msg)?;
+    if msg.route.operation == op::RESPONSE && hub.events.acked(node, &msg) {
+        return None;
+    }
     let _ = events
         .send(HubEvent::Message(node.into(), Box::new(msg)))
         .await;

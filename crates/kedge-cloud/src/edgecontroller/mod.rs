@@ -185,7 +185,7 @@ impl EdgeController {
                     }
                     Ok(watcher::Event::InitDone) => self.forget_orphans().await,
                     Err(e) => {
-                        tracing::warn!(error = %crate::objects::brief_watch(&e), "watching nodes");
+                        crate::objects::log_watch_error(&e, "watching nodes");
                         Ok(())
                     }
                 },

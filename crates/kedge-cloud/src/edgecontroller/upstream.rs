@@ -76,7 +76,10 @@ impl Ctl {
 
     async fn message(&self, node: &str, m: Message) -> Result<(), UpstreamError> {
         match m.route.operation.as_str() {
-            op::RESPONSE => Ok(self.downstream.ack(node, &m.header.parent_id).await?),
+            op::RESPONSE => {
+                self.ack(node, &m);
+                Ok(())
+            }
             op::ERROR => {
                 tracing::warn!(node, resource = %m.route.resource, error = %m.content, "the edge could not apply a message; it will be re-sent");
                 Ok(())
@@ -87,6 +90,11 @@ impl Ctl {
             }
             _ => self.apply_and_answer(node, &m).await,
         }
+    }
+
+    /// The node acknowledged a message the cloud sent.
+    pub(super) fn ack(&self, node: &str, m: &Message) {
+        self.downstream.ack(node, &m.header.parent_id);
     }
 
     /// A node (re)connected: rebuild its queue from what it acknowledged and resync it.

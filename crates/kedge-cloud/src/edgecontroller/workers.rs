@@ -3,6 +3,8 @@
 //! queue is bounded, so a node that sends faster than it is handled is read from more slowly
 //! (its session waits, and TCP slows its edge down). A bounded number of events is handled at
 //! once across all nodes. A node's task ends when its sessions are gone and its queue is empty.
+//! Acknowledgements skip the queue: they only update memory (the delivery queue, the record
+//! index), and one held up behind slow work would make the cloud re-send.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -54,6 +56,16 @@ impl Events for Arc<Workers> {
         let ctl = self.ctl.get().cloned();
         tokio::spawn(drain(ctl, node.to_string(), rx, self.permits.clone()));
         tx
+    }
+
+    fn acked(&self, node: &str, ack: &kedge_core::envelope::Message) -> bool {
+        match self.ctl.get() {
+            Some(ctl) => {
+                ctl.ack(node, ack);
+                true
+            }
+            None => false,
+        }
     }
 }
 
