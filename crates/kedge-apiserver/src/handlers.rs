@@ -105,39 +105,32 @@ fn decode_continue(token: &str) -> Result<(u64, String, String), ApiError> {
 fn list(api: &Api, call: &Call) -> Result<Response, ApiError> {
     let (res, version) = (&call.path.res, call.path.version.as_str());
     let filter = Filter::from_query(&call.query)?;
-    let (all, mut rev) = api.store.list(&res.key(), call.path.namespace.as_deref());
-    let after = match call.query.get("continue").filter(|c| !c.is_empty()) {
+    let (after, token_rv) = match call.query.get("continue").filter(|c| !c.is_empty()) {
         Some(token) => {
             let (token_rv, ns, name) = decode_continue(token)?;
-            rev = token_rv;
-            Some((ns, name))
+            (Some((ns, name)), Some(token_rv))
         }
-        None => None,
+        None => (None, None),
     };
     let limit = call
         .query
         .u64("limit")?
         .filter(|l| *l > 0)
         .map(|l| l as usize);
-    let mut items: Vec<&Arc<Stored>> = all
-        .iter()
-        .filter(|o| {
-            after
-                .as_ref()
-                .is_none_or(|(ns, n)| (&o.namespace, &o.name) > (ns, n))
-        })
-        .filter(|o| filter.matches(o))
-        .collect();
+    let keep = |o: &Stored| filter.matches(o);
+    let (items, more, rev) = api.store.page(
+        &res.key(),
+        call.path.namespace.as_deref(),
+        after.as_ref(),
+        limit,
+        &keep,
+    );
+    // A continued list says the revision its first page had.
+    let rev = token_rv.unwrap_or(rev);
+    let items: Vec<&Arc<Stored>> = items.iter().collect();
     let mut meta = json!({"resourceVersion": rev.to_string()});
-    if let Some(limit) = limit
-        && items.len() > limit
-    {
-        let remaining = items.len() - limit;
-        items.truncate(limit);
-        if let Some(last) = items.last() {
-            meta["continue"] = json!(encode_continue(rev, &last.namespace, &last.name));
-            meta["remainingItemCount"] = json!(remaining);
-        }
+    if more && let Some(last) = items.last() {
+        meta["continue"] = json!(encode_continue(rev, &last.namespace, &last.name));
     }
     if let Some(include) = call.table_include() {
         let values: Vec<Value> = items

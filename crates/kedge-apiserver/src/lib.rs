@@ -28,6 +28,7 @@ mod schema;
 mod selectors;
 mod server;
 mod store;
+mod syncs;
 mod table;
 mod watch;
 

@@ -41,7 +41,7 @@ impl Config {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
-    #[error("{0}")]
+    #[error(transparent)]
     Pki(#[from] PkiError),
     #[error("API store {path}: {cause}{hint}", hint = damaged_hint(cause))]
     Store { path: PathBuf, cause: StoreError },

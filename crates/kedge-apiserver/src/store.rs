@@ -225,9 +225,57 @@ impl Store {
         (items, inner.rev)
     }
 
+    /// One page of a list: the objects of `res` (in `ns`, when given) that `keep` accepts,
+    /// sorted by namespace and name, from just after `after`, at most `limit`; whether more
+    /// follow; and the revision. Walks only the page's part of the index (a list of 200,000
+    /// objects in pages of 500 reads each object once, not once a page).
+    pub fn page(
+        &self,
+        res: &str,
+        ns: Option<&str>,
+        after: Option<&(String, String)>,
+        limit: Option<usize>,
+        keep: &dyn Fn(&Stored) -> bool,
+    ) -> (Vec<Arc<Stored>>, bool, u64) {
+        use std::ops::Bound;
+        let inner = self.lock();
+        let Some(objs) = inner.objects.get(res) else {
+            return (Vec::new(), false, inner.rev);
+        };
+        let start = match (after, ns) {
+            (Some(a), Some(n)) if a.0.as_str() >= n => Bound::Excluded(a.clone()),
+            (_, Some(n)) => Bound::Included((n.to_string(), String::new())),
+            (Some(a), None) => Bound::Excluded(a.clone()),
+            (None, None) => Bound::Unbounded,
+        };
+        let limit = limit.unwrap_or(usize::MAX);
+        let mut items = Vec::new();
+        let mut more = false;
+        let in_ns = |k: &(String, String)| ns.is_none_or(|n| k.0 == n);
+        for (_, o) in objs
+            .range((start, Bound::Unbounded))
+            .take_while(|(k, _)| in_ns(k))
+        {
+            if !keep(o) {
+                continue;
+            }
+            if items.len() == limit {
+                more = true;
+                break;
+            }
+            items.push(o.clone());
+        }
+        (items, more, inner.rev)
+    }
+
     /// Counts objects of `res` in namespace `ns`.
     pub fn count_in(&self, res: &str, ns: &str) -> usize {
-        self.list(res, Some(ns)).0.len()
+        let inner = self.lock();
+        inner.objects.get(res).map_or(0, |objs| {
+            objs.range((ns.to_string(), String::new())..)
+                .take_while(|((n, _), _)| n == ns)
+                .count()
+        })
     }
 
     /// Reads the current object, lets `decide` choose the change, and commits it under the next
@@ -630,6 +678,47 @@ mod tests {
         };
         assert_eq!(names(Some("b")), ["b/1", "b/2"]);
         assert_eq!(names(None), ["a/1", "b/1", "b/2", "c/0"]);
+        assert_eq!(store.count_in("cms", "b"), 2);
+        // Pages: from after a key, filtered, bounded, saying whether more follow.
+        let page = |ns, after: Option<(&str, &str)>, limit, keep: &dyn Fn(&Stored) -> bool| {
+            let after = after.map(|(a, b)| (a.to_string(), b.to_string()));
+            let (items, more, _) = store.page("cms", ns, after.as_ref(), limit, keep);
+            let names: Vec<String> = items
+                .iter()
+                .map(|s| format!("{}/{}", s.namespace, s.name))
+                .collect();
+            (names, more)
+        };
+        let all = |_: &Stored| true;
+        assert_eq!(
+            page(None, None, Some(2), &all),
+            (vec!["a/1".into(), "b/1".into()], true)
+        );
+        assert_eq!(
+            page(None, Some(("b", "1")), Some(2), &all),
+            (vec!["b/2".into(), "c/0".into()], false)
+        );
+        assert_eq!(
+            page(Some("b"), Some(("a", "1")), None, &all),
+            (vec!["b/1".into(), "b/2".into()], false)
+        );
+        assert_eq!(
+            page(Some("b"), Some(("b", "1")), Some(1), &all),
+            (vec!["b/2".into()], false)
+        );
+        assert_eq!(
+            page(Some("b"), Some(("c", "")), None, &all),
+            (vec![], false)
+        );
+        let only_1 = |s: &Stored| s.name == "1";
+        assert_eq!(
+            page(None, None, Some(1), &only_1),
+            (vec!["a/1".into()], true)
+        );
+        assert_eq!(
+            page(None, Some(("a", "1")), Some(1), &only_1),
+            (vec!["b/1".into()], false)
+        );
     }
 
     #[test]

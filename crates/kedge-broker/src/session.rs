@@ -22,9 +22,9 @@ use crate::{Client, ClientKey, Outgoing, Receipt, Settled, Shared, topic};
 
 #[derive(Debug, thiserror::Error)]
 enum SessionError {
-    #[error("{0}")]
+    #[error(transparent)]
     Codec(#[from] CodecError),
-    #[error("{0}")]
+    #[error(transparent)]
     Io(#[from] std::io::Error),
     #[error("connection closed")]
     Closed,

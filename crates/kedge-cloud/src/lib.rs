@@ -1,18 +1,19 @@
 //! kedge's cloud side. Modules are named as in KubeEdge: `cloudhub` (the join server and the
 //! WebSocket hub the edges dial), `edgecontroller`, `devicecontroller`, `router`. Controllers
 //! reach Kubernetes through kube-rs, so the embedded API and a real cluster are the same code
-//! path — with one exception: node Lease renewals, which the embedded API takes in bulk
-//! (`CloudConfig::leases`, `edgecontroller::leases`).
+//! path — with one exception: node Lease renewals and sync records, which the embedded API
+//! takes in bulk (`bulk`).
 
+pub mod bulk;
 pub mod cloudhub;
 pub mod config;
 
 /// Errors starting the cloud.
 #[derive(Debug, thiserror::Error)]
 pub enum CloudError {
-    #[error("{0}")]
+    #[error(transparent)]
     Pki(#[from] kedge_pki::PkiError),
-    #[error("{0}")]
+    #[error(transparent)]
     Bind(#[from] kedge_http::BindError),
 }
 
@@ -42,8 +43,9 @@ pub struct CloudConfig {
     pub node_cert_ttl: std::time::Duration,
     /// The router's REST listener.
     pub router: router::rest::RouterConfig,
-    /// Bulk Lease renewals (the embedded API); `None` renews each with a PATCH.
-    pub leases: Option<Arc<dyn edgecontroller::leases::LeaseWriter>>,
+    /// Bulk writes (the embedded API); `None`: each Lease renewal and sync record is an API
+    /// call.
+    pub bulk: Option<Arc<dyn bulk::Bulk>>,
 }
 
 /// A running cloud (hub, join server, controllers).
@@ -137,7 +139,8 @@ pub async fn start(cfg: CloudConfig, client: kube::Client) -> Result<Cloud, Clou
     // workers before the hub accepts edges.
     let workers = edgecontroller::Workers::new();
     let hub = cloudhub::hub::Hub::new(cfg.hub.clone(), workers.clone());
-    let downstream = cloudhub::downstream::Downstream::new(hub.clone(), client.clone());
+    let downstream =
+        cloudhub::downstream::Downstream::new(hub.clone(), client.clone(), cfg.bulk.clone());
     let rules = router::Rules::start(client.clone(), downstream.clone());
     let router = router::rest::start(cfg.router.clone(), rules.clone(), hub.clone()).await?;
     let ec = edgecontroller::EdgeController::new(
@@ -146,7 +149,7 @@ pub async fn start(cfg: CloudConfig, client: kube::Client) -> Result<Cloud, Clou
         cfg.lifecycle.clone(),
         downstream.clone(),
         rules,
-        cfg.leases.clone(),
+        cfg.bulk.clone(),
         &workers,
     );
     let hub_l = cloudhub::hub::start(

@@ -315,6 +315,18 @@ impl NodeQueue {
     }
 }
 
+/// One write of what a node acknowledged: its ObjectSync (in `namespace`) or ClusterObjectSync
+/// (`namespace` is `None`), created with `spec` and `status` when missing, its `status` replaced
+/// otherwise; or deleted.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RecordWrite {
+    pub namespace: Option<String>,
+    pub name: String,
+    pub spec: serde_json::Value,
+    pub status: serde_json::Value,
+    pub delete: bool,
+}
+
 /// What a (re)connecting node lacks: objects it should have at a newer version than it acked
 /// (`send`), and objects it acked that it should no longer have (`delete`).
 #[derive(Debug, Default, PartialEq, Eq)]

@@ -419,24 +419,23 @@ fn cloud_config(
         lifecycle: Default::default(),
         node_cert_ttl: r.node_cert_ttl,
         router: r.router.clone(),
-        leases: api.map(|a| {
-            Arc::new(EmbeddedLeases(a.api.clone()))
-                as Arc<dyn kedge_cloud::edgecontroller::leases::LeaseWriter>
-        }),
+        bulk: api
+            .map(|a| Arc::new(EmbeddedBulk(a.api.clone())) as Arc<dyn kedge_cloud::bulk::Bulk>),
     }
 }
 
-/// Node Lease renewals written straight into the embedded API's store, many per commit.
-struct EmbeddedLeases(Arc<kedge_apiserver::Api>);
+/// Lease renewals and sync records written straight into the embedded API's store, many per
+/// commit.
+struct EmbeddedBulk(Arc<kedge_apiserver::Api>);
 
-impl std::fmt::Debug for EmbeddedLeases {
+impl std::fmt::Debug for EmbeddedBulk {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("EmbeddedLeases")
+        f.write_str("EmbeddedBulk")
     }
 }
 
-impl kedge_cloud::edgecontroller::leases::LeaseWriter for EmbeddedLeases {
-    fn renew(
+impl kedge_cloud::bulk::Bulk for EmbeddedBulk {
+    fn renew_leases(
         &self,
         nodes: &[String],
         spec_of: &dyn Fn(&str) -> serde_json::Value,
@@ -444,6 +443,13 @@ impl kedge_cloud::edgecontroller::leases::LeaseWriter for EmbeddedLeases {
         self.0
             .renew_node_leases(nodes, spec_of)
             .map_err(|e| e.message)
+    }
+
+    fn write_records(
+        &self,
+        records: &[kedge_core::delivery::RecordWrite],
+    ) -> Result<Vec<Result<(), String>>, String> {
+        self.0.write_records(records).map_err(|e| e.message)
     }
 }
 

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::StreamExt;
-use kedge_core::delivery::{Acked, Limits, NodeQueue, Offered, Outgoing};
+use kedge_core::delivery::{Acked, Limits, NodeQueue, Offered, Outgoing, RecordWrite};
 use kedge_core::resource::{Kind, ObjectRef};
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::core::{DynamicObject, GroupVersionKind};
@@ -84,8 +84,52 @@ struct Queue {
     primed: bool,
 }
 
-/// Record writes under way at once.
+/// Record writes under way at once through the API.
 const RECORD_WRITES: usize = 32;
+
+/// Records taken at once: one commit in bulk, or `RECORD_WRITES` requests at a time.
+const RECORD_BATCH: usize = 1000;
+
+type Batch = Vec<((String, String), Unrecorded)>;
+
+/// Writes `batch` in bulk (one commit per kind); returns what failed.
+async fn write_bulk(bulk: Arc<dyn crate::bulk::Bulk>, batch: Batch) -> Batch {
+    tokio::task::spawn_blocking(move || {
+        let writes: Vec<RecordWrite> = batch.iter().map(|(k, u)| record_write(&k.0, &u.acked)).collect();
+        match bulk.write_records(&writes) {
+            Ok(results) => batch
+                .into_iter()
+                .zip(results)
+                .filter_map(|(b, r)| {
+                    let e = r.err()?;
+                    tracing::debug!(node = %b.0.0, error = %e, "sync record not written; retrying");
+                    Some(b)
+                })
+                .collect(),
+            Err(e) => {
+                tracing::warn!(records = batch.len(), error = %e, "sync records not written; retrying");
+                batch
+            }
+        }
+    })
+    .await
+    .unwrap_or_default()
+}
+
+/// The ObjectSync (or ClusterObjectSync) write recording `a` for `node`.
+fn record_write(node: &str, a: &Acked) -> RecordWrite {
+    let r = ObjectRef::parse(&a.resource).ok();
+    let kind = r.as_ref().map_or(Kind::Other, |r| r.kind());
+    let (api_version, kind) = kind.api_version_kind().unwrap_or(("v1", ""));
+    RecordWrite {
+        namespace: r.as_ref().and_then(|r| r.namespace()).map(String::from),
+        name: sync_name(node, &a.uid),
+        spec: json!({"objectAPIVersion": api_version, "objectKind": kind,
+            "objectName": r.and_then(|r| r.name).unwrap_or("")}),
+        status: json!({"objectResourceVersion": a.rv.to_string(), "objectHash": format!("{:016x}", a.hash)}),
+        delete: a.delete,
+    }
+}
 
 pub struct Downstream {
     hub: Arc<Hub>,
@@ -99,10 +143,16 @@ pub struct Downstream {
     /// Acknowledgements not yet written as ObjectSyncs, by (node, uid): the newest of each.
     unrecorded: Mutex<HashMap<(String, String), Unrecorded>>,
     record: Notify,
+    /// With the embedded API: records are written in bulk, many per commit.
+    bulk: Option<Arc<dyn crate::bulk::Bulk>>,
 }
 
 impl Downstream {
-    pub fn new(hub: Arc<Hub>, client: kube::Client) -> Arc<Downstream> {
+    pub fn new(
+        hub: Arc<Hub>,
+        client: kube::Client,
+        bulk: Option<Arc<dyn crate::bulk::Bulk>>,
+    ) -> Arc<Downstream> {
         let d = Arc::new(Downstream {
             hub,
             client,
@@ -114,6 +164,7 @@ impl Downstream {
             acks: Default::default(),
             unrecorded: Mutex::default(),
             record: Notify::new(),
+            bulk,
         });
         tokio::spawn(d.clone().write_loop());
         tokio::spawn(d.clone().record_loop());
@@ -268,8 +319,26 @@ impl Downstream {
         self.record.notify_one();
     }
 
+    /// Writes `batch` through the API, `RECORD_WRITES` at once; returns what failed.
+    async fn write_each(&self, batch: Batch) -> Batch {
+        futures::stream::iter(batch)
+            .map(|(key, u)| async move {
+                match self.record(&key.0, &u.acked, u.exists).await {
+                    Ok(()) => None,
+                    Err(e) => {
+                        tracing::debug!(node = %key.0, error = %crate::objects::brief(&e), "sync record not written; retrying");
+                        Some((key, u))
+                    }
+                }
+            })
+            .buffer_unordered(RECORD_WRITES)
+            .filter_map(|f| async move { f })
+            .collect()
+            .await
+    }
+
     /// Puts failed writes back, unless a newer acknowledgement of the object came meanwhile.
-    fn retry_later(&self, failed: Vec<((String, String), Unrecorded)>) {
+    fn retry_later(&self, failed: Batch) {
         let mut pending = self.unrecorded.lock().unwrap_or_else(|p| p.into_inner());
         for (key, u) in failed {
             pending.entry(key).or_insert(u);
@@ -282,10 +351,10 @@ impl Downstream {
         loop {
             self.record.notified().await;
             loop {
-                let batch: Vec<((String, String), Unrecorded)> = {
+                let batch: Batch = {
                     let mut pending = self.unrecorded.lock().unwrap_or_else(|p| p.into_inner());
                     let keys: Vec<(String, String)> =
-                        pending.keys().take(RECORD_WRITES * 8).cloned().collect();
+                        pending.keys().take(RECORD_BATCH).cloned().collect();
                     keys.into_iter()
                         .filter_map(|k| pending.remove(&k).map(|u| (k, u)))
                         .collect()
@@ -293,21 +362,10 @@ impl Downstream {
                 if batch.is_empty() {
                     break;
                 }
-                let me = &self;
-                let failed: Vec<((String, String), Unrecorded)> = futures::stream::iter(batch)
-                    .map(|(key, u)| async move {
-                        match me.record(&key.0, &u.acked, u.exists).await {
-                            Ok(()) => None,
-                            Err(e) => {
-                                tracing::debug!(node = %key.0, error = %crate::objects::brief(&e), "sync record not written; retrying");
-                                Some((key, u))
-                            }
-                        }
-                    })
-                    .buffer_unordered(RECORD_WRITES)
-                    .filter_map(|f| async move { f })
-                    .collect()
-                    .await;
+                let failed = match &self.bulk {
+                    Some(bulk) => write_bulk(bulk.clone(), batch).await,
+                    None => self.write_each(batch).await,
+                };
                 if !failed.is_empty() {
                     self.retry_later(failed);
                     tokio::time::sleep(Duration::from_secs(1)).await;

@@ -52,7 +52,7 @@ pub enum ReportError {
     Gone(String),
     #[error("device {device} is not bound to node {node}")]
     NotBound { device: String, node: String },
-    #[error("{0}")]
+    #[error(transparent)]
     Content(#[from] TwinError),
     #[error("device {0} kept changing; the report will be re-sent")]
     Conflict(String),

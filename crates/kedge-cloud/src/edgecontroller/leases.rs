@@ -1,6 +1,6 @@
 //! Node Lease renewals. Every connected edge renews its Lease every 10 s: 1,000 writes a second
 //! for 10,000 nodes. Against a real cluster each renewal is a PATCH, sent at once. With the
-//! embedded API (a [`LeaseWriter`]) renewals are gathered and written once a second in one
+//! embedded API (`crate::bulk::Bulk`) renewals are gathered and written once a second in one
 //! commit; the edge's message is acknowledged when it is gathered. A renewal lost to a crash in
 //! that second is harmless: the next one comes 10 s later, well inside the 40 s grace.
 
@@ -14,17 +14,6 @@ pub const LEASE_SECONDS: i32 = 40;
 
 /// How often gathered renewals are written.
 pub const FLUSH_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
-
-/// Writes many Lease renewals at once (the embedded API: one commit).
-pub trait LeaseWriter: Send + Sync + std::fmt::Debug {
-    /// Merges `spec_of(node)` into each node's Lease; returns the nodes that have none yet.
-    /// Blocking.
-    fn renew(
-        &self,
-        nodes: &[String],
-        spec_of: &dyn Fn(&str) -> Value,
-    ) -> Result<Vec<String>, String>;
-}
 
 /// What a renewal sets: the node holds its own Lease, renewed now.
 pub fn spec(node: &str, now: &str) -> Value {
@@ -52,13 +41,13 @@ impl Gathered {
 /// Writes `nodes`' renewals through `writer` off the async threads; returns the nodes without
 /// a Lease (to be created through the API).
 pub async fn flush(
-    writer: &Arc<dyn LeaseWriter>,
+    writer: &Arc<dyn crate::bulk::Bulk>,
     nodes: Vec<String>,
 ) -> Result<Vec<String>, String> {
     let writer = writer.clone();
     tokio::task::spawn_blocking(move || {
         let now = kedge_core::clock::rfc3339_micro();
-        writer.renew(&nodes, &|n| spec(n, &now))
+        writer.renew_leases(&nodes, &|n| spec(n, &now))
     })
     .await
     .map_err(|e| format!("lease writer task failed: {e}"))?

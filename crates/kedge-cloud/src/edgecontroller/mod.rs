@@ -42,7 +42,7 @@ pub use upstream::UpstreamError;
 pub use workers::Workers;
 
 use authz::NODE_LEASE_NAMESPACE;
-use leases::{Gathered, LeaseWriter};
+use leases::Gathered;
 
 /// Node lifecycle: how long an edge node may go without a heartbeat and without a session
 /// before it is marked NotReady (covers edges that died while the cloud was down).
@@ -101,7 +101,7 @@ pub(crate) struct Ctl {
     client: kube::Client,
     stats: Arc<Stats>,
     /// With the embedded API: renewals are gathered and written together (`leases`).
-    lease_writer: Option<Arc<dyn LeaseWriter>>,
+    lease_writer: Option<Arc<dyn crate::bulk::Bulk>>,
     gathered: Gathered,
 }
 
@@ -130,7 +130,7 @@ impl EdgeController {
         lifecycle: Lifecycle,
         downstream: Arc<Downstream>,
         rules: Arc<crate::router::Rules>,
-        lease_writer: Option<Arc<dyn LeaseWriter>>,
+        lease_writer: Option<Arc<dyn crate::bulk::Bulk>>,
         workers: &Workers,
     ) -> EdgeController {
         let ctl = Arc::new(Ctl {

@@ -43,7 +43,7 @@ pub fn cloud_config(data_dir: &Path) -> kedge_cloud::CloudConfig {
             addr: "127.0.0.1:0".parse().expect("addr"),
             ..Default::default()
         },
-        leases: None,
+        bulk: None,
     }
 }
 

@@ -58,7 +58,7 @@ pub struct DeviceTwin {
 
 #[derive(Debug, thiserror::Error)]
 pub enum DeviceTwinError {
-    #[error("{0}")]
+    #[error(transparent)]
     Store(#[from] store::StoreError),
 }
 

@@ -21,7 +21,7 @@ pub enum JoinError {
         status: u16,
         reason: String,
     },
-    #[error("{0}")]
+    #[error(transparent)]
     Pki(#[from] kedge_pki::PkiError),
 }
 

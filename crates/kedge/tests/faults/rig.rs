@@ -152,6 +152,15 @@ impl Rig {
     }
 }
 
+/// The edge goes with the rig, also when a check fails (the cloud is a `Kedge`, which does the
+/// same).
+impl Drop for Rig {
+    fn drop(&mut self) {
+        let _ = self.edge.kill();
+        let _ = self.edge.wait();
+    }
+}
+
 fn start_cloud(net: &Net, dir: &Path, ports: &[String; 3], logs: &Path) -> Kedge {
     let [api, hub, join] = ports;
     let args = [
