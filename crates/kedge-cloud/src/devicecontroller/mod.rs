@@ -250,7 +250,8 @@ impl Inner {
             .map(|o| model_name(o));
         let model_leaves = placement::model_leaves(model_name(d), models);
         for out in self.with_model(d, true) {
-            let is_model = out.msg.route.resource.contains("/devicemodel/");
+            let is_model = kedge_core::resource::ObjectRef::parse(&out.msg.route.resource)
+                .is_ok_and(|r| r.kind() == Kind::DeviceModel);
             if model_leaves || !is_model {
                 self.downstream.offer(node, out);
             }

@@ -45,6 +45,13 @@ struct Index {
 }
 
 impl Index {
+    /// Takes the pods' part of `fresh` (pods, their nodes and references), keeping the profiles.
+    fn take_pods(&mut self, fresh: Index) {
+        self.on_node = fresh.on_node;
+        self.pods = fresh.pods;
+        self.users = fresh.users;
+    }
+
     fn remove_pod(&mut self, k: &Key) {
         let Some((node, refs)) = self.pods.remove(k) else {
             return;
@@ -207,19 +214,17 @@ impl Inner {
         }
     }
 
-    /// A (re)list of pods is complete: the index is rebuilt from it (a relist after a broken
-    /// watch reports no deletions).
+    /// A (re)list of pods is complete: the pods' part of the index is rebuilt from it (a relist
+    /// after a broken watch reports no deletions). The profiles are the ConfigMap watch's, which
+    /// runs meanwhile: they stay as they are, or a profile it adds during the rebuild is lost.
     fn pods_listed(&self) {
-        let mut fresh = Index {
-            profiles: std::mem::take(&mut self.index().profiles),
-            ..Index::default()
-        };
+        let mut fresh = Index::default();
         for p in self.pods.state() {
             if let Some(n) = pod_node(&p) {
                 fresh.add_pod(key_of(p.as_ref()), n, refs_of(&p));
             }
         }
-        *self.index() = fresh;
+        self.index().take_pods(fresh);
     }
 
     /// A (re)list of ConfigMaps is complete: the profiles are re-read from it.
@@ -325,5 +330,39 @@ impl Placer for Bound {
         let mut seen = std::collections::HashSet::new();
         out.retain(|o| seen.insert(o.uid.clone()));
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_pod_relist_keeps_the_profiles_the_configmap_watch_added() {
+        let mut index = Index::default();
+        index.add_pod(
+            ("default".into(), "old".into()),
+            "n1".into(),
+            Refs::default(),
+        );
+        let mut fresh = Index::default();
+        fresh.add_pod(
+            ("default".into(), "new".into()),
+            "n2".into(),
+            Refs::default(),
+        );
+        // Added by the ConfigMap watch while the pods were re-read.
+        index.profile(
+            "default",
+            &crate::devicecontroller::profile::name("n3"),
+            false,
+        );
+        index.take_pods(fresh);
+        assert!(
+            index.on_node.get("n1").is_none(),
+            "the relist's pods replace the old"
+        );
+        assert_eq!(index.on_node["n2"].len(), 1);
+        assert!(index.profiles["n3"].contains("default"), "profiles kept");
     }
 }

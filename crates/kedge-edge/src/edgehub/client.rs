@@ -107,10 +107,14 @@ enum Ended {
     Lost(String),
 }
 
+/// Waits between connection attempts: from 0.1 s, doubling, to 5 s, each with up to as much
+/// again at random (so at most 10 s). A cloud that restarts has its fleet back within seconds of
+/// listening again; while it is down, each attempt costs it one refused SYN, and its bounded
+/// handshakes pace the storm when it is up.
 fn backoff() -> impl Iterator<Item = Duration> {
     ExponentialBuilder::default()
         .with_min_delay(Duration::from_millis(100))
-        .with_max_delay(Duration::from_secs(30))
+        .with_max_delay(Duration::from_secs(5))
         .with_jitter()
         .without_max_times()
         .build()
@@ -326,6 +330,23 @@ async fn connect(cfg: &HubConfig, tls: Arc<rustls::ClientConfig>) -> Result<Ws, 
         .map_err(|_| ConnectError::Tcp(std::io::ErrorKind::TimedOut.into()))?
         .map_err(ConnectError::Tcp)?;
     let _ = tcp.set_nodelay(true);
+    // A cloud that accepted the connection but never answers (overloaded, or the path died)
+    // must not hold the edge: the handshakes are bounded too.
+    tokio::time::timeout(HANDSHAKE_WAIT, upgrade(cfg, name, tls, tcp))
+        .await
+        .map_err(|_| ConnectError::Tcp(std::io::ErrorKind::TimedOut.into()))?
+}
+
+/// How long the TLS handshake and the WebSocket upgrade may take together.
+const HANDSHAKE_WAIT: Duration = Duration::from_secs(20);
+
+/// TLS, then the WebSocket upgrade with KubeEdge's headers.
+async fn upgrade(
+    cfg: &HubConfig,
+    name: rustls::pki_types::ServerName<'static>,
+    tls: Arc<rustls::ClientConfig>,
+    tcp: TcpStream,
+) -> Result<Ws, ConnectError> {
     let stream = tokio_rustls::TlsConnector::from(tls)
         .connect(name, tcp)
         .await
