@@ -25,8 +25,9 @@ pub struct Args {
     /// Launches of the edge timed until connected (the first one joins).
     #[arg(long, default_value_t = 10)]
     launches: usize,
-    /// Seconds the edge idles before its memory is read.
-    #[arg(long, default_value_t = 10)]
+    /// Seconds the edge idles before its memory is read: long enough for its steady work
+    /// (Lease renewals every 10 s, a keepalive after 15 s of silence) to have run a few times.
+    #[arg(long, default_value_t = 45)]
     idle_secs: u64,
     /// The kedge binary (default: next to this one).
     #[arg(long)]

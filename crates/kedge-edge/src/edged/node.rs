@@ -82,7 +82,9 @@ pub async fn report(
         };
         let res = resource::object(ns, kind, &r.node);
         let m = Message::new("edged", group::RESOURCE, operation, &res, content);
-        if let Err(e) = outbox.push(m, Some(kind)) {
+        if kind == "lease" {
+            outbox.push_volatile(m, kind);
+        } else if let Err(e) = outbox.push(m, Some(kind)) {
             tracing::warn!(error = %e, "node status not queued");
         }
     }

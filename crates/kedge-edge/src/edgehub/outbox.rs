@@ -73,6 +73,8 @@ struct State {
     queue: NodeQueue,
     seq: u64,
     bytes: u64,
+    /// Keys of messages kept in memory only (`push_volatile`).
+    volatile: std::collections::HashSet<String>,
 }
 
 pub struct Outbox {
@@ -108,6 +110,7 @@ impl Outbox {
             queue: NodeQueue::new(limits(), Default::default()),
             seq: 0,
             bytes: 0,
+            volatile: Default::default(),
         };
         {
             let mut stmt = db.prepare("SELECT key, seq, msg FROM outbox ORDER BY seq")?;
@@ -184,6 +187,26 @@ impl Outbox {
         drop(st);
         self.wake.notify_one();
         Ok(())
+    }
+
+    /// Queues `msg` under `key` in memory only, replacing the last one of that key: for a
+    /// message of which the cloud needs only the newest and which comes again within a period
+    /// (a Lease renewal). Nothing is written to disk for it: lost in a crash, the next one takes
+    /// its place; and an idle edge does not run its database every ten seconds.
+    pub fn push_volatile(&self, msg: Message, key: &str) {
+        let mut st = self.state();
+        st.seq += 1;
+        let seq = st.seq;
+        st.volatile.insert(key.to_string());
+        st.queue.offer(Outgoing {
+            uid: key.to_string(),
+            rv: seq,
+            hash: 0,
+            delete: false,
+            msg,
+        });
+        drop(st);
+        self.wake.notify_one();
     }
 
     /// Counts and reports a message that did not fit.
@@ -263,10 +286,18 @@ impl Outbox {
     pub fn ack_many(&self, parent_msg_ids: &[&str]) -> Result<(), OutboxError> {
         let acked: Vec<_> = {
             let mut st = self.state();
-            parent_msg_ids
+            let acked: Vec<_> = parent_msg_ids
                 .iter()
                 .filter_map(|id| st.queue.ack(id))
-                .collect()
+                .collect();
+            // What was kept in memory only leaves without touching the database.
+            let (volatile, stored): (Vec<_>, Vec<_>) = acked
+                .into_iter()
+                .partition(|a| st.volatile.contains(&a.uid));
+            for a in volatile {
+                st.queue.forget(&a.uid);
+            }
+            stored
         };
         if acked.is_empty() {
             return Ok(());
@@ -377,6 +408,27 @@ mod tests {
                 .is_empty(),
             "acked means gone"
         );
+    }
+
+    #[test]
+    fn volatile_messages_coalesce_are_acked_and_are_not_kept_on_disk() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("edge.db");
+        {
+            let o = Outbox::open(&path, DEFAULT_MAX_BYTES).expect("open");
+            o.push_volatile(status(1), "lease");
+            o.push_volatile(status(2), "lease");
+            assert_eq!(o.len(), 1, "the newest replaces the last");
+            let sent = o.poll(0);
+            assert_eq!(sent.len(), 1);
+            assert_eq!(sent[0].content, json!({"i": 2}));
+            o.ack(&sent[0].header.id).expect("ack");
+            assert!(o.is_empty());
+            o.push_volatile(status(3), "lease");
+            assert_eq!(o.bytes(), 0, "not counted against the disk bound");
+        }
+        let o = Outbox::open(&path, DEFAULT_MAX_BYTES).expect("reopen");
+        assert!(o.is_empty(), "not stored: a restart forgets it");
     }
 
     #[test]
