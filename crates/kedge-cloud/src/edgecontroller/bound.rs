@@ -340,17 +340,9 @@ mod tests {
     #[test]
     fn a_pod_relist_keeps_the_profiles_the_configmap_watch_added() {
         let mut index = Index::default();
-        index.add_pod(
-            ("default".into(), "old".into()),
-            "n1".into(),
-            Refs::default(),
-        );
+        index.add_pod(("default".into(), "old".into()), "n1", Refs::default());
         let mut fresh = Index::default();
-        fresh.add_pod(
-            ("default".into(), "new".into()),
-            "n2".into(),
-            Refs::default(),
-        );
+        fresh.add_pod(("default".into(), "new".into()), "n2", Refs::default());
         // Added by the ConfigMap watch while the pods were re-read.
         index.profile(
             "default",
@@ -359,7 +351,7 @@ mod tests {
         );
         index.take_pods(fresh);
         assert!(
-            index.on_node.get("n1").is_none(),
+            !index.on_node.contains_key("n1"),
             "the relist's pods replace the old"
         );
         assert_eq!(index.on_node["n2"].len(), 1);
