@@ -20,8 +20,9 @@ fn ready(n: &Node) -> String {
         .unwrap_or_default()
 }
 
-#[tokio::test]
-async fn silent_nodes_without_a_session_turn_not_ready() {
+/// Starts a cloud over a silent node ("ghost") and a fresh one; returns how long after the
+/// start the ghost turned NotReady.
+async fn ghost_turns_not_ready(after_start: Duration) -> Duration {
     let api = common::api().await;
     let client = api.client.clone();
     let nodes: Api<Node> = Api::all(client.clone());
@@ -50,7 +51,10 @@ async fn silent_nodes_without_a_session_turn_not_ready() {
     cfg.lifecycle = kedge_cloud::edgecontroller::Lifecycle {
         grace: Duration::from_secs(60),
         every: Duration::from_millis(100),
+        after_start,
     };
+    // Taken before the cloud's own start, so `took` can only overstate the wait.
+    let started = tokio::time::Instant::now();
     let cloud = kedge_cloud::start(cfg, client).await.expect("cloud");
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     loop {
@@ -69,8 +73,25 @@ async fn silent_nodes_without_a_session_turn_not_ready() {
         "True",
         "a fresh heartbeat is left alone"
     );
+    let took = started.elapsed();
     cloud.shutdown().await;
     api.server.shutdown().await;
+    took
+}
+
+#[tokio::test]
+async fn silent_nodes_without_a_session_turn_not_ready() {
+    ghost_turns_not_ready(Duration::ZERO).await;
+}
+
+#[tokio::test]
+async fn no_node_turns_not_ready_right_after_the_cloud_starts() {
+    let after_start = Duration::from_secs(2);
+    let took = ghost_turns_not_ready(after_start).await;
+    assert!(
+        took >= after_start,
+        "the ghost turned NotReady {took:?} after the start, within {after_start:?}"
+    );
 }
 
 fn object_syncs(client: &kube::Client) -> Api<DynamicObject> {

@@ -50,6 +50,10 @@ use leases::Gathered;
 pub struct Lifecycle {
     pub grace: std::time::Duration,
     pub every: std::time::Duration,
+    /// No node is marked NotReady this soon after the cloud starts: while it was down no edge
+    /// could renew anything, and after a restart a fleet takes a while to reconnect (as
+    /// kube-controller-manager gives every node its grace period from its own start).
+    pub after_start: std::time::Duration,
 }
 
 impl Default for Lifecycle {
@@ -58,6 +62,7 @@ impl Default for Lifecycle {
         Lifecycle {
             grace: std::time::Duration::from_secs(40),
             every: std::time::Duration::from_secs(10),
+            after_start: std::time::Duration::from_secs(40),
         }
     }
 }
@@ -65,16 +70,13 @@ impl Default for Lifecycle {
 /// True when `node` claims Ready but has no session here and has shown no sign of life within
 /// `grace`: neither a heartbeat in its Ready condition nor a renewal of its Lease (`renewed`,
 /// RFC 3339). Edges renew their Lease every 10 s but send their full status only when it changes
-/// (or every 5 min), as kubelet does. Nor is it stale within `grace` of `since`, when this cloud
-/// started: while the cloud was down no edge could renew anything, and after a restart a fleet
-/// takes a while to reconnect (kube-controller-manager waits likewise after it starts).
+/// (or every 5 min), as kubelet does.
 pub fn is_stale(
     node: &Value,
     renewed: Option<&str>,
     connected: bool,
     now: jiff::Timestamp,
     grace: std::time::Duration,
-    since: jiff::Timestamp,
 ) -> bool {
     if connected {
         return false;
@@ -88,7 +90,7 @@ pub fn is_stale(
     };
     let time = |t: Option<&str>| t.and_then(|t| t.parse::<jiff::Timestamp>().ok());
     let beat = time(ready["lastHeartbeatTime"].as_str());
-    let last = beat.max(time(renewed)).max(Some(since));
+    let last = beat.max(time(renewed));
     last.is_none_or(|b| now.as_second() - b.as_second() > grace.as_secs() as i64)
 }
 
@@ -114,8 +116,8 @@ pub struct EdgeController {
     /// Edge nodes whose Ready condition is True, with that condition: kept from the Node watch
     /// so the sweep reads no Nodes while every node is connected.
     claims_ready: HashMap<String, Value>,
-    /// When this cloud started (no node is stale within the grace period after it).
-    started: jiff::Timestamp,
+    /// When this controller started (see `Lifecycle::after_start`).
+    started: std::time::Instant,
 }
 
 /// Counters for `/metrics`.
@@ -159,7 +161,7 @@ impl EdgeController {
             ctl,
             lifecycle,
             claims_ready: HashMap::new(),
-            started: jiff::Timestamp::now(),
+            started: std::time::Instant::now(),
         }
     }
 
@@ -256,6 +258,9 @@ impl EdgeController {
 
     /// Marks NotReady the edge nodes that went silent without a session ending here.
     async fn sweep(&self) -> Result<(), UpstreamError> {
+        if self.started.elapsed() < self.lifecycle.after_start {
+            return Ok(());
+        }
         let now = jiff::Timestamp::now();
         let hub = &self.ctl.hub;
         // Connected nodes are alive: only the others claiming Ready are looked at (and Leases
@@ -286,14 +291,7 @@ impl EdgeController {
             let lease = renewed.get(name).map(String::as_str);
             // Checked again: the node may have connected while the Leases were read.
             let connected = hub.is_connected(name);
-            if is_stale(
-                value,
-                lease,
-                connected,
-                now,
-                self.lifecycle.grace,
-                self.started,
-            ) {
+            if is_stale(value, lease, connected, now, self.lifecycle.grace) {
                 self.ctl.not_ready(name).await?;
             }
         }
@@ -336,10 +334,8 @@ mod tests {
     fn only_silent_disconnected_ready_nodes_are_stale() {
         let now: jiff::Timestamp = "2026-11-27T12:00:00Z".parse().expect("time");
         let grace = Duration::from_secs(40);
-        let long_ago: jiff::Timestamp = "2026-11-27T10:00:00Z".parse().expect("time");
-        let stale = |n: &Value, lease: Option<&str>, connected| {
-            is_stale(n, lease, connected, now, grace, long_ago)
-        };
+        let stale =
+            |n: &Value, lease: Option<&str>, connected| is_stale(n, lease, connected, now, grace);
         assert!(stale(&node("True", "2026-11-27T11:59:00Z"), None, false));
         assert!(
             !stale(&node("True", "2026-11-27T11:59:30Z"), None, false),
@@ -369,18 +365,6 @@ mod tests {
         assert!(
             stale(&node("True", "garbage"), None, false),
             "no usable heartbeat"
-        );
-        let just_started: jiff::Timestamp = "2026-11-27T11:59:30Z".parse().expect("time");
-        assert!(
-            !is_stale(
-                &node("True", "2026-11-27T11:00:00Z"),
-                None,
-                false,
-                now,
-                grace,
-                just_started
-            ),
-            "not within the grace period after the cloud started"
         );
     }
 }

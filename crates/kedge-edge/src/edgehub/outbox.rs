@@ -69,6 +69,17 @@ pub enum OutboxError {
     Db(#[from] rusqlite::Error),
 }
 
+/// An outbox message as the delivery queue holds it: its key, and its sequence as the version.
+fn entry(key: String, seq: u64, msg: Message) -> Outgoing {
+    Outgoing {
+        uid: key,
+        rv: seq,
+        hash: 0,
+        delete: false,
+        msg,
+    }
+}
+
 struct State {
     queue: NodeQueue,
     seq: u64,
@@ -127,13 +138,7 @@ impl Outbox {
                 state.bytes += text.len() as u64;
                 match Message::decode(text.as_bytes(), usize::MAX) {
                     Ok(msg) => {
-                        state.queue.offer(Outgoing {
-                            uid: key,
-                            rv: seq,
-                            hash: 0,
-                            delete: false,
-                            msg,
-                        });
+                        state.queue.offer(entry(key, seq, msg));
                     }
                     Err(e) => {
                         tracing::warn!(key, error = %e, "dropping an unreadable outbox entry")
@@ -177,13 +182,7 @@ impl Outbox {
             .execute(params![key, seq as i64, text])?;
         st.seq = seq;
         st.bytes = bytes;
-        st.queue.offer(Outgoing {
-            uid: key,
-            rv: seq,
-            hash: 0,
-            delete: false,
-            msg,
-        });
+        st.queue.offer(entry(key, seq, msg));
         drop(st);
         self.wake.notify_one();
         Ok(())
@@ -198,13 +197,7 @@ impl Outbox {
         st.seq += 1;
         let seq = st.seq;
         st.volatile.insert(key.to_string());
-        st.queue.offer(Outgoing {
-            uid: key.to_string(),
-            rv: seq,
-            hash: 0,
-            delete: false,
-            msg,
-        });
+        st.queue.offer(entry(key.to_string(), seq, msg));
         drop(st);
         self.wake.notify_one();
     }
@@ -257,13 +250,7 @@ impl Outbox {
         (st.seq, st.bytes) = (seq, bytes);
         let stored = rows.len();
         for (msg, seq, _) in rows {
-            st.queue.offer(Outgoing {
-                uid: msg.header.id.clone(),
-                rv: seq,
-                hash: 0,
-                delete: false,
-                msg,
-            });
+            st.queue.offer(entry(msg.header.id.clone(), seq, msg));
         }
         drop(st);
         if stored > 0 {
