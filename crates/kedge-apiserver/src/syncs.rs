@@ -110,13 +110,16 @@ mod tests {
             ])
             .expect("written");
         assert!(first.iter().all(Result::is_ok), "{first:?}");
-        let stored = api
-            .store
-            .get("objectsyncs.reliablesyncs.kubeedge.io", "default", "n.u1")
-            .expect("created");
+        let n_u1 = |at: &str| {
+            let stored = api
+                .store
+                .get("objectsyncs.reliablesyncs.kubeedge.io", "default", "n.u1")
+                .expect("stored");
+            stored.value().pointer(at).cloned()
+        };
         assert_eq!(
-            stored.value().pointer("/status/objectResourceVersion"),
-            Some(&json!("5")),
+            n_u1("/status/objectResourceVersion"),
+            Some(json!("5")),
             "status with the create"
         );
         assert!(
@@ -126,18 +129,8 @@ mod tests {
         );
         api.write_records(&[rec("n.u1", Some("default"), "9", false)])
             .expect("updated");
-        let stored = api
-            .store
-            .get("objectsyncs.reliablesyncs.kubeedge.io", "default", "n.u1")
-            .expect("kept");
-        assert_eq!(
-            stored.value().pointer("/status/objectResourceVersion"),
-            Some(&json!("9"))
-        );
-        assert_eq!(
-            stored.value().pointer("/spec/objectKind"),
-            Some(&json!("Pod"))
-        );
+        assert_eq!(n_u1("/status/objectResourceVersion"), Some(json!("9")));
+        assert_eq!(n_u1("/spec/objectKind"), Some(json!("Pod")), "spec kept");
         api.write_records(&[
             rec("n.u1", Some("default"), "9", true),
             rec("n.gone", Some("default"), "1", true),

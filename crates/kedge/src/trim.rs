@@ -6,7 +6,7 @@
 //! an idle edge's 15 MiB. Once the edge is up, `MADV_PAGEOUT` on this executable's read-only
 //! mappings drops them from the process (they are clean page-cache pages: nothing is lost, and
 //! a page used again is mapped back in from the page cache, or read from disk). What the idle
-//! edge keeps using comes back within a moment: about 1.6 MiB of code.
+//! edge keeps using comes back within a moment: 2–5 MiB of code (docs/performance.md).
 
 use std::io;
 

@@ -119,8 +119,10 @@ async fn write_bulk(bulk: Arc<dyn crate::bulk::Bulk>, batch: Batch) -> Batch {
 /// The ObjectSync (or ClusterObjectSync) write recording `a` for `node`.
 fn record_write(node: &str, a: &Acked) -> RecordWrite {
     let r = ObjectRef::parse(&a.resource).ok();
-    let kind = r.as_ref().map_or(Kind::Other, |r| r.kind());
-    let (api_version, kind) = kind.api_version_kind().unwrap_or(("v1", ""));
+    let (api_version, kind) = r
+        .as_ref()
+        .and_then(|r| r.kind().api_version_kind())
+        .unwrap_or(("v1", r.as_ref().map_or("", |r| r.kind)));
     RecordWrite {
         namespace: r.as_ref().and_then(|r| r.namespace()).map(String::from),
         name: sync_name(node, &a.uid),
@@ -513,23 +515,20 @@ impl Downstream {
 
     /// Writes what `node` acknowledged (`exists`: its ObjectSync is there already).
     async fn record(&self, node: &str, a: &Acked, exists: bool) -> Result<(), kube::Error> {
-        let Ok(r) = ObjectRef::parse(&a.resource) else {
+        if ObjectRef::parse(&a.resource).is_err() {
             return Ok(());
-        };
-        let api = self.syncs(r.namespace());
-        let name = sync_name(node, &a.uid);
-        if a.delete {
-            return match api.delete(&name, &DeleteParams::default()).await {
+        }
+        let w = record_write(node, a);
+        let api = self.syncs(w.namespace.as_deref());
+        if w.delete {
+            return match api.delete(&w.name, &DeleteParams::default()).await {
                 Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
                 other => other.map(|_| ()),
             };
         }
-        let status = json!({"status": {
-            "objectResourceVersion": a.rv.to_string(),
-            "objectHash": format!("{:016x}", a.hash),
-        }});
+        let status = json!({ "status": w.status });
         let (params, merge) = (PatchParams::default(), Patch::Merge(&status));
-        let patch = || api.patch_status(&name, &params, &merge);
+        let patch = || api.patch_status(&w.name, &params, &merge);
         // A record that exists needs only its version; a new one (or one deleted meanwhile) is
         // created first.
         let patched = match exists {
@@ -540,30 +539,24 @@ impl Downstream {
             false => false,
         };
         if !patched {
-            self.create_record(&api, &name, &r).await?;
+            create_record(&api, &w).await?;
             patch().await?;
         }
         Ok(())
     }
+}
 
-    /// Creates the ObjectSync (or ClusterObjectSync) `name` for the object `r`.
-    async fn create_record(
-        &self,
-        api: &Api<DynamicObject>,
-        name: &str,
-        r: &ObjectRef<'_>,
-    ) -> Result<(), kube::Error> {
-        let ar = sync_resource(r.namespace().is_none());
-        let (api_version, kind) = r.kind().api_version_kind().unwrap_or(("v1", r.kind));
-        let obj: DynamicObject = serde_json::from_value(json!({
-            "apiVersion": ar.api_version, "kind": ar.kind,
-            "metadata": {"name": name, "namespace": r.namespace()},
-            "spec": {"objectAPIVersion": api_version, "objectKind": kind, "objectName": r.name.unwrap_or("")},
-        }))
-        .map_err(kube::Error::SerdeError)?;
-        match api.create(&PostParams::default(), &obj).await {
-            Err(kube::Error::Api(s)) if s.code == 409 => Ok(()),
-            other => other.map(drop),
-        }
+/// Creates the ObjectSync (or ClusterObjectSync) of `w` unless it exists.
+async fn create_record(api: &Api<DynamicObject>, w: &RecordWrite) -> Result<(), kube::Error> {
+    let ar = sync_resource(w.namespace.is_none());
+    let obj: DynamicObject = serde_json::from_value(json!({
+        "apiVersion": ar.api_version, "kind": ar.kind,
+        "metadata": {"name": w.name, "namespace": w.namespace},
+        "spec": w.spec,
+    }))
+    .map_err(kube::Error::SerdeError)?;
+    match api.create(&PostParams::default(), &obj).await {
+        Err(kube::Error::Api(s)) if s.code == 409 => Ok(()),
+        other => other.map(drop),
     }
 }

@@ -64,25 +64,27 @@ pub async fn report(
         let now = kedge_core::clock::rfc3339();
         let status = nodestatus::status(&r.ip, &host, &rt, &now);
         let at = kedge_core::clock::monotonic_ms();
-        let (kind, operation, content) = if !registered {
+        // A Lease renewal says only "alive": it lives in the namespace of Leases and is kept in
+        // memory only (the next one replaces a lost one).
+        let (kind, operation, content, renewal) = if !registered {
             registered = true;
             let node = nodestatus::node(&r.node, &r.ip, &host, &rt, &now);
             last = Some((status, at));
-            ("node", op::INSERT, node)
+            ("node", op::INSERT, node, false)
         } else if nodestatus::needs_report(last.as_ref(), &status, at) {
             last = Some((status.clone(), at));
-            ("nodestatus", op::UPDATE, status)
+            ("nodestatus", op::UPDATE, status, false)
         } else {
-            ("lease", op::UPDATE, serde_json::json!({}))
+            ("lease", op::UPDATE, serde_json::json!({}), true)
         };
-        let ns = if kind == "lease" {
+        let ns = if renewal {
             nodestatus::LEASE_NAMESPACE
         } else {
             ""
         };
         let res = resource::object(ns, kind, &r.node);
         let m = Message::new("edged", group::RESOURCE, operation, &res, content);
-        if kind == "lease" {
+        if renewal {
             outbox.push_volatile(m, kind);
         } else if let Err(e) = outbox.push(m, Some(kind)) {
             tracing::warn!(error = %e, "node status not queued");
