@@ -2,14 +2,17 @@
 //! no `protoc` on the machine: only cargo.
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let protos = ["proto/runtime/v1/api.proto"];
-    for p in protos {
+    let cri = "proto/runtime/v1/api.proto";
+    let dmi = "proto/dmi/v1beta1/api.proto";
+    for p in [cri, dmi] {
         println!("cargo:rerun-if-changed={p}");
     }
-    let fds = protox::compile(protos, ["proto"])?;
     tonic_prost_build::configure()
         // Edged is a CRI client; a runtime is the server.
         .build_server(false)
-        .compile_fds(fds)?;
+        .compile_fds(protox::compile([cri], ["proto"])?)?;
+    // The edge serves DeviceManagerService and calls DeviceMapperService (and test mappers do
+    // the reverse): both sides of both.
+    tonic_prost_build::configure().compile_fds(protox::compile([dmi], ["proto"])?)?;
     Ok(())
 }

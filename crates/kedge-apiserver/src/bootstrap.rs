@@ -13,14 +13,18 @@ use crate::registry::CRD_KEY;
 use crate::store::Change;
 
 /// The KubeEdge CRDs served without being applied (the same files users apply to a real cluster).
-pub const BUILTIN_CRDS: [(&str, &str); 6] = [
+pub const BUILTIN_CRDS: [(&str, &str); 7] = [
     (
-        "devices_v1alpha2_devicemodel.yaml",
-        include_str!("../../../deploy/crds/devices_v1alpha2_devicemodel.yaml"),
+        "devices_v1beta1_devicemodel.yaml",
+        include_str!("../../../deploy/crds/devices_v1beta1_devicemodel.yaml"),
     ),
     (
-        "devices_v1alpha2_device.yaml",
-        include_str!("../../../deploy/crds/devices_v1alpha2_device.yaml"),
+        "devices_v1beta1_device.yaml",
+        include_str!("../../../deploy/crds/devices_v1beta1_device.yaml"),
+    ),
+    (
+        "devices_v1beta1_devicestatus.yaml",
+        include_str!("../../../deploy/crds/devices_v1beta1_devicestatus.yaml"),
     ),
     (
         "rules_v1_rule.yaml",

@@ -42,23 +42,46 @@ impl Call {
     }
 }
 
-/// The stored object as served at `version` (CRDs with several versions differ only in
-/// `apiVersion`: kedge, like the `None` conversion strategy, converts nothing else).
+/// The stored object as served at `version`: converted by the kind's converter, or (the `None`
+/// strategy) with only `apiVersion` changed.
 pub fn served_json(res: &Resource, version: &str, obj: &Stored) -> Bytes {
     if res.versions.len() == 1 {
         return obj.json.clone();
     }
-    let mut v = obj.value();
-    v["apiVersion"] = json!(res.api_version(version));
+    let v = served_value(res, version, obj);
     Bytes::from(serde_json::to_vec(&v).unwrap_or_default())
 }
 
 pub fn served_value(res: &Resource, version: &str, obj: &Stored) -> Value {
-    let mut v = obj.value();
-    if res.versions.len() > 1 {
-        v["apiVersion"] = json!(res.api_version(version));
+    let v = obj.value();
+    if res.versions.len() == 1 {
+        return v;
     }
-    v
+    at_version(res, version, v).unwrap_or_else(|e| {
+        tracing::warn!(object = %obj.name, error = %e, "stored object not converted");
+        json!({})
+    })
+}
+
+/// `obj` (in the version its `apiVersion` names) at `version`.
+pub fn at_version(res: &Resource, version: &str, mut obj: Value) -> Result<Value, ApiError> {
+    let want = res.api_version(version);
+    if obj.get("apiVersion").and_then(Value::as_str) == Some(want.as_str()) {
+        return Ok(obj);
+    }
+    match res.converter {
+        Some(convert) => convert(&res.kind, &obj, version)
+            .map_err(|e| ApiError::internal(format!("conversion of {} to {want}: {e}", res.kind))),
+        None => {
+            obj["apiVersion"] = json!(want);
+            Ok(obj)
+        }
+    }
+}
+
+/// `obj` in the version the resource stores.
+pub fn to_storage(res: &Resource, obj: Value) -> Result<Value, ApiError> {
+    at_version(res, &res.storage, obj)
 }
 
 /// Selectors of a list or watch.

@@ -35,8 +35,14 @@ fn groups(reg: &Registry) -> BTreeMap<String, Vec<String>> {
             }
         }
     }
-    for vs in out.values_mut() {
+    for (group, vs) in out.iter_mut() {
         vs.sort_by(|a, b| version_cmp(a, b));
+        if let Some(p) = reg.preferred(group)
+            && let Some(i) = vs.iter().position(|v| *v == p)
+        {
+            let first = vs.remove(i);
+            vs.insert(0, first);
+        }
     }
     out
 }

@@ -8,7 +8,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use serde_json::{Value, json};
 
 use crate::api::Api;
-use crate::call::{Call, Filter, served_json, served_value};
+use crate::call::{Call, Filter, at_version, served_json, served_value, to_storage};
 use crate::error::ApiError;
 use crate::graceful::{self, PodDeletion};
 use crate::meta::{FieldValidation, Target, now, prepare_create, prepare_update, str_at};
@@ -210,6 +210,7 @@ async fn create(api: Arc<Api>, call: Call) -> Result<Response, ApiError> {
     let (name, warnings) = prepare_create(&target, &mut obj)?;
     check_namespace_open(&api, &res, call.namespace())?;
     admit(&api, &res, call.namespace(), &obj)?;
+    let obj = to_storage(&res, obj)?;
     let ns = call.namespace().to_string();
     let api2 = api.clone();
     let written = blocking(move || {
@@ -341,7 +342,8 @@ async fn write_existing(
             .store
             .write::<ApiError>(&res.key(), &ns, &name, |cur| {
                 let cur = cur.ok_or_else(|| ApiError::not_found(&res.key(), &name))?;
-                let current = cur.value();
+                // Changed as the caller sees it, stored as the resource stores it.
+                let current = at_version(&res, &version, cur.value())?;
                 let target = Target {
                     res: &res,
                     version: &version,
@@ -350,7 +352,10 @@ async fn write_existing(
                 };
                 let (change, w) = prepare_update(&target, &current, next(&current)?, status_only)?;
                 warnings = w;
-                Ok(change)
+                Ok(match change {
+                    Change::Put(v) => Change::Put(to_storage(&res, v)?),
+                    other => other,
+                })
             })?;
         Ok((written, warnings))
     })

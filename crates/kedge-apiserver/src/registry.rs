@@ -24,6 +24,10 @@ pub struct Version {
     pub columns: Vec<Column>,
 }
 
+/// Converts a stored object of `kind` to a served version (built in for the kinds kedge knows,
+/// as kube-apiserver's own conversions; other CRDs use the `None` strategy).
+pub type Converter = fn(kind: &str, obj: &Value, to: &str) -> Result<Value, String>;
+
 #[derive(Debug, Clone)]
 pub struct Resource {
     pub group: String,
@@ -38,6 +42,10 @@ pub struct Resource {
     pub versions: Vec<Version>,
     /// A built-in kind (strategic merge patch allowed, kind-specific behaviour); else a CRD.
     pub builtin: bool,
+    /// The version objects are stored in.
+    pub storage: String,
+    /// A real conversion between versions; `None` changes only `apiVersion`.
+    pub converter: Option<Converter>,
 }
 
 impl Resource {
@@ -125,6 +133,8 @@ fn builtin(group: &str, version: &str, kind: &str, plural: &str, namespaced: boo
             columns: Vec::new(),
         }],
         builtin: true,
+        storage: version.into(),
+        converter: None,
     }
 }
 
@@ -176,6 +186,9 @@ fn builtins() -> Vec<Resource> {
 /// The served resources. Cheap to read; CRD changes replace entries.
 pub struct Registry {
     by_key: RwLock<HashMap<String, Arc<Resource>>>,
+    /// Groups whose preferred version is set rather than the highest served (kubectl uses it for
+    /// commands that name no version).
+    preferred: RwLock<HashMap<String, String>>,
 }
 
 impl Default for Registry {
@@ -186,6 +199,7 @@ impl Default for Registry {
             .collect();
         Registry {
             by_key: RwLock::new(by_key),
+            preferred: RwLock::default(),
         }
     }
 }
@@ -219,9 +233,31 @@ impl Registry {
         v
     }
 
+    /// Makes `version` the preferred version of `group`'s CRDs that serve it (set before the
+    /// CRDs are applied).
+    pub fn prefer(&self, group: &str, version: &str) {
+        let mut p = self.preferred.write().unwrap_or_else(|p| p.into_inner());
+        p.insert(group.to_string(), version.to_string());
+    }
+
+    /// The preferred version set for `group`, if any.
+    pub fn preferred(&self, group: &str) -> Option<String> {
+        let p = self.preferred.read().unwrap_or_else(|p| p.into_inner());
+        p.get(group).cloned()
+    }
+
     /// Serves the kind a CRD object defines (replacing an earlier definition).
     pub fn apply_crd(&self, crd: &Value) -> Result<Arc<Resource>, String> {
-        let r = Arc::new(resource_from_crd(crd)?);
+        let mut r = resource_from_crd(crd)?;
+        let preferred = self.preferred.read().unwrap_or_else(|p| p.into_inner());
+        if let Some(v) = preferred.get(&r.group)
+            && let Some(i) = r.versions.iter().position(|x| &x.name == v)
+        {
+            let first = r.versions.remove(i);
+            r.versions.insert(0, first);
+        }
+        drop(preferred);
+        let r = Arc::new(r);
         let mut map = self.by_key.write().unwrap_or_else(|p| p.into_inner());
         if map.get(&r.key()).is_some_and(|old| old.builtin) {
             return Err(format!("{} is a built-in resource", r.key()));
@@ -290,6 +326,14 @@ pub fn resource_from_crd(crd: &Value) -> Result<Resource, String> {
         return Err("spec.versions: Required value: must have at least one served version".into());
     }
     versions.sort_by(|a, b| version_cmp(&a.name, &b.name));
+    let storage = crd
+        .pointer("/spec/versions")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .find(|v| v.get("storage").and_then(Value::as_bool) == Some(true))
+        .map(|v| s(v, "/name"))
+        .unwrap_or_else(|| versions[0].name.clone());
     let singular = match s(crd, "/spec/names/singular") {
         x if x.is_empty() => kind.to_lowercase(),
         x => x,
@@ -298,7 +342,9 @@ pub fn resource_from_crd(crd: &Value) -> Result<Resource, String> {
         x if x.is_empty() => format!("{kind}List"),
         x => x,
     };
+    let converter = converter_for(&group, &kind);
     Ok(Resource {
+        converter,
         group,
         plural,
         singular,
@@ -309,7 +355,18 @@ pub fn resource_from_crd(crd: &Value) -> Result<Resource, String> {
         categories: strings(crd, "/spec/names/categories"),
         versions,
         builtin: false,
+        storage,
     })
+}
+
+/// The conversions kedge knows: devices.kubeedge.io's Device and DeviceModel.
+fn converter_for(group: &str, kind: &str) -> Option<Converter> {
+    use kedge_core::devices;
+    fn devices_convert(kind: &str, obj: &Value, to: &str) -> Result<Value, String> {
+        devices::convert(kind, obj, to).map_err(|e| e.to_string())
+    }
+    (group == devices::GROUP && matches!(kind, "Device" | "DeviceModel"))
+        .then_some(devices_convert as Converter)
 }
 
 fn crd_version(v: &Value) -> Version {

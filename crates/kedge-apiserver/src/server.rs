@@ -23,6 +23,9 @@ pub struct Config {
     pub watch_history: u64,
     /// How often idle watches that asked for bookmarks get one.
     pub bookmark_interval: Duration,
+    /// Preferred versions set per group, instead of the highest served: `kubectl` uses them
+    /// for commands that name no version (the seed's `kubectl patch device`, v1alpha2).
+    pub preferred_versions: Vec<(String, String)>,
 }
 
 impl Config {
@@ -35,6 +38,10 @@ impl Config {
             extra_names: Vec::new(),
             watch_history: crate::store::DEFAULT_HISTORY,
             bookmark_interval: Duration::from_secs(10),
+            preferred_versions: vec![(
+                kedge_core::devices::GROUP.into(),
+                kedge_core::devices::V1ALPHA2.into(),
+            )],
         }
     }
 }
@@ -200,6 +207,9 @@ pub async fn start(cfg: Config) -> Result<ApiServer, ServerError> {
         address,
         cfg.bookmark_interval,
     ));
+    for (group, version) in &cfg.preferred_versions {
+        api.registry.prefer(group, version);
+    }
     {
         let api = api.clone();
         tokio::task::spawn_blocking(move || crate::bootstrap::run(&api))

@@ -314,10 +314,11 @@ fn cells(res: &Resource, cols: &[Column], o: &Value) -> Vec<Value> {
         }
         _ => {
             for c in &cols[1..] {
-                row.push(if c.name == "Age" && c.json_path.is_empty() {
-                    json!(created)
-                } else {
-                    cell(json_path(o, &c.json_path))
+                row.push(match json_path(o, &c.json_path) {
+                    _ if c.name == "Age" && c.json_path.is_empty() => json!(created),
+                    // As kube-apiserver: a date column shows how long ago.
+                    Value::String(t) if c.type_ == "date" => json!(age(&t)),
+                    v => cell(v),
                 });
             }
         }

@@ -11,13 +11,13 @@ use axum::body::Body;
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use bytes::{BufMut, Bytes, BytesMut};
-use serde_json::{Value, json};
+use serde_json::json;
 use tokio::sync::mpsc;
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_stream::wrappers::ReceiverStream;
 
 use crate::api::Api;
-use crate::call::{Call, Filter, served_json};
+use crate::call::{Call, Filter, served_json, served_value};
 use crate::error::ApiError;
 use crate::registry::Resource;
 use crate::store::{EventType, Stored};
@@ -162,8 +162,7 @@ impl Watch {
         let body = match &self.table {
             None => served_json(&self.res, &self.version, obj),
             Some(include) => {
-                let mut v: Value = obj.value();
-                v["apiVersion"] = json!(self.res.api_version(&self.version));
+                let v = served_value(&self.res, &self.version, obj);
                 let t = table::render(&self.res, &self.version, &[v], json!({}), include);
                 Bytes::from(serde_json::to_vec(&t).unwrap_or_default())
             }

@@ -31,6 +31,7 @@ pub struct Settings {
     pub router_bind: IpAddr,
     pub router_token: Secret,
     pub router_timeout: String,
+    pub device_api_version: String,
 }
 
 impl Default for Settings {
@@ -52,12 +53,13 @@ impl Default for Settings {
             router_bind: router.addr.ip(),
             router_token: Secret::default(),
             router_timeout: format_duration(router.timeout),
+            device_api_version: kedge_core::devices::V1ALPHA2.into(),
         }
     }
 }
 
 /// What each setting does, in the order `--print-default-config` shows them.
-const DOCS: [(&str, &str); 14] = [
+const DOCS: [(&str, &str); 15] = [
     (
         "dataDir",
         "Where the cloud keeps its CA (pki/), the embedded API's store and the kubeconfig.",
@@ -106,6 +108,12 @@ const DOCS: [(&str, &str); 14] = [
         "routerTimeout",
         "How long an edge app has to answer a routed request: a number with s, m or h.",
     ),
+    (
+        "deviceApiVersion",
+        "The preferred version of devices.kubeedge.io in the embedded API (v1alpha2 or v1beta1):\n\
+         the one kubectl uses when a command names none (the seed's `kubectl patch device`\n\
+         needs v1alpha2). Both are served either way; a real cluster decides for itself.",
+    ),
 ];
 
 /// What `kedge cloud --print-default-config` prints; it reads back as [`Settings::default`].
@@ -139,6 +147,8 @@ pub struct Resolved {
     pub node_cert_ttl: Duration,
     pub metrics_port: u16,
     pub router: RouterConfig,
+    /// The embedded API's preferred devices.kubeedge.io version.
+    pub device_api_version: String,
 }
 
 impl Layered for Settings {}
@@ -149,7 +159,15 @@ impl Settings {
             |key, text: &str| parse_duration(text).map_err(|why| ConfigError::Value { key, why });
         let kubeconfig = Some(self.kubeconfig).filter(|k| !k.as_os_str().is_empty());
         let router_token = Some(self.router_token.0).filter(|t| !t.is_empty());
+        let versions = [kedge_core::devices::V1ALPHA2, kedge_core::devices::V1BETA1];
+        if !versions.contains(&self.device_api_version.as_str()) {
+            return Err(ConfigError::Value {
+                key: "deviceApiVersion",
+                why: format!("{:?} is not v1alpha2 or v1beta1", self.device_api_version),
+            });
+        }
         Ok(Resolved {
+            device_api_version: self.device_api_version,
             api: kubeconfig
                 .is_none()
                 .then(|| SocketAddr::new(self.api_bind, self.api_port)),

@@ -10,6 +10,7 @@
 
 pub mod clock;
 pub mod delivery;
+pub mod devices;
 pub mod envelope;
 pub mod names;
 pub mod resource;

@@ -35,6 +35,22 @@ impl TokenBucket {
         self.tokens = (self.tokens + elapsed * self.rate).min(self.burst) - 1.0;
         (self.tokens < 0.0).then(|| Duration::from_secs_f64(-self.tokens / self.rate))
     }
+
+    /// Takes a token at `now` if there is one; a refused call takes none (for callers that are
+    /// told "too many requests" rather than slowed down).
+    pub fn try_take(&mut self, now: Duration) -> bool {
+        if self.rate <= 0.0 {
+            return true;
+        }
+        let elapsed = now.saturating_sub(self.last).as_secs_f64();
+        self.last = self.last.max(now);
+        self.tokens = (self.tokens + elapsed * self.rate).min(self.burst);
+        let ok = self.tokens >= 1.0;
+        if ok {
+            self.tokens -= 1.0;
+        }
+        ok
+    }
 }
 
 #[cfg(test)]
@@ -83,5 +99,18 @@ mod tests {
         let mut b = TokenBucket::new(10, 1, Duration::from_secs(5));
         assert_eq!(b.take(Duration::from_secs(5)), None);
         assert!(b.take(Duration::from_secs(1)).is_some());
+    }
+
+    #[test]
+    fn try_take_refuses_without_running_into_debt() {
+        let t0 = Duration::ZERO;
+        let mut b = TokenBucket::new(10, 2, t0);
+        assert!(b.try_take(t0) && b.try_take(t0));
+        assert!(!b.try_take(t0));
+        assert!(!b.try_take(t0), "still empty, no debt taken");
+        assert!(
+            b.try_take(Duration::from_millis(100)),
+            "one token back after 100 ms"
+        );
     }
 }

@@ -30,6 +30,7 @@ pub struct Settings {
     pub mqtt_ca: PathBuf,
     pub cri_endpoint: String,
     pub restart_backoff_seconds: u64,
+    pub dmi_socket: PathBuf,
 }
 
 impl Default for Settings {
@@ -52,12 +53,13 @@ impl Default for Settings {
             cri_endpoint: crate::edged::cri::DEFAULT_ENDPOINT.into(),
             // kubelet's first CrashLoopBackOff delay.
             restart_backoff_seconds: 10,
+            dmi_socket: PathBuf::new(),
         }
     }
 }
 
 /// What each setting does, in the order `--print-default-config` shows them.
-const DOCS: [(&str, &str); 15] = [
+const DOCS: [(&str, &str); 16] = [
     (
         "dataDir",
         "Where the edge keeps its identity (pki/) and its store.",
@@ -112,6 +114,11 @@ const DOCS: [(&str, &str); 15] = [
         "First delay before a crashed container is restarted again, in seconds; it doubles up\n\
          to 300.",
     ),
+    (
+        "dmiSocket",
+        "The unix socket DMI mappers register and report on (empty: <dataDir>/dmi.sock). Stock\n\
+         KubeEdge mappers expect /etc/kubeedge/dmi.sock.",
+    ),
 ];
 
 /// What `kedge edge --print-default-config` prints: every setting, its default, and what it
@@ -164,7 +171,6 @@ impl Settings {
             e => e.to_string(),
         };
         Ok(EdgeConfig {
-            data_dir: self.data_dir,
             node: self.node_name,
             cloud: self.cloud,
             hub_port: self.hub_port,
@@ -176,6 +182,11 @@ impl Settings {
             mqtt,
             cri_endpoint,
             restart_backoff: secs(self.restart_backoff_seconds, "restartBackoffSeconds")?,
+            dmi_socket: match self.dmi_socket.as_os_str().is_empty() {
+                true => self.data_dir.join("dmi.sock"),
+                false => self.dmi_socket,
+            },
+            data_dir: self.data_dir,
         })
     }
 }
@@ -197,6 +208,8 @@ pub struct EdgeConfig {
     pub status_every: Duration,
     /// Port of `/metrics` and `/healthz` (served by the binary on loopback).
     pub metrics_port: u16,
+    /// The unix socket DMI mappers use.
+    pub dmi_socket: PathBuf,
     /// The MQTT broker devices and apps use.
     pub mqtt: Mqtt,
     /// The CRI runtime's socket, or `none` (no pods).
@@ -230,6 +243,7 @@ impl std::fmt::Debug for EdgeConfig {
             .field("mqtt", &self.mqtt_display())
             .field("cri_endpoint", &self.cri_endpoint)
             .field("restart_backoff", &self.restart_backoff)
+            .field("dmi_socket", &self.dmi_socket)
             .finish()
     }
 }

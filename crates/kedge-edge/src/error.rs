@@ -24,6 +24,10 @@ pub enum EdgeError {
     DeviceTwin(#[from] crate::devicetwin::DeviceTwinError),
     #[error(transparent)]
     Cri(#[from] crate::edged::cri::CriError),
+    #[error(transparent)]
+    Dmi(#[from] crate::devicetwin::dmi::DmiError),
+    #[error(transparent)]
+    DmiSocket(#[from] crate::devicetwin::dmi::server::SocketError),
     #[error(
         "{0} is in use by another kedge edge (it holds edge.lock there); stop it, or give this one its own --data-dir"
     )]

@@ -40,6 +40,11 @@ pub struct Edge {
     pub meta: Arc<metamanager::MetaStore>,
     pub outbox: Arc<Outbox>,
     pub devicetwin: Arc<devicetwin::DeviceTwin>,
+    pub dmi: Arc<devicetwin::dmi::Dmi>,
+    /// Where mappers find the DMI server.
+    pub dmi_socket: std::path::PathBuf,
+    /// Dropped with the edge: the DMI server stops.
+    _stop_dmi: tokio::sync::oneshot::Sender<()>,
     pub bus: eventbus::EventBus,
     pub edged: edged::Edged,
     /// The runtime's CRI endpoint, or `none`.
@@ -75,8 +80,15 @@ pub async fn start(cfg: EdgeConfig) -> Result<Edge, EdgeError> {
     let client_id = format!("kedge-edge-{}", cfg.node);
     let bus = eventbus::EventBus::start(&mqtt, &client_id, subscriptions.to_vec(), in_tx)?;
     bus.set_rule_topics(eventbus::rule_topics(&meta));
-    let devicetwin =
-        devicetwin::DeviceTwin::open(&cfg.node, db, meta.clone(), bus.clone(), outbox.clone())?;
+    let devicetwin = devicetwin::DeviceTwin::open(
+        &cfg.node,
+        db.clone(),
+        meta.clone(),
+        bus.clone(),
+        outbox.clone(),
+    )?;
+    let dmi = devicetwin::dmi::Dmi::open(&cfg.node, db, meta.clone(), outbox.clone())?;
+    let dmi_listener = devicetwin::dmi::server::bind(&cfg.dmi_socket)?;
     let host_ip = edged::nodestatus::local_ip_towards(&cfg.server(cfg.hub_port));
     let edged = edged::Edged::start_or_disable(
         edged_config(&cfg, &host_ip),
@@ -94,8 +106,19 @@ pub async fn start(cfg: EdgeConfig) -> Result<Edge, EdgeError> {
         join,
     };
     let hub = edgehub::start(hub_settings, id, outbox.clone(), routes, &mut tasks)?;
+    let (stop_dmi, dmi_stopped) = tokio::sync::oneshot::channel::<()>();
+    tasks.spawn(devicetwin::dmi::server::serve(
+        dmi_listener,
+        dmi.clone(),
+        devicetwin.clone(),
+        async move {
+            let _ = dmi_stopped.await;
+        },
+    ));
+    tasks.spawn(dmi.clone().run());
     let consumers = metamanager::Consumers {
         devicetwin: devicetwin.clone(),
+        dmi: dmi.clone(),
         bus: bus.clone(),
         edged: edged.clone(),
     };
@@ -129,6 +152,9 @@ pub async fn start(cfg: EdgeConfig) -> Result<Edge, EdgeError> {
         edged.runtime(),
     ));
     Ok(Edge {
+        dmi_socket: cfg.dmi_socket.clone(),
+        _stop_dmi: stop_dmi,
+        dmi,
         hub,
         meta,
         outbox,

@@ -39,7 +39,7 @@ enum Command {
     Edge(EdgeArgs),
     /// Print a join token for an edge node: `<sha256 of the CA>.<JWT>`.
     Token(TokenArgs),
-    /// Demo devices that speak MQTT like real ones.
+    /// Demo devices: the seed's counter (MQTT) and a mapper of virtual devices (DMI).
     #[command(subcommand)]
     Demo(Demo),
     /// Print the version.
@@ -50,6 +50,25 @@ enum Command {
 enum Demo {
     /// The seed's counter: counts once a second while its desired `status` is ON.
     Counter(CounterArgs),
+    /// A DMI mapper of virtual devices (v1beta1): registers with the edge, takes the devices
+    /// of its protocol, reports changing values and follows desired ones.
+    Mapper(MapperArgs),
+}
+
+#[derive(Args)]
+struct MapperArgs {
+    /// The edge's DMI socket (`kedge edge --dmi-socket`; by default `<edge data dir>/dmi.sock`).
+    #[arg(long, default_value = "./kedge-edge-data/dmi.sock")]
+    dmi_socket: PathBuf,
+    /// This mapper's own socket, where the edge calls it.
+    #[arg(long, default_value = "./kedge-demo-mapper.sock")]
+    socket: PathBuf,
+    /// The protocol it serves (`spec.protocol.protocolName` of its devices).
+    #[arg(long, default_value = crate::demo::mapper::PROTOCOL)]
+    protocol: String,
+    /// Its name, as the edge records it.
+    #[arg(long, default_value = "kedge-demo-mapper")]
+    name: String,
 }
 
 #[derive(Args)]
@@ -103,6 +122,14 @@ struct UpArgs {
     /// Also create the seed's counter model and device, and run the counter on the edge.
     #[arg(long)]
     demo: bool,
+    /// The unix socket DMI mappers register on [default: <data-dir>/edge/dmi.sock]; stock
+    /// KubeEdge mappers expect /etc/kubeedge/dmi.sock.
+    #[arg(long)]
+    dmi_socket: Option<PathBuf>,
+    /// The embedded API's preferred devices.kubeedge.io version (v1alpha2 or v1beta1): the one
+    /// kubectl uses when a command names none.
+    #[arg(long)]
+    device_api_version: Option<String>,
     /// The container runtime's CRI socket the edge runs pods with, or `none`; `auto`:
     /// containerd's socket if it exists, else none.
     #[arg(long)]
@@ -188,6 +215,10 @@ struct CloudFlags {
     /// How long an edge app has to answer a routed request: a number with s, m or h.
     #[arg(long)]
     router_timeout: Option<String>,
+    /// The embedded API's preferred devices.kubeedge.io version (v1alpha2 or v1beta1): the one
+    /// kubectl uses when a command names none.
+    #[arg(long)]
+    device_api_version: Option<String>,
 }
 
 #[derive(Args)]
@@ -247,6 +278,10 @@ struct EdgeFlags {
     /// 300).
     #[arg(long = "restart-backoff")]
     restart_backoff_seconds: Option<u64>,
+    /// The unix socket DMI mappers register on [default: <data-dir>/dmi.sock]; stock KubeEdge
+    /// mappers expect /etc/kubeedge/dmi.sock.
+    #[arg(long)]
+    dmi_socket: Option<PathBuf>,
 }
 
 /// The command line, with each flag's help showing the default its settings type holds.
@@ -328,6 +363,20 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             });
             crate::demo::counter(&a.mqtt_url, &a.device, stopped).await
         }
+        Command::Demo(Demo::Mapper(a)) => {
+            let (stop, stopped) = tokio::sync::watch::channel(false);
+            tokio::spawn(async move {
+                wait_for_signal().await;
+                stop.send_replace(true);
+            });
+            let o = crate::demo::mapper::Options {
+                dmi_socket: a.dmi_socket,
+                socket: a.socket,
+                name: a.name,
+                protocol: a.protocol,
+            };
+            crate::demo::mapper::run(o, stopped).await
+        }
         Command::Version => {
             println!("kedge {}", env!("CARGO_PKG_VERSION"));
             Ok(())
@@ -380,6 +429,10 @@ async fn start_cloud(r: &Resolved) -> anyhow::Result<RunningCloud> {
             let mut cfg = kedge_apiserver::Config::new(&r.data_dir);
             cfg.bind = addr.ip();
             cfg.port = addr.port();
+            cfg.preferred_versions = vec![(
+                kedge_core::devices::GROUP.into(),
+                r.device_api_version.clone(),
+            )];
             let api = kedge_apiserver::start(cfg)
                 .await
                 .context("starting the Kubernetes API")?;
@@ -461,6 +514,7 @@ async fn up(a: UpArgs) -> anyhow::Result<()> {
             "dataDir": a.data_dir, "apiPort": a.api_port, "apiBind": a.api_bind,
             "hubPort": a.hub_port, "httpsPort": a.https_port, "routerPort": a.router_port,
             "metricsPort": a.metrics_port, "bind": loopback, "routerBind": loopback,
+            "deviceApiVersion": a.device_api_version,
         }))?
         .resolve()?;
     let running = start_cloud(&r).await?;
@@ -475,7 +529,7 @@ async fn up(a: UpArgs) -> anyhow::Result<()> {
             "dataDir": r.data_dir.join("edge"), "nodeName": node, "cloud": loopback.to_string(),
             "token": token, "mqttPort": a.mqtt_port, "mqttBind": loopback,
             "restartBackoffSeconds": a.restart_backoff_seconds,
-            "criEndpoint": cri_endpoint_for_up(&cri),
+            "criEndpoint": cri_endpoint_for_up(&cri), "dmiSocket": a.dmi_socket,
         }))?
         .resolve()?;
     // The ports the cloud got (0 picks free ones).
@@ -492,7 +546,8 @@ async fn up(a: UpArgs) -> anyhow::Result<()> {
     });
     let metrics = serve_metrics(r.metrics_port, both).await?;
     let demo = if a.demo {
-        Some(start_demo(&running.client, &edge.mqtt.to_string(), &node).await?)
+        let (client, mqtt) = (&running.client, edge.mqtt.to_string());
+        Some(start_demo(client, &mqtt, &node, &edge.dmi_socket).await?)
     } else {
         None
     };
@@ -547,6 +602,15 @@ fn print_up(
             out,
             "  kubectl get device counter -o jsonpath='{{.status.twins[0].reported.value}}'"
         )?;
+        writeln!(
+            out,
+            "  # the demo mapper (DMI) serves virtual-sensor (v1beta1); watch its reports:"
+        )?;
+        writeln!(out, "  kubectl get devicestatus virtual-sensor -w")?;
+        writeln!(
+            out,
+            "  kubectl patch devices.v1beta1.devices.kubeedge.io virtual-sensor --type=json -p '{DEMO_LEVEL}'"
+        )?;
     } else {
         writeln!(
             out,
@@ -557,70 +621,108 @@ fn print_up(
     Ok(())
 }
 
+/// The JSON patch that sets the virtual sensor's desired level to 50.
+const DEMO_LEVEL: &str =
+    r#"[{"op":"replace","path":"/spec/properties/1/desired/value","value":"50"}]"#;
+
 /// The JSON patch that sets the counter's desired status to ON.
 const DEMO_ON: &str = r#"[{"op":"replace","path":"/status/twins/0/desired/value","value":"ON"}]"#;
 
-/// The seed's manifests, built in so `kedge up --demo` works from any directory.
-const DEMO_MANIFESTS: [&str; 2] = [
+/// The seed's manifests and the DMI demo's, built in so `kedge up --demo` works from any
+/// directory.
+const DEMO_MANIFESTS: [&str; 4] = [
     include_str!("../../../examples/devicemodel-counter.yaml"),
     include_str!("../../../examples/device-counter.yaml"),
+    include_str!("../../../examples/v1beta1/devicemodel-virtual.yaml"),
+    include_str!("../../../examples/v1beta1/device-virtual.yaml"),
 ];
 
-/// The running demo counter.
+/// The running demo devices.
 struct DemoCounter {
     stop: tokio::sync::watch::Sender<bool>,
-    task: tokio::task::JoinHandle<()>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl DemoCounter {
     async fn stop(self) {
         self.stop.send_replace(true);
-        let _ = tokio::time::timeout(std::time::Duration::from_secs(2), self.task).await;
+        for t in self.tasks {
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(2), t).await;
+        }
     }
 }
 
-/// Creates the counter model and device (bound to `node`) unless they exist, and runs the counter.
+/// A demo manifest bound to `node`, with the resource it is created through.
+fn demo_object(
+    text: &str,
+    node: &str,
+) -> anyhow::Result<(kube::api::DynamicObject, kube::discovery::ApiResource)> {
+    use kube::core::GroupVersionKind;
+    let mut obj: serde_json::Value = serde_saphyr::from_str(text).context("demo manifest")?;
+    if let Some(values) =
+        obj.pointer_mut("/spec/nodeSelector/nodeSelectorTerms/0/matchExpressions/0/values")
+    {
+        *values = serde_json::json!([node]);
+    }
+    if let Some(n) = obj.pointer_mut("/spec/nodeName") {
+        *n = serde_json::json!(node);
+    }
+    let version = kedge_core::devices::version_of(&obj).to_string();
+    let obj: kube::api::DynamicObject = serde_json::from_value(obj)?;
+    let kind = obj
+        .types
+        .as_ref()
+        .map(|t| t.kind.clone())
+        .unwrap_or_default();
+    let plural = format!("{}s", kind.to_lowercase());
+    let gvk = GroupVersionKind::gvk(kedge_core::devices::GROUP, &version, &kind);
+    Ok((
+        obj,
+        kube::discovery::ApiResource::from_gvk_with_plural(&gvk, &plural),
+    ))
+}
+
+/// Creates the demo models and devices (bound to `node`) unless they exist, and runs the
+/// counter (MQTT) and the mapper (DMI, on the edge's socket `dmi`).
 async fn start_demo(
     client: &kube::Client,
     broker: &str,
     node: &str,
+    dmi: &std::path::Path,
 ) -> anyhow::Result<DemoCounter> {
     use kube::api::{Api, DynamicObject, PostParams};
-    use kube::core::GroupVersionKind;
-    use kube::discovery::ApiResource;
     for text in DEMO_MANIFESTS {
-        let mut obj: serde_json::Value = serde_saphyr::from_str(text).context("demo manifest")?;
-        if let Some(values) =
-            obj.pointer_mut("/spec/nodeSelector/nodeSelectorTerms/0/matchExpressions/0/values")
-        {
-            *values = serde_json::json!([node]);
-        }
-        let obj: DynamicObject = serde_json::from_value(obj)?;
-        let kind = obj
-            .types
-            .as_ref()
-            .map(|t| t.kind.clone())
-            .unwrap_or_default();
-        let plural = format!("{}s", kind.to_lowercase());
-        let ar = ApiResource::from_gvk_with_plural(
-            &GroupVersionKind::gvk("devices.kubeedge.io", "v1alpha2", &kind),
-            &plural,
-        );
+        let (obj, ar) = demo_object(text, node)?;
         let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), "default", &ar);
         match api.create(&PostParams::default(), &obj).await {
             Ok(_) => {}
             Err(kube::Error::Api(s)) if s.code == 409 => {}
-            Err(e) => return Err(e).context(format!("creating the demo {kind}")),
+            Err(e) => return Err(e).context(format!("creating the demo {}", ar.kind)),
         }
     }
     let broker = broker.to_string();
     let (stop, stopped) = tokio::sync::watch::channel(false);
-    let task = tokio::spawn(async move {
-        if let Err(e) = crate::demo::counter(&broker, "default/counter", stopped).await {
+    let counter_stopped = stopped.clone();
+    let counter = tokio::spawn(async move {
+        if let Err(e) = crate::demo::counter(&broker, "default/counter", counter_stopped).await {
             tracing::error!(error = %e, "demo counter stopped");
         }
     });
-    Ok(DemoCounter { stop, task })
+    let o = crate::demo::mapper::Options {
+        socket: dmi.with_file_name("demo-mapper.sock"),
+        dmi_socket: dmi.to_path_buf(),
+        name: "kedge-demo-mapper".into(),
+        protocol: crate::demo::mapper::PROTOCOL.into(),
+    };
+    let mapper = tokio::spawn(async move {
+        if let Err(e) = crate::demo::mapper::run(o, stopped).await {
+            tracing::error!(error = %e, "demo mapper stopped");
+        }
+    });
+    Ok(DemoCounter {
+        stop,
+        tasks: vec![counter, mapper],
+    })
 }
 
 async fn cloud(a: CloudArgs) -> anyhow::Result<()> {

@@ -1,15 +1,17 @@
-//! DeviceController: v1alpha2 Devices and their DeviceModels go to the node each Device's
-//! `nodeSelector` names, through the same at-least-once, level-based delivery as pods (ACK,
-//! ObjectSync, resync on connect); the edge's DeviceTwin turns them into membership and desired
-//! twins. A Device that moves leaves its old node; a deleted one leaves its node. Edge reports
-//! (`device/<ns>/<name>/twin/edge_updated`, `.../state/update`) are written to the Device's
-//! `status` by `report`. The v1.14 device profile ConfigMap of each node is kept up to date
+//! DeviceController: Devices and their DeviceModels (read as v1beta1, the stored version; the
+//! embedded API converts v1alpha2 ones) go to the node each Device's `nodeName` names, through
+//! the same at-least-once, level-based delivery as pods (ACK, ObjectSync, resync on connect);
+//! the edge's DeviceTwin turns them into membership and desired twins. A Device that moves
+//! leaves its old node; a deleted one leaves its node. Each Device has a DeviceStatus
+//! (`status`). Edge reports (`device/<ns>/<name>/twin/edge_updated`, `.../state/update`) are
+//! written to it, and to the Device's `status` for devices used through v1alpha2, by `report`. The v1.14 device profile ConfigMap of each node is kept up to date
 //! (`profile`), a moment after the changes that affect it. Indexes (devices by node, devices by
 //! model) keep each change, and each node's resync, proportional to that node's devices.
 
 pub mod profile;
-mod ready;
+pub(crate) mod ready;
 pub mod report;
+pub mod status;
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
@@ -30,7 +32,7 @@ use crate::objects::{outgoing, watch, watch_with_done};
 use crate::placement;
 
 pub const GROUP: &str = "devices.kubeedge.io";
-pub const VERSION: &str = "v1alpha2";
+pub const VERSION: &str = kedge_core::devices::V1BETA1;
 
 pub fn device_resource() -> ApiResource {
     ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(GROUP, VERSION, "Device"), "devices")
@@ -121,6 +123,10 @@ impl Index {
 struct Inner {
     devices: Store<DynamicObject>,
     models: Store<DynamicObject>,
+    statuses: Store<DynamicObject>,
+    /// Devices (`ns/name`) whose DeviceStatus needs a look (created, or removed with them).
+    unchecked: Mutex<BTreeSet<String>>,
+    check: tokio::sync::Notify,
     index: Mutex<Index>,
     /// Where each Device (`ns/name`) was last sent.
     placed: Mutex<HashMap<String, String>>,
@@ -205,8 +211,34 @@ impl Inner {
         self.settle.notify_one();
     }
 
+    /// `keys`' DeviceStatuses need a look.
+    fn recheck(&self, keys: impl IntoIterator<Item = String>) {
+        self.unchecked
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .extend(keys);
+        self.check.notify_one();
+    }
+
+    fn status(&self, key: &str) -> Option<Arc<DynamicObject>> {
+        let (ns, name) = key.split_once('/')?;
+        let r = reflector::ObjectRef::new_with(name, status::status_resource()).within(ns);
+        self.statuses.get(&r)
+    }
+
+    fn on_status(&self, s: &DynamicObject, _deleted: bool) {
+        if self.device(&key(s)).is_none() {
+            self.recheck([key(s)]);
+        }
+    }
+
+    fn statuses_listed(&self) {
+        self.recheck(self.statuses.state().iter().map(|s| key(s)));
+    }
+
     fn on_device(&self, d: &DynamicObject, deleted: bool) {
         let k = key(d);
+        self.recheck([k.clone()]);
         if !deleted {
             self.unsettle([k.clone()]);
         }
@@ -287,6 +319,7 @@ impl Inner {
         }
         let keys: Vec<String> = fresh.devices.keys().cloned().collect();
         *self.index() = fresh;
+        self.recheck(keys.clone());
         self.unsettle(keys);
     }
 }
@@ -332,9 +365,40 @@ async fn show_ready(i: Arc<Inner>) {
             let name = d.metadata.name.as_deref().unwrap_or_default();
             let api: Api<DynamicObject> =
                 Api::namespaced_with(i.client.clone(), ns, &device_resource());
-            let p = serde_json::json!({"status": {"conditions": [condition]}});
+            let p = serde_json::json!({"metadata": {"resourceVersion": d.metadata.resource_version},
+                "status": {"conditions": ready::with(&d.data, condition)}});
             if let Err(e) = report::patch(&api, name, &p).await {
                 tracing::debug!(device = %k, error = %crate::objects::brief(&e), "device condition not written");
+            }
+        }
+    }
+}
+
+/// Gives every Device its DeviceStatus and removes those whose Device is gone, a moment after
+/// each burst of changes.
+async fn keep_statuses(i: Arc<Inner>) {
+    loop {
+        if !i.after_burst(&i.check).await || i.statuses.wait_until_ready().await.is_err() {
+            continue;
+        }
+        let keys = std::mem::take(&mut *i.unchecked.lock().unwrap_or_else(|p| p.into_inner()));
+        for k in keys {
+            let (d, s) = (i.device(&k), i.status(&k));
+            let owned = |d: &DynamicObject, s: &DynamicObject| {
+                status::owner_uid(s) == d.metadata.uid.as_deref()
+            };
+            let result = match (d, s) {
+                (Some(d), None) => status::create(&i.client, &d).await,
+                (Some(d), Some(s)) if !owned(&d, &s) => match status::remove(&i.client, &s).await {
+                    Ok(()) => status::create(&i.client, &d).await,
+                    Err(e) => Err(e),
+                },
+                (None, Some(s)) => status::remove(&i.client, &s).await,
+                _ => Ok(()),
+            };
+            if let Err(e) = result {
+                tracing::warn!(device = %k, error = %crate::objects::brief(&e), "DeviceStatus not kept; retrying");
+                i.recheck([k]);
             }
         }
     }
@@ -371,8 +435,13 @@ impl Inner {
         let used: BTreeSet<&str> = devices.iter().filter_map(|d| model_name(d)).collect();
         let models: Vec<Arc<DynamicObject>> =
             used.iter().filter_map(|m| self.model(ns, m)).collect();
-        // Whole objects: a DynamicObject's `data` leaves out its metadata.
-        let whole = |o: &DynamicObject| serde_json::to_value(o).unwrap_or_default();
+        // Whole objects (a DynamicObject's `data` leaves out its metadata), in v1alpha2: the
+        // profile is KubeEdge v1.14's.
+        let whole = |o: &DynamicObject| {
+            let v = serde_json::to_value(o).unwrap_or_default();
+            let kind = o.types.as_ref().map_or("", |t| t.kind.as_str());
+            kedge_core::devices::convert(kind, &v, kedge_core::devices::V1ALPHA2).unwrap_or(v)
+        };
         let models: Vec<(String, serde_json::Value)> = models
             .iter()
             .filter_map(|m| Some((m.metadata.name.clone()?, whole(m))))
@@ -411,12 +480,20 @@ impl Inner {
 
 impl DeviceController {
     pub fn start(client: kube::Client, downstream: Arc<Downstream>) -> DeviceController {
-        let (dr, mr) = (device_resource(), model_resource());
+        let (dr, mr, sr) = (
+            device_resource(),
+            model_resource(),
+            status::status_resource(),
+        );
         let dw = reflector::store::Writer::new(dr.clone());
         let mw = reflector::store::Writer::new(mr.clone());
+        let sw = reflector::store::Writer::new(sr.clone());
         let inner = Arc::new(Inner {
             devices: dw.as_reader(),
             models: mw.as_reader(),
+            statuses: sw.as_reader(),
+            unchecked: Mutex::default(),
+            check: tokio::sync::Notify::new(),
             index: Mutex::default(),
             placed: Mutex::default(),
             downstream,
@@ -428,6 +505,14 @@ impl DeviceController {
         });
         tokio::spawn(write_profiles(inner.clone()));
         tokio::spawn(show_ready(inner.clone()));
+        tokio::spawn(keep_statuses(inner.clone()));
+        watch_with_done(
+            Api::all_with(client.clone(), &sr),
+            sw,
+            inner.clone(),
+            Inner::on_status,
+            Inner::statuses_listed,
+        );
         watch(
             Api::all_with(client.clone(), &mr),
             mw,
@@ -442,6 +527,11 @@ impl DeviceController {
             Inner::devices_listed,
         );
         DeviceController(inner)
+    }
+
+    /// The DeviceStatus `namespace/name` as the controller's watch last saw it.
+    pub fn cached_status(&self, namespace: &str, name: &str) -> Option<Arc<DynamicObject>> {
+        self.0.status(&format!("{namespace}/{name}"))
     }
 
     /// The Device `namespace/name` as the controller's watch last saw it.

@@ -26,6 +26,42 @@ pub fn needed(device: &Value, missing: Option<&str>) -> Option<Value> {
     }
 }
 
+/// `device`'s conditions with `c` in place of the one of its type (a merge patch replaces the
+/// whole list, so each writer keeps the others' conditions).
+pub fn with(device: &Value, c: Value) -> Vec<Value> {
+    let mut cs: Vec<Value> = device
+        .pointer("/status/conditions")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    match cs.iter_mut().find(|x| x["type"] == c["type"]) {
+        Some(slot) => *slot = c,
+        None => cs.push(c),
+    }
+    cs
+}
+
+/// The `Mapped` condition an edge reports (`{status, reason, message}`), if it changes what
+/// `device` shows.
+pub fn mapped(device: &Value, reported: &Value) -> Option<Value> {
+    let status = match reported.get("status").and_then(Value::as_str) {
+        Some(s @ ("True" | "False")) => s,
+        _ => return None,
+    };
+    let (reason, message) = (&reported["reason"], &reported["message"]);
+    let current = device
+        .pointer("/status/conditions")
+        .and_then(Value::as_array)
+        .and_then(|cs| cs.iter().find(|c| c["type"] == "Mapped"));
+    if current.is_some_and(|c| c["status"] == status && c["message"] == *message) {
+        return None;
+    }
+    Some(
+        json!({"type": "Mapped", "status": status, "reason": reason, "message": message,
+        "lastTransitionTime": kedge_core::clock::rfc3339()}),
+    )
+}
+
 /// Why a device with model `model` (in `ns`) is not in effect, given whether that model exists.
 pub fn missing(ns: &str, model: Option<&str>, exists: bool) -> Option<String> {
     match model {
@@ -63,5 +99,22 @@ mod tests {
         assert_eq!(needed(&ok, None), None);
         assert_eq!(missing("default", Some("m"), true), None);
         assert!(missing("default", None, false).is_some());
+    }
+
+    #[test]
+    fn conditions_are_replaced_by_type_and_mapped_is_written_on_change() {
+        let ready = json!({"type": "Ready", "status": "True"});
+        let d = json!({"status": {"conditions": [ready]}});
+        let pending = json!({"status": "False", "reason": "Pending", "message": "no mapper"});
+        let c = mapped(&d, &pending).expect("new");
+        let cs = with(&d, c.clone());
+        assert_eq!(cs.len(), 2);
+        assert_eq!(cs[0], ready, "the Ready condition is kept");
+        let d2 = json!({"status": {"conditions": cs}});
+        assert_eq!(mapped(&d2, &pending), None, "unchanged");
+        let taken = json!({"status": "True", "reason": "Taken", "message": "ok"});
+        let c2 = mapped(&d2, &taken).expect("changed");
+        assert_eq!(with(&d2, c2)[1]["status"], "True");
+        assert_eq!(mapped(&d, &json!({"status": "maybe"})), None);
     }
 }

@@ -1,15 +1,17 @@
-//! Edge reports applied to Devices: `reported` twin values (never `desired`: the write carries
-//! the Device's resourceVersion and is retried on a conflict), and the device state. Only the
-//! node the Device is bound to may report it.
+//! Edge reports applied to DeviceStatus (and to the Devices used through v1alpha2): `reported`
+//! twin values (the write carries the object's resourceVersion and is retried on a conflict),
+//! and the device state. Only the node the Device is bound to may report it.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
 
+use kedge_core::twin::report::Target;
 use kedge_core::twin::{self, TwinError, device};
 use kube::api::{Api, DynamicObject, Patch, PatchParams};
 use serde_json::{Value, json};
 
-use super::device_resource;
+use super::status::{self, status_resource};
+use super::{device_resource, ready};
 
 /// What an edge reports about a device.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -18,6 +20,8 @@ pub enum Report {
     Twin,
     /// `device/<ns>/<name>/state/update`
     State,
+    /// `device/<ns>/<name>/mapper` (kedge): whether the device's DMI mapper has it, or why not.
+    Mapper,
 }
 
 /// A device report's target, from its resource string.
@@ -36,6 +40,7 @@ pub fn parse(resource: &str) -> Option<DeviceReport<'_>> {
     let what = match tail {
         "twin/edge_updated" => Report::Twin,
         "state/update" => Report::State,
+        "mapper" => Report::Mapper,
         _ => return None,
     };
     let ok = |s: &str| kedge_core::names::is_dns_subdomain(s);
@@ -107,12 +112,13 @@ fn state_of(content: &Value) -> Result<(String, String), TwinError> {
     }
 }
 
-/// Applies `content` reported by `node` about `r`. `cached` is the Device as the controller's
-/// watch last saw it: tried first, which saves a read; a stale copy only costs a conflict,
-/// after which the Device is read afresh.
+/// Applies `content` reported by `node` about `r`: to the DeviceStatus, and to the Device's own
+/// status when it is used through v1alpha2. `cached` and `cached_status` are the objects as the
+/// controller's watches last saw them: tried first, which saves a read; a stale copy only costs
+/// a conflict, after which the object is read afresh.
 pub async fn apply(
     client: &kube::Client,
-    cached: Option<Arc<DynamicObject>>,
+    (cached, cached_status): (Option<Arc<DynamicObject>>, Option<Arc<DynamicObject>>),
     node: &str,
     r: DeviceReport<'_>,
     content: &Value,
@@ -120,53 +126,161 @@ pub async fn apply(
     let api: Api<DynamicObject> =
         Api::namespaced_with(client.clone(), r.namespace, &device_resource());
     let id = format!("{}/{}", r.namespace, r.name);
-    let mut cached = cached;
+    let d = match cached {
+        Some(d) => d,
+        None => Arc::new(
+            api.get_opt(r.name)
+                .await?
+                .ok_or_else(|| ReportError::Gone(id.clone()))?,
+        ),
+    };
+    if device::node_of(&d.data) != Some(node) {
+        return Err(ReportError::NotBound {
+            device: id,
+            node: node.into(),
+        });
+    }
+    if r.what == Report::Mapper {
+        return mapped(&api, d, r.name, content).await;
+    }
+    let statuses: Api<DynamicObject> =
+        Api::namespaced_with(client.clone(), r.namespace, &status_resource());
+    let on_status = Twins {
+        api: &statuses,
+        name: r.name,
+        target: Target::DeviceStatus,
+    };
+    let mut missing = false;
+    let mut first = cached_status;
     for _ in 0..5 {
-        let d = match cached.take() {
-            Some(d) => d,
-            None => Arc::new(
-                api.get_opt(r.name)
-                    .await?
-                    .ok_or_else(|| ReportError::Gone(id.clone()))?,
-            ),
-        };
-        if device::node_of(&d.data) != Some(node) {
-            return Err(ReportError::NotBound {
-                device: id,
-                node: node.into(),
-            });
+        match on_status.write(first.take(), r, content).await {
+            Err(ReportError::Gone(_)) if !missing => {
+                missing = true;
+                status::create(client, &d).await?;
+            }
+            other => {
+                other?;
+                break;
+            }
         }
-        let p = match r.what {
-            Report::State => {
-                let (state, online) = state_of(content)?;
-                let mut status = json!({"state": state});
-                if !online.is_empty() {
-                    status["lastOnlineTime"] = json!(online);
-                }
-                json!({"status": status})
-            }
-            Report::Twin => {
-                let twins = d
-                    .data
-                    .pointer("/status/twins")
-                    .and_then(Value::as_array)
-                    .cloned()
-                    .unwrap_or_default();
-                let Some(next) = twin::report::apply(&twins, content)? else {
-                    return Ok(());
-                };
-                // The resourceVersion makes this a compare-and-swap: a desired value written
-                // meanwhile is a conflict, and the report is re-applied on the fresh object.
-                json!({"metadata": {"resourceVersion": d.metadata.resource_version}, "status": {"twins": next}})
-            }
+    }
+    let v1alpha2 = d
+        .metadata
+        .annotations
+        .as_ref()
+        .is_some_and(|a| a.contains_key(kedge_core::devices::STASH_V1ALPHA2));
+    if v1alpha2 {
+        let on_device = Twins {
+            api: &api,
+            name: r.name,
+            target: Target::Device,
         };
-        match patch(&api, r.name, &p).await {
+        on_device.write(Some(d), r, content).await?;
+    }
+    Ok(())
+}
+
+/// The Device's `Mapped` condition, from the edge's report (a conflict is retried on the
+/// fresh Device).
+async fn mapped(
+    api: &Api<DynamicObject>,
+    d: Arc<DynamicObject>,
+    name: &str,
+    content: &Value,
+) -> Result<(), ReportError> {
+    let mut d = d;
+    for _ in 0..5 {
+        let Some(c) = ready::mapped(&d.data, content) else {
+            return Ok(());
+        };
+        let p = json!({"metadata": {"resourceVersion": d.metadata.resource_version},
+            "status": {"conditions": ready::with(&d.data, c)}});
+        match patch(api, name, &p).await {
             Ok(()) => return Ok(()),
-            Err(kube::Error::Api(s)) if s.code == 409 => continue,
+            Err(kube::Error::Api(s)) if s.code == 409 => {
+                let fresh = api.get_opt(name).await?;
+                d = Arc::new(fresh.ok_or_else(|| ReportError::Gone(name.to_string()))?);
+            }
             Err(e) => return Err(e.into()),
         }
     }
-    Err(ReportError::Conflict(id))
+    Err(ReportError::Conflict(name.to_string()))
+}
+
+/// The object a report is written to.
+struct Twins<'a> {
+    api: &'a Api<DynamicObject>,
+    name: &'a str,
+    target: Target,
+}
+
+impl Twins<'_> {
+    async fn write(
+        &self,
+        first: Option<Arc<DynamicObject>>,
+        r: DeviceReport<'_>,
+        content: &Value,
+    ) -> Result<(), ReportError> {
+        let id = format!("{}/{}", r.namespace, r.name);
+        let mut first = first;
+        for _ in 0..5 {
+            let o = match first.take() {
+                Some(o) => o,
+                None => Arc::new(
+                    self.api
+                        .get_opt(self.name)
+                        .await?
+                        .ok_or_else(|| ReportError::Gone(id.clone()))?,
+                ),
+            };
+            let p = match r.what {
+                Report::State => state_patch(content)?,
+                Report::Mapper => return Ok(()),
+                Report::Twin => {
+                    let twins = o
+                        .data
+                        .pointer("/status/twins")
+                        .and_then(Value::as_array)
+                        .cloned()
+                        .unwrap_or_default();
+                    let Some(next) = twin::report::apply(&twins, content, self.target)? else {
+                        return Ok(());
+                    };
+                    // The resourceVersion makes this a compare-and-swap: a twin list written
+                    // meanwhile is a conflict, and the report is re-applied on the fresh object.
+                    json!({"metadata": {"resourceVersion": o.metadata.resource_version},
+                        "status": {"twins": next}})
+                }
+            };
+            let written = match self.target {
+                Target::Device => patch(self.api, self.name, &p).await,
+                // No status subresource on DeviceStatus (as KubeEdge's CRD).
+                Target::DeviceStatus => self
+                    .api
+                    .patch(self.name, &PatchParams::default(), &Patch::Merge(&p))
+                    .await
+                    .map(|_| ()),
+            };
+            match written {
+                Ok(()) => return Ok(()),
+                Err(kube::Error::Api(s)) if s.code == 409 => continue,
+                Err(kube::Error::Api(s)) if s.code == 404 => return Err(ReportError::Gone(id)),
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(ReportError::Conflict(id))
+    }
+}
+
+/// `{status: {state, lastOnlineTime}}` of a state report (an empty time left out, so the last
+/// online time stays).
+fn state_patch(content: &Value) -> Result<Value, TwinError> {
+    let (state, online) = state_of(content)?;
+    let mut status = json!({"state": state});
+    if !online.is_empty() {
+        status["lastOnlineTime"] = json!(online);
+    }
+    Ok(json!({"status": status}))
 }
 
 #[cfg(test)]

@@ -141,7 +141,8 @@ impl Ctl {
                 .into());
             }
             let cached = self.devices.cached(r.namespace, r.name);
-            return Ok(report::apply(&self.client, cached, node, r, &m.content).await?);
+            let status = self.devices.cached_status(r.namespace, r.name);
+            return Ok(report::apply(&self.client, (cached, status), node, r, &m.content).await?);
         }
         let r = ObjectRef::parse(&m.route.resource)?;
         match authz::authorize(node, &m.route.operation, &m.route.resource, &r)? {

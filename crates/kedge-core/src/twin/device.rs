@@ -1,4 +1,5 @@
-//! What DeviceTwin and DeviceController read from v1alpha2 Device and DeviceModel objects.
+//! What DeviceTwin and DeviceController read from Device and DeviceModel objects, v1beta1 (what
+//! the cloud sends) or v1alpha2 (what an older kedge cloud sent).
 
 use serde_json::Value;
 
@@ -29,14 +30,20 @@ pub fn description(device: &Value) -> &str {
         .unwrap_or("")
 }
 
-/// `status.twins[].desired`, for the twins that have a desired value.
+/// The desired values: v1beta1 `spec.properties[].desired`, or v1alpha2
+/// `status.twins[].desired`.
 pub fn desired(device: &Value) -> Vec<Desired> {
-    let twins = device.pointer("/status/twins").and_then(Value::as_array);
-    twins
-        .into_iter()
+    let (list, key) = match device.pointer("/spec/properties").and_then(Value::as_array) {
+        Some(props) => (Some(props), "name"),
+        None => (
+            device.pointer("/status/twins").and_then(Value::as_array),
+            "propertyName",
+        ),
+    };
+    list.into_iter()
         .flatten()
         .filter_map(|t| {
-            let property = t.get("propertyName")?.as_str()?.to_string();
+            let property = t.get(key)?.as_str()?.to_string();
             let d = t.get("desired")?;
             let value = d.get("value")?.as_str()?.to_string();
             let kind = d
@@ -102,6 +109,19 @@ mod tests {
         let t = types(&model);
         assert_eq!(t.get("status").map(String::as_str), Some("string"));
         assert_eq!(t.get("temp").map(String::as_str), Some("float"));
+        let beta = crate::devices::convert(
+            "Device",
+            &json!({"apiVersion": "devices.kubeedge.io/v1alpha2",
+            "metadata": {}, "spec": device["spec"], "status": device["status"]}),
+            "v1beta1",
+        )
+        .expect("converts");
+        assert_eq!(
+            desired(&beta),
+            desired(&device),
+            "v1beta1: from spec.properties"
+        );
+        assert_eq!(node_of(&beta), Some("kube-edge-1"));
         assert_eq!(node_of(&json!({"spec": {}})), None);
         assert_eq!(node_of(&json!({"spec": {"nodeName": "n2"}})), Some("n2"));
     }

@@ -271,12 +271,15 @@ pub fn edge_report(twins: &Twins, now_ms: i64) -> Value {
         .iter()
         .filter(|(_, t)| t.actual.is_some())
         .map(|(n, t)| {
+            // `expected` too: the cloud shows it as the DeviceStatus's observedDesired.
             let m = MsgTwin {
                 actual: t.actual.clone(),
+                expected: t.expected.clone(),
                 metadata: Some(super::TypeMetadata {
                     kind: t.kind.clone(),
                 }),
                 actual_version: Some(t.actual_version),
+                expected_version: t.expected.as_ref().map(|_| t.expected_version),
                 ..MsgTwin::default()
             };
             (n.clone(), serde_json::to_value(m).unwrap_or(Value::Null))

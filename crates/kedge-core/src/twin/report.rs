@@ -1,14 +1,35 @@
-//! The cloud side of a twin report: an edge's `edge_updated` content applied to a v1alpha2
-//! Device's `status.twins`. Only `reported` is written (value, `metadata.timestamp` as a string
-//! of milliseconds, `metadata.type`), so `desired` is never clobbered; a reported property the
-//! Device does not list yet gets a twin entry of its own.
+//! The cloud side of a twin report: an edge's `edge_updated` content applied to a twin list —
+//! a DeviceStatus's `status.twins` (`reported` and `observedDesired`, as cloudcore writes them)
+//! and, for devices used through v1alpha2, the Device's `status.twins` (`reported` only, so
+//! `desired` is never clobbered). Values carry `metadata.timestamp` (a string of milliseconds)
+//! and `metadata.type`; a reported property the list lacks gets an entry of its own.
 
 use serde_json::{Map, Value, json};
 
 use super::{MsgTwin, TwinError};
 
-/// The reported twins of a report: property → (value, timestamp ms, type).
-pub fn reported(content: &Value) -> Result<Vec<(String, String, i64, String)>, TwinError> {
+/// One property of a report.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reported {
+    pub property: String,
+    pub value: String,
+    pub timestamp: i64,
+    pub kind: String,
+    /// The desired value the device says it holds (`expected`).
+    pub observed: Option<(String, i64)>,
+}
+
+/// Which twin list a report is applied to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target {
+    /// A DeviceStatus: `reported` and `observedDesired`.
+    DeviceStatus,
+    /// A v1alpha2 Device's status: `reported`.
+    Device,
+}
+
+/// The reported twins of a report.
+pub fn reported(content: &Value) -> Result<Vec<Reported>, TwinError> {
     let twins = content
         .get("twin")
         .and_then(Value::as_object)
@@ -19,35 +40,57 @@ pub fn reported(content: &Value) -> Result<Vec<(String, String, i64, String)>, T
             .map_err(|e| TwinError::BadRequest(format!("twin {name:?}: {e}")))?;
         let Some(actual) = t.actual else { continue };
         let Some(value) = actual.value else { continue };
-        let ts = actual.metadata.map_or(0, |m| m.timestamp);
-        let kind = t
-            .metadata
-            .map(|m| m.kind)
-            .unwrap_or_else(|| "string".into());
-        out.push((name.clone(), value, ts, kind));
+        let observed = t.expected.and_then(|e| {
+            let ts = e.metadata.map_or(0, |m| m.timestamp);
+            Some((e.value?, ts))
+        });
+        out.push(Reported {
+            property: name.clone(),
+            value,
+            timestamp: actual.metadata.map_or(0, |m| m.timestamp),
+            kind: t
+                .metadata
+                .map(|m| m.kind)
+                .unwrap_or_else(|| "string".into()),
+            observed,
+        });
     }
     Ok(out)
 }
 
-/// `status.twins` with the report applied; `None` when nothing changes.
-pub fn apply(twins: &[Value], content: &Value) -> Result<Option<Vec<Value>>, TwinError> {
+/// A `{value, metadata: {timestamp, type}}` twin property.
+fn property(value: &str, ts: i64, kind: &str) -> Value {
+    json!({"value": value, "metadata": {"timestamp": ts.to_string(), "type": kind}})
+}
+
+/// `twins` with the report applied; `None` when nothing changes.
+pub fn apply(
+    twins: &[Value],
+    content: &Value,
+    target: Target,
+) -> Result<Option<Vec<Value>>, TwinError> {
     let mut next = twins.to_vec();
-    for (name, value, ts, kind) in reported(content)? {
-        let reported =
-            json!({"value": value, "metadata": {"timestamp": ts.to_string(), "type": kind}});
+    for r in reported(content)? {
         let slot = next
             .iter_mut()
-            .find(|t| t.get("propertyName").and_then(Value::as_str) == Some(name.as_str()));
-        match slot {
-            Some(Value::Object(t)) => {
-                t.insert("reported".into(), reported);
-            }
+            .find(|t| t.get("propertyName").and_then(Value::as_str) == Some(r.property.as_str()));
+        let t = match slot {
+            Some(Value::Object(t)) => t,
             _ => {
                 let mut t = Map::new();
-                t.insert("propertyName".into(), Value::String(name));
-                t.insert("reported".into(), reported);
+                t.insert("propertyName".into(), json!(r.property));
                 next.push(Value::Object(t));
+                match next.last_mut() {
+                    Some(Value::Object(t)) => t,
+                    _ => continue,
+                }
             }
+        };
+        t.insert("reported".into(), property(&r.value, r.timestamp, &r.kind));
+        if target == Target::DeviceStatus
+            && let Some((value, ts)) = &r.observed
+        {
+            t.insert("observedDesired".into(), property(value, *ts, &r.kind));
         }
     }
     Ok((next != twins).then_some(next))
@@ -66,12 +109,14 @@ mod tests {
     #[test]
     fn a_report_sets_reported_and_leaves_desired() {
         let report = json!({"twin": {"status": {"actual": {"value": "5", "metadata": {"timestamp": 1700}}, "metadata": {"type": "string"}}}});
-        let next = apply(&seed_twins(), &report).expect("ok").expect("changed");
+        let next = apply(&seed_twins(), &report, Target::Device)
+            .expect("ok")
+            .expect("changed");
         assert_eq!(next[0]["reported"]["value"], "5");
         assert_eq!(next[0]["reported"]["metadata"]["timestamp"], "1700");
         assert_eq!(next[0]["desired"]["value"], "OFF", "desired untouched");
         assert_eq!(
-            apply(&next, &report).expect("ok"),
+            apply(&next, &report, Target::Device).expect("ok"),
             None,
             "same report: no change"
         );
@@ -81,7 +126,9 @@ mod tests {
     fn a_new_property_gets_its_own_twin_and_bad_reports_are_400() {
         let report =
             json!({"twin": {"temp": {"actual": {"value": "21.5"}, "metadata": {"type": "float"}}}});
-        let next = apply(&seed_twins(), &report).expect("ok").expect("changed");
+        let next = apply(&seed_twins(), &report, Target::Device)
+            .expect("ok")
+            .expect("changed");
         assert_eq!(next.len(), 2);
         assert_eq!(next[1]["propertyName"], "temp");
         assert_eq!(next[1]["reported"]["metadata"]["type"], "float");
@@ -91,10 +138,31 @@ mod tests {
             json!({"twin": {"a": {"actual": 3}}}),
         ] {
             assert_eq!(
-                apply(&seed_twins(), &bad).map_err(|e| e.code()),
+                apply(&seed_twins(), &bad, Target::Device).map_err(|e| e.code()),
                 Err(400),
                 "{bad}"
             );
         }
+    }
+
+    #[test]
+    fn a_device_status_gets_reported_and_observed_desired() {
+        let report = json!({"twin": {"status": {
+            "actual": {"value": "5", "metadata": {"timestamp": 1700}},
+            "expected": {"value": "ON", "metadata": {"timestamp": 1600}},
+            "metadata": {"type": "string"}}}});
+        let next = apply(&[], &report, Target::DeviceStatus)
+            .expect("ok")
+            .expect("changed");
+        assert_eq!(
+            next,
+            [json!({"propertyName": "status",
+                "reported": {"value": "5", "metadata": {"timestamp": "1700", "type": "string"}},
+                "observedDesired": {"value": "ON", "metadata": {"timestamp": "1600", "type": "string"}}})]
+        );
+        let on_device = apply(&[], &report, Target::Device)
+            .expect("ok")
+            .expect("changed");
+        assert!(on_device[0].get("observedDesired").is_none());
     }
 }

@@ -9,6 +9,7 @@
 //!   each report carrying every reported value, so the latest report is all the cloud needs);
 //! - `twin/get` and `membership/get` are answered from the store, with or without the cloud.
 
+pub mod dmi;
 pub mod store;
 
 use std::collections::{BTreeMap, HashMap};
@@ -202,6 +203,38 @@ impl DeviceTwin {
         if let Err(e) = self.outbox.push(m, Some(&format!("{what}/{}", d.id))) {
             tracing::warn!(device = %d.id, error = %e, "device report not queued");
         }
+    }
+
+    /// A mapper's report (DMI `ReportDeviceStatus`): the reported values, handled as the same
+    /// device's `twin/update` (stored, then reported to the cloud, the document and delta
+    /// published); refused as a whole when the device is not on this node or a value is wrong.
+    pub async fn report_from_mapper(
+        &self,
+        id: &str,
+        reported: &[(String, String)],
+    ) -> Result<(), TwinError> {
+        let twin: serde_json::Map<String, Value> = reported
+            .iter()
+            .map(|(p, v)| (p.clone(), json!({"actual": {"value": v}})))
+            .collect();
+        let payload = json!({"event_id": "", "timestamp": now(), "twin": twin});
+        let (changes, delta) = self.apply_update(id, payload.to_string().as_bytes())?;
+        let mut outs = Vec::new();
+        if !changes.is_empty() {
+            outs.push(out(
+                topic::device(id, "twin/update/document"),
+                merge::document(&changes, now()),
+            ));
+        }
+        outs.extend(delta);
+        self.publish(outs).await;
+        Ok(())
+    }
+
+    /// A mapper's state report (DMI `ReportDeviceStates`), handled as `state/update`.
+    pub fn state_from_mapper(&self, id: &str, state: &str) -> Result<(), TwinError> {
+        self.apply_state(id, json!({"state": state}).to_string().as_bytes())
+            .map(|_| ())
     }
 
     fn twin_get(&self, id: &str, payload: &[u8]) -> Vec<Out> {

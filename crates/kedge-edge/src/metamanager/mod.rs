@@ -22,6 +22,7 @@ use crate::eventbus::{self, EventBus};
 /// The components that act on stored objects.
 pub struct Consumers {
     pub devicetwin: Arc<DeviceTwin>,
+    pub dmi: Arc<crate::devicetwin::dmi::Dmi>,
     pub bus: EventBus,
     pub edged: Edged,
 }
@@ -70,7 +71,8 @@ impl Consumers {
         };
         match kind {
             Kind::Device | Kind::DeviceModel => {
-                self.devicetwin.on_object(kind, &m.content, deleted).await
+                self.devicetwin.on_object(kind, &m.content, deleted).await;
+                self.dmi.changed();
             }
             Kind::Rule => self.bus.set_rule_topics(eventbus::rule_topics(meta)),
             Kind::Pod | Kind::ConfigMap | Kind::Secret => self.edged.wake(),

@@ -1,0 +1,365 @@
+//! DMI, KubeEdge's Device Management Interface: the edge serves `DeviceManagerService` to
+//! mappers on a unix socket (`server`) and calls each mapper's `DeviceMapperService`
+//! (`client`), chosen by the device's `spec.protocol.protocolName`.
+//!
+//! What each mapper should hold is derived from the edge store (the Devices bound to this node
+//! and their models, merged and converted by `convert`) and compared with what it took, which
+//! is recorded (`records`): `plan` gives the calls still owed. So a desired value is stored
+//! first, then sent as `UpdateDevice`, retried with back-off until the mapper takes it, across
+//! edge and mapper restarts; a mapper that registers later gets everything in its answer.
+//! Each device's standing — taken by its mapper, or pending and why — is reported to the cloud,
+//! which shows it as the Device's `Mapped` condition.
+
+pub mod client;
+pub mod convert;
+pub mod plan;
+pub mod records;
+pub mod server;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use kedge_core::envelope::{Message, group, op};
+use kedge_proto::dmi;
+use prost::Message as _;
+use serde_json::{Value, json};
+
+use crate::edgehub::outbox::Outbox;
+use crate::metamanager::MetaStore;
+use client::{Call, CallError};
+use plan::{Action, Kind, Slot};
+use records::{Mapper, Records};
+
+/// A device's standing with its mapper, as the cloud is told.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Standing {
+    Taken,
+    Pending(String),
+}
+
+/// What the store says each mapper should hold.
+#[derive(Default)]
+struct Wanted {
+    hashes: BTreeMap<Slot, u64>,
+    devices: HashMap<String, dmi::Device>,
+    models: HashMap<String, dmi::DeviceModel>,
+    /// DMI devices that cannot be sent yet, and why.
+    blocked: BTreeMap<String, String>,
+}
+
+pub struct Dmi {
+    node: String,
+    meta: Arc<MetaStore>,
+    records: Records,
+    outbox: Arc<Outbox>,
+    mappers: Mutex<HashMap<String, Mapper>>,
+    /// One reconciliation or registration at a time.
+    busy: tokio::sync::Mutex<()>,
+    wake: tokio::sync::Notify,
+    /// The standing last reported per device (`ns/name`).
+    told: Mutex<HashMap<String, Standing>>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DmiError {
+    #[error("DMI records: {0}")]
+    Db(#[from] rusqlite::Error),
+}
+
+fn hash(bytes: &[u8]) -> u64 {
+    kedge_core::delivery::hash_json(&Value::String(
+        bytes.iter().map(|b| format!("{b:02x}")).collect(),
+    ))
+}
+
+impl Dmi {
+    pub fn open(
+        node: &str,
+        db: crate::db::Db,
+        meta: Arc<MetaStore>,
+        outbox: Arc<Outbox>,
+    ) -> Result<Arc<Dmi>, DmiError> {
+        let records = Records::open_in(db)?;
+        let mappers = records
+            .mappers()?
+            .into_iter()
+            .map(|m| (m.protocol.clone(), m))
+            .collect();
+        Ok(Arc::new(Dmi {
+            node: node.to_string(),
+            meta,
+            records,
+            outbox,
+            mappers: Mutex::new(mappers),
+            busy: tokio::sync::Mutex::new(()),
+            wake: tokio::sync::Notify::new(),
+            told: Mutex::default(),
+        }))
+    }
+
+    fn mappers(&self) -> std::sync::MutexGuard<'_, HashMap<String, Mapper>> {
+        self.mappers.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A Device or DeviceModel changed in the store.
+    pub fn changed(&self) {
+        self.wake.notify_one();
+    }
+
+    /// The registered mapper of `protocol`.
+    pub fn mapper(&self, protocol: &str) -> Option<Mapper> {
+        self.mappers().get(protocol).cloned()
+    }
+
+    fn stored(&self, key: &str) -> Option<Value> {
+        self.meta.get(key).ok().flatten()
+    }
+
+    /// Every DMI device bound to this node, converted with its model.
+    fn wanted(&self) -> Wanted {
+        let mut w = Wanted::default();
+        for key in self.meta.keys("device").unwrap_or_default() {
+            let Some(obj) = self.stored(&key) else {
+                continue;
+            };
+            let Ok(d) = convert::v1beta1("Device", &obj) else {
+                continue;
+            };
+            let protocol = convert::protocol_of(&d).to_string();
+            let bound = kedge_core::twin::device::node_of(&d) == Some(self.node.as_str());
+            if protocol.is_empty() || !bound {
+                continue; // a device that speaks MQTT itself, or not ours
+            }
+            let id = format!(
+                "{}/{}",
+                d.pointer("/metadata/namespace")
+                    .and_then(Value::as_str)
+                    .unwrap_or(""),
+                d.pointer("/metadata/name")
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+            );
+            if let Err(why) = self.want(&mut w, &d, &id, &protocol) {
+                w.blocked.insert(id, why.to_string());
+            }
+        }
+        w
+    }
+
+    fn want(
+        &self,
+        w: &mut Wanted,
+        d: &Value,
+        id: &str,
+        protocol: &str,
+    ) -> Result<(), convert::ConvertError> {
+        let (ns, model_name) = convert::model_key(d)?;
+        let model_id = format!("{ns}/{model_name}");
+        let model = self
+            .stored(&kedge_core::resource::object(
+                &ns,
+                "devicemodel",
+                &model_name,
+            ))
+            .ok_or_else(|| convert::ConvertError::NoModel(model_id.clone()))?;
+        let model = convert::v1beta1("DeviceModel", &model)?;
+        let device = convert::device(d, &model)?;
+        let m = convert::model(&model);
+        let slot = |kind, key: &str| Slot {
+            kind,
+            key: key.to_string(),
+            protocol: protocol.to_string(),
+        };
+        w.hashes
+            .insert(slot(Kind::Device, id), hash(&device.encode_to_vec()));
+        w.hashes
+            .insert(slot(Kind::Model, &model_id), hash(&m.encode_to_vec()));
+        w.devices.insert(id.to_string(), device);
+        w.models.insert(model_id, m);
+        Ok(())
+    }
+
+    /// A mapper registers: it is recorded (replacing the protocol's earlier mapper) and, with
+    /// `with_data`, answered with its devices and their models (parallel lists, as edgecore),
+    /// which are then what it holds.
+    pub async fn register(
+        &self,
+        m: Mapper,
+        with_data: bool,
+    ) -> Result<dmi::MapperRegisterResponse, DmiError> {
+        let _busy = self.busy.lock().await;
+        let w = self.wanted();
+        let mut answer = dmi::MapperRegisterResponse::default();
+        let mut took = BTreeMap::new();
+        if with_data {
+            for (slot, h) in w.hashes.iter().filter(|(s, _)| s.protocol == m.protocol) {
+                took.insert(slot.clone(), *h);
+            }
+            for (slot, _) in took.iter().filter(|(s, _)| s.kind == Kind::Device) {
+                let Some(d) = w.devices.get(&slot.key) else {
+                    continue;
+                };
+                let model_id = format!("{}/{}", d.namespace, device_model(d));
+                let Some(model) = w.models.get(&model_id) else {
+                    continue;
+                };
+                answer.device_list.push(d.clone());
+                answer.model_list.push(model.clone());
+            }
+        }
+        self.records.register(&m, &took)?;
+        tracing::info!(mapper = %m.name, protocol = %m.protocol, socket = %m.address,
+            devices = answer.device_list.len(), "mapper registered");
+        self.mappers().insert(m.protocol.clone(), m);
+        drop(_busy);
+        self.wake.notify_one();
+        Ok(answer)
+    }
+
+    /// Makes the calls still owed; true when some failed (to be tried again).
+    async fn reconcile(&self) -> bool {
+        let _busy = self.busy.lock().await;
+        let w = self.wanted();
+        let synced = match self.records.synced() {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "DMI records unreadable");
+                return true;
+            }
+        };
+        let registered: HashMap<String, Mapper> = self.mappers().clone();
+        let actions = plan::plan(&w.hashes, &synced, |p| registered.contains_key(p));
+        let mut failed: HashMap<String, String> = HashMap::new();
+        for a in actions {
+            let slot = match &a {
+                Action::Add(s) | Action::Update(s) | Action::Remove(s) => s.clone(),
+            };
+            if failed.contains_key(&slot.protocol) {
+                continue;
+            }
+            let Some(mapper) = registered.get(&slot.protocol) else {
+                continue;
+            };
+            let Some(c) = call_for(&a, &w) else { continue };
+            match client::call(&mapper.address, c).await {
+                Ok(()) => {
+                    let h = match a {
+                        Action::Remove(_) => None,
+                        _ => w.hashes.get(&slot).copied(),
+                    };
+                    if let Err(e) = self.records.took(&slot, h) {
+                        tracing::warn!(error = %e, "DMI record not written");
+                    }
+                }
+                Err(e) => {
+                    tracing::info!(mapper = %mapper.name, error = %e, "mapper call failed; retrying");
+                    failed.insert(slot.protocol.clone(), refusal(&mapper.name, &e));
+                }
+            }
+        }
+        let synced = self.records.synced().unwrap_or_default();
+        self.tell(&w, &synced, &registered, &failed);
+        !failed.is_empty()
+    }
+
+    /// Tells the cloud each DMI device's standing, when it changed.
+    fn tell(
+        &self,
+        w: &Wanted,
+        synced: &BTreeMap<Slot, u64>,
+        registered: &HashMap<String, Mapper>,
+        failed: &HashMap<String, String>,
+    ) {
+        let mut now: BTreeMap<String, Standing> = w
+            .blocked
+            .iter()
+            .map(|(id, why)| (id.clone(), Standing::Pending(why.clone())))
+            .collect();
+        for (slot, h) in w.hashes.iter().filter(|(s, _)| s.kind == Kind::Device) {
+            let standing = if synced.get(slot) == Some(h) {
+                Standing::Taken
+            } else if let Some(why) = failed.get(&slot.protocol) {
+                Standing::Pending(why.clone())
+            } else if !registered.contains_key(&slot.protocol) {
+                Standing::Pending(format!(
+                    "no mapper for protocol {} has registered on node {}",
+                    slot.protocol, self.node
+                ))
+            } else {
+                continue; // on its way
+            };
+            now.insert(slot.key.clone(), standing);
+        }
+        let mut told = self.told.lock().unwrap_or_else(|p| p.into_inner());
+        for (id, standing) in now {
+            if told.get(&id) == Some(&standing) {
+                continue;
+            }
+            let content = match &standing {
+                Standing::Taken => json!({"status": "True", "reason": "Taken",
+                    "message": "the device's mapper has it"}),
+                Standing::Pending(why) => {
+                    tracing::info!(device = %id, reason = %why, "device pending");
+                    json!({"status": "False", "reason": "Pending", "message": why})
+                }
+            };
+            let resource = format!("device/{id}/mapper");
+            let m = Message::new("twin", group::RESOURCE, op::UPDATE, &resource, content);
+            match self.outbox.push(m, Some(&format!("mapper/{id}"))) {
+                Ok(_) => {
+                    told.insert(id, standing);
+                }
+                Err(e) => tracing::warn!(device = %id, error = %e, "device standing not queued"),
+            }
+        }
+    }
+
+    /// Reconciles whenever the store or the mappers change, and again with back-off while
+    /// calls fail.
+    pub async fn run(self: Arc<Self>) {
+        let mut backoff = Duration::from_millis(500);
+        loop {
+            let failed = self.reconcile().await;
+            if failed {
+                let _ = tokio::time::timeout(backoff, self.wake.notified()).await;
+                backoff = (backoff * 2).min(Duration::from_secs(30));
+            } else {
+                backoff = Duration::from_millis(500);
+                self.wake.notified().await;
+            }
+        }
+    }
+}
+
+fn device_model(d: &dmi::Device) -> &str {
+    d.spec
+        .as_ref()
+        .map_or("", |s| s.device_model_reference.as_str())
+}
+
+fn refusal(mapper: &str, e: &CallError) -> String {
+    format!("mapper {mapper}: {e}")
+}
+
+/// The call an action makes.
+fn call_for(a: &Action, w: &Wanted) -> Option<Call> {
+    let split = |key: &str| {
+        let (ns, name) = key.split_once('/').unwrap_or(("", key));
+        (name.to_string(), ns.to_string())
+    };
+    Some(match a {
+        Action::Add(s) if s.kind == Kind::Device => Call::Register(w.devices.get(&s.key)?.clone()),
+        Action::Update(s) if s.kind == Kind::Device => Call::Update(w.devices.get(&s.key)?.clone()),
+        Action::Add(s) => Call::CreateModel(w.models.get(&s.key)?.clone()),
+        Action::Update(s) => Call::UpdateModel(w.models.get(&s.key)?.clone()),
+        Action::Remove(s) if s.kind == Kind::Device => {
+            let (name, namespace) = split(&s.key);
+            Call::RemoveDevice { name, namespace }
+        }
+        Action::Remove(s) => {
+            let (name, namespace) = split(&s.key);
+            Call::RemoveModel { name, namespace }
+        }
+    })
+}
