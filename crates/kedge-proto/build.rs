@@ -13,6 +13,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .compile_fds(protox::compile([cri], ["proto"])?)?;
     // The edge serves DeviceManagerService and calls DeviceMapperService (and test mappers do
     // the reverse): both sides of both.
-    tonic_prost_build::configure().compile_fds(protox::compile([dmi], ["proto"])?)?;
+    // Maps as BTreeMaps: the same device always encodes to the same bytes, which the edge
+    // hashes to tell whether a mapper must be sent a device again.
+    tonic_prost_build::configure()
+        .btree_map(".")
+        .compile_fds(protox::compile([dmi], ["proto"])?)?;
     Ok(())
 }

@@ -8,6 +8,7 @@
 //! connected and reads its memory with and without devices.
 
 mod api;
+mod dmi;
 mod edge;
 mod hollow;
 mod router;
@@ -30,6 +31,8 @@ enum Command {
     Api(api::Args),
     /// Device twins end to end: desired → MQTT delta, MQTT report → Device status, throughput.
     Twins(twins::Args),
+    /// DMI mappers: report → DeviceStatus, desired → UpdateDevice, reports/s through one edge.
+    Dmi(dmi::Args),
     /// The router end to end: rest → eventbus (HTTP → MQTT) and servicebus round trips.
     Router(router::Args),
     /// N simulated edge nodes (real wss + mTLS sessions) against a real `kedge cloud`.
@@ -47,6 +50,7 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Api(a) => rt.block_on(api::run(a)),
         Command::Twins(a) => rt.block_on(twins::run(a)),
+        Command::Dmi(a) => rt.block_on(dmi::run(a)),
         Command::Router(a) => rt.block_on(router::run(a)),
         Command::HollowEdges(a) => rt.block_on(hollow::run(a)),
         Command::Edge(a) => rt.block_on(edge::run(a)),

@@ -18,8 +18,9 @@ pub use crate::devicecontroller::profile::node_of as profile_node;
 pub use crate::edgecontroller::refs::{Refs, of as refs_of};
 
 /// A hash of what the edge uses of an object of `kind`: everything but its resourceVersion,
-/// managed fields and status — except a Device's desired twins, which are in its status (its
-/// reported values, state and conditions are what the edge itself reports, or the cloud's).
+/// managed fields and status — except the desired twins a v1alpha2-era Device keeps in its
+/// status (v1beta1 keeps them in `spec`; reported values, state and conditions are what the
+/// edge itself reports, or the cloud's).
 pub fn content_hash(kind: Kind, obj: &serde_json::Value) -> u64 {
     let mut v = obj.clone();
     if let Some(m) = v.get_mut("metadata").and_then(|m| m.as_object_mut()) {
@@ -34,6 +35,7 @@ pub fn content_hash(kind: Kind, obj: &serde_json::Value) -> u64 {
             .and_then(|t| t.as_array())
             .into_iter()
             .flatten()
+            .filter(|t| t.get("desired").is_some())
             .map(|t| serde_json::json!([t.get("propertyName"), t.get("desired")]))
             .collect();
         v["desired"] = serde_json::Value::Array(desired);

@@ -584,6 +584,7 @@ fn print_up(
     writeln!(out, "  edge node:      {node}")?;
     writeln!(out, "  pods run with:  {}", edge.cri_endpoint)?;
     writeln!(out, "  MQTT broker:    {}", edge.mqtt)?;
+    writeln!(out, "  DMI socket:     {}", edge.dmi_socket.display())?;
     writeln!(out, "  router:         http://{}", cloud.router_addr)?;
     writeln!(out, "  metrics:        http://{metrics}/metrics")?;
     writeln!(out, "Next:")?;
@@ -791,6 +792,7 @@ async fn edge(a: EdgeArgs) -> anyhow::Result<()> {
     tokio::spawn(trim_when_up(edge.hub.connected()));
     println!("kedge edge: node {node} → cloud {cloud}");
     println!("  MQTT broker:    {}", edge.mqtt);
+    println!("  DMI socket:     {}", edge.dmi_socket.display());
     println!("  metrics:        http://{metrics}/metrics");
     wait_for_signal().await;
     edge.shutdown().await;

@@ -466,6 +466,24 @@ fn kedge_up_demo_counts_while_desired_is_on() {
         true
     });
     assert!(stopped < Duration::from_secs(20));
+    // The DMI demo: the mapper's virtual sensor counts up in its DeviceStatus, and its level
+    // follows the desired value (10).
+    let status = |path: &str| {
+        let jp = format!("jsonpath={path}");
+        let out = up.kubectl(&["get", "devicestatus", "virtual-sensor", "-o", &jp]);
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    let temperature = r#"{.status.twins[?(@.propertyName=="temperature")].reported.value}"#;
+    let level = r#"{.status.twins[?(@.propertyName=="level")].reported.value}"#;
+    until(Duration::from_secs(30), "the mapper's reports", || {
+        status(temperature).parse::<u64>().unwrap_or(0) >= 2
+    });
+    until(
+        Duration::from_secs(30),
+        "the level to reach its desired 10",
+        || status(level) == "10",
+    );
+    assert_eq!(status("{.status.state}"), "ok");
 }
 
 #[test]

@@ -4,6 +4,8 @@
 mod common;
 #[path = "common/mapper.rs"]
 mod mapper;
+#[path = "common/mqtt.rs"]
+mod mqtt;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
@@ -83,6 +85,13 @@ async fn a_mapper_gets_its_devices_its_reports_reach_device_status_and_desired_r
         spec:\n  deviceModelRef:\n    name: virtual-model\n  nodeName: kube-edge-1\n  protocol:\n    \
         protocolName: no-such-protocol\n";
     cloud.apply(lonely);
+    cloud.ok(&[
+        "apply",
+        "-f",
+        &example("devicemodel-counter.yaml"),
+        "-f",
+        &example("device-counter.yaml"),
+    ]);
     let edge_dir = tempfile::tempdir().expect("edge dir");
     let mut edge = EdgeProc::start(&cloud, edge_dir.path(), NODE, &cloud.token());
     let dmi = edge_dir.path().join("dmi.sock");

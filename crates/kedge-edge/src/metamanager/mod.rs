@@ -72,7 +72,7 @@ impl Consumers {
         match kind {
             Kind::Device | Kind::DeviceModel => {
                 self.devicetwin.on_object(kind, &m.content, deleted).await;
-                self.dmi.changed();
+                self.dmi.changed(kind, &m.route.resource);
             }
             Kind::Rule => self.bus.set_rule_topics(eventbus::rule_topics(meta)),
             Kind::Pod | Kind::ConfigMap | Kind::Secret => self.edged.wake(),

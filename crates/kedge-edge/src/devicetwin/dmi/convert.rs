@@ -5,7 +5,7 @@
 //! with a `configData` map (stock mappers dereference them unchecked), and each configData value
 //! wrapped in a protobuf wrapper type. Pure.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 
 use kedge_core::devices;
 use kedge_proto::dmi;
@@ -85,7 +85,7 @@ fn custom(path: &str, m: &Map<String, Value>) -> Result<dmi::CustomizedValue, Co
     let data = m
         .iter()
         .map(|(k, v)| Ok((k.clone(), wrap(&format!("{path}.{k}"), v)?)))
-        .collect::<Result<HashMap<_, _>, ConvertError>>()?;
+        .collect::<Result<BTreeMap<_, _>, ConvertError>>()?;
     Ok(dmi::CustomizedValue { data })
 }
 

@@ -38,14 +38,40 @@ pub enum Standing {
     Pending(String),
 }
 
-/// What the store says each mapper should hold.
+/// One DMI device bound to this node, converted with its model.
+struct Entry {
+    protocol: String,
+    device: Arc<dmi::Device>,
+    model_id: String,
+    model: Arc<dmi::DeviceModel>,
+    /// Hashes of the encoded messages: what the mapper took is compared by them.
+    hashes: (u64, u64),
+}
+
+/// What became of a stored Device: sent to a mapper, or held back and why.
+enum Known {
+    Ready(Entry),
+    Blocked(String),
+}
+
+/// What the store says each mapper should hold (a view of the cache).
 #[derive(Default)]
 struct Wanted {
     hashes: BTreeMap<Slot, u64>,
-    devices: HashMap<String, dmi::Device>,
-    models: HashMap<String, dmi::DeviceModel>,
+    devices: HashMap<String, Arc<dmi::Device>>,
+    models: HashMap<String, Arc<dmi::DeviceModel>>,
     /// DMI devices that cannot be sent yet, and why.
     blocked: BTreeMap<String, String>,
+}
+
+/// The converted devices, kept from one reconciliation to the next: a changed Device is
+/// converted again alone; a changed model converts everything again (models change rarely).
+#[derive(Default)]
+struct Cache {
+    /// By device id (`ns/name`); `None` until the first full conversion.
+    known: Option<HashMap<String, Known>>,
+    /// Meta keys (`<ns>/device/<name>`) of the Devices changed since.
+    dirty: std::collections::BTreeSet<String>,
 }
 
 pub struct Dmi {
@@ -59,6 +85,7 @@ pub struct Dmi {
     wake: tokio::sync::Notify,
     /// The standing last reported per device (`ns/name`).
     told: Mutex<HashMap<String, Standing>>,
+    cache: Mutex<Cache>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -67,10 +94,12 @@ pub enum DmiError {
     Db(#[from] rusqlite::Error),
 }
 
+/// FNV-1a of an encoded message (maps encode in key order, so the same content gives the
+/// same bytes in every process).
 fn hash(bytes: &[u8]) -> u64 {
-    kedge_core::delivery::hash_json(&Value::String(
-        bytes.iter().map(|b| format!("{b:02x}")).collect(),
-    ))
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
+    })
 }
 
 impl Dmi {
@@ -95,6 +124,7 @@ impl Dmi {
             busy: tokio::sync::Mutex::new(()),
             wake: tokio::sync::Notify::new(),
             told: Mutex::default(),
+            cache: Mutex::default(),
         }))
     }
 
@@ -102,8 +132,17 @@ impl Dmi {
         self.mappers.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// A Device or DeviceModel changed in the store.
-    pub fn changed(&self) {
+    /// A Device or DeviceModel changed in the store (`key`: its meta key).
+    pub fn changed(&self, kind: kedge_core::resource::Kind, key: &str) {
+        {
+            let mut c = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+            match kind {
+                kedge_core::resource::Kind::Device => {
+                    c.dirty.insert(key.to_string());
+                }
+                _ => c.known = None,
+            }
+        }
         self.wake.notify_one();
     }
 
@@ -116,44 +155,68 @@ impl Dmi {
         self.meta.get(key).ok().flatten()
     }
 
-    /// Every DMI device bound to this node, converted with its model.
+    /// What each mapper should hold, from the cache brought up to date.
     fn wanted(&self) -> Wanted {
-        let mut w = Wanted::default();
-        for key in self.meta.keys("device").unwrap_or_default() {
-            let Some(obj) = self.stored(&key) else {
-                continue;
-            };
-            let Ok(d) = convert::v1beta1("Device", &obj) else {
-                continue;
-            };
-            let protocol = convert::protocol_of(&d).to_string();
-            let bound = kedge_core::twin::device::node_of(&d) == Some(self.node.as_str());
-            if protocol.is_empty() || !bound {
-                continue; // a device that speaks MQTT itself, or not ours
+        let mut c = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        let dirty = std::mem::take(&mut c.dirty);
+        match c.known.as_mut() {
+            Some(known) => {
+                for key in dirty {
+                    let Some(id) = device_id(&key) else { continue };
+                    known.remove(&id);
+                    if let Some(k) = self.convert(&key) {
+                        known.insert(id, k);
+                    }
+                }
             }
-            let id = format!(
-                "{}/{}",
-                d.pointer("/metadata/namespace")
-                    .and_then(Value::as_str)
-                    .unwrap_or(""),
-                d.pointer("/metadata/name")
-                    .and_then(Value::as_str)
-                    .unwrap_or("")
-            );
-            if let Err(why) = self.want(&mut w, &d, &id, &protocol) {
-                w.blocked.insert(id, why.to_string());
+            None => {
+                let keys = self.meta.keys("device").unwrap_or_default();
+                let known = keys
+                    .iter()
+                    .filter_map(|key| Some((device_id(key)?, self.convert(key)?)))
+                    .collect();
+                c.known = Some(known);
+            }
+        }
+        let mut w = Wanted::default();
+        for (id, k) in c.known.iter().flatten() {
+            match k {
+                Known::Blocked(why) => {
+                    w.blocked.insert(id.clone(), why.clone());
+                }
+                Known::Ready(e) => {
+                    let slot = |kind, key: &str| Slot {
+                        kind,
+                        key: key.to_string(),
+                        protocol: e.protocol.clone(),
+                    };
+                    w.hashes.insert(slot(Kind::Device, id), e.hashes.0);
+                    w.hashes.insert(slot(Kind::Model, &e.model_id), e.hashes.1);
+                    w.devices.insert(id.clone(), e.device.clone());
+                    w.models.insert(e.model_id.clone(), e.model.clone());
+                }
             }
         }
         w
     }
 
-    fn want(
-        &self,
-        w: &mut Wanted,
-        d: &Value,
-        id: &str,
-        protocol: &str,
-    ) -> Result<(), convert::ConvertError> {
+    /// The stored Device `key` as its mapper gets it; `None` for a device that is not a DMI
+    /// device of this node (gone, bound elsewhere, or speaking MQTT itself).
+    fn convert(&self, key: &str) -> Option<Known> {
+        let obj = self.stored(key)?;
+        let d = convert::v1beta1("Device", &obj).ok()?;
+        let protocol = convert::protocol_of(&d).to_string();
+        let bound = kedge_core::twin::device::node_of(&d) == Some(self.node.as_str());
+        if protocol.is_empty() || !bound {
+            return None;
+        }
+        Some(match self.entry(&d, protocol) {
+            Ok(e) => Known::Ready(e),
+            Err(why) => Known::Blocked(why.to_string()),
+        })
+    }
+
+    fn entry(&self, d: &Value, protocol: String) -> Result<Entry, convert::ConvertError> {
         let (ns, model_name) = convert::model_key(d)?;
         let model_id = format!("{ns}/{model_name}");
         let model = self
@@ -164,20 +227,14 @@ impl Dmi {
             ))
             .ok_or_else(|| convert::ConvertError::NoModel(model_id.clone()))?;
         let model = convert::v1beta1("DeviceModel", &model)?;
-        let device = convert::device(d, &model)?;
-        let m = convert::model(&model);
-        let slot = |kind, key: &str| Slot {
-            kind,
-            key: key.to_string(),
-            protocol: protocol.to_string(),
-        };
-        w.hashes
-            .insert(slot(Kind::Device, id), hash(&device.encode_to_vec()));
-        w.hashes
-            .insert(slot(Kind::Model, &model_id), hash(&m.encode_to_vec()));
-        w.devices.insert(id.to_string(), device);
-        w.models.insert(model_id, m);
-        Ok(())
+        let (device, model) = (convert::device(d, &model)?, convert::model(&model));
+        Ok(Entry {
+            hashes: (hash(&device.encode_to_vec()), hash(&model.encode_to_vec())),
+            device: Arc::new(device),
+            model: Arc::new(model),
+            protocol,
+            model_id,
+        })
     }
 
     /// A mapper registers: it is recorded (replacing the protocol's earlier mapper) and, with
@@ -204,8 +261,8 @@ impl Dmi {
                 let Some(model) = w.models.get(&model_id) else {
                     continue;
                 };
-                answer.device_list.push(d.clone());
-                answer.model_list.push(model.clone());
+                answer.device_list.push(d.as_ref().clone());
+                answer.model_list.push(model.as_ref().clone());
             }
         }
         self.records.register(&m, &took)?;
@@ -221,13 +278,7 @@ impl Dmi {
     async fn reconcile(&self) -> bool {
         let _busy = self.busy.lock().await;
         let w = self.wanted();
-        let synced = match self.records.synced() {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::warn!(error = %e, "DMI records unreadable");
-                return true;
-            }
-        };
+        let synced = self.records.synced();
         let registered: HashMap<String, Mapper> = self.mappers().clone();
         let actions = plan::plan(&w.hashes, &synced, |p| registered.contains_key(p));
         let mut failed: HashMap<String, String> = HashMap::new();
@@ -258,7 +309,7 @@ impl Dmi {
                 }
             }
         }
-        let synced = self.records.synced().unwrap_or_default();
+        let synced = self.records.synced();
         self.tell(&w, &synced, &registered, &failed);
         !failed.is_empty()
     }
@@ -332,6 +383,13 @@ impl Dmi {
     }
 }
 
+/// `ns/name` of the meta key `<ns>/device/<name>`.
+fn device_id(key: &str) -> Option<String> {
+    let mut parts = key.splitn(3, '/');
+    let (ns, kind, name) = (parts.next()?, parts.next()?, parts.next()?);
+    (kind == "device").then(|| format!("{ns}/{name}"))
+}
+
 fn device_model(d: &dmi::Device) -> &str {
     d.spec
         .as_ref()
@@ -349,10 +407,14 @@ fn call_for(a: &Action, w: &Wanted) -> Option<Call> {
         (name.to_string(), ns.to_string())
     };
     Some(match a {
-        Action::Add(s) if s.kind == Kind::Device => Call::Register(w.devices.get(&s.key)?.clone()),
-        Action::Update(s) if s.kind == Kind::Device => Call::Update(w.devices.get(&s.key)?.clone()),
-        Action::Add(s) => Call::CreateModel(w.models.get(&s.key)?.clone()),
-        Action::Update(s) => Call::UpdateModel(w.models.get(&s.key)?.clone()),
+        Action::Add(s) if s.kind == Kind::Device => {
+            Call::Register(w.devices.get(&s.key)?.as_ref().clone())
+        }
+        Action::Update(s) if s.kind == Kind::Device => {
+            Call::Update(w.devices.get(&s.key)?.as_ref().clone())
+        }
+        Action::Add(s) => Call::CreateModel(w.models.get(&s.key)?.as_ref().clone()),
+        Action::Update(s) => Call::UpdateModel(w.models.get(&s.key)?.as_ref().clone()),
         Action::Remove(s) if s.kind == Kind::Device => {
             let (name, namespace) = split(&s.key);
             Call::RemoveDevice { name, namespace }

@@ -26,14 +26,24 @@ pub struct Mapper {
     pub info: String,
 }
 
+/// The tables, with `dmi_synced` also kept in memory (read on every reconciliation).
 pub struct Records {
     db: crate::db::Db,
+    synced: std::sync::Mutex<BTreeMap<Slot, u64>>,
 }
 
 impl Records {
     pub fn open_in(db: crate::db::Db) -> Result<Records, rusqlite::Error> {
         crate::db::lock(&db).execute_batch(SCHEMA)?;
-        Ok(Records { db })
+        let synced = read_synced(&db)?;
+        Ok(Records {
+            db,
+            synced: std::sync::Mutex::new(synced),
+        })
+    }
+
+    fn memory(&self) -> std::sync::MutexGuard<'_, BTreeMap<Slot, u64>> {
+        self.synced.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     pub fn mappers(&self) -> Result<Vec<Mapper>, rusqlite::Error> {
@@ -62,50 +72,66 @@ impl Records {
         for (s, hash) in took {
             insert(&tx, s, *hash)?;
         }
-        tx.commit()
+        tx.commit()?;
+        let mut mem = self.memory();
+        mem.retain(|s, _| s.protocol != m.protocol);
+        mem.extend(took.iter().map(|(s, h)| (s.clone(), *h)));
+        Ok(())
     }
 
-    pub fn synced(&self) -> Result<BTreeMap<Slot, u64>, rusqlite::Error> {
-        let db = crate::db::lock(&self.db);
-        let mut stmt = db.prepare("SELECT kind, key, protocol, hash FROM dmi_synced")?;
-        let rows = stmt.query_map([], |r| {
-            Ok((
-                r.get::<_, String>(0)?,
-                r.get::<_, String>(1)?,
-                r.get::<_, String>(2)?,
-                r.get::<_, i64>(3)?,
-            ))
-        })?;
-        let mut out = BTreeMap::new();
-        for row in rows {
-            let (kind, key, protocol, hash) = row?;
-            if let Some(kind) = Kind::parse(&kind) {
-                out.insert(
-                    Slot {
-                        kind,
-                        key,
-                        protocol,
-                    },
-                    hash as u64,
-                );
-            }
-        }
-        Ok(out)
+    /// What each mapper took.
+    pub fn synced(&self) -> BTreeMap<Slot, u64> {
+        self.memory().clone()
     }
 
     /// The mapper took `s` at `hash` (`None`: removed it).
     pub fn took(&self, s: &Slot, hash: Option<u64>) -> Result<(), rusqlite::Error> {
-        let db = crate::db::lock(&self.db);
+        {
+            let db = crate::db::lock(&self.db);
+            match hash {
+                Some(h) => insert(&db, s, h).map(|_| ())?,
+                None => db
+                    .execute(
+                        "DELETE FROM dmi_synced WHERE kind = ?1 AND key = ?2 AND protocol = ?3",
+                        params![s.kind.as_str(), s.key, s.protocol],
+                    )
+                    .map(|_| ())?,
+            }
+        }
         match hash {
-            Some(h) => insert(&db, s, h).map(|_| ()),
-            None => db
-                .execute(
-                    "DELETE FROM dmi_synced WHERE kind = ?1 AND key = ?2 AND protocol = ?3",
-                    params![s.kind.as_str(), s.key, s.protocol],
-                )
-                .map(|_| ()),
+            Some(h) => self.memory().insert(s.clone(), h),
+            None => self.memory().remove(s),
+        };
+        Ok(())
+    }
+}
+
+fn read_synced(db: &crate::db::Db) -> Result<BTreeMap<Slot, u64>, rusqlite::Error> {
+    let db = crate::db::lock(db);
+    let mut stmt = db.prepare("SELECT kind, key, protocol, hash FROM dmi_synced")?;
+    let rows = stmt.query_map([], |r| {
+        Ok((
+            r.get::<_, String>(0)?,
+            r.get::<_, String>(1)?,
+            r.get::<_, String>(2)?,
+            r.get::<_, i64>(3)?,
+        ))
+    })?;
+    let mut out = BTreeMap::new();
+    for row in rows {
+        let (kind, key, protocol, hash) = row?;
+        if let Some(kind) = Kind::parse(&kind) {
+            out.insert(
+                Slot {
+                    kind,
+                    key,
+                    protocol,
+                },
+                hash as u64,
+            );
         }
     }
+    Ok(out)
 }
 
 fn insert(db: &rusqlite::Connection, s: &Slot, hash: u64) -> Result<usize, rusqlite::Error> {
@@ -141,15 +167,9 @@ mod tests {
             r.took(&d, Some(6)).expect("took");
         }
         let r = Records::open_in(crate::db::open(&path).expect("db")).expect("reopen");
-        assert_eq!(r.mappers().expect("mappers"), [m.clone()]);
-        assert_eq!(
-            r.synced().expect("synced"),
-            BTreeMap::from([(d.clone(), 6)])
-        );
+        assert_eq!(r.mappers().expect("mappers"), std::slice::from_ref(&m));
+        assert_eq!(r.synced(), BTreeMap::from([(d.clone(), 6)]));
         r.register(&m, &BTreeMap::new()).expect("register again");
-        assert!(
-            r.synced().expect("synced").is_empty(),
-            "a registration replaces the records"
-        );
+        assert!(r.synced().is_empty(), "a registration replaces the records");
     }
 }
