@@ -306,7 +306,7 @@ fn to_json<T: Serialize>(v: &T) -> Value {
 fn up_defaults(cloud: &Value, edge: &Value) -> Value {
     let mut up = cloud.clone();
     if let Some(o) = up.as_object_mut() {
-        for key in ["mqttPort", "restartBackoffSeconds"] {
+        for key in ["mqttPort", "restartBackoffSeconds", "dmiSocket"] {
             o.insert(key.into(), edge[key].clone());
         }
         o.insert("nodeName".into(), json!(UP_NODE_NAME));

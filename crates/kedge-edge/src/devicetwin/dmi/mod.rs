@@ -16,7 +16,7 @@ pub mod plan;
 pub mod records;
 pub mod server;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -71,7 +71,10 @@ struct Cache {
     /// By device id (`ns/name`); `None` until the first full conversion.
     known: Option<HashMap<String, Known>>,
     /// Meta keys (`<ns>/device/<name>`) of the Devices changed since.
-    dirty: std::collections::BTreeSet<String>,
+    dirty: BTreeSet<String>,
+    /// The next reconciliation walks every device (after a registration or a failed call);
+    /// otherwise one woken by Device changes looks at those devices only.
+    full: bool,
 }
 
 pub struct Dmi {
@@ -155,17 +158,30 @@ impl Dmi {
         self.meta.get(key).ok().flatten()
     }
 
-    /// What each mapper should hold, from the cache brought up to date.
-    fn wanted(&self) -> Wanted {
+    /// What each mapper should hold, from the cache brought up to date: of every device, or
+    /// (`Some` scope) only of the devices changed since the last look — enough when nothing
+    /// else changed, and cheap for a node with many devices. A device that left this node's
+    /// mappers makes it a full look (its model may leave with it).
+    fn wanted(&self) -> (Wanted, Option<BTreeSet<String>>) {
         let mut c = self.cache.lock().unwrap_or_else(|p| p.into_inner());
         let dirty = std::mem::take(&mut c.dirty);
+        let mut scope = (!std::mem::take(&mut c.full)).then(BTreeSet::new);
         match c.known.as_mut() {
             Some(known) => {
                 for key in dirty {
                     let Some(id) = device_id(&key) else { continue };
-                    known.remove(&id);
-                    if let Some(k) = self.convert(&key) {
-                        known.insert(id, k);
+                    let was = known.remove(&id);
+                    let now = self.convert(&key);
+                    // A device that leaves, or moves to another mapper, may take its model
+                    // along: that is for a full look to decide.
+                    if was.is_some() && protocol(now.as_ref()) != protocol(was.as_ref()) {
+                        scope = None;
+                    }
+                    if let Some(k) = now {
+                        known.insert(id.clone(), k);
+                    }
+                    if let Some(s) = scope.as_mut() {
+                        s.insert(id);
                     }
                 }
             }
@@ -176,10 +192,12 @@ impl Dmi {
                     .filter_map(|key| Some((device_id(key)?, self.convert(key)?)))
                     .collect();
                 c.known = Some(known);
+                scope = None;
             }
         }
         let mut w = Wanted::default();
-        for (id, k) in c.known.iter().flatten() {
+        let known = c.known.iter().flatten();
+        for (id, k) in known.filter(|(id, _)| scope.as_ref().is_none_or(|s| s.contains(*id))) {
             match k {
                 Known::Blocked(why) => {
                     w.blocked.insert(id.clone(), why.clone());
@@ -197,7 +215,25 @@ impl Dmi {
                 }
             }
         }
-        w
+        (w, scope)
+    }
+
+    /// What every mapper should hold (a registration's answer needs all of its protocol).
+    fn wanted_all(&self) -> (Wanted, Option<BTreeSet<String>>) {
+        self.cache.lock().unwrap_or_else(|p| p.into_inner()).full = true;
+        self.wanted()
+    }
+
+    /// What the mappers took, of the devices in `scope` (and their models) or of all.
+    fn synced(&self, w: &Wanted, scope: &Option<BTreeSet<String>>) -> BTreeMap<Slot, u64> {
+        match scope {
+            None => self.records.synced(),
+            // Models only as far as these devices want them: what leaves is a full look's.
+            Some(ids) => self.records.synced_where(|s| match s.kind {
+                Kind::Device => ids.contains(&s.key),
+                Kind::Model => w.hashes.contains_key(s),
+            }),
+        }
     }
 
     /// The stored Device `key` as its mapper gets it; `None` for a device that is not a DMI
@@ -246,7 +282,7 @@ impl Dmi {
         with_data: bool,
     ) -> Result<dmi::MapperRegisterResponse, DmiError> {
         let _busy = self.busy.lock().await;
-        let w = self.wanted();
+        let (w, _) = self.wanted_all();
         let mut answer = dmi::MapperRegisterResponse::default();
         let mut took = BTreeMap::new();
         if with_data {
@@ -269,6 +305,7 @@ impl Dmi {
         tracing::info!(mapper = %m.name, protocol = %m.protocol, socket = %m.address,
             devices = answer.device_list.len(), "mapper registered");
         self.mappers().insert(m.protocol.clone(), m);
+        self.cache.lock().unwrap_or_else(|p| p.into_inner()).full = true;
         drop(_busy);
         self.wake.notify_one();
         Ok(answer)
@@ -277,8 +314,8 @@ impl Dmi {
     /// Makes the calls still owed; true when some failed (to be tried again).
     async fn reconcile(&self) -> bool {
         let _busy = self.busy.lock().await;
-        let w = self.wanted();
-        let synced = self.records.synced();
+        let (w, scope) = self.wanted();
+        let synced = self.synced(&w, &scope);
         let registered: HashMap<String, Mapper> = self.mappers().clone();
         let actions = plan::plan(&w.hashes, &synced, |p| registered.contains_key(p));
         let mut failed: HashMap<String, String> = HashMap::new();
@@ -309,8 +346,11 @@ impl Dmi {
                 }
             }
         }
-        let synced = self.records.synced();
+        let synced = self.synced(&w, &scope);
         self.tell(&w, &synced, &registered, &failed);
+        if !failed.is_empty() {
+            self.cache.lock().unwrap_or_else(|p| p.into_inner()).full = true;
+        }
         !failed.is_empty()
     }
 
@@ -380,6 +420,14 @@ impl Dmi {
                 self.wake.notified().await;
             }
         }
+    }
+}
+
+/// The protocol of a device that goes to a mapper (`None`: blocked, or not a DMI device).
+fn protocol(k: Option<&Known>) -> Option<&str> {
+    match k {
+        Some(Known::Ready(e)) => Some(e.protocol.as_str()),
+        _ => None,
     }
 }
 

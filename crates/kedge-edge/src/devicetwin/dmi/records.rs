@@ -84,6 +84,15 @@ impl Records {
         self.memory().clone()
     }
 
+    /// What each mapper took, of the slots `keep` picks.
+    pub fn synced_where(&self, keep: impl Fn(&Slot) -> bool) -> BTreeMap<Slot, u64> {
+        let mem = self.memory();
+        mem.iter()
+            .filter(|(s, _)| keep(s))
+            .map(|(s, h)| (s.clone(), *h))
+            .collect()
+    }
+
     /// The mapper took `s` at `hash` (`None`: removed it).
     pub fn took(&self, s: &Slot, hash: Option<u64>) -> Result<(), rusqlite::Error> {
         {
