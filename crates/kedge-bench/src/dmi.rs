@@ -14,7 +14,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use futures::{StreamExt, TryStreamExt, stream};
-use hyper_util::rt::TokioIo;
 use kedge_proto::dmi;
 use kedge_proto::dmi::device_manager_service_client::DeviceManagerServiceClient;
 use kedge_proto::dmi::device_mapper_service_server::{
@@ -25,7 +24,7 @@ use kube::core::GroupVersionKind;
 use kube::discovery::ApiResource;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 
 use crate::api::{print_summary, progress, rss_kib, start_server};
@@ -161,16 +160,7 @@ impl DeviceMapperService for Mapper {
 }
 
 async fn edge(path: &Path) -> anyhow::Result<DeviceManagerServiceClient<Channel>> {
-    let p = path.to_path_buf();
-    let channel = Endpoint::from_static("http://edge.invalid")
-        .connect_with_connector(tower::service_fn(move |_| {
-            let p = p.clone();
-            async move {
-                let s = tokio::net::UnixStream::connect(p).await?;
-                Ok::<_, std::io::Error>(TokioIo::new(s))
-            }
-        }))
-        .await?;
+    let channel = kedge_edge::devicetwin::dmi::client::channel(path).await?;
     Ok(DeviceManagerServiceClient::new(channel))
 }
 

@@ -11,13 +11,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context;
-use hyper_util::rt::TokioIo;
 use kedge_proto::dmi;
 use kedge_proto::dmi::device_manager_service_client::DeviceManagerServiceClient;
 use kedge_proto::dmi::device_mapper_service_server::{
     DeviceMapperService, DeviceMapperServiceServer,
 };
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 
 /// The protocol the demo's devices name (`spec.protocol.protocolName`).
@@ -205,15 +204,7 @@ impl DeviceMapperService for Mapper {
 
 /// A client of the edge's DMI server at `path`.
 async fn edge(path: &Path) -> anyhow::Result<DeviceManagerServiceClient<Channel>> {
-    let p = path.to_path_buf();
-    let channel = Endpoint::from_static("http://edge.invalid")
-        .connect_with_connector(tower::service_fn(move |_| {
-            let p = p.clone();
-            async move {
-                let s = tokio::net::UnixStream::connect(p).await?;
-                Ok::<_, std::io::Error>(TokioIo::new(s))
-            }
-        }))
+    let channel = kedge_edge::devicetwin::dmi::client::channel(path)
         .await
         .with_context(|| format!("connecting to the edge's DMI socket {}", path.display()))?;
     Ok(DeviceManagerServiceClient::new(channel))

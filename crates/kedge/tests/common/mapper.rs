@@ -7,13 +7,12 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use hyper_util::rt::TokioIo;
 use kedge_proto::dmi;
 use kedge_proto::dmi::device_manager_service_client::DeviceManagerServiceClient;
 use kedge_proto::dmi::device_mapper_service_server::{
     DeviceMapperService, DeviceMapperServiceServer,
 };
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 
 /// A call the edge made.
@@ -156,16 +155,7 @@ impl TestMapper {
 
 /// A channel to the unix socket at `path`.
 pub async fn channel(path: &Path) -> Result<Channel, tonic::transport::Error> {
-    let p = path.to_path_buf();
-    Endpoint::from_static("http://edge.invalid")
-        .connect_with_connector(tower::service_fn(move |_| {
-            let p = p.clone();
-            async move {
-                let s = tokio::net::UnixStream::connect(p).await?;
-                Ok::<_, std::io::Error>(TokioIo::new(s))
-            }
-        }))
-        .await
+    kedge_edge::devicetwin::dmi::client::channel(path).await
 }
 
 /// A client of the edge's DMI server, once its socket answers.

@@ -1,6 +1,7 @@
 //! Calls to a mapper's `DeviceMapperService` on its unix socket: a connection per call, each
 //! bounded to 10 s (as edgecore), so a hung mapper holds nothing up for long.
 
+use std::path::Path;
 use std::time::Duration;
 
 use hyper_util::rt::TokioIo;
@@ -35,10 +36,11 @@ pub fn socket_path(address: &[u8]) -> Option<String> {
     (!s.is_empty()).then(|| s.to_string())
 }
 
-async fn connect(path: &str) -> Result<DeviceMapperServiceClient<Channel>, CallError> {
-    let p = path.to_string();
-    // The URI is required by tonic but unused: the connection goes to the socket.
-    let channel = Endpoint::from_static("http://mapper.invalid")
+/// A gRPC channel to the unix socket at `path` (the URI tonic requires is unused). Mappers use
+/// the same to reach the edge (`kedge demo mapper`, the load tool, the tests).
+pub async fn channel(path: &Path) -> Result<Channel, tonic::transport::Error> {
+    let p = path.to_path_buf();
+    Endpoint::from_static("http://unix.invalid")
         .connect_timeout(CALL_TIMEOUT)
         .connect_with_connector(tower::service_fn(move |_| {
             let p = p.clone();
@@ -47,6 +49,11 @@ async fn connect(path: &str) -> Result<DeviceMapperServiceClient<Channel>, CallE
                 Ok::<_, std::io::Error>(TokioIo::new(stream))
             }
         }))
+        .await
+}
+
+async fn connect(path: &str) -> Result<DeviceMapperServiceClient<Channel>, CallError> {
+    let channel = channel(Path::new(path))
         .await
         .map_err(|cause| CallError::Connect {
             path: path.to_string(),
