@@ -428,3 +428,59 @@ fn a_device_reads_and_patches_in_either_version() {
         "{why}"
     );
 }
+
+/// Kills a child process when dropped.
+struct Reaped(std::process::Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn the_demo_mapper_runs_as_its_own_process_and_follows_desired() {
+    let dir = tempfile::tempdir().expect("dir");
+    let cloud = Kedge::cloud(dir.path());
+    apply_virtual(&cloud);
+    let edge_dir = tempfile::tempdir().expect("edge dir");
+    let _edge = EdgeProc::start(&cloud, edge_dir.path(), NODE, &cloud.token());
+    let dmi = edge_dir.path().join("dmi.sock");
+    let _mapper = Reaped(
+        std::process::Command::new(env!("CARGO_BIN_EXE_kedge"))
+            .args(["demo", "mapper", "--dmi-socket"])
+            .arg(&dmi)
+            .arg("--socket")
+            .arg(edge_dir.path().join("demo-mapper.sock"))
+            .spawn()
+            .expect("kedge demo mapper runs"),
+    );
+    let counted = || reported(&cloud, "temperature").parse::<u64>().unwrap_or(0);
+    common::wait_until(LONG, "the mapper's reports", || {
+        (counted() >= 2).then_some(())
+    });
+    common::wait_until(LONG, "the level at its desired 10", || {
+        (reported(&cloud, "level") == "10").then_some(())
+    });
+    let patch = r#"[{"op":"replace","path":"/spec/properties/1/desired/value","value":"12"}]"#;
+    cloud.ok(&[
+        "patch",
+        "devices.v1beta1.devices.kubeedge.io",
+        "virtual-sensor",
+        "--type=json",
+        "-p",
+        patch,
+    ]);
+    common::wait_until(LONG, "the level to follow to 12", || {
+        (reported(&cloud, "level") == "12").then_some(())
+    });
+    assert_eq!(
+        get(
+            &cloud,
+            &["devicestatus", "virtual-sensor"],
+            "{.status.state}"
+        ),
+        "ok"
+    );
+}
