@@ -367,8 +367,11 @@ async fn show_ready(i: Arc<Inner>) {
                 Api::namespaced_with(i.client.clone(), ns, &device_resource());
             let p = serde_json::json!({"metadata": {"resourceVersion": d.metadata.resource_version},
                 "status": {"conditions": ready::with(&d.data, condition)}});
+            // A conflict (the Device changed meanwhile) or a failed write: look again after
+            // the next burst, on the watch's fresher copy.
             if let Err(e) = report::patch(&api, name, &p).await {
-                tracing::debug!(device = %k, error = %crate::objects::brief(&e), "device condition not written");
+                tracing::debug!(device = %k, error = %crate::objects::brief(&e), "device condition not written; retrying");
+                i.unsettle([k.clone()]);
             }
         }
     }
