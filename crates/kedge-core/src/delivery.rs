@@ -45,15 +45,26 @@ impl Version {
     }
 }
 
+/// FNV-1a's offset basis: the hash of nothing.
+const FNV_BASIS: u64 = 0xcbf2_9ce4_8422_2325;
+
+fn feed(h: &mut u64, bytes: &[u8]) {
+    for b in bytes {
+        *h ^= u64::from(*b);
+        *h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+}
+
+/// A stable 64-bit hash (FNV-1a) of bytes, the same in any process.
+pub fn hash_bytes(bytes: &[u8]) -> u64 {
+    let mut h = FNV_BASIS;
+    feed(&mut h, bytes);
+    h
+}
+
 /// A stable 64-bit hash (FNV-1a) of a JSON value with its object keys sorted, so the same
 /// content hashes the same whatever order its keys came in, in any process.
 pub fn hash_json(v: &serde_json::Value) -> u64 {
-    fn feed(h: &mut u64, bytes: &[u8]) {
-        for b in bytes {
-            *h ^= u64::from(*b);
-            *h = h.wrapping_mul(0x0100_0000_01b3);
-        }
-    }
     fn walk(h: &mut u64, v: &serde_json::Value) {
         use serde_json::Value;
         match v {
@@ -80,7 +91,7 @@ pub fn hash_json(v: &serde_json::Value) -> u64 {
             other => feed(h, other.to_string().as_bytes()),
         }
     }
-    let mut h = 0xcbf2_9ce4_8422_2325;
+    let mut h = FNV_BASIS;
     walk(&mut h, v);
     // 0 means "not known".
     h.max(1)

@@ -22,14 +22,30 @@ fn example(name: &str) -> String {
     common::examples().join(name).display().to_string()
 }
 
+/// `kubectl apply` of a model and a device from `examples/`.
+fn apply_examples(cloud: &Kedge, model: &str, device: &str) {
+    cloud.ok(&["apply", "-f", &example(model), "-f", &example(device)]);
+}
+
 fn apply_virtual(cloud: &Kedge) {
-    cloud.ok(&[
-        "apply",
-        "-f",
-        &example("v1beta1/devicemodel-virtual.yaml"),
-        "-f",
-        &example("v1beta1/device-virtual.yaml"),
-    ]);
+    apply_examples(
+        cloud,
+        "v1beta1/devicemodel-virtual.yaml",
+        "v1beta1/device-virtual.yaml",
+    );
+}
+
+fn apply_seed(cloud: &Kedge) {
+    apply_examples(cloud, "devicemodel-counter.yaml", "device-counter.yaml");
+}
+
+/// Sets the virtual sensor's desired `level` through v1beta1, as a KubeEdge user would.
+fn set_level(cloud: &Kedge, value: &str) {
+    let patch = format!(
+        r#"[{{"op":"replace","path":"/spec/properties/1/desired/value","value":"{value}"}}]"#
+    );
+    let beta = "devices.v1beta1.devices.kubeedge.io";
+    cloud.ok(&["patch", beta, "virtual-sensor", "--type=json", "-p", &patch]);
 }
 
 /// `kubectl get <what> -o jsonpath=<path>`, or "" when it fails.
@@ -85,13 +101,7 @@ async fn a_mapper_gets_its_devices_its_reports_reach_device_status_and_desired_r
         spec:\n  deviceModelRef:\n    name: virtual-model\n  nodeName: kube-edge-1\n  protocol:\n    \
         protocolName: no-such-protocol\n";
     cloud.apply(lonely);
-    cloud.ok(&[
-        "apply",
-        "-f",
-        &example("devicemodel-counter.yaml"),
-        "-f",
-        &example("device-counter.yaml"),
-    ]);
+    apply_seed(&cloud);
     let edge_dir = tempfile::tempdir().expect("edge dir");
     let mut edge = EdgeProc::start(&cloud, edge_dir.path(), NODE, &cloud.token());
     let dmi = edge_dir.path().join("dmi.sock");
@@ -133,15 +143,7 @@ async fn a_mapper_gets_its_devices_its_reports_reach_device_status_and_desired_r
     })
     .await;
 
-    let patch = r#"[{"op":"replace","path":"/spec/properties/1/desired/value","value":"50"}]"#;
-    cloud.ok(&[
-        "patch",
-        "devices.v1beta1.devices.kubeedge.io",
-        "virtual-sensor",
-        "--type=json",
-        "-p",
-        patch,
-    ]);
+    set_level(&cloud, "50");
     wait_for(LONG, "UpdateDevice with the new desired value", || {
         updated_to(&m, "level", "50")
     })
@@ -250,15 +252,7 @@ async fn what_a_mapper_missed_reaches_it_across_mapper_edge_and_cloud_restarts()
 
     // The mapper dies; a desired change made meanwhile reaches it when it is back (retried).
     m.stop().await;
-    let patch = r#"[{"op":"replace","path":"/spec/properties/1/desired/value","value":"70"}]"#;
-    cloud.ok(&[
-        "patch",
-        "devices.v1beta1.devices.kubeedge.io",
-        "virtual-sensor",
-        "--type=json",
-        "-p",
-        patch,
-    ]);
+    set_level(&cloud, "70");
     let m = TestMapper::serve(&socket);
     wait_for(LONG, "the missed UpdateDevice, retried", || {
         updated_to(&m, "level", "70")
@@ -293,13 +287,7 @@ async fn what_a_mapper_missed_reaches_it_across_mapper_edge_and_cloud_restarts()
 fn a_device_reads_and_patches_in_either_version() {
     let dir = tempfile::tempdir().expect("dir");
     let cloud = Kedge::cloud(dir.path());
-    cloud.ok(&[
-        "apply",
-        "-f",
-        &example("devicemodel-counter.yaml"),
-        "-f",
-        &example("device-counter.yaml"),
-    ]);
+    apply_seed(&cloud);
     apply_virtual(&cloud);
     let beta = "devices.v1beta1.devices.kubeedge.io";
     // The seed's v1alpha2 device, as v1beta1.
@@ -463,15 +451,7 @@ fn the_demo_mapper_runs_as_its_own_process_and_follows_desired() {
     common::wait_until(LONG, "the level at its desired 10", || {
         (reported(&cloud, "level") == "10").then_some(())
     });
-    let patch = r#"[{"op":"replace","path":"/spec/properties/1/desired/value","value":"12"}]"#;
-    cloud.ok(&[
-        "patch",
-        "devices.v1beta1.devices.kubeedge.io",
-        "virtual-sensor",
-        "--type=json",
-        "-p",
-        patch,
-    ]);
+    set_level(&cloud, "12");
     common::wait_until(LONG, "the level to follow to 12", || {
         (reported(&cloud, "level") == "12").then_some(())
     });

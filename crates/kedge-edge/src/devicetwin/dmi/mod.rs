@@ -20,6 +20,8 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+// Maps encode in key order (BTreeMaps), so the same content gives the same bytes, and hash.
+use kedge_core::delivery::hash_bytes;
 use kedge_core::envelope::{Message, group, op};
 use kedge_proto::dmi;
 use prost::Message as _;
@@ -97,14 +99,6 @@ pub enum DmiError {
     Db(#[from] rusqlite::Error),
 }
 
-/// FNV-1a of an encoded message (maps encode in key order, so the same content gives the
-/// same bytes in every process).
-fn hash(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
-        (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
-    })
-}
-
 impl Dmi {
     pub fn open(
         node: &str,
@@ -147,11 +141,6 @@ impl Dmi {
             }
         }
         self.wake.notify_one();
-    }
-
-    /// The registered mapper of `protocol`.
-    pub fn mapper(&self, protocol: &str) -> Option<Mapper> {
-        self.mappers().get(protocol).cloned()
     }
 
     fn stored(&self, key: &str) -> Option<Value> {
@@ -265,7 +254,10 @@ impl Dmi {
         let model = convert::v1beta1("DeviceModel", &model)?;
         let (device, model) = (convert::device(d, &model)?, convert::model(&model));
         Ok(Entry {
-            hashes: (hash(&device.encode_to_vec()), hash(&model.encode_to_vec())),
+            hashes: (
+                hash_bytes(&device.encode_to_vec()),
+                hash_bytes(&model.encode_to_vec()),
+            ),
             device: Arc::new(device),
             model: Arc::new(model),
             protocol,
