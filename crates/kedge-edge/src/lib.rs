@@ -115,6 +115,7 @@ pub async fn start(cfg: EdgeConfig) -> Result<Edge, EdgeError> {
             let _ = dmi_stopped.await;
         },
     ));
+    tasks.spawn(devicetwin.clone().run());
     tasks.spawn(dmi.clone().run());
     let consumers = metamanager::Consumers {
         devicetwin: devicetwin.clone(),

@@ -31,6 +31,9 @@ pub enum TwinError {
     UnknownDevice(String),
     #[error("{0}")]
     TooLarge(String),
+    /// The edge could not store it (disk full, stopping): nothing was taken, try again.
+    #[error("not stored: {0}")]
+    NotStored(String),
 }
 
 impl TwinError {
@@ -40,6 +43,7 @@ impl TwinError {
             TwinError::BadRequest(_) => 400,
             TwinError::UnknownDevice(_) => 404,
             TwinError::TooLarge(_) => 413,
+            TwinError::NotStored(_) => 503,
         }
     }
 }

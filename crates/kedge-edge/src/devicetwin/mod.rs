@@ -7,8 +7,10 @@
 //! - from devices (`twin/update`, `state/update`): checked against the model, stored, answered on
 //!   `.../result`, and reported to the cloud through the outbox (one coalescing key per device,
 //!   each report carrying every reported value, so the latest report is all the cloud needs);
+//!   what arrives together is stored in one commit (`commit`);
 //! - `twin/get` and `membership/get` are answered from the store, with or without the cloud.
 
+mod commit;
 pub mod dmi;
 pub mod store;
 
@@ -19,7 +21,7 @@ use kedge_core::envelope::{Message, group, op};
 use kedge_core::resource::Kind;
 use kedge_core::twin::merge::{self, Changes};
 use kedge_core::twin::topic::{self, Inbound as Topic};
-use kedge_core::twin::{self as twin, TwinError, device};
+use kedge_core::twin::{self as twin, MsgTwin, TwinError, TwinUpdate, TwinValue, device};
 use serde_json::{Value, json};
 
 use crate::edgehub::outbox::Outbox;
@@ -45,8 +47,52 @@ fn out(topic: String, payload: Value) -> Out {
     }
 }
 
+/// A change to one device, from MQTT or a mapper; stored in groups (`commit`).
+enum Write {
+    /// `twin/update` (DMI `ReportDeviceStatus`): values to merge.
+    Twin { id: String, update: TwinUpdate },
+    /// `state/update` (DMI `ReportDeviceStates`): the device's new state, checked.
+    State { id: String, state: String },
+}
+
+impl Write {
+    fn id(&self) -> &str {
+        match self {
+            Write::Twin { id, .. } | Write::State { id, .. } => id,
+        }
+    }
+}
+
+/// What a write did: the twins' changes, or the device as `state/update/result` shows it.
+enum Outcome {
+    Twin(Changes),
+    State(Value),
+}
+
+/// A write merged, not yet stored: the device after it, and its report for the cloud.
+struct Staged {
+    record: DeviceRecord,
+    report: Option<(Message, String)>,
+    outcome: Outcome,
+}
+
+/// A stored write: its outcome, and the delta to publish when the delta changed.
+struct Applied {
+    outcome: Outcome,
+    delta: Option<Out>,
+}
+
+/// A write asked for by an MQTT message: where its answer goes.
+struct Asked {
+    at: usize,
+    id: String,
+    result_topic: String,
+    event_id: String,
+}
+
 pub struct DeviceTwin {
     node: String,
+    commit: commit::Queue,
     store: TwinStore,
     meta: Arc<MetaStore>,
     devices: Mutex<HashMap<String, DeviceRecord>>,
@@ -83,6 +129,7 @@ impl DeviceTwin {
             .collect();
         Ok(Arc::new(DeviceTwin {
             node: node.to_string(),
+            commit: commit::Queue::new(),
             store,
             meta,
             devices: Mutex::new(devices),
@@ -133,76 +180,167 @@ impl DeviceTwin {
         self.publish(outs).await;
     }
 
-    /// Handles one MQTT message, then acknowledges it (after storing what it carried).
-    pub async fn on_mqtt(&self, m: Inbound) {
-        let outs = match topic::parse(&m.topic) {
-            Some(Topic::TwinUpdate { id }) => self.twin_update(&id, &m.payload),
-            Some(Topic::TwinGet { id }) => self.twin_get(&id, &m.payload),
-            Some(Topic::StateUpdate { id }) => self.state_update(&id, &m.payload),
-            Some(Topic::MembershipGet { node }) if node == self.node => {
-                self.membership_get(&m.payload)
+    /// Handles a burst of MQTT messages in order: their twin and state updates are stored
+    /// together (one commit), a read sees every write before it; each message is acknowledged
+    /// once what it carried is stored, then its answers are published.
+    pub async fn on_mqtt(&self, burst: Vec<Inbound>) {
+        let mut outs: Vec<Vec<Out>> = Vec::with_capacity(burst.len());
+        let mut asked: Vec<(Asked, Write)> = Vec::new();
+        for (at, m) in burst.iter().enumerate() {
+            let event_id = twin::event_id_of(&m.payload);
+            let (id, result_topic, write) = match topic::parse(&m.topic) {
+                Some(Topic::TwinUpdate { id }) => {
+                    let write = twin::parse_update(&m.payload).map(|update| Write::Twin {
+                        id: id.clone(),
+                        update,
+                    });
+                    (id.clone(), topic::device(&id, "twin/update/result"), write)
+                }
+                Some(Topic::StateUpdate { id }) => {
+                    let write = parse_state(&m.payload).map(|state| Write::State {
+                        id: id.clone(),
+                        state,
+                    });
+                    (id.clone(), topic::device(&id, "state/update/result"), write)
+                }
+                read => {
+                    self.flush(&mut asked, &mut outs).await;
+                    outs.push(match read {
+                        Some(Topic::TwinGet { id }) => self.twin_get(&id, &m.payload),
+                        Some(Topic::MembershipGet { node }) if node == self.node => {
+                            self.membership_get(&m.payload)
+                        }
+                        _ => Vec::new(),
+                    });
+                    continue;
+                }
+            };
+            match write {
+                Ok(w) => {
+                    outs.push(Vec::new());
+                    let a = Asked {
+                        at,
+                        id,
+                        result_topic,
+                        event_id,
+                    };
+                    asked.push((a, w));
+                }
+                Err(e) => {
+                    tracing::info!(device = %id, error = %e, "device update refused");
+                    outs.push(vec![out(
+                        result_topic,
+                        merge::error_result(&event_id, &e, now()),
+                    )]);
+                }
             }
-            _ => Vec::new(),
-        };
-        self.bus.ack(&m).await;
-        self.publish(outs).await;
+        }
+        self.flush(&mut asked, &mut outs).await;
+        for (m, o) in burst.iter().zip(outs) {
+            self.bus.ack(m).await;
+            self.publish(o).await;
+        }
     }
 
-    fn twin_update(&self, id: &str, payload: &[u8]) -> Vec<Out> {
-        let result_topic = topic::device(id, "twin/update/result");
-        let event_id = twin::event_id_of(payload);
-        match self.apply_update(id, payload) {
-            Ok((changes, delta)) => {
-                let now = now();
-                let mut outs = vec![out(
-                    result_topic,
-                    merge::update_result(&event_id, &changes, now),
-                )];
-                if !changes.is_empty() {
-                    outs.push(out(
-                        topic::device(id, "twin/update/document"),
-                        merge::document(&changes, now),
-                    ));
+    /// Stores the writes asked so far and puts their answers in their places in `outs`.
+    async fn flush(&self, asked: &mut Vec<(Asked, Write)>, outs: &mut [Vec<Out>]) {
+        if asked.is_empty() {
+            return;
+        }
+        let (asked, writes): (Vec<Asked>, Vec<Write>) = std::mem::take(asked).into_iter().unzip();
+        for (a, done) in asked.into_iter().zip(self.commit.write(writes).await) {
+            let now = now();
+            outs[a.at] = match done {
+                Ok(Applied {
+                    outcome: Outcome::Twin(changes),
+                    delta,
+                }) => {
+                    let result = merge::update_result(&a.event_id, &changes, now);
+                    let mut o = vec![out(a.result_topic, result)];
+                    o.extend(twin_outs(&a.id, &changes, delta));
+                    o
                 }
-                outs.extend(delta);
-                outs
+                Ok(Applied {
+                    outcome: Outcome::State(device),
+                    ..
+                }) => {
+                    let result =
+                        json!({"event_id": a.event_id, "timestamp": now, "device": device});
+                    vec![out(a.result_topic, result)]
+                }
+                Err(e) => {
+                    tracing::info!(device = %a.id, error = %e, "device update refused");
+                    vec![out(
+                        a.result_topic,
+                        merge::error_result(&a.event_id, &e, now),
+                    )]
+                }
+            };
+        }
+    }
+
+    /// Merges `writes` in order (a device written twice gets both) and stores the devices with
+    /// their reports for the cloud in one transaction; nothing changes in memory unless it
+    /// committed.
+    fn apply_many(&self, writes: Vec<Write>) -> Vec<Result<Applied, TwinError>> {
+        let mut devices = self.devices();
+        let mut latest: HashMap<String, DeviceRecord> = HashMap::new();
+        let mut staged: Vec<Result<Staged, TwinError>> = writes
+            .iter()
+            .map(|w| {
+                let current = latest.get(w.id()).or_else(|| devices.get(w.id()));
+                let s = stage(current, w)?;
+                latest.insert(w.id().to_string(), s.record.clone());
+                Ok(s)
+            })
+            .collect();
+        let reports = staged
+            .iter_mut()
+            .flatten()
+            .filter_map(|s| s.report.take())
+            .collect();
+        let stored = self.outbox.push_keyed_with(reports, |db| {
+            // Against what is stored: only what changed is written.
+            latest
+                .iter()
+                .try_for_each(|(id, d)| store::save_in(db, d, devices.get(id)))
+        });
+        match stored {
+            Ok(refused) => {
+                for e in refused {
+                    tracing::warn!(error = %e, "device report not queued for the cloud");
+                }
             }
             Err(e) => {
-                tracing::info!(device = id, error = %e, "twin update refused");
-                vec![out(result_topic, merge::error_result(&event_id, &e, now()))]
+                tracing::error!(error = %e, writes = writes.len(), "device updates not stored");
+                let why = e.to_string();
+                return staged
+                    .into_iter()
+                    .map(|s| s.and(Err(TwinError::NotStored(why.clone()))))
+                    .collect();
             }
         }
+        devices.extend(latest);
+        staged
+            .into_iter()
+            .map(|s| {
+                let s = s?;
+                let delta = match s.outcome {
+                    Outcome::Twin(_) => self.changed_delta(&s.record),
+                    Outcome::State(_) => None,
+                };
+                Ok(Applied {
+                    outcome: s.outcome,
+                    delta,
+                })
+            })
+            .collect()
     }
 
-    /// Stores a device's update and queues its report; returns what changed and the delta.
-    fn apply_update(&self, id: &str, payload: &[u8]) -> Result<(Changes, Option<Out>), TwinError> {
-        let mut devices = self.devices();
-        let d = devices
-            .get_mut(id)
-            .ok_or_else(|| TwinError::UnknownDevice(id.to_string()))?;
-        let update = twin::parse_update(payload)?;
-        let (twins, changes) = merge::device_update(&d.twins, &update, &d.types, now())?;
-        let mut next = d.clone();
-        next.twins = twins;
-        self.store
-            .save(&next)
-            .map_err(|e| TwinError::BadRequest(format!("not stored: {e}")))?;
-        *d = next;
-        if changes.values().any(|(old, new)| {
-            old.as_ref().map(|t| t.actual_value()) != new.as_ref().map(|t| t.actual_value())
-        }) {
-            self.report(d, "twin/edge_updated", merge::edge_report(&d.twins, now()));
-        }
-        Ok((changes, self.changed_delta(d)))
-    }
-
-    /// Queues a report for the cloud; a newer one of the same kind replaces it while unsent.
-    fn report(&self, d: &DeviceRecord, what: &str, content: Value) {
-        let resource = format!("device/{}/{what}", d.id);
-        let m = Message::new("twin", group::RESOURCE, op::UPDATE, &resource, content);
-        if let Err(e) = self.outbox.push(m, Some(&format!("{what}/{}", d.id))) {
-            tracing::warn!(device = %d.id, error = %e, "device report not queued");
-        }
+    async fn write(&self, w: Write) -> Result<Applied, TwinError> {
+        let mut done = self.commit.write(vec![w]).await;
+        done.pop()
+            .unwrap_or_else(|| Err(TwinError::NotStored("no answer".into())))
     }
 
     /// A mapper's report (DMI `ReportDeviceStatus`): the reported values, handled as the same
@@ -211,30 +349,50 @@ impl DeviceTwin {
     pub async fn report_from_mapper(
         &self,
         id: &str,
-        reported: &[(String, String)],
+        reported: Vec<(String, String)>,
     ) -> Result<(), TwinError> {
-        let twin: serde_json::Map<String, Value> = reported
-            .iter()
-            .map(|(p, v)| (p.clone(), json!({"actual": {"value": v}})))
+        let twin = reported
+            .into_iter()
+            .map(|(property, value)| {
+                let actual = TwinValue {
+                    value: Some(value),
+                    metadata: None,
+                };
+                let t = MsgTwin {
+                    actual: Some(actual),
+                    ..MsgTwin::default()
+                };
+                (property, Some(t))
+            })
             .collect();
-        let payload = json!({"event_id": "", "timestamp": now(), "twin": twin});
-        let (changes, delta) = self.apply_update(id, payload.to_string().as_bytes())?;
-        let mut outs = Vec::new();
-        if !changes.is_empty() {
-            outs.push(out(
-                topic::device(id, "twin/update/document"),
-                merge::document(&changes, now()),
-            ));
+        let update = TwinUpdate {
+            event_id: String::new(),
+            timestamp: now(),
+            twin,
+        };
+        let done = self.write(Write::Twin {
+            id: id.to_string(),
+            update,
+        });
+        if let Applied {
+            outcome: Outcome::Twin(changes),
+            delta,
+        } = done.await?
+        {
+            self.publish(twin_outs(id, &changes, delta)).await;
         }
-        outs.extend(delta);
-        self.publish(outs).await;
         Ok(())
     }
 
     /// A mapper's state report (DMI `ReportDeviceStates`), handled as `state/update`.
-    pub fn state_from_mapper(&self, id: &str, state: &str) -> Result<(), TwinError> {
-        self.apply_state(id, json!({"state": state}).to_string().as_bytes())
-            .map(|_| ())
+    pub async fn state_from_mapper(&self, id: &str, state: &str) -> Result<(), TwinError> {
+        let state = state_of(state)?;
+        self.write(Write::State {
+            id: id.to_string(),
+            state,
+        })
+        .await
+        .map(drop)
     }
 
     fn twin_get(&self, id: &str, payload: &[u8]) -> Vec<Out> {
@@ -244,46 +402,6 @@ impl DeviceTwin {
             None => merge::error_result(&event_id, &TwinError::UnknownDevice(id.into()), now()),
         };
         vec![out(topic::device(id, "twin/get/result"), result)]
-    }
-
-    fn state_update(&self, id: &str, payload: &[u8]) -> Vec<Out> {
-        let result_topic = topic::device(id, "state/update/result");
-        let event_id = twin::event_id_of(payload);
-        match self.apply_state(id, payload) {
-            Ok(device) => vec![out(
-                result_topic,
-                json!({"event_id": event_id, "timestamp": now(), "device": device}),
-            )],
-            Err(e) => vec![out(result_topic, merge::error_result(&event_id, &e, now()))],
-        }
-    }
-
-    fn apply_state(&self, id: &str, payload: &[u8]) -> Result<Value, TwinError> {
-        let v: Value = serde_json::from_slice(payload)
-            .map_err(|e| TwinError::BadRequest(format!("the payload is not JSON: {e}")))?;
-        let state = v
-            .get("state")
-            .and_then(Value::as_str)
-            .map(str::to_lowercase)
-            .filter(|s| STATES.contains(&s.as_str()))
-            .ok_or_else(|| TwinError::BadRequest(format!("state must be one of {STATES:?}")))?;
-        let mut devices = self.devices();
-        let d = devices
-            .get_mut(id)
-            .ok_or_else(|| TwinError::UnknownDevice(id.to_string()))?;
-        let mut next = d.clone();
-        next.state = state;
-        if next.state == "online" {
-            next.last_online = kedge_core::clock::rfc3339();
-        }
-        self.store
-            .save(&next)
-            .map_err(|e| TwinError::BadRequest(format!("not stored: {e}")))?;
-        *d = next;
-        let device = json!({"name": d.name, "state": d.state, "lastOnlineTime": d.last_online});
-        let content = json!({"event_id": uuid::Uuid::new_v4().to_string(), "timestamp": now(), "device": device});
-        self.report(d, "state/update", content);
-        Ok(device)
     }
 
     fn membership_get(&self, payload: &[u8]) -> Vec<Out> {
@@ -414,6 +532,89 @@ impl DeviceTwin {
     }
 }
 
+/// The document (when something changed) and the delta of a stored twin update.
+fn twin_outs(id: &str, changes: &Changes, delta: Option<Out>) -> Vec<Out> {
+    let mut outs = Vec::new();
+    if !changes.is_empty() {
+        outs.push(out(
+            topic::device(id, "twin/update/document"),
+            merge::document(changes, now()),
+        ));
+    }
+    outs.extend(delta);
+    outs
+}
+
+/// A state a device may report, lower-cased.
+fn state_of(state: &str) -> Result<String, TwinError> {
+    let state = state.to_lowercase();
+    if STATES.contains(&state.as_str()) {
+        Ok(state)
+    } else {
+        Err(TwinError::BadRequest(format!(
+            "state must be one of {STATES:?}"
+        )))
+    }
+}
+
+/// The state of a `state/update` payload.
+fn parse_state(payload: &[u8]) -> Result<String, TwinError> {
+    let v: Value = serde_json::from_slice(payload)
+        .map_err(|e| TwinError::BadRequest(format!("the payload is not JSON: {e}")))?;
+    state_of(v.get("state").and_then(Value::as_str).unwrap_or_default())
+}
+
+/// A report for the cloud and its coalescing key (a newer one of the same kind replaces it
+/// while unsent).
+fn report(d: &DeviceRecord, what: &str, content: Value) -> (Message, String) {
+    let resource = format!("device/{}/{what}", d.id);
+    let m = Message::new("twin", group::RESOURCE, op::UPDATE, &resource, content);
+    (m, format!("{what}/{}", d.id))
+}
+
+/// `w` merged into `current` (the device as stored, or as an earlier write of the same group
+/// left it): checked against the model, not yet stored.
+fn stage(current: Option<&DeviceRecord>, w: &Write) -> Result<Staged, TwinError> {
+    let d = current.ok_or_else(|| TwinError::UnknownDevice(w.id().to_string()))?;
+    let mut next = d.clone();
+    match w {
+        Write::Twin { update, .. } => {
+            let (twins, changes) = merge::device_update(&d.twins, update, &d.types, now())?;
+            next.twins = twins;
+            let moved = changes.values().any(|(old, new)| {
+                old.as_ref().map(|t| t.actual_value()) != new.as_ref().map(|t| t.actual_value())
+            });
+            let report = moved.then(|| {
+                report(
+                    &next,
+                    "twin/edge_updated",
+                    merge::edge_report(&next.twins, now()),
+                )
+            });
+            Ok(Staged {
+                record: next,
+                report,
+                outcome: Outcome::Twin(changes),
+            })
+        }
+        Write::State { state, .. } => {
+            next.state = state.clone();
+            if next.state == "online" {
+                next.last_online = kedge_core::clock::rfc3339();
+            }
+            let device =
+                json!({"name": next.name, "state": next.state, "lastOnlineTime": next.last_online});
+            let content = json!({"event_id": uuid::Uuid::new_v4().to_string(), "timestamp": now(),
+                "device": device});
+            Ok(Staged {
+                report: Some(report(&next, "state/update", content)),
+                record: next,
+                outcome: Outcome::State(device),
+            })
+        }
+    }
+}
+
 /// A device as membership messages list it.
 fn member(d: &DeviceRecord) -> Value {
     let twin: serde_json::Map<String, Value> = d
@@ -447,3 +648,6 @@ fn delta_out(
         retain: true,
     })
 }
+
+#[cfg(test)]
+mod tests;

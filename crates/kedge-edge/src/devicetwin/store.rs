@@ -85,43 +85,7 @@ impl TwinStore {
     pub fn save(&self, d: &DeviceRecord) -> Result<(), StoreError> {
         let mut db = self.db();
         let tx = db.transaction()?;
-        // Cached statements: this runs for every report, and parsing SQL each time costs more
-        // than the write.
-        tx.prepare_cached(
-            "INSERT OR REPLACE INTO device (id, name, description, state, last_online, model, model_types, rv)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-        )?
-        .execute(params![d.id, d.name, d.description, d.state, d.last_online, d.model, json(&d.types), d.rv],
-        )?;
-        tx.prepare_cached("DELETE FROM device_twin WHERE deviceid = ?1")?
-            .execute([&d.id])?;
-        for (name, t) in &d.twins {
-            let meta = |v: &Option<TwinValue>| {
-                json(
-                    &v.as_ref()
-                        .and_then(|v| v.metadata.clone())
-                        .unwrap_or_default(),
-                )
-            };
-            tx.prepare_cached(
-                "INSERT INTO device_twin (deviceid, twin_name, expected, actual, expected_meta, actual_meta,
-                   expected_version, actual_version, optional, attr_type)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-            )?
-            .execute(params![
-                    d.id,
-                    name,
-                    t.expected_value(),
-                    t.actual_value(),
-                    meta(&t.expected),
-                    meta(&t.actual),
-                    json(&t.expected_version),
-                    json(&t.actual_version),
-                    t.optional,
-                    t.kind
-                ],
-            )?;
-        }
+        save_in(&tx, d, None)?;
         tx.commit()?;
         Ok(())
     }
@@ -186,6 +150,95 @@ impl TwinStore {
     }
 }
 
+/// Writes a device and its twins inside the caller's transaction on `db` (the edge's shared
+/// connection: DeviceTwin commits a burst of reports with their outbox messages). Given the
+/// device as stored (`before`), only what differs is written: a report changes one twin row in
+/// place, where rewriting every row moved them all and their index (measured: most of a
+/// report's pages).
+pub fn save_in(
+    db: &Connection,
+    d: &DeviceRecord,
+    before: Option<&DeviceRecord>,
+) -> Result<(), rusqlite::Error> {
+    let same_device = before.is_some_and(|b| {
+        (
+            &b.name,
+            &b.description,
+            &b.state,
+            &b.last_online,
+            &b.model,
+            &b.types,
+            b.rv,
+        ) == (
+            &d.name,
+            &d.description,
+            &d.state,
+            &d.last_online,
+            &d.model,
+            &d.types,
+            d.rv,
+        )
+    });
+    if !same_device {
+        // Cached statements: this runs for every report, and parsing SQL each time costs
+        // more than the write.
+        db.prepare_cached(
+            "INSERT OR REPLACE INTO device (id, name, description, state, last_online, model, model_types, rv)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        )?
+        .execute(params![d.id, d.name, d.description, d.state, d.last_online, d.model, json(&d.types), d.rv])?;
+    }
+    match before {
+        None => {
+            db.prepare_cached("DELETE FROM device_twin WHERE deviceid = ?1")?
+                .execute([&d.id])?;
+        }
+        Some(b) => {
+            let mut delete = db
+                .prepare_cached("DELETE FROM device_twin WHERE deviceid = ?1 AND twin_name = ?2")?;
+            for name in b.twins.keys().filter(|n| !d.twins.contains_key(*n)) {
+                delete.execute(params![d.id, name])?;
+            }
+        }
+    }
+    let mut upsert = db.prepare_cached(
+        "INSERT INTO device_twin (deviceid, twin_name, expected, actual, expected_meta, actual_meta,
+           expected_version, actual_version, optional, attr_type)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
+         ON CONFLICT (deviceid, twin_name) DO UPDATE SET expected = excluded.expected,
+           actual = excluded.actual, expected_meta = excluded.expected_meta,
+           actual_meta = excluded.actual_meta, expected_version = excluded.expected_version,
+           actual_version = excluded.actual_version, optional = excluded.optional,
+           attr_type = excluded.attr_type",
+    )?;
+    let meta = |v: &Option<TwinValue>| {
+        json(
+            &v.as_ref()
+                .and_then(|v| v.metadata.clone())
+                .unwrap_or_default(),
+        )
+    };
+    let before_twins = before.map(|b| &b.twins);
+    for (name, t) in &d.twins {
+        if before_twins.and_then(|b| b.get(name)) == Some(t) {
+            continue;
+        }
+        upsert.execute(params![
+            d.id,
+            name,
+            t.expected_value(),
+            t.actual_value(),
+            meta(&t.expected),
+            meta(&t.actual),
+            json(&t.expected_version),
+            json(&t.actual_version),
+            t.optional,
+            t.kind
+        ])?;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -225,6 +278,29 @@ mod tests {
             s.delete("default/gone").expect("delete");
         }
         let s = TwinStore::open(&path).expect("reopen");
-        assert_eq!(s.load().expect("load"), [d]);
+        assert_eq!(s.load().expect("load"), [d.clone()]);
+
+        // Against the stored device: a changed twin, a new one and one gone, the state changed.
+        let mut next = d.clone();
+        next.state = "online".into();
+        next.twins.get_mut("status").expect("status").actual = Some(TwinValue {
+            value: Some("OFF".into()),
+            metadata: Some(ValueMetadata { timestamp: 9 }),
+        });
+        next.twins.insert("other".into(), Twin::default());
+        {
+            let mut db = s.db();
+            let tx = db.transaction().expect("tx");
+            save_in(&tx, &next, Some(&d)).expect("save");
+            tx.commit().expect("commit");
+        }
+        assert_eq!(s.load().expect("load"), [next.clone()]);
+        let mut last = next.clone();
+        last.twins.remove("status");
+        {
+            let db = s.db();
+            save_in(&db, &last, Some(&next)).expect("save");
+        }
+        assert_eq!(s.load().expect("load"), [last]);
     }
 }

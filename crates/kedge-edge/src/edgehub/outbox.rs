@@ -4,12 +4,13 @@
 //! a key (status-like) coalesce to the latest; others are kept one by one. Bounded by bytes, with
 //! a clear error when full. Sending, resending and acks use `kedge_core::delivery::NodeQueue`.
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Mutex;
 
 use kedge_core::delivery::{Limits, NodeQueue, Outgoing};
 use kedge_core::envelope::Message;
-use rusqlite::{OptionalExtension, params};
+use rusqlite::params;
 use tokio::sync::Notify;
 
 /// Runs `f` in one SQLite transaction (rolled back if it fails).
@@ -51,11 +52,6 @@ fn disk_room(db: &rusqlite::Connection) -> Option<u64> {
     Some(fs.f_bavail * fs.f_frsize + free_pages.unsigned_abs())
 }
 
-/// Whether `bytes` more fit on the disk with [`DISK_RESERVE`] left over (yes when unknown).
-fn disk_fits(db: &rusqlite::Connection, bytes: u64) -> bool {
-    disk_room(db).is_none_or(|room| room >= DISK_RESERVE + bytes)
-}
-
 #[derive(Debug, thiserror::Error)]
 pub enum OutboxError {
     #[error("the outbox is full ({max} bytes of messages waiting for the cloud); message dropped")]
@@ -84,8 +80,46 @@ struct State {
     queue: NodeQueue,
     seq: u64,
     bytes: u64,
+    /// Each stored message's sequence and size by key, so neither a push nor an ack asks the
+    /// database for them.
+    stored: HashMap<String, (u64, u64)>,
     /// Keys of messages kept in memory only (`push_volatile`).
     volatile: std::collections::HashSet<String>,
+    room: Room,
+}
+
+/// Room on the disk, as last measured, and what was written since.
+#[derive(Default)]
+struct Room {
+    measured: Option<(u64, u64)>,
+    written: u64,
+}
+
+/// How long a measure of the disk's room is trusted, and while more than how much is left.
+const ROOM_FOR_MS: u64 = 1_000;
+const ROOM_MARGIN: u64 = 64 << 20;
+
+impl Room {
+    /// Bytes the outbox may still write (above [`DISK_RESERVE`]): measured again once a
+    /// second, or at every write once less than [`ROOM_MARGIN`] is left (a `statvfs` and two
+    /// queries were a tenth of a report's cost).
+    fn left(&mut self, db: &rusqlite::Connection, now_ms: u64) -> u64 {
+        let estimate = match self.measured {
+            Some((at, room)) if now_ms.saturating_sub(at) < ROOM_FOR_MS => {
+                Some(room.saturating_sub(self.written))
+            }
+            _ => None,
+        };
+        match estimate {
+            Some(left) if left > ROOM_MARGIN => left,
+            _ => {
+                let room = disk_room(db).map_or(u64::MAX, |r| r.saturating_sub(DISK_RESERVE));
+                self.measured = Some((now_ms, room));
+                self.written = 0;
+                room
+            }
+        }
+    }
 }
 
 pub struct Outbox {
@@ -121,7 +155,9 @@ impl Outbox {
             queue: NodeQueue::new(limits(), Default::default()),
             seq: 0,
             bytes: 0,
+            stored: HashMap::new(),
             volatile: Default::default(),
+            room: Room::default(),
         };
         {
             let mut stmt = db.prepare("SELECT key, seq, msg FROM outbox ORDER BY seq")?;
@@ -136,6 +172,7 @@ impl Outbox {
                 let (key, seq, text) = row?;
                 state.seq = state.seq.max(seq);
                 state.bytes += text.len() as u64;
+                state.stored.insert(key.clone(), (seq, text.len() as u64));
                 match Message::decode(text.as_bytes(), usize::MAX) {
                     Ok(msg) => {
                         state.queue.offer(entry(key, seq, msg));
@@ -163,29 +200,76 @@ impl Outbox {
     /// Stores `msg` until the cloud acks it; a later message with the same `key` replaces it.
     pub fn push(&self, msg: Message, key: Option<&str>) -> Result<(), OutboxError> {
         let key = key.map_or_else(|| msg.header.id.clone(), String::from);
-        let text = msg.encode();
+        let mut refused = self.push_keyed_with(vec![(msg, key)], |_| Ok(()))?;
+        refused.pop().map_or(Ok(()), Err)
+    }
+
+    /// Stores keyed messages (each replacing the last of its key) together with the caller's
+    /// own writes (`also`, on the same connection), in one transaction: a burst of twin reports
+    /// costs one commit, and what a report changed is on disk exactly when its message is. A
+    /// message that does not fit (the outbox's bound, the disk) is left out and its refusal
+    /// returned; `also` is stored all the same. `Err`: nothing was stored.
+    pub fn push_keyed_with(
+        &self,
+        msgs: Vec<(Message, String)>,
+        mut also: impl FnMut(&rusqlite::Connection) -> rusqlite::Result<()>,
+    ) -> Result<Vec<OutboxError>, OutboxError> {
+        // Of several messages with one key, the last is all the cloud needs.
+        let mut last: std::collections::HashMap<String, Message> = Default::default();
+        let mut order = Vec::new();
+        for (msg, key) in msgs {
+            if last.insert(key.clone(), msg).is_none() {
+                order.push(key);
+            }
+        }
         let db = crate::db::lock(&self.db);
-        let old: Option<i64> = db
-            .prepare_cached("SELECT length(msg) FROM outbox WHERE key = ?1")?
-            .query_row([&key], |r| r.get(0))
-            .optional()?;
         let mut st = self.state();
-        let bytes = st.bytes - old.unwrap_or(0) as u64 + text.len() as u64;
-        if bytes > self.max_bytes {
-            return Err(self.refuse());
+        let (mut seq, mut bytes) = (st.seq, st.bytes);
+        let room = st.room.left(&db, kedge_core::clock::monotonic_ms());
+        let (mut rows, mut refused, mut written) = (Vec::new(), Vec::new(), 0u64);
+        for key in order {
+            let Some(msg) = last.remove(&key) else {
+                continue;
+            };
+            let text = msg.encode();
+            let old = st.stored.get(&key).map_or(0, |(_, len)| *len);
+            let next = bytes - old + text.len() as u64;
+            if next > self.max_bytes {
+                refused.push(self.refuse());
+                continue;
+            }
+            if written + text.len() as u64 > room {
+                refused.push(OutboxError::DiskFull);
+                continue;
+            }
+            seq += 1;
+            bytes = next;
+            written += text.len() as u64;
+            rows.push((key, seq, text, msg));
         }
-        if !disk_fits(&db, text.len() as u64) {
-            return Err(OutboxError::DiskFull);
+        in_transaction(&db, || {
+            also(&db)?;
+            let mut insert = db.prepare_cached(
+                "INSERT OR REPLACE INTO outbox (key, seq, msg) VALUES (?1, ?2, ?3)",
+            )?;
+            for (key, seq, text, _) in &rows {
+                insert.execute(params![key, *seq as i64, text])?;
+            }
+            Ok(())
+        })?;
+        // Only what is committed is offered for sending.
+        (st.seq, st.bytes) = (seq, bytes);
+        st.room.written += written;
+        let queued = !rows.is_empty();
+        for (key, seq, text, msg) in rows {
+            st.stored.insert(key.clone(), (seq, text.len() as u64));
+            st.queue.offer(entry(key, seq, msg));
         }
-        let seq = st.seq + 1;
-        db.prepare_cached("INSERT OR REPLACE INTO outbox (key, seq, msg) VALUES (?1, ?2, ?3)")?
-            .execute(params![key, seq as i64, text])?;
-        st.seq = seq;
-        st.bytes = bytes;
-        st.queue.offer(entry(key, seq, msg));
         drop(st);
-        self.wake.notify_one();
-        Ok(())
+        if queued {
+            self.wake.notify_one();
+        }
+        Ok(refused)
     }
 
     /// Queues `msg` under `key` in memory only, replacing the last one of that key: for a
@@ -223,7 +307,7 @@ impl Outbox {
         let db = crate::db::lock(&self.db);
         let mut st = self.state();
         let (mut seq, mut bytes) = (st.seq, st.bytes);
-        let room = disk_room(&db).map_or(u64::MAX, |r| r.saturating_sub(DISK_RESERVE));
+        let room = st.room.left(&db, kedge_core::clock::monotonic_ms());
         let mut rows = Vec::with_capacity(msgs.len());
         for msg in msgs {
             let text = msg.encode();
@@ -247,9 +331,12 @@ impl Outbox {
             Ok(())
         })?;
         // Only what is committed is offered for sending.
+        st.room.written += bytes - st.bytes;
         (st.seq, st.bytes) = (seq, bytes);
         let stored = rows.len();
-        for (msg, seq, _) in rows {
+        for (msg, seq, text) in rows {
+            st.stored
+                .insert(msg.header.id.clone(), (seq, text.len() as u64));
             st.queue.offer(entry(msg.header.id.clone(), seq, msg));
         }
         drop(st);
@@ -290,25 +377,22 @@ impl Outbox {
             return Ok(());
         }
         let db = crate::db::lock(&self.db);
-        let mut freed = 0u64;
         in_transaction(&db, || {
-            let mut len =
-                db.prepare_cached("SELECT length(msg) FROM outbox WHERE key = ?1 AND seq <= ?2")?;
             let mut delete =
                 db.prepare_cached("DELETE FROM outbox WHERE key = ?1 AND seq <= ?2")?;
             for a in &acked {
-                let n: Option<i64> = len
-                    .query_row(params![a.uid, a.rv as i64], |r| r.get(0))
-                    .optional()?;
                 delete.execute(params![a.uid, a.rv as i64])?;
-                freed += n.unwrap_or(0) as u64;
             }
             Ok(())
         })?;
         let mut st = self.state();
-        st.bytes -= freed;
         for a in &acked {
             st.queue.forget(&a.uid);
+            // Gone from the database unless a newer message of its key replaced it meanwhile.
+            let gone = st.stored.get(&a.uid).is_some_and(|(seq, _)| *seq <= a.rv);
+            if gone && let Some((_, len)) = st.stored.remove(&a.uid) {
+                st.bytes -= len;
+            }
         }
         // A place in the window opened: send what waits now, not at the pump's next tick
         // (that capped eventbus→rest at 64 messages per 200 ms).
@@ -441,6 +525,95 @@ mod tests {
             (4..10).map(|i| json!(i)).collect::<Vec<_>>(),
             "in order"
         );
+    }
+
+    #[test]
+    fn the_disk_is_measured_again_after_a_second_or_when_little_is_left() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let o = Outbox::open(&dir.path().join("edge.db"), DEFAULT_MAX_BYTES).expect("open");
+        let db = crate::db::lock(&o.db);
+        let fake = 1 << 50;
+        let mut room = Room {
+            measured: Some((1_000, fake)),
+            written: 10,
+        };
+        assert_eq!(
+            room.left(&db, 1_500),
+            fake - 10,
+            "trusted within the second"
+        );
+        let measured = room.left(&db, 2_000);
+        assert_ne!(measured, fake, "measured again after it");
+        assert_eq!(room.written, 0);
+        let mut low = Room {
+            measured: Some((1_000, ROOM_MARGIN + 5)),
+            written: 10,
+        };
+        assert_ne!(
+            low.left(&db, 1_001),
+            ROOM_MARGIN - 5,
+            "measured at every write when low"
+        );
+    }
+
+    fn count(o: &Outbox, table: &str) -> i64 {
+        let db = crate::db::lock(&o.db);
+        db.query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get(0))
+            .expect("count")
+    }
+
+    #[test]
+    fn keyed_messages_commit_with_the_callers_writes_or_not_at_all() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let o = Outbox::open(&dir.path().join("edge.db"), DEFAULT_MAX_BYTES).expect("open");
+        crate::db::lock(&o.db)
+            .execute_batch("CREATE TABLE mine (v INTEGER NOT NULL)")
+            .expect("table");
+        let msgs = |keys: &[&str]| {
+            keys.iter()
+                .enumerate()
+                .map(|(i, k)| (status(i as u64), k.to_string()))
+                .collect::<Vec<_>>()
+        };
+        let write =
+            |db: &rusqlite::Connection| db.execute("INSERT INTO mine VALUES (1)", []).map(drop);
+        let refused = o
+            .push_keyed_with(msgs(&["a", "b", "a"]), write)
+            .expect("stored");
+        assert!(refused.is_empty());
+        assert_eq!((count(&o, "mine"), count(&o, "outbox")), (1, 2));
+        let sent = o.poll(0);
+        assert_eq!(sent.len(), 2, "of one key, the last only");
+        assert!(sent.iter().any(|m| m.content == json!({"i": 2})));
+
+        // The caller's write fails: its messages are not stored or queued either.
+        let fail =
+            |db: &rusqlite::Connection| db.execute("INSERT INTO mine VALUES (NULL)", []).map(drop);
+        assert!(o.push_keyed_with(msgs(&["c"]), fail).is_err());
+        assert_eq!((count(&o, "mine"), count(&o, "outbox")), (1, 2));
+        assert!(o.poll(0).is_empty(), "nothing new to send");
+    }
+
+    #[test]
+    fn a_message_that_does_not_fit_is_refused_and_the_callers_writes_still_stored() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let o = Outbox::open(&dir.path().join("edge.db"), 300).expect("open");
+        crate::db::lock(&o.db)
+            .execute_batch("CREATE TABLE mine (v INTEGER NOT NULL)")
+            .expect("table");
+        let msgs = (0..10).map(|i| (status(i), format!("k{i}"))).collect();
+        let write =
+            |db: &rusqlite::Connection| db.execute("INSERT INTO mine VALUES (1)", []).map(drop);
+        let refused = o.push_keyed_with(msgs, write).expect("stored");
+        assert!(!refused.is_empty());
+        assert!(
+            refused
+                .iter()
+                .all(|e| matches!(e, OutboxError::Full { max: 300 }))
+        );
+        assert_eq!(count(&o, "mine"), 1);
+        assert_eq!(count(&o, "outbox") as usize, 10 - refused.len());
+        assert!(o.bytes() <= 300);
     }
 
     #[tokio::test]

@@ -31,21 +31,15 @@ pub async fn run(
                 while burst.len() < BURST && let Ok(m) = inbound.try_recv() {
                     burst.push(m);
                 }
-                let mut uploads = Vec::new();
+                // In order, a run of one kind at a time: uploads, then twin messages, ...
+                let mut run = Vec::new();
                 for m in burst {
-                    if bus.is_rule_topic(&m.topic) {
-                        uploads.push(m);
-                        continue;
+                    if !run.is_empty() && is_upload(&bus, &run[0]) != is_upload(&bus, &m) {
+                        take(&bus, &dt, &outbox, std::mem::take(&mut run)).await;
                     }
-                    // Keep the order: uploads before this twin message go first.
-                    if !uploads.is_empty() {
-                        upload(&outbox, &bus, std::mem::take(&mut uploads)).await;
-                    }
-                    dt.on_mqtt(m).await;
+                    run.push(m);
                 }
-                if !uploads.is_empty() {
-                    upload(&outbox, &bus, uploads).await;
-                }
+                take(&bus, &dt, &outbox, run).await;
             },
             changed = connected.changed() => {
                 if changed.is_err() {
@@ -56,6 +50,19 @@ pub async fn run(
                 }
             }
         }
+    }
+}
+
+fn is_upload(bus: &EventBus, m: &Inbound) -> bool {
+    bus.is_rule_topic(&m.topic)
+}
+
+/// A run of messages of one kind: uploads for the cloud, or DeviceTwin's (one commit each way).
+async fn take(bus: &EventBus, dt: &DeviceTwin, outbox: &Outbox, run: Vec<Inbound>) {
+    match run.first() {
+        None => {}
+        Some(m) if is_upload(bus, m) => upload(outbox, bus, run).await,
+        Some(_) => dt.on_mqtt(run).await,
     }
 }
 

@@ -65,6 +65,7 @@ fn twin_status(e: TwinError) -> Status {
         )),
         TwinError::BadRequest(why) => Status::invalid_argument(why),
         TwinError::TooLarge(why) => Status::invalid_argument(why),
+        e @ TwinError::NotStored(_) => Status::unavailable(e.to_string()),
     }
 }
 
@@ -129,7 +130,7 @@ impl DeviceManagerService for Service {
             })
             .collect();
         self.twin
-            .report_from_mapper(&id, &reported)
+            .report_from_mapper(&id, reported)
             .await
             .map_err(twin_status)?;
         Ok(Response::new(dmi::ReportDeviceStatusResponse {}))
@@ -149,6 +150,7 @@ impl DeviceManagerService for Service {
         }
         self.twin
             .state_from_mapper(&id, &req.state)
+            .await
             .map_err(twin_status)?;
         Ok(Response::new(dmi::ReportDeviceStatesResponse {}))
     }
