@@ -49,6 +49,9 @@ pub struct CloudConfig {
 }
 
 /// A running cloud (hub, join server, controllers).
+/// How long a stopping cloud waits for the edge messages being applied.
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
+
 pub struct Cloud {
     pub hub: Arc<cloudhub::hub::Hub>,
     pub downstream: Arc<cloudhub::downstream::Downstream>,
@@ -58,6 +61,7 @@ pub struct Cloud {
     pub ca: Arc<kedge_pki::Ca>,
     router: router::rest::Listener,
     edgecontroller: Arc<edgecontroller::Stats>,
+    workers: Arc<edgecontroller::Workers>,
     listeners: Vec<kedge_http::Listener>,
 }
 
@@ -108,13 +112,15 @@ impl Cloud {
         })
     }
 
-    /// Stops accepting, then closes every edge session.
+    /// Stops accepting, closes every edge session, then lets the edge messages being applied
+    /// finish (what is still queued stays unacknowledged: the edge sends it again).
     pub async fn shutdown(self) {
         self.router.shutdown();
         self.hub.close_all();
         for l in self.listeners {
             l.shutdown().await;
         }
+        self.workers.quiesce(SHUTDOWN_GRACE).await;
     }
 }
 
@@ -170,6 +176,7 @@ pub async fn start(cfg: CloudConfig, client: kube::Client) -> Result<Cloud, Clou
         router,
         ca,
         edgecontroller: stats,
+        workers,
         listeners: vec![join, hub_l],
     })
 }

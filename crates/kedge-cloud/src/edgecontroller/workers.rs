@@ -35,6 +35,19 @@ impl Workers {
         })
     }
 
+    /// Waits (up to `grace`) for the events being handled, then stops every node's queue: a
+    /// stopping cloud ends no API call half-way.
+    pub async fn quiesce(&self, grace: std::time::Duration) {
+        let all = self.permits.acquire_many(CONCURRENCY as u32);
+        // Held until closed, so no queue starts another event in between.
+        let held = tokio::time::timeout(grace, all).await;
+        if held.is_err() {
+            tracing::warn!(?grace, "edge messages still being applied at shutdown");
+        }
+        self.permits.close();
+        drop(held);
+    }
+
     /// The controller the queues are drained into; set once, before the hub accepts edges.
     pub(super) fn bind(&self, ctl: Arc<Ctl>) {
         let _ = self.ctl.set(ctl);
@@ -85,5 +98,32 @@ async fn drain(
             return;
         };
         ctl.handle(&node, ev).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[tokio::test]
+    async fn a_stopping_cloud_waits_for_the_event_in_hand_then_takes_no_more() {
+        let w = Workers::new();
+        let in_hand = w.permits.clone().acquire_owned().await.expect("permit");
+        let stopping = tokio::spawn({
+            let w = w.clone();
+            async move { w.quiesce(Duration::from_secs(30)).await }
+        });
+        tokio::task::yield_now().await;
+        assert!(!stopping.is_finished(), "waits for the event being handled");
+        drop(in_hand);
+        tokio::time::timeout(Duration::from_secs(10), stopping)
+            .await
+            .expect("done once it is")
+            .expect("task");
+        assert!(
+            w.permits.acquire().await.is_err(),
+            "no further event starts"
+        );
     }
 }
