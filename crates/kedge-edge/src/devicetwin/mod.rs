@@ -226,13 +226,7 @@ impl DeviceTwin {
                     };
                     asked.push((a, w));
                 }
-                Err(e) => {
-                    tracing::info!(device = %id, error = %e, "device update refused");
-                    outs.push(vec![out(
-                        result_topic,
-                        merge::error_result(&event_id, &e, now()),
-                    )]);
-                }
+                Err(e) => outs.push(refusal(&id, result_topic, &event_id, &e)),
             }
         }
         self.flush(&mut asked, &mut outs).await;
@@ -268,13 +262,7 @@ impl DeviceTwin {
                         json!({"event_id": a.event_id, "timestamp": now, "device": device});
                     vec![out(a.result_topic, result)]
                 }
-                Err(e) => {
-                    tracing::info!(device = %a.id, error = %e, "device update refused");
-                    vec![out(
-                        a.result_topic,
-                        merge::error_result(&a.event_id, &e, now),
-                    )]
-                }
+                Err(e) => refusal(&a.id, a.result_topic, &a.event_id, &e),
             };
         }
     }
@@ -530,6 +518,12 @@ impl DeviceTwin {
         }
         Vec::new()
     }
+}
+
+/// The answer to a device update refused (malformed, unknown device, not stored).
+fn refusal(id: &str, result_topic: String, event_id: &str, e: &TwinError) -> Vec<Out> {
+    tracing::info!(device = %id, error = %e, "device update refused");
+    vec![out(result_topic, merge::error_result(event_id, e, now()))]
 }
 
 /// The document (when something changed) and the delta of a stored twin update.
