@@ -13,6 +13,7 @@
 mod api;
 mod bootstrap;
 mod call;
+mod defaults;
 mod discovery;
 mod dispatch;
 mod error;

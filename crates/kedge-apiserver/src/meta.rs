@@ -5,6 +5,7 @@
 use kedge_core::names::{is_dns_label, is_dns_subdomain};
 use serde_json::{Map, Value, json};
 
+use crate::defaults;
 use crate::error::ApiError;
 use crate::registry::{CRD_KEY, Resource, resource_from_crd};
 use crate::schema::{self, Cause};
@@ -201,40 +202,15 @@ fn defaults_on_create(res: &Resource, obj: &mut Value, name: &str) -> Result<(),
             obj["status"] = json!({"phase": "Active"});
             obj["metadata"]["labels"]["kubernetes.io/metadata.name"] = json!(name);
         }
-        "pods" => default_pod(obj),
-        "secrets" => fold_string_data(obj),
+        "pods" => defaults::pod(obj),
+        "secrets" => {
+            fold_string_data(obj);
+            defaults::secret(obj);
+        }
         CRD_KEY => crd_status(res, obj, name)?,
         _ => {}
     }
     Ok(())
-}
-
-fn default_pod(obj: &mut Value) {
-    let spec = &mut obj["spec"];
-    if !spec.is_object() {
-        *spec = json!({});
-    }
-    for (k, v) in [
-        ("restartPolicy", json!("Always")),
-        ("terminationGracePeriodSeconds", json!(30)),
-        ("dnsPolicy", json!("ClusterFirst")),
-        ("schedulerName", json!("default-scheduler")),
-    ] {
-        if spec.get(k).is_none() {
-            spec[k] = v;
-        }
-    }
-    if let Some(containers) = spec.get_mut("containers").and_then(Value::as_array_mut) {
-        for c in containers {
-            if c.get("imagePullPolicy").is_none() {
-                let image = str_at(c, "/image");
-                let latest = image.ends_with(":latest")
-                    || !image.rsplit('/').next().unwrap_or("").contains(':');
-                c["imagePullPolicy"] = json!(if latest { "Always" } else { "IfNotPresent" });
-            }
-        }
-    }
-    obj["status"] = json!({"phase": "Pending", "qosClass": "BestEffort"});
 }
 
 /// Secret `stringData` is write-only convenience: it is folded into base64 `data`.

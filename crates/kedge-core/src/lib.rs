@@ -11,6 +11,7 @@
 pub mod clock;
 pub mod delivery;
 pub mod devices;
+pub mod dialect;
 pub mod envelope;
 pub mod names;
 pub mod resource;

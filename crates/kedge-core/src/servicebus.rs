@@ -7,6 +7,29 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+/// A header name as Go writes it (`textproto.CanonicalMIMEHeaderKey`: `user-agent` →
+/// `User-Agent`). KubeEdge's edge and cloud keep Go's `http.Header`, whose lookups and whose own
+/// headers use this form: a name sent otherwise arrives beside Go's, duplicated. A name with a
+/// character Go would not canonicalise is kept as it is, as Go does.
+pub fn canonical(name: &str) -> String {
+    let token = |c: char| c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c);
+    if !name.chars().all(token) {
+        return name.to_string();
+    }
+    let mut upper = true;
+    name.chars()
+        .map(|c| {
+            let out = if upper {
+                c.to_ascii_uppercase()
+            } else {
+                c.to_ascii_lowercase()
+            };
+            upper = c == '-';
+            out
+        })
+        .collect()
+}
+
 /// Headers that belong to one hop and are not forwarded.
 pub const HOP_BY_HOP: [&str; 8] = [
     "connection",
@@ -96,6 +119,15 @@ pub fn parse_resource(resource: &str) -> Option<(u16, &str)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn header_names_are_written_as_go_does() {
+        assert_eq!(canonical("user-agent"), "User-Agent");
+        assert_eq!(canonical("ACCEPT"), "Accept");
+        assert_eq!(canonical("x-request-id"), "X-Request-Id");
+        assert_eq!(canonical("content-md5"), "Content-Md5");
+        assert_eq!(canonical("bad name"), "bad name");
+    }
 
     #[test]
     fn requests_round_trip_with_base64_bodies() {

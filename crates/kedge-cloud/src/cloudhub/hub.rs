@@ -16,6 +16,7 @@ use axum::extract::ws::{Message as Frame, WebSocket, WebSocketUpgrade};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use futures::{SinkExt, StreamExt};
+use kedge_core::dialect::{self, Dialect};
 use kedge_core::envelope::{Message, op};
 use kedge_core::throttle::TokenBucket;
 use kedge_http::PeerCerts;
@@ -83,6 +84,7 @@ impl Default for HubConfig {
 struct Session {
     id: u64,
     tx: mpsc::Sender<Message>,
+    dialect: Dialect,
 }
 
 /// The hub's state: who is connected, and where node messages go.
@@ -147,6 +149,11 @@ impl Hub {
         let mut v: Vec<String> = self.sessions().keys().cloned().collect();
         v.sort();
         v
+    }
+
+    /// The dialect of `node`'s live session, if it has one.
+    pub fn dialect(&self, node: &str) -> Option<Dialect> {
+        self.sessions().get(node).map(|s| s.dialect)
     }
 
     /// Whether `node` has a live session.
@@ -274,13 +281,13 @@ impl Hub {
         }
     }
 
-    fn register(&self, node: &str, tx: mpsc::Sender<Message>) -> u64 {
+    fn register(&self, node: &str, tx: mpsc::Sender<Message>, dialect: Dialect) -> u64 {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         self.sessions_total.fetch_add(1, Ordering::Relaxed);
         // Replacing the old session drops its sender, which ends its writer and so the session.
         if self
             .sessions()
-            .insert(node.into(), Session { id, tx })
+            .insert(node.into(), Session { id, tx, dialect })
             .is_some()
         {
             tracing::info!(
@@ -370,13 +377,20 @@ async fn upgrade(
         .0
         .first()
         .and_then(|c| kedge_pki::node::cert_not_after(c));
+    let dialect = Dialect::of(headers.get(dialect::HEADER).and_then(|v| v.to_str().ok()));
     // tungstenite reads through a 128 KiB buffer per connection by default: with thousands of
     // sessions that was most of the cloud's memory; messages are small, and bigger ones still
     // arrive whole (the buffer is only the read chunk).
-    ws.max_message_size(max)
+    let mut answer = ws
+        .max_message_size(max)
         .max_frame_size(max)
         .read_buffer_size(READ_BUFFER)
-        .on_upgrade(move |socket| session(hub, node, socket, expires))
+        .on_upgrade(move |socket| session(hub, node, socket, expires, dialect));
+    answer.headers_mut().insert(
+        dialect::HEADER,
+        axum::http::HeaderValue::from_static(dialect::VERSION),
+    );
+    answer
 }
 
 /// Bytes read from a session's socket at a time.
@@ -397,12 +411,18 @@ fn expiry(not_after: Option<i64>) -> tokio::time::Instant {
 
 /// One edge's session. It ends, besides on errors, when the client certificate expires: TLS
 /// checked it only at the handshake, and the edge renews before then and reconnects.
-async fn session(hub: Arc<Hub>, node: String, socket: WebSocket, not_after: Option<i64>) {
+async fn session(
+    hub: Arc<Hub>,
+    node: String,
+    socket: WebSocket,
+    not_after: Option<i64>,
+    dialect: Dialect,
+) {
     let expires = expiry(not_after);
     let (tx, mut rx) = mpsc::channel(hub.cfg.node_queue);
     let events = hub.events.queue(&node);
-    let id = hub.register(&node, tx);
-    tracing::info!(node, "edge connected");
+    let id = hub.register(&node, tx, dialect);
+    tracing::info!(node, ?dialect, "edge connected");
     let _ = events.send(HubEvent::Connected(node.clone())).await;
     let (mut sink, mut stream) = socket.split();
     // Both timers are created once and the silence timer is pushed back on each frame: a

@@ -1,5 +1,5 @@
 //! Node authorization of edge→cloud writes, as Kubernetes' node authorizer: a node may write its
-//! own Node and Lease, the status of pods bound to it, and delete such a pod once it stopped its
+//! own Node and Lease (and read its Lease), the status of pods bound to it, and delete such a pod once it stopped its
 //! containers (the end of a graceful deletion). This module decides from the message
 //! alone; whether a pod is bound to the node is checked against the pod when it is written.
 //! Everything else is refused (and counted), so a compromised edge cannot touch other nodes'
@@ -18,10 +18,18 @@ pub enum Write<'a> {
     Node,
     /// The node's status (`null/nodestatus/<node>`), which also renews its Lease.
     NodeStatus,
-    /// The node's Lease (`kube-node-lease/lease/<node>`, as edgecore sends it).
+    /// A strategic merge patch of the node's status (`patch null/nodepatch/<node>`, as a stock
+    /// edgecore's kubelet sends it).
+    NodePatch,
+    /// The node's Lease (`kube-node-lease/lease/<node>`, insert or update).
     Lease,
+    /// Reading the node's Lease (`query`: kubelet reads it before creating it).
+    LeaseGet,
     /// Status of a pod; applied only if the pod is bound to the node.
     PodStatus { namespace: &'a str, name: &'a str },
+    /// A strategic merge patch of a pod's status (`patch <ns>/podpatch/<pod>`, a stock
+    /// edgecore's status manager); applied only if the pod is bound to the node.
+    PodPatch { namespace: &'a str, name: &'a str },
     /// Removal of a pod whose containers the node has stopped (the end of a graceful
     /// deletion); applied only if the pod is bound to the node.
     PodDelete { namespace: &'a str, name: &'a str },
@@ -51,32 +59,39 @@ pub fn authorize<'a>(
     };
     let own = r.name == Some(node);
     let write = matches!(operation, op::INSERT | op::UPDATE);
+    let pod = |w: fn(&'a str, &'a str) -> Write<'a>, why| match (r.namespace(), r.name) {
+        (Some(ns), Some(name)) => Ok(w(ns, name)),
+        _ => Err(deny(why)),
+    };
     match (r.kind, r.namespace) {
-        ("node", _) | ("nodestatus", _) | ("lease", _) if !write => {
-            Err(deny("only insert and update are allowed"))
-        }
-        ("node", _) | ("nodestatus", _) | ("lease", _) if !own => {
+        ("node" | "nodestatus" | "nodepatch" | "lease", _) if !own => {
             Err(deny("a node may only write its own Node and Lease"))
         }
-        ("node", _) => Ok(Write::Node),
-        ("nodestatus", _) => Ok(Write::NodeStatus),
-        ("lease", NODE_LEASE_NAMESPACE) => Ok(Write::Lease),
+        ("node", _) if write => Ok(Write::Node),
+        ("nodestatus", _) if write => Ok(Write::NodeStatus),
+        ("node" | "nodestatus", _) => Err(deny("only insert and update are allowed")),
+        ("nodepatch", _) if operation == op::PATCH => Ok(Write::NodePatch),
+        ("nodepatch", _) => Err(deny("a node's status patch is sent with patch")),
+        ("lease", NODE_LEASE_NAMESPACE) if write => Ok(Write::Lease),
+        ("lease", NODE_LEASE_NAMESPACE) if operation == op::QUERY => Ok(Write::LeaseGet),
+        ("lease", NODE_LEASE_NAMESPACE) => Err(deny(
+            "a Lease is read with query and written with insert or update",
+        )),
         ("lease", _) => Err(deny("node leases live in kube-node-lease")),
-        ("podstatus", ns) if operation == op::UPDATE => match (r.namespace(), r.name) {
-            (Some(_), Some(name)) => Ok(Write::PodStatus {
-                namespace: ns,
-                name,
-            }),
-            _ => Err(deny("pod status names a namespaced pod")),
-        },
+        ("podstatus", _) if operation == op::UPDATE => pod(
+            |namespace, name| Write::PodStatus { namespace, name },
+            "pod status names a namespaced pod",
+        ),
         ("podstatus", _) => Err(deny("pod status is written with update")),
-        ("pod", ns) if operation == op::DELETE => match (r.namespace(), r.name) {
-            (Some(_), Some(name)) => Ok(Write::PodDelete {
-                namespace: ns,
-                name,
-            }),
-            _ => Err(deny("pod deletion names a namespaced pod")),
-        },
+        ("podpatch", _) if operation == op::PATCH => pod(
+            |namespace, name| Write::PodPatch { namespace, name },
+            "a pod status patch names a namespaced pod",
+        ),
+        ("podpatch", _) => Err(deny("a pod status patch is sent with patch")),
+        ("pod", _) if operation == op::DELETE => pod(
+            |namespace, name| Write::PodDelete { namespace, name },
+            "pod deletion names a namespaced pod",
+        ),
         _ => Err(deny("not an object an edge node may write")),
     }
 }
@@ -103,6 +118,32 @@ mod tests {
             check("n1", "update", "kube-node-lease/lease/n1").as_deref(),
             Ok("Lease")
         );
+    }
+
+    #[test]
+    fn a_stock_kubelet_reads_its_lease_and_patches_its_status() {
+        assert_eq!(
+            check("n1", "query", "kube-node-lease/lease/n1").as_deref(),
+            Ok("LeaseGet")
+        );
+        assert_eq!(
+            check("n1", "insert", "kube-node-lease/lease/n1").as_deref(),
+            Ok("Lease")
+        );
+        assert_eq!(
+            check("n1", "patch", "null/nodepatch/n1").as_deref(),
+            Ok("NodePatch")
+        );
+        assert_eq!(
+            check("n1", "patch", "default/podpatch/web").as_deref(),
+            Ok("PodPatch { namespace: \"default\", name: \"web\" }")
+        );
+        assert!(check("n1", "patch", "null/nodepatch/n2").is_err());
+        assert!(check("n1", "query", "kube-node-lease/lease/n2").is_err());
+        assert!(check("n1", "delete", "kube-node-lease/lease/n1").is_err());
+        assert!(check("n1", "update", "null/nodepatch/n1").is_err());
+        assert!(check("n1", "update", "default/podpatch/web").is_err());
+        assert!(check("n1", "patch", "null/podpatch/web").is_err());
     }
 
     #[test]

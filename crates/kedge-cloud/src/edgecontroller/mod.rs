@@ -29,6 +29,7 @@ use serde_json::{Value, json};
 
 use crate::cloudhub::downstream::Downstream;
 
+pub mod answer;
 pub mod authz;
 pub mod bound;
 pub mod leases;

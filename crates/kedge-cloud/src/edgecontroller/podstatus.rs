@@ -79,6 +79,40 @@ pub async fn apply(
     Ok(())
 }
 
+/// The strategic merge patch a stock edgecore sends as `podpatch`/`nodepatch` content: a JSON
+/// string holding the patch (Go sends its `[]byte` patch as a string), or the patch itself.
+pub fn patch_of(content: &Value) -> Result<Value, serde_json::Error> {
+    match content {
+        Value::String(s) => serde_json::from_str(s),
+        other => Ok(other.clone()),
+    }
+}
+
+/// Applies a stock edgecore's status patch to `namespace/name` if that pod is bound to `node`;
+/// returns the pod as stored (edged keeps it).
+pub async fn patch(
+    client: &kube::Client,
+    node: &str,
+    namespace: &str,
+    name: &str,
+    patch: &Value,
+) -> Result<Pod, PodStatusError> {
+    let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
+    let key = format!("{namespace}/{name}");
+    let Some(pod) = pods.get_opt(name).await? else {
+        return Err(PodStatusError::Gone(key));
+    };
+    if pod.spec.as_ref().and_then(|s| s.node_name.as_deref()) != Some(node) {
+        return Err(PodStatusError::NotBound {
+            pod: key,
+            node: node.into(),
+        });
+    }
+    Ok(pods
+        .patch_status(name, &PatchParams::default(), &Patch::Strategic(patch))
+        .await?)
+}
+
 /// A merge patch that makes the pod's status what the edge reported: fields the report no
 /// longer has (a `message` that no longer applies, say) are removed, except those the API server
 /// owns.
@@ -152,6 +186,19 @@ mod tests {
         .expect("pod");
         let p = replacing(&pod, &json!({"phase": "Running"}));
         assert_eq!(p, json!({"phase": "Running", "message": null}));
+    }
+
+    #[test]
+    fn a_status_patch_arrives_as_a_string_holding_json() {
+        let p =
+            r#"{"status":{"$setElementOrder/conditions":[{"type":"Ready"}],"phase":"Running"}}"#;
+        let v = patch_of(&json!(p)).expect("parses");
+        assert_eq!(v["status"]["phase"], "Running");
+        assert_eq!(
+            patch_of(&json!({"status": {}})).expect("object"),
+            json!({"status": {}})
+        );
+        assert!(patch_of(&json!("{not json")).is_err());
     }
 
     #[test]

@@ -12,6 +12,7 @@ use kedge_core::resource::ObjectRef;
 use kube::api::{Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
 
+use super::answer::{self, Answer};
 use super::authz::{self, Write};
 use super::podstatus::{self, PodStatusError};
 use super::{Ctl, leases, resync};
@@ -56,6 +57,24 @@ impl UpstreamError {
     }
 }
 
+/// DeviceTwin's request for its node's devices, sent on every connection (edge form).
+const MEMBERSHIP_DETAIL: &str = "membership/detail";
+
+/// What a Lease write is answered with: the Lease the edge sent (kubelet keeps it as the base of
+/// its next renewal), named as the node's. The cloud renews the Lease itself, so what kubelet
+/// sent beyond that is not stored.
+fn lease_answer(node: &str, content: &Value) -> Value {
+    let mut l = match content {
+        Value::Object(_) => content.clone(),
+        _ => json!({}),
+    };
+    l["apiVersion"] = json!("coordination.k8s.io/v1");
+    l["kind"] = json!("Lease");
+    l["metadata"]["name"] = json!(node);
+    l["metadata"]["namespace"] = json!(authz::NODE_LEASE_NAMESPACE);
+    l
+}
+
 impl Ctl {
     /// Handles one of `node`'s hub events.
     pub(super) async fn handle(&self, node: &str, ev: HubEvent) {
@@ -82,6 +101,12 @@ impl Ctl {
             }
             op::ERROR => {
                 tracing::warn!(node, resource = %m.route.resource, error = %m.content, "the edge could not apply a message; it will be re-sent");
+                Ok(())
+            }
+            op::UPLOAD if m.route.group == group::USER && !m.header.parent_id.is_empty() => {
+                // A servicebus answer whose caller stopped waiting (the hub hands on those
+                // still awaited).
+                tracing::debug!(node, parent = %m.header.parent_id, "late servicebus answer dropped");
                 Ok(())
             }
             op::UPLOAD if m.route.group == group::USER => {
@@ -111,25 +136,25 @@ impl Ctl {
     async fn apply_and_answer(&self, node: &str, m: &Message) -> Result<(), UpstreamError> {
         let result = self.upstream(node, m).await;
         let reply = match &result {
-            Ok(()) => {
+            Ok(a) => {
                 self.stats.applied.fetch_add(1, Ordering::Relaxed);
-                Some(m.ack())
+                Some(answer::reply(m, a))
             }
             Err(e) if e.is_transient() => None,
             Err(e) => {
                 if e.is_refusal() {
                     self.stats.refused.fetch_add(1, Ordering::Relaxed);
                 }
-                Some(m.error_reply(&e.to_string()))
+                Some(answer::refusal(m, &e.to_string()))
             }
         };
         if let Some(r) = reply {
             let _ = self.hub.send(node, r).await;
         }
-        result
+        result.map(drop)
     }
 
-    async fn upstream(&self, node: &str, m: &Message) -> Result<(), UpstreamError> {
+    async fn upstream(&self, node: &str, m: &Message) -> Result<Answer, UpstreamError> {
         if let Some(r) = report::parse(&m.route.resource) {
             if m.route.operation != op::UPDATE {
                 return Err(authz::Forbidden {
@@ -142,27 +167,58 @@ impl Ctl {
             }
             let cached = self.devices.cached(r.namespace, r.name);
             let status = self.devices.cached_status(r.namespace, r.name);
-            return Ok(report::apply(&self.client, (cached, status), node, r, &m.content).await?);
+            report::apply(&self.client, (cached, status), node, r, &m.content).await?;
+            return Ok(Answer::Ack);
+        }
+        if m.route.resource == MEMBERSHIP_DETAIL {
+            // DeviceTwin asks on every connection and re-sends until confirmed; the devices
+            // themselves reach it through membership and device messages (resync).
+            return Ok(Answer::Ack);
         }
         let r = ObjectRef::parse(&m.route.resource)?;
         match authz::authorize(node, &m.route.operation, &m.route.resource, &r)? {
-            Write::Node => self.upsert_node(node, &m.content).await,
-            Write::NodeStatus => self.status(node, &m.content).await,
-            Write::Lease => self.renew_lease(node).await,
+            Write::Node => Ok(Answer::Object(self.upsert_node(node, &m.content).await?)),
+            Write::NodeStatus => self.status(node, &m.content).await.map(|_| Answer::Ack),
+            Write::NodePatch => {
+                let p = podstatus::patch_of(&m.content)?;
+                let patched = self
+                    .nodes
+                    .patch_status(node, &PatchParams::default(), &Patch::Strategic(&p))
+                    .await?;
+                Ok(Answer::Object(serde_json::to_value(patched)?))
+            }
+            Write::Lease => {
+                self.renew_lease(node).await?;
+                Ok(Answer::Object(lease_answer(node, &m.content)))
+            }
+            Write::LeaseGet => match self.leases.get(node).await {
+                Ok(l) => Ok(Answer::Object(serde_json::to_value(l)?)),
+                Err(kube::Error::Api(e)) if e.code == 404 => {
+                    Ok(Answer::Status(answer::status_of(&e)))
+                }
+                Err(e) => Err(e.into()),
+            },
             Write::PodStatus { namespace, name } => {
                 let req = podstatus::parse(name, &m.content)?;
-                Ok(podstatus::apply(&self.client, node, namespace, &req).await?)
+                podstatus::apply(&self.client, node, namespace, &req).await?;
+                Ok(Answer::Ack)
+            }
+            Write::PodPatch { namespace, name } => {
+                let p = podstatus::patch_of(&m.content)?;
+                let pod = podstatus::patch(&self.client, node, namespace, name, &p).await?;
+                Ok(Answer::Object(serde_json::to_value(pod)?))
             }
             Write::PodDelete { namespace, name } => {
                 let uid = podstatus::uid_to_delete(&m.content)?;
-                Ok(podstatus::delete(&self.client, node, namespace, name, &uid).await?)
+                podstatus::delete(&self.client, node, namespace, name, &uid).await?;
+                Ok(Answer::Ack)
             }
         }
     }
 
     /// Registers the node (as kubelet does): creates its Node, or updates its labels, then its
-    /// status.
-    async fn upsert_node(&self, node: &str, content: &Value) -> Result<(), UpstreamError> {
+    /// status. Returns the Node as stored.
+    async fn upsert_node(&self, node: &str, content: &Value) -> Result<Value, UpstreamError> {
         let mut obj: Node = serde_json::from_value(content.clone())?;
         obj.metadata.name = Some(node.into());
         obj.metadata.resource_version = None;
@@ -181,15 +237,18 @@ impl Ctl {
             Err(e) => return Err(e.into()),
         }
         let status = content.get("status").cloned().unwrap_or(json!({}));
-        self.status(node, &status).await
+        let stored = self.status(node, &status).await?;
+        Ok(serde_json::to_value(stored)?)
     }
 
-    async fn status(&self, node: &str, status: &Value) -> Result<(), UpstreamError> {
+    async fn status(&self, node: &str, status: &Value) -> Result<Node, UpstreamError> {
         let p = json!({"status": status});
-        self.nodes
+        let stored = self
+            .nodes
             .patch_status(node, &PatchParams::default(), &Patch::Merge(&p))
             .await?;
-        self.renew_lease(node).await
+        self.renew_lease(node).await?;
+        Ok(stored)
     }
 
     /// Renews `node`'s Lease: gathered for the next flush with the embedded API, else at once.

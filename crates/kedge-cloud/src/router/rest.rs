@@ -9,9 +9,10 @@ use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
+use kedge_core::dialect::Dialect;
 use kedge_core::envelope::{Message, group, op};
 use kedge_core::rule::{OP_PUBLISH, RestTarget, body_to_content};
-use kedge_core::servicebus::{EDGE_ERROR, HOP_BY_HOP, HttpRequest, HttpResponse};
+use kedge_core::servicebus::{EDGE_ERROR, HOP_BY_HOP, HttpRequest, HttpResponse, canonical};
 
 use super::Rules;
 use crate::cloudhub::hub::{Hub, RequestError};
@@ -209,7 +210,7 @@ fn forwarded(headers: &HeaderMap) -> std::collections::BTreeMap<String, Vec<Stri
         if HOP_BY_HOP.contains(&name) || name == "authorization" {
             continue;
         }
-        out.entry(name.to_string())
+        out.entry(canonical(name))
             .or_default()
             .push(value.to_str().unwrap_or_default().to_string());
     }
@@ -262,8 +263,24 @@ fn unavailable(e: RequestError) -> Failure {
     }
 }
 
-/// Sends a rest→eventbus message to `node`: delivered once the edge has published it.
+/// What the `kedge-delivery` header of a rest→eventbus answer says.
+const DELIVERY: &str = "kedge-delivery";
+
+/// Sends a rest→eventbus message to `node`: delivered once kedge's edge has published it. A
+/// stock KubeEdge edge never confirms a publish, so for it the answer is KubeEdge's — 200 once
+/// the message is on its way to the node — with `kedge-delivery: sent` saying no more is known.
 async fn publish(ctx: &Ctx, node: &str, m: Message) -> Result<Response, Failure> {
+    if ctx.hub.dialect(node) == Some(Dialect::KubeEdge) {
+        return match ctx.hub.send(node, m).await {
+            Ok(()) => {
+                let mut r = text(StatusCode::OK, "message delivered".into());
+                r.headers_mut()
+                    .insert(DELIVERY, axum::http::HeaderValue::from_static("sent"));
+                Ok(r)
+            }
+            Err(e) => Err((StatusCode::SERVICE_UNAVAILABLE, e.to_string())),
+        };
+    }
     match ctx.hub.request(node, m, ctx.cfg.timeout).await {
         Ok(answer) if answer.route.operation == op::ERROR => Err((
             StatusCode::BAD_GATEWAY,
@@ -272,7 +289,12 @@ async fn publish(ctx: &Ctx, node: &str, m: Message) -> Result<Response, Failure>
                 answer.content.as_str().unwrap_or_default()
             ),
         )),
-        Ok(_) => Ok(text(StatusCode::OK, "message delivered".into())),
+        Ok(_) => {
+            let mut r = text(StatusCode::OK, "message delivered".into());
+            r.headers_mut()
+                .insert(DELIVERY, axum::http::HeaderValue::from_static("confirmed"));
+            Ok(r)
+        }
         Err(e) => Err(unavailable(e)),
     }
 }

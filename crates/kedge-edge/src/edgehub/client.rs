@@ -1,6 +1,7 @@
 //! The WebSocket to CloudHub: `wss://<cloud>:<hub-port>/<project>/<node>/events` with the node
-//! certificate, headers `node_id`, `project_id`, `ConnectionUse: msg`, a keepalive after each
-//! heartbeat period in which nothing else was sent, and reconnection with jittered exponential
+//! certificate, headers `node_id`, `project_id`, `ConnectionUse: msg` and `kedge-version`, a
+//! keepalive after each heartbeat period in which nothing else was sent (every period to a
+//! stock cloudcore, which counts only keepalives: it names no dialect), and reconnection with jittered exponential
 //! back-off (100 ms → 30 s) — not KubeEdge's fixed 30 s wait.
 //!
 //! A link that dies without a FIN or RST (a Wi-Fi or cellular hand-over that changes the edge's
@@ -15,6 +16,7 @@ use std::time::Duration;
 
 use backon::{BackoffBuilder, ExponentialBuilder};
 use futures::{SinkExt, StreamExt};
+use kedge_core::dialect::{self, Dialect};
 use kedge_core::envelope::Message;
 use kedge_pki::node::Identity;
 use tokio::net::TcpStream;
@@ -64,6 +66,7 @@ impl HubConfig {
 pub struct EdgeHub {
     up: mpsc::Sender<Message>,
     connected: watch::Receiver<bool>,
+    cloud: watch::Receiver<Dialect>,
     tls: Arc<watch::Sender<Arc<rustls::ClientConfig>>>,
     stop: Arc<watch::Sender<bool>>,
     task: Arc<std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>>,
@@ -84,6 +87,11 @@ impl EdgeHub {
     /// Changes whenever the connection comes up or goes down.
     pub fn connected(&self) -> watch::Receiver<bool> {
         self.connected.clone()
+    }
+
+    /// The dialect of the cloud last connected to (kedge until one answered otherwise).
+    pub fn cloud(&self) -> watch::Receiver<Dialect> {
+        self.cloud.clone()
     }
 
     /// Closes the session (a WebSocket close, which the cloud takes as the edge leaving) and
@@ -129,6 +137,7 @@ pub fn spawn(
     let (tls_tx, tls_rx) = watch::channel(Arc::new(id.client_config()?));
     let (up_tx, up_rx) = mpsc::channel(1024);
     let (conn_tx, conn_rx) = watch::channel(false);
+    let (cloud_tx, cloud_rx) = watch::channel(Dialect::Kedge);
     let (stop_tx, stop_rx) = watch::channel(false);
     let link = Link {
         cfg,
@@ -136,12 +145,14 @@ pub fn spawn(
         up: up_rx,
         down,
         connected: conn_tx,
+        cloud: cloud_tx,
         stop: stop_rx,
     };
     let task = tokio::spawn(link.run());
     Ok(EdgeHub {
         up: up_tx,
         connected: conn_rx,
+        cloud: cloud_rx,
         tls: Arc::new(tls_tx),
         stop: Arc::new(stop_tx),
         task: Arc::new(std::sync::Mutex::new(Some(task))),
@@ -155,6 +166,7 @@ struct Link {
     up: mpsc::Receiver<Message>,
     down: mpsc::Sender<Message>,
     connected: watch::Sender<bool>,
+    cloud: watch::Sender<Dialect>,
     stop: watch::Receiver<bool>,
 }
 
@@ -169,11 +181,12 @@ impl Link {
                 _ = self.stop.changed() => return,
             };
             match dialled {
-                Ok(ws) => {
+                Ok((ws, dialect)) => {
                     delays = backoff();
-                    tracing::info!(server = %self.cfg.server, node = %self.cfg.node, "connected to CloudHub");
+                    tracing::info!(server = %self.cfg.server, node = %self.cfg.node, ?dialect, "connected to CloudHub");
+                    self.cloud.send_replace(dialect);
                     self.connected.send_replace(true);
-                    let ended = self.session(ws).await;
+                    let ended = self.session(ws, dialect).await;
                     self.connected.send_replace(false);
                     match ended {
                         Ended::Stopped => {
@@ -204,7 +217,7 @@ impl Link {
     }
 
     /// One connected session.
-    async fn session(&mut self, ws: Ws) -> Ended {
+    async fn session(&mut self, ws: Ws, cloud: Dialect) -> Ended {
         let cfg = &self.cfg;
         let (mut sink, mut stream) = ws.split();
         let mut keepalive = tokio::time::interval(cfg.heartbeat);
@@ -262,10 +275,13 @@ impl Link {
                         if let Err(why) = send(&mut sink, Frame::Text(m.encode().into()), write_limit).await {
                             return Ended::Lost(why);
                         }
-                        // Any frame tells the cloud the edge is alive: a keepalive is due only
-                        // after a silent period (an edge renewing its Lease every 10 s sends
-                        // none, which at 10,000 nodes spares the cloud 667 frames a second).
-                        keepalive.reset();
+                        // Any frame tells kedge's cloud the edge is alive: a keepalive is due
+                        // only after a silent period (an edge renewing its Lease every 10 s
+                        // sends none, which at 10,000 nodes spares the cloud 667 frames a
+                        // second). cloudcore counts only keepalives, so it gets them always.
+                        if !cloud.is_kubeedge() {
+                            keepalive.reset();
+                        }
                     }
                     None => return Ended::Stopped,
                 },
@@ -317,7 +333,10 @@ async fn dial(cfg: &HubConfig) -> std::io::Result<TcpStream> {
     socket.connect(to).await
 }
 
-async fn connect(cfg: &HubConfig, tls: Arc<rustls::ClientConfig>) -> Result<Ws, ConnectError> {
+async fn connect(
+    cfg: &HubConfig,
+    tls: Arc<rustls::ClientConfig>,
+) -> Result<(Ws, Dialect), ConnectError> {
     let host = cfg
         .server
         .rsplit_once(':')
@@ -346,7 +365,7 @@ async fn upgrade(
     name: rustls::pki_types::ServerName<'static>,
     tls: Arc<rustls::ClientConfig>,
     tcp: TcpStream,
-) -> Result<Ws, ConnectError> {
+) -> Result<(Ws, Dialect), ConnectError> {
     let stream = tokio_rustls::TlsConnector::from(tls)
         .connect(name, tcp)
         .await
@@ -358,6 +377,7 @@ async fn upgrade(
         ("node_id", cfg.node.as_str()),
         ("project_id", cfg.project.as_str()),
         ("ConnectionUse", "msg"),
+        (dialect::HEADER, dialect::VERSION),
     ] {
         h.insert(
             k,
@@ -371,8 +391,10 @@ async fn upgrade(
         .read_buffer_size(8 * 1024)
         .max_message_size(Some(cfg.max_frame))
         .max_frame_size(Some(cfg.max_frame));
-    let (ws, _) = tokio_tungstenite::client_async_with_config(req, stream, Some(ws_cfg)).await?;
-    Ok(ws)
+    let (ws, answer) =
+        tokio_tungstenite::client_async_with_config(req, stream, Some(ws_cfg)).await?;
+    let cloud = answer.headers().get(dialect::HEADER);
+    Ok((ws, Dialect::of(cloud.and_then(|v| v.to_str().ok()))))
 }
 
 async fn deliver(cfg: &HubConfig, data: &[u8], down: &mpsc::Sender<Message>) {

@@ -31,7 +31,10 @@ pub async fn call(http: &reqwest::Client, m: &Message) -> Message {
         Err(r) => r,
     };
     let content = serde_json::to_value(&resp).unwrap_or_default();
-    let mut answer = Message::new("servicebus", group::USER, op::RESPONSE, "", content);
+    // KubeEdge's shape, `upload` with the request as parent: cloudcore takes a `response` as an
+    // acknowledgement and would wait for the answer until its timeout; kedge's cloud matches
+    // either by the parent id.
+    let mut answer = Message::new("servicebus", group::USER, op::UPLOAD, "", content);
     answer.header.parent_id = m.header.id.clone();
     answer
 }
@@ -80,7 +83,7 @@ async fn request(http: &reqwest::Client, m: &Message) -> Result<HttpResponse, Ht
     for (name, value) in resp.headers() {
         if !HOP_BY_HOP.contains(&name.as_str()) {
             header
-                .entry(name.to_string())
+                .entry(kedge_core::servicebus::canonical(name.as_str()))
                 .or_default()
                 .push(value.to_str().unwrap_or_default().to_string());
         }
