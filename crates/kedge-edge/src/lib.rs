@@ -106,6 +106,7 @@ pub async fn start(cfg: EdgeConfig) -> Result<Edge, EdgeError> {
         join,
     };
     let hub = edgehub::start(hub_settings, id, outbox.clone(), routes, &mut tasks)?;
+    devicetwin.follow_cloud(hub.cloud());
     let (stop_dmi, dmi_stopped) = tokio::sync::oneshot::channel::<()>();
     tasks.spawn(devicetwin::dmi::server::serve(
         dmi_listener,

@@ -10,6 +10,8 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use kedge_core::delivery::{Acked, Limits, NodeQueue, Offered, Outgoing, RecordWrite};
+use kedge_core::dialect::Dialect;
+use kedge_core::envelope::Message;
 use kedge_core::resource::{Kind, ObjectRef};
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::core::{DynamicObject, GroupVersionKind};
@@ -18,6 +20,7 @@ use kube::runtime::{WatchStreamExt, watcher};
 use serde_json::json;
 use tokio::sync::Notify;
 
+use super::dialect;
 use super::hub::Hub;
 use super::records::RecordIndex;
 pub use super::records::{SyncRecord, sync_name, sync_owner};
@@ -147,6 +150,9 @@ pub struct Downstream {
     record: Notify,
     /// With the embedded API: records are written in bulk, many per commit.
     bulk: Option<Arc<dyn crate::bulk::Bulk>>,
+    /// The topic each eventbus rule (node, uid) subscribed a stock edgecore to: its deletion
+    /// carries no spec, and edgecore unsubscribes by topic.
+    topics: Mutex<HashMap<(String, String), String>>,
 }
 
 impl Downstream {
@@ -167,6 +173,7 @@ impl Downstream {
             unrecorded: Mutex::default(),
             record: Notify::new(),
             bulk,
+            topics: Mutex::default(),
         });
         tokio::spawn(d.clone().write_loop());
         tokio::spawn(d.clone().record_loop());
@@ -449,14 +456,48 @@ impl Downstream {
                     .get_mut(&node)
                     .map(|n| n.q.poll(now, room))
                     .unwrap_or_default();
-                for m in msgs {
-                    // Full after all (replies share the queue): re-sent when due.
-                    if self.hub.try_send(&node, m).is_err() {
-                        break;
+                'node: for m in msgs {
+                    let (out, unconfirmed) = self.for_edge(&node, m);
+                    for m in out {
+                        // Full after all (replies share the queue): re-sent when due.
+                        if self.hub.try_send(&node, m).is_err() {
+                            break 'node;
+                        }
+                    }
+                    if let Some(id) = unconfirmed {
+                        self.ack(&node, &id);
                     }
                 }
             }
         }
+    }
+
+    /// `m` as `node`'s edge takes it: as it is for kedge's edge, translated for a stock
+    /// edgecore (`dialect`). Also the id of a delivery that counts once sent (edgecore does not
+    /// acknowledge it).
+    fn for_edge(&self, node: &str, m: Message) -> (Vec<Message>, Option<String>) {
+        if self.hub.dialect(node) != Some(Dialect::KubeEdge) {
+            return (vec![m], None);
+        }
+        let id = m.header.id.clone();
+        let uid = m
+            .content
+            .pointer("/metadata/uid")
+            .and_then(serde_json::Value::as_str)
+            .unwrap_or_default()
+            .to_string();
+        let known = self.records().get(node, &uid).is_some();
+        let key = (node.to_string(), uid);
+        let mut topics = self.topics.lock().unwrap_or_else(|p| p.into_inner());
+        let remembered = match m.route.operation == kedge_core::envelope::op::DELETE {
+            true => topics.remove(&key),
+            false => None,
+        };
+        let t = dialect::for_kubeedge(m, known, remembered);
+        if let Some(topic) = t.subscribed {
+            topics.insert(key, topic);
+        }
+        (t.send, (!t.acknowledged).then_some(id))
     }
 
     fn syncs(&self, namespace: Option<&str>) -> Api<DynamicObject> {

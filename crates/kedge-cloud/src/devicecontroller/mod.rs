@@ -190,7 +190,12 @@ impl Inner {
         let model = model_name(d).and_then(|m| self.model(&ns, m));
         let own = outgoing(d, "device", delete);
         let model = model.and_then(|m| outgoing(m.as_ref(), "devicemodel", delete));
-        own.into_iter().chain(model).collect()
+        // The model before the device, the device before its model's deletion: a stock
+        // edgecore's DMI worker needs the model to register the device.
+        match delete {
+            false => model.into_iter().chain(own).collect(),
+            true => own.into_iter().chain(model).collect(),
+        }
     }
 
     /// The profile of `node` in `ns` needs rewriting.

@@ -17,6 +17,7 @@ pub mod store;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
+use kedge_core::dialect::Dialect;
 use kedge_core::envelope::{Message, group, op};
 use kedge_core::resource::Kind;
 use kedge_core::twin::merge::{self, Changes};
@@ -101,6 +102,8 @@ pub struct DeviceTwin {
     published: Mutex<HashMap<String, BTreeMap<String, String>>>,
     bus: EventBus,
     outbox: Arc<Outbox>,
+    /// The cloud's dialect (EdgeHub's, once started): a stock cloudcore is sent every report.
+    cloud: std::sync::OnceLock<tokio::sync::watch::Receiver<Dialect>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -136,6 +139,7 @@ impl DeviceTwin {
             published: Mutex::default(),
             bus,
             outbox,
+            cloud: std::sync::OnceLock::new(),
         }))
     }
 
@@ -267,17 +271,30 @@ impl DeviceTwin {
         }
     }
 
+    /// Follows the dialect of the cloud EdgeHub connects to.
+    pub fn follow_cloud(&self, cloud: tokio::sync::watch::Receiver<Dialect>) {
+        let _ = self.cloud.set(cloud);
+    }
+
+    /// Whether every report goes to the cloud, not only those that change a value: cloudcore
+    /// stores the first report of a property empty (KubeEdge's bug), so a device that keeps
+    /// reporting one value would never show it.
+    fn report_every(&self) -> bool {
+        self.cloud.get().is_some_and(|c| c.borrow().is_kubeedge())
+    }
+
     /// Merges `writes` in order (a device written twice gets both) and stores the devices with
     /// their reports for the cloud in one transaction; nothing changes in memory unless it
     /// committed.
     fn apply_many(&self, writes: Vec<Write>) -> Vec<Result<Applied, TwinError>> {
+        let every = self.report_every();
         let mut devices = self.devices();
         let mut latest: HashMap<String, DeviceRecord> = HashMap::new();
         let mut staged: Vec<Result<Staged, TwinError>> = writes
             .iter()
             .map(|w| {
                 let current = latest.get(w.id()).or_else(|| devices.get(w.id()));
-                let s = stage(current, w)?;
+                let s = stage(current, w, every)?;
                 latest.insert(w.id().to_string(), s.record.clone());
                 Ok(s)
             })
@@ -567,8 +584,9 @@ fn report(d: &DeviceRecord, what: &str, content: Value) -> (Message, String) {
 }
 
 /// `w` merged into `current` (the device as stored, or as an earlier write of the same group
-/// left it): checked against the model, not yet stored.
-fn stage(current: Option<&DeviceRecord>, w: &Write) -> Result<Staged, TwinError> {
+/// left it): checked against the model, not yet stored. A twin write is reported to the cloud
+/// when it changed a reported value, or, with `every`, when it carried one.
+fn stage(current: Option<&DeviceRecord>, w: &Write, every: bool) -> Result<Staged, TwinError> {
     let d = current.ok_or_else(|| TwinError::UnknownDevice(w.id().to_string()))?;
     let mut next = d.clone();
     match w {
@@ -577,7 +595,11 @@ fn stage(current: Option<&DeviceRecord>, w: &Write) -> Result<Staged, TwinError>
             next.twins = twins;
             let moved = changes.values().any(|(old, new)| {
                 old.as_ref().map(|t| t.actual_value()) != new.as_ref().map(|t| t.actual_value())
-            });
+            }) || (every
+                && update
+                    .twin
+                    .values()
+                    .any(|t| t.as_ref().is_some_and(|t| t.actual.is_some())));
             let report = moved.then(|| {
                 report(
                     &next,

@@ -27,8 +27,8 @@ fn reported(value: &str) -> Write {
 
 #[test]
 fn a_second_write_of_a_device_in_one_group_builds_on_the_first() {
-    let first = stage(Some(&device()), &reported("1")).expect("first");
-    let second = stage(Some(&first.record), &reported("2")).expect("second");
+    let first = stage(Some(&device()), &reported("1"), false).expect("first");
+    let second = stage(Some(&first.record), &reported("2"), false).expect("second");
     assert_eq!(second.record.twins["status"].actual_value(), Some("2"));
     let Outcome::Twin(changes) = &second.outcome else {
         panic!("a twin write");
@@ -45,15 +45,23 @@ fn a_second_write_of_a_device_in_one_group_builds_on_the_first() {
 
 #[test]
 fn the_same_value_again_is_not_reported() {
-    let first = stage(Some(&device()), &reported("1")).expect("first");
-    let again = stage(Some(&first.record), &reported("1")).expect("again");
+    let first = stage(Some(&device()), &reported("1"), false).expect("first");
+    let again = stage(Some(&first.record), &reported("1"), false).expect("again");
     assert!(again.report.is_none());
+}
+
+#[test]
+fn a_stock_cloudcore_is_sent_the_same_value_again() {
+    let first = stage(Some(&device()), &reported("1"), true).expect("first");
+    let again = stage(Some(&first.record), &reported("1"), true).expect("again");
+    let (msg, _) = again.report.expect("reported again");
+    assert_eq!(msg.content["twin"]["status"]["actual"]["value"], "1");
 }
 
 #[test]
 fn an_unknown_device_and_a_wrong_state_are_refused() {
     assert!(matches!(
-        stage(None, &reported("1")),
+        stage(None, &reported("1"), false),
         Err(TwinError::UnknownDevice(id)) if id == "default/counter"
     ));
     assert!(matches!(state_of("sleepy"), Err(TwinError::BadRequest(_))));
@@ -70,7 +78,7 @@ fn a_device_online_records_when() {
         id: "default/counter".into(),
         state: state_of("ONLINE").expect("a state"),
     };
-    let s = stage(Some(&device()), &w).expect("staged");
+    let s = stage(Some(&device()), &w, false).expect("staged");
     assert_eq!(s.record.state, "online");
     assert!(!s.record.last_online.is_empty());
     assert!(s.report.is_some());

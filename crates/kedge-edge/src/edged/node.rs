@@ -39,6 +39,7 @@ pub async fn report(
     // whichever wakes the loop first (a tick racing the connection would otherwise send a
     // status for a node the cloud does not know yet).
     let mut registered = false;
+    let mut leased = false;
     loop {
         tokio::select! {
             changed = connected.changed() => {
@@ -48,6 +49,7 @@ pub async fn report(
                 // Every connection registers anew (the cloud marked the node NotReady).
                 connected.borrow_and_update();
                 registered = false;
+                leased = false;
             }
             _ = tick.tick() => {}
             changed = runtime.changed() => {
@@ -58,6 +60,7 @@ pub async fn report(
         };
         if !*connected.borrow() {
             registered = false;
+            leased = false;
             continue;
         }
         let rt = runtime.borrow_and_update().clone();
@@ -75,7 +78,13 @@ pub async fn report(
             last = Some((status.clone(), at));
             ("nodestatus", op::UPDATE, status, false)
         } else {
-            ("lease", op::UPDATE, serde_json::json!({}), true)
+            // The first renewal of a connection creates the Lease (a stock cloudcore cannot
+            // update one that does not exist; an existing one is only refused, and updated
+            // at the next renewal).
+            let operation = if leased { op::UPDATE } else { op::INSERT };
+            leased = true;
+            let lease = nodestatus::lease(&r.node, &kedge_core::clock::rfc3339_micro());
+            ("lease", operation, lease, true)
         };
         let ns = if renewal {
             nodestatus::LEASE_NAMESPACE

@@ -134,6 +134,17 @@ pub fn status(ip: &str, host: &Host, runtime: &Runtime, now: &str) -> Value {
 /// Where node Leases live.
 pub use kedge_core::resource::NODE_LEASE_NAMESPACE as LEASE_NAMESPACE;
 
+/// The node's Lease as a renewal carries it. kedge's cloud renews the Lease itself from the
+/// message alone; a stock cloudcore creates or updates the object sent, so it is a whole Lease
+/// (an empty one was refused: "resource name may not be empty").
+pub fn lease(node: &str, now_micro: &str) -> Value {
+    serde_json::json!({
+        "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+        "metadata": {"name": node, "namespace": LEASE_NAMESPACE},
+        "spec": {"holderIdentity": node, "leaseDurationSeconds": 40, "renewTime": now_micro},
+    })
+}
+
 /// kubelet's `nodeStatusReportFrequency`: an unchanged status is still sent this often.
 pub const REPORT_EVERY_MS: u64 = 5 * 60 * 1000;
 
@@ -175,6 +186,15 @@ pub fn local_ip_towards(server: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_renewal_carries_the_whole_lease() {
+        let l = lease("n1", "2026-12-02T10:00:00.000000Z");
+        assert_eq!(l["metadata"]["name"], "n1");
+        assert_eq!(l["metadata"]["namespace"], "kube-node-lease");
+        assert_eq!(l["spec"]["holderIdentity"], "n1");
+        assert_eq!(l["spec"]["renewTime"], "2026-12-02T10:00:00.000000Z");
+    }
 
     fn host() -> Host {
         Host {

@@ -21,6 +21,9 @@ pub enum Downlink {
     Publish,
     /// rest→servicebus: call a local app (the operation is the HTTP method).
     ServiceCall,
+    /// A stock cloudcore's `subscribe`/`unsubscribe` of an eventbus rule's topic (kedge's cloud
+    /// sends the Rule itself); MetaManager keeps it.
+    Subscription,
     /// Nothing here handles it.
     Unknown,
 }
@@ -30,6 +33,7 @@ pub fn classify(m: &Message) -> Downlink {
     match o {
         op::RESPONSE | op::ERROR => Downlink::Answer,
         kedge_core::rule::OP_PUBLISH if g == group::USER => Downlink::Publish,
+        OP_SUBSCRIBE | OP_UNSUBSCRIBE if g == group::USER => Downlink::Subscription,
         method if g == group::USER && kedge_core::servicebus::is_method(method) => {
             Downlink::ServiceCall
         }
@@ -39,6 +43,9 @@ pub fn classify(m: &Message) -> Downlink {
         _ => Downlink::Unknown,
     }
 }
+
+pub const OP_SUBSCRIBE: &str = "subscribe";
+pub const OP_UNSUBSCRIBE: &str = "unsubscribe";
 
 /// The components' inboxes.
 #[derive(Clone)]
@@ -107,6 +114,7 @@ pub(super) async fn run(mut down: mpsc::Receiver<Message>, routes: Routes, outbo
             }
             Downlink::Object => &routes.objects,
             Downlink::Publish => &routes.publishes,
+            Downlink::Subscription => &routes.objects,
             Downlink::ServiceCall => &routes.calls,
             Downlink::Unknown => {
                 tracing::debug!(resource = %m.route.resource, operation = %m.route.operation, "nothing at the edge handles this message");
@@ -173,6 +181,24 @@ mod tests {
             (group::USER, "publish", "test", Downlink::Publish),
             (group::USER, "GET", "6666:/x", Downlink::ServiceCall),
             (group::USER, "PATCH", "6666:/x", Downlink::ServiceCall),
+            (
+                group::USER,
+                "subscribe",
+                "default/test",
+                Downlink::Subscription,
+            ),
+            (
+                group::USER,
+                "unsubscribe",
+                "default/test",
+                Downlink::Subscription,
+            ),
+            (
+                group::RESOURCE,
+                "subscribe",
+                "default/test",
+                Downlink::Unknown,
+            ),
             (
                 group::RESOURCE,
                 op::UPDATE,

@@ -318,6 +318,7 @@ impl EventBus {
 /// a node only the rules whose eventbus source names it.
 pub fn rule_topics(meta: &MetaStore) -> std::collections::BTreeSet<String> {
     let keys = meta.keys("rule").unwrap_or_default();
+    let subscribed = meta.keys(SUBTOPIC).unwrap_or_default();
     keys.iter()
         .filter_map(|k| {
             let rule = meta.get(k).ok().flatten()?;
@@ -325,8 +326,16 @@ pub fn rule_topics(meta: &MetaStore) -> std::collections::BTreeSet<String> {
             let topic = rule.pointer("/spec/sourceResource/topic")?.as_str()?;
             Some(format!("{ns}/{}", topic.trim_matches('/')))
         })
+        .chain(subscribed.iter().filter_map(|k| {
+            let t = meta.get(k).ok().flatten()?;
+            Some(t.get("topic")?.as_str()?.to_string())
+        }))
         .collect()
 }
+
+/// The record type of a topic a stock cloudcore subscribed (`subscribe`), beside the topics of
+/// the rules kedge's cloud sends.
+pub const SUBTOPIC: &str = "subtopic";
 
 /// What the event loop works with.
 struct Link {

@@ -10,7 +10,7 @@ pub use store::{Applied, MetaError, MetaStore};
 
 use std::sync::Arc;
 
-use kedge_core::envelope::Message;
+use kedge_core::envelope::{Message, group, op};
 use kedge_core::resource::{Kind, ObjectRef};
 use tokio::sync::mpsc;
 
@@ -35,6 +35,14 @@ pub async fn run(
     to: Consumers,
 ) {
     while let Some(m) = objects.recv().await {
+        if let Some(stored) = subscription(&m) {
+            // Kept as a record of its own; a stock cloudcore expects no answer.
+            if let Err(e) = store(&meta, &stored).await {
+                tracing::warn!(topic = %stored.route.resource, error = %e, "could not store a subscription");
+            }
+            to.bus.set_rule_topics(eventbus::rule_topics(&meta));
+            continue;
+        }
         let reply = match store(&meta, &m).await {
             Ok((kind, applied)) => {
                 to.stored(&meta, kind, &m, applied).await;
@@ -47,6 +55,28 @@ pub async fn run(
         };
         hub.send(reply).await;
     }
+}
+
+/// The record a stock cloudcore's `subscribe`/`unsubscribe` of `<namespace>/<topic>` keeps
+/// (`null/subtopic/<namespace>/<topic>`, as KubeEdge's `sub_topics` table); `None` for any
+/// other message.
+fn subscription(m: &Message) -> Option<Message> {
+    use crate::edgehub::dispatch::{OP_SUBSCRIBE, OP_UNSUBSCRIBE};
+    let operation = match m.route.operation.as_str() {
+        OP_SUBSCRIBE => op::INSERT,
+        OP_UNSUBSCRIBE => op::DELETE,
+        _ => return None,
+    };
+    let topic = m.route.resource.trim_matches('/');
+    let resource = kedge_core::resource::object("", eventbus::SUBTOPIC, topic);
+    let content = serde_json::json!({"topic": topic});
+    Some(Message::new(
+        "router_eventbus",
+        group::RESOURCE,
+        operation,
+        &resource,
+        content,
+    ))
 }
 
 /// Stores `m` (off the async threads: SQLite blocks) and says what kind of object it was.
@@ -78,5 +108,41 @@ impl Consumers {
             Kind::Pod | Kind::ConfigMap | Kind::Secret => self.edged.wake(),
             Kind::Node | Kind::Other => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cloudcore_subscription_is_kept_as_a_record_of_its_topic() {
+        let m = Message::new(
+            "router_eventbus",
+            "user",
+            "subscribe",
+            "default/test",
+            serde_json::Value::Null,
+        );
+        let r = subscription(&m).expect("a subscription");
+        assert_eq!(r.route.operation, "insert");
+        assert_eq!(r.route.resource, "null/subtopic/default/test");
+        assert_eq!(r.content["topic"], "default/test");
+        let gone = Message::new(
+            "router_eventbus",
+            "user",
+            "unsubscribe",
+            "default/test",
+            serde_json::Value::Null,
+        );
+        assert_eq!(subscription(&gone).expect("one").route.operation, "delete");
+        let pod = Message::new(
+            "edgecontroller",
+            "resource",
+            "update",
+            "default/pod/a",
+            serde_json::json!({}),
+        );
+        assert!(subscription(&pod).is_none());
     }
 }

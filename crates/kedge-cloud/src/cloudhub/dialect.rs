@@ -1,0 +1,258 @@
+//! What a delivery becomes for a stock KubeEdge edgecore (kedge's edge takes the objects as
+//! they are). Decided here, without sockets; `downstream` sends the result.
+//! - A Device or DeviceModel comes from `devicecontroller` (edgecore's MetaManager hands only
+//!   those to DeviceTwin and its DMI worker), as `insert` the first time a node gets it (the DMI
+//!   worker registers the device with its mapper on insert, updates it on update). A Device the
+//!   node gets for the first time is preceded by a `membership` message in group `twin` adding
+//!   it, a deleted one by one removing it — DeviceTwin knows only devices membership gave it.
+//! - A Rule with an eventbus source becomes `subscribe` of `<namespace>/<topic>` (its deletion
+//!   `unsubscribe`), as cloudcore's router sends it. edgecore does not acknowledge these: they
+//!   count as delivered once sent.
+
+use kedge_core::envelope::{Message, group, op};
+use kedge_core::resource::ObjectRef;
+use serde_json::{Value, json};
+
+/// What to send a stock edgecore for one delivery.
+#[derive(Debug, Default)]
+pub struct Translation {
+    pub send: Vec<Message>,
+    /// Whether edgecore acknowledges the delivery itself (otherwise it counts once sent).
+    pub acknowledged: bool,
+    /// An eventbus rule's topic subscribed (to be unsubscribed when the rule goes).
+    pub subscribed: Option<String>,
+}
+
+const DEVICECONTROLLER: &str = "devicecontroller";
+const ROUTER_EVENTBUS: &str = "router_eventbus";
+
+/// The delivery `m` for a stock edgecore. `known`: the node acknowledged this object before;
+/// `topic`: the topic subscribed for this rule, if it is a rule's deletion.
+pub fn for_kubeedge(m: Message, known: bool, topic: Option<String>) -> Translation {
+    let kind = ObjectRef::parse(&m.route.resource)
+        .map(|r| r.kind.to_string())
+        .unwrap_or_default();
+    match kind.as_str() {
+        "device" | "devicemodel" => device(m, kind == "device", known),
+        "rule" => rule(m, topic),
+        _ => Translation {
+            send: vec![m],
+            acknowledged: true,
+            subscribed: None,
+        },
+    }
+}
+
+fn device(mut m: Message, is_device: bool, known: bool) -> Translation {
+    let delete = m.route.operation == op::DELETE;
+    m.route.source = DEVICECONTROLLER.into();
+    if !delete && !known {
+        m.route.operation = op::INSERT.into();
+    }
+    let mut send = Vec::new();
+    if is_device && (delete || !known) {
+        send.push(membership(&m.content, delete));
+    }
+    send.push(m);
+    Translation {
+        send,
+        acknowledged: true,
+        subscribed: None,
+    }
+}
+
+/// DeviceTwin's membership change for one device (`membership`, group `twin`).
+fn membership(device: &Value, removed: bool) -> Message {
+    let name = device
+        .pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    let ns = device
+        .pointer("/metadata/namespace")
+        .and_then(Value::as_str)
+        .unwrap_or("default");
+    let description = device
+        .pointer("/metadata/labels/description")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    let member = json!({"id": format!("{ns}/{name}"), "name": name, "description": description});
+    let (added, gone) = match removed {
+        false => (json!([member]), Value::Null),
+        true => (Value::Null, json!([member])),
+    };
+    let mut m = Message::new(
+        DEVICECONTROLLER,
+        group::TWIN,
+        op::UPDATE,
+        "membership",
+        Value::Null,
+    );
+    m.content = json!({
+        "event_id": m.header.id,
+        "timestamp": kedge_core::clock::now_ms(),
+        "added_devices": added,
+        "removed_devices": gone,
+    });
+    m
+}
+
+fn rule(m: Message, remembered: Option<String>) -> Translation {
+    let delete = m.route.operation == op::DELETE;
+    let ns = m
+        .content
+        .pointer("/metadata/namespace")
+        .and_then(Value::as_str)
+        .unwrap_or("default");
+    let topic = match delete {
+        true => remembered,
+        false => m
+            .content
+            .pointer("/spec/sourceResource/topic")
+            .and_then(Value::as_str)
+            .map(|t| format!("{ns}/{}", t.trim_start_matches('/'))),
+    };
+    let Some(topic) = topic else {
+        // Not an eventbus rule, or one whose topic is not known any more: nothing to say.
+        return Translation::default();
+    };
+    let operation = if delete { "unsubscribe" } else { "subscribe" };
+    let mut s = Message::new(ROUTER_EVENTBUS, group::USER, operation, &topic, Value::Null);
+    s.header.id = m.header.id.clone();
+    Translation {
+        send: vec![s],
+        acknowledged: false,
+        subscribed: (!delete).then_some(topic),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn device_msg(operation: &str) -> Message {
+        let d = json!({"apiVersion": "devices.kubeedge.io/v1beta1", "kind": "Device",
+            "metadata": {"name": "counter", "namespace": "default", "labels": {"description": "counter"}},
+            "spec": {"nodeName": "n1", "deviceModelRef": {"name": "counter-model"}}});
+        Message::new(
+            "edgecontroller",
+            "resource",
+            operation,
+            "default/device/counter",
+            d,
+        )
+    }
+
+    #[test]
+    fn a_new_device_is_announced_by_membership_then_inserted() {
+        let m = device_msg("update");
+        let id = m.header.id.clone();
+        let t = for_kubeedge(m, false, None);
+        assert!(t.acknowledged);
+        assert_eq!(t.send.len(), 2);
+        let mem = &t.send[0];
+        assert_eq!(
+            (
+                mem.route.source.as_str(),
+                mem.route.group.as_str(),
+                mem.route.operation.as_str(),
+                mem.route.resource.as_str()
+            ),
+            ("devicecontroller", "twin", "update", "membership")
+        );
+        assert_eq!(
+            mem.content["added_devices"],
+            json!([{"id": "default/counter", "name": "counter", "description": "counter"}])
+        );
+        assert_eq!(mem.content["removed_devices"], Value::Null);
+        let dev = &t.send[1];
+        assert_eq!(dev.route.source, "devicecontroller");
+        assert_eq!(dev.route.operation, "insert");
+        assert_eq!(
+            dev.header.id, id,
+            "edgecore acknowledges the object's own id"
+        );
+    }
+
+    #[test]
+    fn a_known_device_is_updated_and_a_deleted_one_removed() {
+        let t = for_kubeedge(device_msg("update"), true, None);
+        assert_eq!(t.send.len(), 1);
+        assert_eq!(t.send[0].route.operation, "update");
+        let t = for_kubeedge(device_msg("delete"), true, None);
+        assert_eq!(t.send.len(), 2);
+        assert_eq!(t.send[0].content["added_devices"], Value::Null);
+        assert_eq!(
+            t.send[0].content["removed_devices"][0]["id"],
+            "default/counter"
+        );
+        assert_eq!(t.send[1].route.operation, "delete");
+    }
+
+    #[test]
+    fn a_model_comes_from_devicecontroller_without_membership() {
+        let m = Message::new(
+            "edgecontroller",
+            "resource",
+            "update",
+            "default/devicemodel/counter-model",
+            json!({}),
+        );
+        let t = for_kubeedge(m, false, None);
+        assert_eq!(t.send.len(), 1);
+        assert_eq!(t.send[0].route.source, "devicecontroller");
+        assert_eq!(t.send[0].route.operation, "insert");
+    }
+
+    #[test]
+    fn an_eventbus_rule_is_a_subscription_to_its_namespaced_topic() {
+        let rule = json!({"metadata": {"name": "my-rule-eventbus-rest", "namespace": "default"},
+            "spec": {"source": "my-eventbus", "sourceResource": {"topic": "test", "node_name": "n1"},
+                     "target": "my-rest", "targetResource": {"resource": "http://x/b"}}});
+        let m = Message::new(
+            "edgecontroller",
+            "resource",
+            "update",
+            "default/rule/my-rule-eventbus-rest",
+            rule,
+        );
+        let t = for_kubeedge(m, false, None);
+        assert!(!t.acknowledged);
+        assert_eq!(t.subscribed.as_deref(), Some("default/test"));
+        let s = &t.send[0];
+        assert_eq!(
+            (
+                s.route.source.as_str(),
+                s.route.group.as_str(),
+                s.route.operation.as_str(),
+                s.route.resource.as_str()
+            ),
+            ("router_eventbus", "user", "subscribe", "default/test")
+        );
+        let gone = Message::new(
+            "edgecontroller",
+            "resource",
+            "delete",
+            "default/rule/my-rule-eventbus-rest",
+            json!({"metadata": {"name": "my-rule-eventbus-rest", "namespace": "default"}}),
+        );
+        let t = for_kubeedge(gone.clone(), true, Some("default/test".into()));
+        assert_eq!(t.send[0].route.operation, "unsubscribe");
+        assert_eq!(t.send[0].route.resource, "default/test");
+        assert!(for_kubeedge(gone, true, None).send.is_empty());
+    }
+
+    #[test]
+    fn other_objects_go_as_they_are() {
+        let m = Message::new(
+            "edgecontroller",
+            "resource",
+            "update",
+            "default/pod/web",
+            json!({}),
+        );
+        let t = for_kubeedge(m, false, None);
+        assert!(t.acknowledged);
+        assert_eq!(t.send[0].route.operation, "update");
+        assert_eq!(t.send[0].route.source, "edgecontroller");
+    }
+}
