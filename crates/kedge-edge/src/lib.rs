@@ -152,6 +152,7 @@ pub async fn start(cfg: EdgeConfig) -> Result<Edge, EdgeError> {
         hub.clone(),
         outbox.clone(),
         edged.runtime(),
+        inboxes.lease,
     ));
     Ok(Edge {
         dmi_socket: cfg.dmi_socket.clone(),

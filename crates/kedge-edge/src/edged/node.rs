@@ -13,7 +13,9 @@ use tokio::sync::watch;
 use super::Runtime;
 use super::nodestatus::{self, Host};
 use crate::edgehub::client::EdgeHub;
+use crate::edgehub::dispatch::LeaseSeen;
 use crate::edgehub::outbox::Outbox;
+use kedge_core::dialect::Dialect;
 
 /// Who the node is and how often it reports.
 #[derive(Debug, Clone)]
@@ -30,7 +32,9 @@ pub async fn report(
     hub: EdgeHub,
     outbox: Arc<Outbox>,
     mut runtime: watch::Receiver<Runtime>,
+    lease: watch::Receiver<LeaseSeen>,
 ) {
+    let cloud = hub.cloud();
     let host = Host::read();
     let mut connected = hub.connected();
     let mut tick = tokio::time::interval(r.every);
@@ -39,7 +43,6 @@ pub async fn report(
     // whichever wakes the loop first (a tick racing the connection would otherwise send a
     // status for a node the cloud does not know yet).
     let mut registered = false;
-    let mut leased = false;
     loop {
         tokio::select! {
             changed = connected.changed() => {
@@ -49,7 +52,6 @@ pub async fn report(
                 // Every connection registers anew (the cloud marked the node NotReady).
                 connected.borrow_and_update();
                 registered = false;
-                leased = false;
             }
             _ = tick.tick() => {}
             changed = runtime.changed() => {
@@ -60,7 +62,6 @@ pub async fn report(
         };
         if !*connected.borrow() {
             registered = false;
-            leased = false;
             continue;
         }
         let rt = runtime.borrow_and_update().clone();
@@ -78,13 +79,9 @@ pub async fn report(
             last = Some((status.clone(), at));
             ("nodestatus", op::UPDATE, status, false)
         } else {
-            // The first renewal of a connection creates the Lease (a stock cloudcore cannot
-            // update one that does not exist; an existing one is only refused, and updated
-            // at the next renewal).
-            let operation = if leased { op::UPDATE } else { op::INSERT };
-            leased = true;
-            let lease = nodestatus::lease(&r.node, &kedge_core::clock::rfc3339_micro());
-            ("lease", operation, lease, true)
+            let now = kedge_core::clock::rfc3339_micro();
+            let (operation, content) = renewal(&r.node, &now, *cloud.borrow(), &lease.borrow());
+            ("lease", operation, content, true)
         };
         let ns = if renewal {
             nodestatus::LEASE_NAMESPACE
@@ -98,5 +95,54 @@ pub async fn report(
         } else if let Err(e) = outbox.push(m, Some(kind)) {
             tracing::warn!(error = %e, "node status not queued");
         }
+    }
+}
+
+/// A Lease renewal: to kedge's cloud an update it answers by renewing the Lease itself; to a
+/// stock cloudcore, which hands the Lease to kube-apiserver as it is, an update at the version
+/// it last answered with, a create when it has none, and a read first when that is not known.
+fn renewal(
+    node: &str,
+    now: &str,
+    cloud: Dialect,
+    seen: &LeaseSeen,
+) -> (&'static str, serde_json::Value) {
+    let mut lease = nodestatus::lease(node, now);
+    if !cloud.is_kubeedge() {
+        return (op::UPDATE, lease);
+    }
+    match seen {
+        LeaseSeen::Version(rv) => {
+            lease["metadata"]["resourceVersion"] = serde_json::json!(rv);
+            (op::UPDATE, lease)
+        }
+        LeaseSeen::Absent => (op::INSERT, lease),
+        LeaseSeen::Unknown => (op::QUERY, serde_json::Value::Null),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stock_cloudcore_renews_at_the_version_it_holds() {
+        let now = "2026-12-02T10:00:00.000000Z";
+        let (o, _) = renewal("n1", now, Dialect::KubeEdge, &LeaseSeen::Unknown);
+        assert_eq!(o, "query");
+        let (o, l) = renewal("n1", now, Dialect::KubeEdge, &LeaseSeen::Absent);
+        assert_eq!((o, l["metadata"]["name"].as_str()), ("insert", Some("n1")));
+        let (o, l) = renewal(
+            "n1",
+            now,
+            Dialect::KubeEdge,
+            &LeaseSeen::Version("7".into()),
+        );
+        assert_eq!(
+            (o, l["metadata"]["resourceVersion"].as_str()),
+            ("update", Some("7"))
+        );
+        let (o, l) = renewal("n1", now, Dialect::Kedge, &LeaseSeen::Unknown);
+        assert_eq!((o, l["spec"]["renewTime"].as_str()), ("update", Some(now)));
     }
 }

@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use kedge_core::envelope::{Message, group, op};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 use super::outbox::Outbox;
 
@@ -47,12 +47,45 @@ pub fn classify(m: &Message) -> Downlink {
 pub const OP_SUBSCRIBE: &str = "subscribe";
 pub const OP_UNSUBSCRIBE: &str = "unsubscribe";
 
+/// What the cloud last said of the node's Lease (a stock cloudcore updates a Lease only at the
+/// resourceVersion it holds, as kube-apiserver requires).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum LeaseSeen {
+    #[default]
+    Unknown,
+    Absent,
+    Version(String),
+}
+
+/// The Lease state an answer tells, if it answers a Lease message: KubeEdge's `ObjectResp`
+/// with the Lease, or with the API's refusal (404: there is none; anything else, a conflict
+/// say: read it again).
+pub fn lease_seen(m: &Message) -> Option<LeaseSeen> {
+    let r = kedge_core::resource::ObjectRef::parse(&m.route.resource).ok()?;
+    if r.kind != "lease" || !m.content.is_object() {
+        return None;
+    }
+    if let Some(rv) = m.content.pointer("/Object/metadata/resourceVersion") {
+        return Some(LeaseSeen::Version(rv.as_str()?.to_string()));
+    }
+    match m
+        .content
+        .pointer("/Err/ErrStatus/code")
+        .and_then(|c| c.as_u64())
+    {
+        Some(404) => Some(LeaseSeen::Absent),
+        Some(_) => Some(LeaseSeen::Unknown),
+        None => None,
+    }
+}
+
 /// The components' inboxes.
 #[derive(Clone)]
 pub struct Routes {
     pub objects: mpsc::Sender<Message>,
     pub publishes: mpsc::Sender<Message>,
     pub calls: mpsc::Sender<Message>,
+    pub lease: Arc<watch::Sender<LeaseSeen>>,
 }
 
 /// The receiving ends of [`Routes`], one per component.
@@ -60,6 +93,7 @@ pub struct Inboxes {
     pub objects: mpsc::Receiver<Message>,
     pub publishes: mpsc::Receiver<Message>,
     pub calls: mpsc::Receiver<Message>,
+    pub lease: watch::Receiver<LeaseSeen>,
 }
 
 /// Bounded inboxes: a component that falls behind slows the cloud down (TCP back-pressure)
@@ -68,16 +102,19 @@ pub fn inboxes() -> (Routes, Inboxes) {
     let (objects, o) = mpsc::channel(1024);
     let (publishes, p) = mpsc::channel(1024);
     let (calls, c) = mpsc::channel(1024);
+    let (lease, l) = watch::channel(LeaseSeen::default());
     (
         Routes {
             objects,
             publishes,
             calls,
+            lease: Arc::new(lease),
         },
         Inboxes {
             objects: o,
             publishes: p,
             calls: c,
+            lease: l,
         },
     )
 }
@@ -108,6 +145,9 @@ pub(super) async fn run(mut down: mpsc::Receiver<Message>, routes: Routes, outbo
                         next = Some(more);
                         break;
                     }
+                }
+                for seen in answers.iter().filter_map(lease_seen) {
+                    routes.lease.send_replace(seen);
                 }
                 settle(&outbox, &answers);
                 continue;
@@ -171,6 +211,38 @@ mod tests {
         assert_eq!(got(first.expect("in time")), Some(a.route.resource));
         let second = tokio::time::timeout(within, inboxes.objects.recv()).await;
         assert_eq!(got(second.expect("in time")), Some(b.route.resource));
+    }
+
+    #[test]
+    fn a_cloudcore_answer_tells_the_leases_version() {
+        let answer = |content: serde_json::Value| {
+            Message::new(
+                "edgecontroller",
+                group::RESOURCE,
+                op::RESPONSE,
+                "kube-node-lease/lease/n1",
+                content,
+            )
+        };
+        let found = answer(
+            serde_json::json!({"Object": {"metadata": {"resourceVersion": "42"}}, "Err": null}),
+        );
+        assert_eq!(lease_seen(&found), Some(LeaseSeen::Version("42".into())));
+        let absent =
+            answer(serde_json::json!({"Object": null, "Err": {"ErrStatus": {"code": 404}}}));
+        assert_eq!(lease_seen(&absent), Some(LeaseSeen::Absent));
+        let conflict =
+            answer(serde_json::json!({"Object": null, "Err": {"ErrStatus": {"code": 409}}}));
+        assert_eq!(lease_seen(&conflict), Some(LeaseSeen::Unknown));
+        assert_eq!(lease_seen(&answer(serde_json::json!("OK"))), None);
+        let pod = Message::new(
+            "edgecontroller",
+            group::RESOURCE,
+            op::RESPONSE,
+            "default/pod/a",
+            serde_json::json!({"Object": {"metadata": {"resourceVersion": "1"}}}),
+        );
+        assert_eq!(lease_seen(&pod), None);
     }
 
     #[test]
