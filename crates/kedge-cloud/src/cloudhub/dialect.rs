@@ -129,6 +129,12 @@ fn rule(m: Message, remembered: Option<String>) -> Translation {
 mod tests {
     use super::*;
 
+    /// (source, group, operation, resource).
+    fn route(m: &Message) -> (&str, &str, &str, &str) {
+        let r = &m.route;
+        (&r.source, &r.group, &r.operation, &r.resource)
+    }
+
     fn device_msg(operation: &str) -> Message {
         let d = json!({"apiVersion": "devices.kubeedge.io/v1beta1", "kind": "Device",
             "metadata": {"name": "counter", "namespace": "default", "labels": {"description": "counter"}},
@@ -151,12 +157,7 @@ mod tests {
         assert_eq!(t.send.len(), 2);
         let mem = &t.send[0];
         assert_eq!(
-            (
-                mem.route.source.as_str(),
-                mem.route.group.as_str(),
-                mem.route.operation.as_str(),
-                mem.route.resource.as_str()
-            ),
+            route(mem),
             ("devicecontroller", "twin", "update", "membership")
         );
         assert_eq!(
@@ -218,14 +219,8 @@ mod tests {
         let t = for_kubeedge(m, false, None);
         assert!(!t.acknowledged);
         assert_eq!(t.subscribed.as_deref(), Some("default/test"));
-        let s = &t.send[0];
         assert_eq!(
-            (
-                s.route.source.as_str(),
-                s.route.group.as_str(),
-                s.route.operation.as_str(),
-                s.route.resource.as_str()
-            ),
+            route(&t.send[0]),
             ("router_eventbus", "user", "subscribe", "default/test")
         );
         let gone = Message::new(

@@ -27,9 +27,12 @@ pub enum Answer {
 const EDGECONTROLLER: &str = "edgecontroller";
 const DEVICECONTROLLER: &str = "devicecontroller";
 
+/// DeviceTwin's request for its node's devices, sent on every connection (edge form).
+pub const MEMBERSHIP_DETAIL: &str = "membership/detail";
+
 /// Whether `resource` (edge form) is DeviceTwin's: a device report or a membership request.
 pub fn is_twin(resource: &str) -> bool {
-    resource.starts_with("device/") || resource.starts_with("membership")
+    crate::devicecontroller::report::parse(resource).is_some() || resource == MEMBERSHIP_DETAIL
 }
 
 /// The answer to `m`.

@@ -57,9 +57,6 @@ impl UpstreamError {
     }
 }
 
-/// DeviceTwin's request for its node's devices, sent on every connection (edge form).
-const MEMBERSHIP_DETAIL: &str = "membership/detail";
-
 /// What a Lease write is answered with: the Lease the edge sent (kubelet keeps it as the base of
 /// its next renewal), named as the node's. The cloud renews the Lease itself, so what kubelet
 /// sent beyond that is not stored.
@@ -170,7 +167,7 @@ impl Ctl {
             report::apply(&self.client, (cached, status), node, r, &m.content).await?;
             return Ok(Answer::Ack);
         }
-        if m.route.resource == MEMBERSHIP_DETAIL {
+        if m.route.resource == answer::MEMBERSHIP_DETAIL {
             // DeviceTwin asks on every connection and re-sends until confirmed; the devices
             // themselves reach it through membership and device messages (resync).
             return Ok(Answer::Ack);
