@@ -54,9 +54,7 @@ fn meta_mut(obj: &mut Value) -> Result<&mut Map<String, Value>, ApiError> {
         .ok_or_else(|| ApiError::bad_request("metadata must be an object"))
 }
 
-pub fn str_at<'a>(v: &'a Value, ptr: &str) -> &'a str {
-    v.pointer(ptr).and_then(Value::as_str).unwrap_or_default()
-}
+pub use kedge_core::json::str_at;
 
 /// Checks `apiVersion` and `kind` against the URL, filling them in when absent from a patch.
 fn check_type(t: &Target, obj: &mut Value) -> Result<(), ApiError> {

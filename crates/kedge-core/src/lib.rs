@@ -13,6 +13,7 @@ pub mod delivery;
 pub mod devices;
 pub mod dialect;
 pub mod envelope;
+pub mod json;
 pub mod names;
 pub mod resource;
 pub mod rule;

@@ -10,6 +10,7 @@
 //!   count as delivered once sent.
 
 use kedge_core::envelope::{Message, group, op};
+use kedge_core::json::str_at;
 use kedge_core::resource::ObjectRef;
 use serde_json::{Value, json};
 
@@ -63,18 +64,12 @@ fn device(mut m: Message, is_device: bool, known: bool) -> Translation {
 
 /// DeviceTwin's membership change for one device (`membership`, group `twin`).
 fn membership(device: &Value, removed: bool) -> Message {
-    let name = device
-        .pointer("/metadata/name")
-        .and_then(Value::as_str)
-        .unwrap_or_default();
-    let ns = device
-        .pointer("/metadata/namespace")
-        .and_then(Value::as_str)
-        .unwrap_or("default");
-    let description = device
-        .pointer("/metadata/labels/description")
-        .and_then(Value::as_str)
-        .unwrap_or_default();
+    let name = str_at(device, "/metadata/name");
+    let ns = match str_at(device, "/metadata/namespace") {
+        "" => "default",
+        ns => ns,
+    };
+    let description = str_at(device, "/metadata/labels/description");
     let member = json!({"id": format!("{ns}/{name}"), "name": name, "description": description});
     let (added, gone) = match removed {
         false => (json!([member]), Value::Null),

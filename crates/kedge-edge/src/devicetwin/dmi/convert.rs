@@ -8,6 +8,7 @@
 use std::collections::BTreeMap;
 
 use kedge_core::devices;
+use kedge_core::json::str_at;
 use kedge_proto::dmi;
 use prost::Message;
 use prost_types::Any;
@@ -33,10 +34,6 @@ pub fn v1beta1(kind: &str, obj: &Value) -> Result<Value, ConvertError> {
         devices::V1ALPHA2 => Ok(devices::convert(kind, obj, devices::V1BETA1)?),
         _ => Ok(obj.clone()),
     }
-}
-
-fn str_at<'a>(v: &'a Value, ptr: &str) -> &'a str {
-    v.pointer(ptr).and_then(Value::as_str).unwrap_or("")
 }
 
 fn object(v: Option<&Value>) -> Map<String, Value> {
