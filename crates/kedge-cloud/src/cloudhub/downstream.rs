@@ -456,8 +456,12 @@ impl Downstream {
                     .get_mut(&node)
                     .map(|n| n.q.poll(now, room))
                     .unwrap_or_default();
+                let stock = self.hub.dialect(&node) == Some(Dialect::KubeEdge);
                 'node: for m in msgs {
-                    let (out, unconfirmed) = self.for_edge(&node, m);
+                    let (out, unconfirmed) = match stock {
+                        true => self.for_kubeedge(&node, m),
+                        false => (vec![m], None),
+                    };
                     for m in out {
                         // Full after all (replies share the queue): re-sent when due.
                         if self.hub.try_send(&node, m).is_err() {
@@ -472,13 +476,9 @@ impl Downstream {
         }
     }
 
-    /// `m` as `node`'s edge takes it: as it is for kedge's edge, translated for a stock
-    /// edgecore (`dialect`). Also the id of a delivery that counts once sent (edgecore does not
-    /// acknowledge it).
-    fn for_edge(&self, node: &str, m: Message) -> (Vec<Message>, Option<String>) {
-        if self.hub.dialect(node) != Some(Dialect::KubeEdge) {
-            return (vec![m], None);
-        }
+    /// `m` as a stock edgecore takes it (`dialect`; kedge's edge takes it as it is), and the id
+    /// of a delivery that counts once sent (edgecore does not acknowledge it).
+    fn for_kubeedge(&self, node: &str, m: Message) -> (Vec<Message>, Option<String>) {
         let id = m.header.id.clone();
         let uid = m
             .content
