@@ -247,7 +247,7 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
     tokio::spawn(
         tonic::transport::Server::builder()
             .add_service(DeviceMapperServiceServer::new(Mapper(tx)))
-            .serve_with_incoming(tokio_stream::wrappers::UnixListenerStream::new(listener)),
+            .serve_with_incoming(kedge_edge::devicetwin::dmi::incoming::incoming(listener)),
     );
     let sync = register(&dmi_path, &socket, a.devices).await?;
     eprintln!(

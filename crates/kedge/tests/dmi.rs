@@ -217,6 +217,58 @@ async fn a_mapper_gets_its_devices_its_reports_reach_device_status_and_desired_r
     m.stop().await;
 }
 
+/// KubeEdge's Go clients (edgecore calling a mapper, the mapper framework calling the edge) send
+/// the socket path, percent-encoded, as `:authority`, which h2 refuses: the edge's DMI server
+/// answers them. These bytes are what grpc-go 1.67 sent for two `MapperRegister` calls on one
+/// connection (see kedge-edge's `devicetwin/dmi/authority.rs`).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_go_grpc_client_dialling_the_socket_path_is_served() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    const GRPC_GO: &[u8] = include_bytes!("../../kedge-edge/src/devicetwin/dmi/grpc-go-client.bin");
+    let dir = tempfile::tempdir().expect("dir");
+    let cloud = Kedge::cloud(dir.path());
+    let edge_dir = tempfile::tempdir().expect("edge dir");
+    let _edge = EdgeProc::start(&cloud, edge_dir.path(), NODE, &cloud.token());
+    let dmi = edge_dir.path().join("dmi.sock");
+    wait_for(LONG, "the DMI socket", || std::fs::metadata(&dmi).ok()).await;
+    let mut conn = tokio::net::UnixStream::connect(&dmi)
+        .await
+        .expect("connect");
+    conn.write_all(GRPC_GO).await.expect("write");
+
+    // Read the answer's frames until both streams have ended, decoding every header block in
+    // order (h2 compresses against its table).
+    let mut decoder = loona_hpack::Decoder::new();
+    let mut trailers = std::collections::BTreeMap::new();
+    let read = async {
+        while trailers.len() < 2 {
+            let mut head = [0u8; 9];
+            conn.read_exact(&mut head).await.expect("a frame");
+            let len = u32::from_be_bytes([0, head[0], head[1], head[2]]) as usize;
+            let (kind, flags) = (head[3], head[4]);
+            let stream = u32::from_be_bytes([head[5], head[6], head[7], head[8]]);
+            let mut payload = vec![0; len];
+            conn.read_exact(&mut payload).await.expect("its payload");
+            assert!(kind != 0x3, "RST_STREAM on stream {stream}: {payload:?}");
+            assert!(kind != 0x7, "GOAWAY: {payload:?}");
+            if kind == 0x1 {
+                let headers = decoder.decode(&payload).expect("h2's headers decode");
+                if flags & 0x1 != 0 {
+                    let status = headers.iter().find(|(n, _)| n == b"grpc-status");
+                    let status = status.map(|(_, v)| String::from_utf8_lossy(v).into_owned());
+                    trailers.insert(stream, status);
+                }
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(20), read)
+        .await
+        .expect("both calls answered within 20 s");
+    let ok = Some("0".to_string());
+    assert_eq!(trailers.get(&1), Some(&ok), "first call");
+    assert_eq!(trailers.get(&3), Some(&ok), "second call");
+}
+
 /// A MapperRegister whose body is not a MapperRegisterRequest (field 2 as a number).
 async fn malformed_register(dmi: &Path) -> Result<(), tonic::Status> {
     let channel = mapper::channel(dmi).await.expect("channel");

@@ -276,7 +276,7 @@ pub async fn run(o: Options, mut stop: tokio::sync::watch::Receiver<bool>) -> an
         tonic::transport::Server::builder()
             .add_service(svc)
             .serve_with_incoming_shutdown(
-                tokio_stream::wrappers::UnixListenerStream::new(listener),
+                kedge_edge::devicetwin::dmi::incoming::incoming(listener),
                 async move {
                     let _ = stop2.wait_for(|s| *s).await;
                 },

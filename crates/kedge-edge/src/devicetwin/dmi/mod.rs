@@ -10,8 +10,10 @@
 //! Each device's standing — taken by its mapper, or pending and why — is reported to the cloud,
 //! which shows it as the Device's `Mapped` condition.
 
+pub mod authority;
 pub mod client;
 pub mod convert;
+pub mod incoming;
 pub mod plan;
 pub mod records;
 pub mod server;

@@ -199,7 +199,7 @@ pub async fn serve(
     let server = DeviceManagerServiceServer::new(svc)
         .max_decoding_message_size(MAX_MESSAGE)
         .max_encoding_message_size(64 << 20);
-    let incoming = tokio_stream::wrappers::UnixListenerStream::new(listener);
+    let incoming = super::incoming::incoming(listener);
     let result = tonic::transport::Server::builder()
         .add_service(server)
         .serve_with_incoming_shutdown(incoming, stop)
