@@ -93,6 +93,8 @@ pub fn start_server(kedge: Option<PathBuf>) -> anyhow::Result<Server> {
         "0",
         "--mqtt-port",
         "0",
+        "--servicebus-port",
+        "0",
         "--metrics-port",
         "0",
         "--router-port",

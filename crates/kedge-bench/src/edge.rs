@@ -65,6 +65,8 @@ impl EdgeProcess {
             .args([
                 "--mqtt-port",
                 "0",
+                "--servicebus-port",
+                "0",
                 "--metrics-port",
                 "0",
                 "--cri-endpoint",

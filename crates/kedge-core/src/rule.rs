@@ -7,6 +7,8 @@
 //! - eventbus → rest: MQTT `<namespace>/<topic>` on node `node_name` → POST to the target URL.
 //! - rest → servicebus: `/{node}/{namespace}/{path}` → `http://127.0.0.1:<service_port><path>…`
 //!   on the node.
+//! - servicebus → rest: an app on node `node_name` asks the edge's ServiceBus for `target_url`
+//!   → the cloud calls the rule's target URL and answers with what it said.
 //!
 //! A request path matches a rule whose path is a whole-segment prefix of it; the longest wins.
 
@@ -141,13 +143,22 @@ pub fn admit(rule: &Rule, endpoints: &[Endpoint], others: &[Rule]) -> Result<(),
             )),
             None => Ok(()),
         },
+        SourceKey::Url { node, url } => match table.service.get(&(node, url)) {
+            Some(other) => Err(RuleError::Duplicate(
+                other.rule.clone(),
+                "target_url and node",
+            )),
+            None => Ok(()),
+        },
     }
 }
 
-/// What identifies a rule's source: a REST path in its namespace, or a topic on a node.
+/// What identifies a rule's source: a REST path in its namespace, a topic on a node, or a
+/// servicebus `target_url` on a node (in every namespace: the edge app names no namespace).
 enum SourceKey {
     Path(String),
     Topic { node: String, topic: String },
+    Url { node: String, url: String },
 }
 
 /// The source's key, checked against what its endpoint type needs (the target's type, when
@@ -164,10 +175,16 @@ fn source_key(
             node: get(s, "node_name")?.to_string(),
             topic: format!("{}/{}", rule.namespace, get(s, "topic")?.trim_matches('/')),
         }),
-        EndpointType::ServiceBus => Err(RuleError::Unsupported {
-            from: "servicebus".into(),
-            to: target.map_or("any endpoint".into(), |t| format!("{t:?}").to_lowercase()),
-        }),
+        EndpointType::ServiceBus => match target {
+            None | Some(EndpointType::Rest) => Ok(SourceKey::Url {
+                node: get(s, "node_name")?.to_string(),
+                url: get(s, "target_url")?.to_string(),
+            }),
+            Some(t) => Err(RuleError::Unsupported {
+                from: "servicebus".into(),
+                to: format!("{t:?}").to_lowercase(),
+            }),
+        },
     }
 }
 
@@ -199,7 +216,7 @@ pub enum RuleError {
     #[error("rule endpoint {0} does not exist in the rule's namespace")]
     NoEndpoint(String),
     #[error(
-        "{from} → {to} is not a supported route (rest→eventbus, eventbus→rest, rest→servicebus)"
+        "{from} → {to} is not a supported route (rest→eventbus, eventbus→rest, rest→servicebus, servicebus→rest)"
     )]
     Unsupported { from: String, to: String },
     #[error("{0} is required")]
@@ -233,6 +250,11 @@ enum Compiled {
     Bus {
         node: String,
         topic: String,
+        route: BusRoute,
+    },
+    Service {
+        node: String,
+        url: String,
         route: BusRoute,
     },
 }
@@ -288,6 +310,14 @@ fn compile(rule: &Rule, endpoints: &[Endpoint]) -> Result<Compiled, RuleError> {
                 url: get(t, "resource")?.to_string(),
             },
         }),
+        (EndpointType::ServiceBus, EndpointType::Rest) => Ok(Compiled::Service {
+            node: get(s, "node_name")?.to_string(),
+            url: get(s, "target_url")?.to_string(),
+            route: BusRoute {
+                rule: id,
+                url: get(t, "resource")?.to_string(),
+            },
+        }),
         (a, b) => Err(RuleError::Unsupported {
             from: format!("{a:?}").to_lowercase(),
             to: format!("{b:?}").to_lowercase(),
@@ -302,6 +332,8 @@ pub struct RuleTable {
     rest: HashMap<String, Vec<(String, RestRoute)>>,
     /// (node, `<namespace>/<topic>`) → route.
     bus: HashMap<(String, String), BusRoute>,
+    /// (node, servicebus `target_url`) → route.
+    service: HashMap<(String, String), BusRoute>,
 }
 
 impl RuleTable {
@@ -336,6 +368,17 @@ impl RuleTable {
                         }
                     }
                 }
+                Ok(Compiled::Service { node, url, route }) => {
+                    match table.service.get(&(node.clone(), url.clone())) {
+                        Some(other) => refused.push((
+                            id,
+                            RuleError::Duplicate(other.rule.clone(), "target_url and node"),
+                        )),
+                        None => {
+                            table.service.insert((node, url), route);
+                        }
+                    }
+                }
             }
         }
         (table, refused)
@@ -361,11 +404,19 @@ impl RuleTable {
         self.bus.get(&(node.to_string(), topic.to_string()))
     }
 
-    /// The eventbus-source rules (`namespace/name`) that name `node`, sorted.
+    /// The route for servicebus `target_url` asked for on `node`.
+    pub fn service(&self, node: &str, target_url: &str) -> Option<&BusRoute> {
+        self.service
+            .get(&(node.to_string(), target_url.to_string()))
+    }
+
+    /// The eventbus- and servicebus-source rules (`namespace/name`) that name `node`, sorted:
+    /// the node is given them, to subscribe their topics and allow their target URLs.
     pub fn bus_rules(&self, node: &str) -> Vec<String> {
         let mut v: Vec<String> = self
             .bus
             .iter()
+            .chain(&self.service)
             .filter(|((n, _), _)| n == node)
             .map(|(_, r)| r.rule.clone())
             .collect();
@@ -373,9 +424,10 @@ impl RuleTable {
         v
     }
 
-    /// Every node some eventbus-source rule names.
+    /// Every node some eventbus- or servicebus-source rule names.
     pub fn bus_nodes(&self) -> std::collections::BTreeSet<String> {
-        self.bus.keys().map(|(n, _)| n.clone()).collect()
+        let nodes = self.bus.keys().chain(self.service.keys());
+        nodes.map(|(n, _)| n.clone()).collect()
     }
 
     /// The MQTT topics `node` must subscribe to for eventbus sources, sorted.
@@ -631,11 +683,23 @@ pub(crate) mod tests {
             admit(&pair, &eps, &rules),
             Err(RuleError::Unsupported { .. })
         ));
-        let from_servicebus = rule("m", "my-servicebus", &[], "nope", &[]);
+        let sb = [("target_url", "http://app/x"), ("node_name", "n")];
+        let to_eventbus = rule("m", "my-servicebus", &sb, "my-eventbus", &[("topic", "t")]);
         assert!(matches!(
-            admit(&from_servicebus, &eps, &rules),
+            admit(&to_eventbus, &eps, &rules),
             Err(RuleError::Unsupported { .. })
         ));
+        let no_node = rule(
+            "m",
+            "my-servicebus",
+            &sb[..1],
+            "my-rest",
+            &[("resource", "u")],
+        );
+        assert_eq!(
+            admit(&no_node, &eps, &rules),
+            Err(RuleError::Missing("node_name"))
+        );
         let obj = serde_json::json!({"metadata": {"name": "r", "namespace": "default"},
             "spec": {"source": "my-rest", "sourceResource": {"path": "/q"}, "target": "my-eventbus", "targetResource": {"topic": "t"}}});
         let parsed = Rule::from_object(&obj).expect("rule");
@@ -798,5 +862,66 @@ pub(crate) mod tests {
                     .prop_map(|m| serde_json::Value::Object(m.into_iter().collect())),
             ]
         })
+    }
+
+    #[test]
+    fn servicebus_to_rest_routes_a_target_url_on_a_node_to_the_rest_target() {
+        let (mut eps, mut rules) = seed();
+        let sb = [
+            ("target_url", "http://127.0.0.1:9000/echo"),
+            ("node_name", "kube-edge-1"),
+        ];
+        let to = [("resource", "http://cloud-app:8080/in")];
+        rules.push(rule("sb-rest", "my-servicebus", &sb, "my-rest", &to));
+        let (t, refused) = RuleTable::build(&eps, &rules);
+        assert!(refused.is_empty(), "{refused:?}");
+        let r = t
+            .service("kube-edge-1", "http://127.0.0.1:9000/echo")
+            .expect("route");
+        assert_eq!(
+            (r.rule.as_str(), r.url.as_str()),
+            ("default/sb-rest", "http://cloud-app:8080/in")
+        );
+        assert!(
+            t.service("kube-edge-2", "http://127.0.0.1:9000/echo")
+                .is_none()
+        );
+        assert!(
+            t.service("kube-edge-1", "http://127.0.0.1:9000/other")
+                .is_none()
+        );
+        assert!(
+            t.bus_rules("kube-edge-1")
+                .contains(&"default/sb-rest".to_string())
+        );
+        assert!(t.bus_nodes().contains("kube-edge-1"));
+
+        // The same target_url and node again, even in another namespace, is refused.
+        let again = rule("sb-rest-2", "my-servicebus", &sb, "my-rest", &to);
+        assert_eq!(
+            admit(&again, &eps, &rules),
+            Err(RuleError::Duplicate(
+                "default/sb-rest".into(),
+                "target_url and node"
+            ))
+        );
+        for e in eps.clone() {
+            eps.push(Endpoint {
+                namespace: "other".into(),
+                ..e
+            });
+        }
+        rules.push(Rule {
+            namespace: "other".into(),
+            ..again
+        });
+        let (_, refused) = RuleTable::build(&eps, &rules);
+        assert_eq!(
+            refused,
+            [(
+                "other/sb-rest-2".to_string(),
+                RuleError::Duplicate("default/sb-rest".into(), "target_url and node")
+            )]
+        );
     }
 }

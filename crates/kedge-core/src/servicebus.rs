@@ -109,6 +109,101 @@ impl HttpResponse {
     }
 }
 
+/// What an edge app asks the edge's ServiceBus for (servicebus → rest), as KubeEdge's:
+/// `{"method":"POST","targetURL":"<a rule's target_url>","payload":…}`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ServiceRequest {
+    #[serde(default)]
+    pub method: String,
+    #[serde(rename = "targetURL")]
+    pub target_url: String,
+    #[serde(default)]
+    pub payload: serde_json::Value,
+}
+
+impl ServiceRequest {
+    /// The method the cloud app is called with (`POST` when none is named).
+    pub fn method(&self) -> &str {
+        match self.method.trim() {
+            "" => "POST",
+            m => m,
+        }
+    }
+
+    /// The body the cloud app gets: a string payload as its text, any other JSON as JSON,
+    /// none as nothing.
+    pub fn body(&self) -> Vec<u8> {
+        match &self.payload {
+            serde_json::Value::Null => Vec::new(),
+            serde_json::Value::String(s) => s.clone().into_bytes(),
+            other => other.to_string().into_bytes(),
+        }
+    }
+
+    /// The request in an upload's content: kedge's edge sends it as JSON; a stock edgecore
+    /// sends the app's raw bytes, which Go's JSON writes as a base64 string.
+    pub fn from_content(content: &serde_json::Value) -> Result<ServiceRequest, String> {
+        use base64::Engine;
+        let parsed = match content {
+            serde_json::Value::String(s) => {
+                let raw = base64::engine::general_purpose::STANDARD
+                    .decode(s.trim())
+                    .unwrap_or_else(|_| s.clone().into_bytes());
+                serde_json::from_slice(&raw)
+            }
+            other => serde_json::from_value(other.clone()),
+        };
+        parsed.map_err(|e| {
+            format!("not a servicebus request ({{\"method\",\"targetURL\",\"payload\"}}): {e}")
+        })
+    }
+}
+
+/// What the edge app gets back, as KubeEdge's: `{"code","msg","body"}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceAnswer {
+    pub code: u16,
+    pub msg: String,
+    #[serde(default)]
+    pub body: String,
+}
+
+impl ServiceAnswer {
+    /// The cloud's answer to a servicebus upload: kedge's cloud sends an [`HttpResponse`], a
+    /// stock cloudcore the cloud app's body as a string (it keeps no status: 200).
+    pub fn from_cloud(content: &serde_json::Value) -> ServiceAnswer {
+        let resp = match content {
+            serde_json::Value::String(s) => HttpResponse {
+                status_code: 200,
+                body: s.clone().into_bytes(),
+                ..HttpResponse::default()
+            },
+            other => serde_json::from_value(other.clone()).unwrap_or_else(|e| {
+                HttpResponse::error(502, &format!("the cloud's answer is not understood: {e}"))
+            }),
+        };
+        let msg = if resp.header.contains_key(EDGE_ERROR) {
+            "the cloud could not call the target".to_string()
+        } else {
+            "receive response from cloud successfully".to_string()
+        };
+        ServiceAnswer {
+            code: resp.status_code,
+            msg,
+            body: String::from_utf8_lossy(&resp.body).into_owned(),
+        }
+    }
+
+    /// An answer the edge makes itself.
+    pub fn error(code: u16, msg: impl Into<String>) -> ServiceAnswer {
+        ServiceAnswer {
+            code,
+            msg: msg.into(),
+            body: String::new(),
+        }
+    }
+}
+
 /// `<port>:<path>` → (port, path), the path starting with `/`.
 pub fn parse_resource(resource: &str) -> Option<(u16, &str)> {
     let (port, path) = resource.split_once(':')?;
@@ -149,5 +244,50 @@ mod tests {
         assert_eq!(parse_resource("6666:x"), None);
         assert_eq!(parse_resource("/x"), None);
         assert!(is_method("DELETE") && !is_method("publish"));
+    }
+
+    #[test]
+    fn a_servicebus_request_reads_from_kedge_and_stock_edges() {
+        let app = br#"{"method":"PUT","targetURL":"http://127.0.0.1:9000/echo","payload":{"a":1}}"#;
+        let as_json: serde_json::Value = serde_json::from_slice(app).expect("json");
+        let kedge = ServiceRequest::from_content(&as_json).expect("kedge edge");
+        use base64::Engine;
+        let b64 = base64::engine::general_purpose::STANDARD.encode(app);
+        let stock =
+            ServiceRequest::from_content(&serde_json::Value::String(b64)).expect("edgecore");
+        assert_eq!(kedge, stock);
+        assert_eq!(
+            (kedge.method(), kedge.body()),
+            ("PUT", br#"{"a":1}"#.to_vec())
+        );
+        let text = ServiceRequest {
+            payload: "hello".into(),
+            ..ServiceRequest::default()
+        };
+        assert_eq!((text.method(), text.body()), ("POST", b"hello".to_vec()));
+        assert!(ServiceRequest::default().body().is_empty());
+        let bad = ServiceRequest::from_content(&serde_json::json!({"method": "GET"}));
+        assert!(bad.expect_err("no targetURL").contains("targetURL"));
+    }
+
+    #[test]
+    fn the_cloud_answer_becomes_kubeedge_code_msg_body() {
+        let kedge = HttpResponse {
+            status_code: 201,
+            body: b"made".to_vec(),
+            ..HttpResponse::default()
+        };
+        let a = ServiceAnswer::from_cloud(&serde_json::to_value(&kedge).expect("json"));
+        assert_eq!((a.code, a.body.as_str()), (201, "made"));
+        assert_eq!(a.msg, "receive response from cloud successfully");
+        let stock = ServiceAnswer::from_cloud(&serde_json::json!("Hello World"));
+        assert_eq!((stock.code, stock.body.as_str()), (200, "Hello World"));
+        let failed = HttpResponse::error(502, "unreachable");
+        let f = ServiceAnswer::from_cloud(&serde_json::to_value(&failed).expect("json"));
+        assert_eq!((f.code, f.body.as_str()), (502, "unreachable\n"));
+        assert_eq!(
+            serde_json::to_value(&a).expect("json"),
+            serde_json::json!({"code": 201, "msg": "receive response from cloud successfully", "body": "made"})
+        );
     }
 }

@@ -31,6 +31,7 @@ pub struct Settings {
     pub cri_endpoint: String,
     pub restart_backoff_seconds: u64,
     pub dmi_socket: PathBuf,
+    pub servicebus_port: u16,
 }
 
 impl Default for Settings {
@@ -54,12 +55,14 @@ impl Default for Settings {
             // kubelet's first CrashLoopBackOff delay.
             restart_backoff_seconds: 10,
             dmi_socket: PathBuf::new(),
+            // KubeEdge's serviceBus port.
+            servicebus_port: 9060,
         }
     }
 }
 
 /// What each setting does, in the order `--print-default-config` shows them.
-const DOCS: [(&str, &str); 16] = [
+const DOCS: [(&str, &str); 17] = [
     (
         "dataDir",
         "Where the edge keeps its identity (pki/) and its store.",
@@ -118,6 +121,11 @@ const DOCS: [(&str, &str); 16] = [
         "dmiSocket",
         "The unix socket DMI mappers register and report on (empty: <dataDir>/dmi.sock). Stock\n\
          KubeEdge mappers expect /etc/kubeedge/dmi.sock.",
+    ),
+    (
+        "servicebusPort",
+        "Where edge apps call cloud apps (servicebus→rest rules), on 127.0.0.1: POST\n\
+         {\"method\",\"targetURL\",\"payload\"} as with KubeEdge; 0 picks a free port.",
     ),
 ];
 
@@ -186,6 +194,7 @@ impl Settings {
                 true => self.data_dir.join("dmi.sock"),
                 false => self.dmi_socket,
             },
+            servicebus: SocketAddr::from(([127, 0, 0, 1], self.servicebus_port)),
             data_dir: self.data_dir,
         })
     }
@@ -210,6 +219,8 @@ pub struct EdgeConfig {
     pub metrics_port: u16,
     /// The unix socket DMI mappers use.
     pub dmi_socket: PathBuf,
+    /// Where ServiceBus takes edge apps' servicebus→rest requests (loopback).
+    pub servicebus: SocketAddr,
     /// The MQTT broker devices and apps use.
     pub mqtt: Mqtt,
     /// The CRI runtime's socket, or `none` (no pods).
@@ -244,13 +255,14 @@ impl std::fmt::Debug for EdgeConfig {
             .field("cri_endpoint", &self.cri_endpoint)
             .field("restart_backoff", &self.restart_backoff)
             .field("dmi_socket", &self.dmi_socket)
+            .field("servicebus", &self.servicebus)
             .finish()
     }
 }
 
 impl EdgeConfig {
-    /// The default settings for `node`, except two that suit tests and embedding: the embedded
-    /// broker on a free loopback port, and no container runtime.
+    /// The default settings for `node`, except three that suit tests and embedding: the
+    /// embedded broker and ServiceBus on free loopback ports, and no container runtime.
     pub fn new(data_dir: impl Into<PathBuf>, node: &str, cloud: &str, token: &str) -> EdgeConfig {
         let s = Settings {
             data_dir: data_dir.into(),
@@ -258,6 +270,7 @@ impl EdgeConfig {
             cloud: cloud.into(),
             token: Secret(token.into()),
             mqtt_port: 0,
+            servicebus_port: 0,
             cri_endpoint: crate::edged::NO_RUNTIME.into(),
             ..Settings::default()
         };

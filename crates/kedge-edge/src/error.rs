@@ -28,6 +28,8 @@ pub enum EdgeError {
     Dmi(#[from] crate::devicetwin::dmi::DmiError),
     #[error(transparent)]
     DmiSocket(#[from] crate::devicetwin::dmi::server::SocketError),
+    #[error(transparent)]
+    ServiceBus(#[from] crate::servicebus::server::BindError),
     #[error(
         "{0} is in use by another kedge edge (it holds edge.lock there); stop it, or give this one its own --data-dir"
     )]

@@ -51,6 +51,8 @@ pub struct Edge {
     pub cri_endpoint: String,
     /// The broker devices use (the embedded one's actual port when 0 was asked).
     pub mqtt: eventbus::BrokerAddr,
+    /// Where apps call cloud apps (servicebus → rest).
+    pub servicebus: std::net::SocketAddr,
     broker: Option<kedge_broker::Broker>,
     /// The components' loops.
     tasks: JoinSet<()>,
@@ -89,6 +91,14 @@ pub async fn start(cfg: EdgeConfig) -> Result<Edge, EdgeError> {
     )?;
     let dmi = devicetwin::dmi::Dmi::open(&cfg.node, db, meta.clone(), outbox.clone())?;
     let dmi_listener = devicetwin::dmi::server::bind(&cfg.dmi_socket)?;
+    let servicebus_listener = servicebus::server::bind(cfg.servicebus).await?;
+    let servicebus =
+        servicebus_listener
+            .local_addr()
+            .map_err(|cause| servicebus::server::BindError {
+                addr: cfg.servicebus,
+                cause,
+            })?;
     let host_ip = edged::nodestatus::local_ip_towards(&cfg.server(cfg.hub_port));
     let edged = edged::Edged::start_or_disable(
         edged_config(&cfg, &host_ip),
@@ -100,6 +110,7 @@ pub async fn start(cfg: EdgeConfig) -> Result<Edge, EdgeError> {
 
     let mut tasks = JoinSet::new();
     let (routes, inboxes) = edgehub::dispatch::inboxes();
+    let awaited = routes.awaited.clone();
     let hub_settings = edgehub::Settings {
         server: cfg.server(cfg.hub_port),
         heartbeat: cfg.heartbeat,
@@ -142,6 +153,12 @@ pub async fn start(cfg: EdgeConfig) -> Result<Edge, EdgeError> {
         hub.clone(),
     ));
     tasks.spawn(servicebus::run(inboxes.calls, hub.clone()));
+    let bus_server = servicebus::server::ServiceBus {
+        meta: meta.clone(),
+        hub: hub.clone(),
+        awaited,
+    };
+    tasks.spawn(servicebus::server::serve(servicebus_listener, bus_server));
     let reporting = edged::node::Reporting {
         node: cfg.node.clone(),
         ip: host_ip,
@@ -166,6 +183,7 @@ pub async fn start(cfg: EdgeConfig) -> Result<Edge, EdgeError> {
         edged,
         cri_endpoint: cfg.cri_endpoint.clone(),
         mqtt,
+        servicebus,
         broker,
         tasks,
         _lock: lock,

@@ -126,6 +126,9 @@ struct UpArgs {
     /// KubeEdge mappers expect /etc/kubeedge/dmi.sock.
     #[arg(long)]
     dmi_socket: Option<PathBuf>,
+    /// Port (on 127.0.0.1) where edge apps call cloud apps through servicebus→rest rules.
+    #[arg(long)]
+    servicebus_port: Option<u16>,
     /// The embedded API's preferred devices.kubeedge.io version (v1alpha2 or v1beta1): the one
     /// kubectl uses when a command names none.
     #[arg(long)]
@@ -282,6 +285,9 @@ struct EdgeFlags {
     /// mappers expect /etc/kubeedge/dmi.sock.
     #[arg(long)]
     dmi_socket: Option<PathBuf>,
+    /// Port (on 127.0.0.1) where edge apps call cloud apps through servicebus→rest rules.
+    #[arg(long)]
+    servicebus_port: Option<u16>,
 }
 
 /// The command line, with each flag's help showing the default its settings type holds.
@@ -530,6 +536,7 @@ async fn up(a: UpArgs) -> anyhow::Result<()> {
             "token": token, "mqttPort": a.mqtt_port, "mqttBind": loopback,
             "restartBackoffSeconds": a.restart_backoff_seconds,
             "criEndpoint": cri_endpoint_for_up(&cri), "dmiSocket": a.dmi_socket,
+            "servicebusPort": a.servicebus_port,
         }))?
         .resolve()?;
     // The ports the cloud got (0 picks free ones).
@@ -585,6 +592,7 @@ fn print_up(
     writeln!(out, "  pods run with:  {}", edge.cri_endpoint)?;
     writeln!(out, "  MQTT broker:    {}", edge.mqtt)?;
     writeln!(out, "  DMI socket:     {}", edge.dmi_socket.display())?;
+    writeln!(out, "  servicebus:     http://{}", edge.servicebus)?;
     writeln!(out, "  router:         http://{}", cloud.router_addr)?;
     writeln!(out, "  metrics:        http://{metrics}/metrics")?;
     writeln!(out, "Next:")?;
@@ -793,6 +801,7 @@ async fn edge(a: EdgeArgs) -> anyhow::Result<()> {
     println!("kedge edge: node {node} → cloud {cloud}");
     println!("  MQTT broker:    {}", edge.mqtt);
     println!("  DMI socket:     {}", edge.dmi_socket.display());
+    println!("  servicebus:     http://{}", edge.servicebus);
     println!("  metrics:        http://{metrics}/metrics");
     wait_for_signal().await;
     edge.shutdown().await;

@@ -106,7 +106,7 @@ fn kedge_up_starts_and_stops_without_a_warning() {
         "--cri-endpoint",
         "none",
     ];
-    args.extend(["--mqtt-port", "0"]);
+    args.extend(["--mqtt-port", "0", "--servicebus-port", "0"]);
     args.extend(CLOUD_FREE_PORTS);
     let (child, lines) = spawn(&args, &log);
     let kubeconfig = printed(&lines, "kubeconfig");
@@ -162,6 +162,8 @@ fn kedge_cloud_and_edge_start_and_stop_without_a_warning() {
             "--metrics-port",
             "0",
             "--mqtt-port",
+            "0",
+            "--servicebus-port",
             "0",
             "--cri-endpoint",
             "none",

@@ -64,6 +64,8 @@ fn edge_refuses(cloud: &common::Kedge, dir: &std::path::Path) -> String {
         .args([
             "--mqtt-port",
             "0",
+            "--servicebus-port",
+            "0",
             "--metrics-port",
             "0",
             "--cri-endpoint",

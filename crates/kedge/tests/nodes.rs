@@ -142,6 +142,8 @@ fn rotating_the_token_key_revokes_earlier_tokens() {
             "none",
             "--mqtt-port",
             "0",
+            "--servicebus-port",
+            "0",
             "--metrics-port",
             "0",
         ])

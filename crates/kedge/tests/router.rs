@@ -587,3 +587,120 @@ fn an_eventbus_message_too_large_for_the_channel_blocks_nothing() {
         .expect("the next message arrives");
     assert_eq!(body, "after");
 }
+
+/// A cloud app for servicebus→rest: answers 202 with `<method> <NodeName header> <body>`.
+fn cloud_echo_app() -> (u16, std::thread::JoinHandle<()>) {
+    use std::io::Write;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let thread = std::thread::spawn(move || {
+        for stream in listener.incoming().take(2) {
+            let Ok(stream) = stream else { continue };
+            let mut req = read_request(stream, "nodename");
+            let method = req.line.split_whitespace().next().unwrap_or("").to_string();
+            let echo = format!("{method} {} {}", req.header, req.body);
+            let reply = format!(
+                "HTTP/1.1 202 Accepted\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{echo}",
+                echo.len()
+            );
+            let _ = req.stream.write_all(reply.as_bytes());
+        }
+    });
+    (port, thread)
+}
+
+/// `curl -s -X POST -d <body> <url>` → (HTTP status, the JSON answer).
+fn ask_servicebus(url: &str, body: &str) -> (u16, serde_json::Value) {
+    let (status, text) = post(url, &["--data-binary", body]);
+    (status, serde_json::from_str(&text).unwrap_or_default())
+}
+
+#[test]
+fn servicebus_to_rest_with_kubeedges_request_and_answer() {
+    let dir = tempfile::tempdir().expect("dir");
+    let up = Kedge::up(dir.path(), 0);
+    let sb = format!(
+        "http://{}/",
+        up.endpoints["servicebus"].trim_start_matches("http://")
+    );
+    let ask = |target: &str, method: &str, payload: &str| {
+        let req = format!(r#"{{"method":"{method}","targetURL":"{target}","payload":{payload}}}"#);
+        ask_servicebus(&sb, &req)
+    };
+    let target = "http://127.0.0.1:9000/echo";
+
+    // No rule allows the target yet: refused at the edge, with KubeEdge's words.
+    let (status, answer) = ask(target, "POST", r#""x""#);
+    assert_eq!(
+        (status, answer["code"].as_u64()),
+        (404, Some(404)),
+        "{answer}"
+    );
+    assert!(
+        answer["msg"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("is not allowed")
+    );
+
+    let (port, app) = cloud_echo_app();
+    up.ok(&[
+        "apply",
+        "-f",
+        &example("ruleEndpoint-rest.yaml"),
+        "-f",
+        &example("ruleEndpoint-servicebus.yaml"),
+    ]);
+    let rule = std::fs::read_to_string(example("rule-servicebus-rest.yaml"))
+        .expect("rule")
+        .replace("127.0.0.1:8080", &format!("127.0.0.1:{port}"));
+    up.apply(&rule);
+
+    let mut last = (0, serde_json::Value::Null);
+    until(
+        Duration::from_secs(30),
+        "the rule to reach the edge",
+        || {
+            last = ask(target, "PUT", r#"{"a":1}"#);
+            last.0 != 404
+        },
+    );
+    assert_eq!(
+        last,
+        (
+            202,
+            serde_json::json!({"code": 202, "msg": "receive response from cloud successfully",
+                "body": r#"PUT kube-edge-1 {"a":1}"#})
+        )
+    );
+    // A string payload is the body as it is.
+    let (status, answer) = ask(target, "POST", r#""hello""#);
+    assert_eq!(
+        (status, answer["body"].as_str()),
+        (202, Some("POST kube-edge-1 hello"))
+    );
+    app.join().expect("the app served two calls");
+
+    // The cloud app gone: the edge app hears so, promptly.
+    let (status, answer) = ask(target, "POST", r#""again""#);
+    assert_eq!(
+        (status, answer["code"].as_u64()),
+        (502, Some(502)),
+        "{answer}"
+    );
+
+    // Not KubeEdge's request shape: 400, and nothing sent.
+    let (status, answer) = ask_servicebus(&sb, "{not json");
+    assert_eq!(
+        (status, answer["code"].as_u64()),
+        (400, Some(400)),
+        "{answer}"
+    );
+    let (status, _) = ask("http://127.0.0.1:9000/other", "POST", "1");
+    assert_eq!(status, 404);
+    // The rule counts both calls the target answered and the one it could not take.
+    let counts = "jsonpath={.status.successMessages}/{.status.failMessages}";
+    until(Duration::from_secs(30), "the rule's counts", || {
+        up.ok(&["get", "rule", "my-rule-servicebus-rest", "-o", counts]) == "2/1"
+    });
+}

@@ -118,6 +118,8 @@ fn no_secret_is_logged_at_debug_level() {
             &join,
             "--mqtt-port",
             "0",
+            "--servicebus-port",
+            "0",
             "--metrics-port",
             "0",
             "--cri-endpoint",

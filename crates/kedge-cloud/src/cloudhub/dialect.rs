@@ -6,8 +6,9 @@
 //!   node gets for the first time is preceded by a `membership` message in group `twin` adding
 //!   it, a deleted one by one removing it — DeviceTwin knows only devices membership gave it.
 //! - A Rule with an eventbus source becomes `subscribe` of `<namespace>/<topic>` (its deletion
-//!   `unsubscribe`), as cloudcore's router sends it. edgecore does not acknowledge these: they
-//!   count as delivered once sent.
+//!   `unsubscribe`), one with a servicebus source `start` of its `target_url` (its deletion
+//!   `stop`), as cloudcore's router sends them. edgecore does not acknowledge these: they count
+//!   as delivered once sent.
 
 use kedge_core::envelope::{Message, group, op};
 use kedge_core::json::str_at;
@@ -20,22 +21,32 @@ pub struct Translation {
     pub send: Vec<Message>,
     /// Whether edgecore acknowledges the delivery itself (otherwise it counts once sent).
     pub acknowledged: bool,
-    /// An eventbus rule's topic subscribed (to be unsubscribed when the rule goes).
-    pub subscribed: Option<String>,
+    /// What a rule enabled at the edge (to be disabled when the rule goes).
+    pub subscribed: Option<Enabled>,
+}
+
+/// What a rule enabled at a stock edgecore; a deleted Rule carries no spec, so it is kept.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Enabled {
+    /// An eventbus source's `<namespace>/<topic>`, subscribed.
+    Topic(String),
+    /// A servicebus source's `target_url`, started.
+    Url(String),
 }
 
 const DEVICECONTROLLER: &str = "devicecontroller";
 const ROUTER_EVENTBUS: &str = "router_eventbus";
+const ROUTER_SERVICEBUS: &str = "router_servicebus";
 
 /// The delivery `m` for a stock edgecore. `known`: the node acknowledged this object before;
-/// `topic`: the topic subscribed for this rule, if it is a rule's deletion.
-pub fn for_kubeedge(m: Message, known: bool, topic: Option<String>) -> Translation {
+/// `enabled`: what this rule enabled, if it is a rule's deletion.
+pub fn for_kubeedge(m: Message, known: bool, enabled: Option<Enabled>) -> Translation {
     let kind = ObjectRef::parse(&m.route.resource)
         .map(|r| r.kind.to_string())
         .unwrap_or_default();
     match kind.as_str() {
         "device" | "devicemodel" => device(m, kind == "device", known),
-        "rule" => rule(m, topic),
+        "rule" => rule(m, enabled),
         _ => Translation {
             send: vec![m],
             acknowledged: true,
@@ -91,32 +102,41 @@ fn membership(device: &Value, removed: bool) -> Message {
     m
 }
 
-fn rule(m: Message, remembered: Option<String>) -> Translation {
+fn rule(m: Message, remembered: Option<Enabled>) -> Translation {
     let delete = m.route.operation == op::DELETE;
     let ns = m
         .content
         .pointer("/metadata/namespace")
         .and_then(Value::as_str)
         .unwrap_or("default");
-    let topic = match delete {
+    let source = |key: &str| m.content.pointer(&format!("/spec/sourceResource/{key}"));
+    let enabled = match delete {
         true => remembered,
-        false => m
-            .content
-            .pointer("/spec/sourceResource/topic")
-            .and_then(Value::as_str)
-            .map(|t| format!("{ns}/{}", t.trim_start_matches('/'))),
+        false => match (source("topic"), source("target_url")) {
+            (Some(Value::String(t)), _) => Some(Enabled::Topic(format!(
+                "{ns}/{}",
+                t.trim_start_matches('/')
+            ))),
+            (_, Some(Value::String(u))) => Some(Enabled::Url(u.clone())),
+            _ => None,
+        },
     };
-    let Some(topic) = topic else {
-        // Not an eventbus rule, or one whose topic is not known any more: nothing to say.
+    let Some(enabled) = enabled else {
+        // Not a bus rule, or one whose source is not known any more: nothing to say.
         return Translation::default();
     };
-    let operation = if delete { "unsubscribe" } else { "subscribe" };
-    let mut s = Message::new(ROUTER_EVENTBUS, group::USER, operation, &topic, Value::Null);
+    let (from, operation, resource) = match (&enabled, delete) {
+        (Enabled::Topic(t), false) => (ROUTER_EVENTBUS, "subscribe", t),
+        (Enabled::Topic(t), true) => (ROUTER_EVENTBUS, "unsubscribe", t),
+        (Enabled::Url(u), false) => (ROUTER_SERVICEBUS, "start", u),
+        (Enabled::Url(u), true) => (ROUTER_SERVICEBUS, "stop", u),
+    };
+    let mut s = Message::new(from, group::USER, operation, resource, Value::Null);
     s.header.id = m.header.id.clone();
     Translation {
         send: vec![s],
         acknowledged: false,
-        subscribed: (!delete).then_some(topic),
+        subscribed: (!delete).then_some(enabled),
     }
 }
 
@@ -213,7 +233,7 @@ mod tests {
         );
         let t = for_kubeedge(m, false, None);
         assert!(!t.acknowledged);
-        assert_eq!(t.subscribed.as_deref(), Some("default/test"));
+        assert_eq!(t.subscribed, Some(Enabled::Topic("default/test".into())));
         assert_eq!(
             route(&t.send[0]),
             ("router_eventbus", "user", "subscribe", "default/test")
@@ -225,10 +245,48 @@ mod tests {
             "default/rule/my-rule-eventbus-rest",
             json!({"metadata": {"name": "my-rule-eventbus-rest", "namespace": "default"}}),
         );
-        let t = for_kubeedge(gone.clone(), true, Some("default/test".into()));
+        let t = for_kubeedge(
+            gone.clone(),
+            true,
+            Some(Enabled::Topic("default/test".into())),
+        );
         assert_eq!(t.send[0].route.operation, "unsubscribe");
         assert_eq!(t.send[0].route.resource, "default/test");
         assert!(for_kubeedge(gone, true, None).send.is_empty());
+    }
+
+    #[test]
+    fn a_servicebus_rule_starts_its_target_url_as_cloudcore_does() {
+        let url = "http://127.0.0.1:9000/echo";
+        let rule = json!({"metadata": {"name": "sb", "namespace": "default"},
+            "spec": {"source": "my-servicebus", "sourceResource": {"target_url": url, "node_name": "n1"},
+                     "target": "my-rest", "targetResource": {"resource": "http://x/b"}}});
+        let m = Message::new(
+            "edgecontroller",
+            "resource",
+            "insert",
+            "default/rule/sb",
+            rule,
+        );
+        let t = for_kubeedge(m, false, None);
+        assert!(!t.acknowledged);
+        assert_eq!(t.subscribed, Some(Enabled::Url(url.into())));
+        assert_eq!(
+            route(&t.send[0]),
+            ("router_servicebus", "user", "start", url)
+        );
+        let gone = Message::new(
+            "edgecontroller",
+            "resource",
+            "delete",
+            "default/rule/sb",
+            json!({"metadata": {"name": "sb", "namespace": "default"}}),
+        );
+        let t = for_kubeedge(gone, true, Some(Enabled::Url(url.into())));
+        assert_eq!(
+            route(&t.send[0]),
+            ("router_servicebus", "user", "stop", url)
+        );
     }
 
     #[test]

@@ -150,9 +150,9 @@ pub struct Downstream {
     record: Notify,
     /// With the embedded API: records are written in bulk, many per commit.
     bulk: Option<Arc<dyn crate::bulk::Bulk>>,
-    /// The topic each eventbus rule (node, uid) subscribed a stock edgecore to: its deletion
-    /// carries no spec, and edgecore unsubscribes by topic.
-    topics: Mutex<HashMap<(String, String), String>>,
+    /// What each bus rule (node, uid) enabled at a stock edgecore (a topic subscribed, a URL
+    /// started): its deletion carries no spec, and edgecore disables by topic or URL.
+    topics: Mutex<HashMap<(String, String), dialect::Enabled>>,
 }
 
 impl Downstream {

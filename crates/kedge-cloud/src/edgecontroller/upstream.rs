@@ -106,6 +106,13 @@ impl Ctl {
                 tracing::debug!(node, parent = %m.header.parent_id, "late servicebus answer dropped");
                 Ok(())
             }
+            op::UPLOAD
+                if m.route.group == group::USER
+                    && m.route.source == crate::router::servicebus::SOURCE =>
+            {
+                self.rules.service_call(&self.hub, node, m);
+                Ok(())
+            }
             op::UPLOAD if m.route.group == group::USER => {
                 self.rules.upload(&self.hub, node, m);
                 Ok(())

@@ -1,10 +1,12 @@
-//! Router: the seed's custom-message paths, from `rules.kubeedge.io/v1` RuleEndpoints and Rules.
+//! Router: the seed's custom-message paths, and servicebus→rest (`servicebus`), from
+//! `rules.kubeedge.io/v1` RuleEndpoints and Rules.
 //! Every create, update and delete takes effect (the table is rebuilt from the watched objects;
 //! KubeEdge ignores updates). The REST listener (`rest`) answers honestly: 404 no rule, 503 node
 //! not connected, 502 the edge could not deliver, 504 no answer in time, 413 body too large.
 
 pub mod eventbus;
 pub mod rest;
+pub mod servicebus;
 pub mod status;
 
 use std::sync::{Arc, RwLock};

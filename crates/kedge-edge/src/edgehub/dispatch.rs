@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use kedge_core::envelope::{Message, group, op};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 
 use super::outbox::Outbox;
 
@@ -21,8 +21,9 @@ pub enum Downlink {
     Publish,
     /// rest→servicebus: call a local app (the operation is the HTTP method).
     ServiceCall,
-    /// A stock cloudcore's `subscribe`/`unsubscribe` of an eventbus rule's topic (kedge's cloud
-    /// sends the Rule itself); MetaManager keeps it.
+    /// A stock cloudcore's `subscribe`/`unsubscribe` of an eventbus rule's topic, or
+    /// `start`/`stop` of a servicebus rule's target URL (kedge's cloud sends the Rule itself);
+    /// MetaManager keeps it.
     Subscription,
     /// Nothing here handles it.
     Unknown,
@@ -33,7 +34,9 @@ pub fn classify(m: &Message) -> Downlink {
     match o {
         op::RESPONSE | op::ERROR => Downlink::Answer,
         kedge_core::rule::OP_PUBLISH if g == group::USER => Downlink::Publish,
-        OP_SUBSCRIBE | OP_UNSUBSCRIBE if g == group::USER => Downlink::Subscription,
+        OP_SUBSCRIBE | OP_UNSUBSCRIBE | OP_START | OP_STOP if g == group::USER => {
+            Downlink::Subscription
+        }
         method if g == group::USER && kedge_core::servicebus::is_method(method) => {
             Downlink::ServiceCall
         }
@@ -46,6 +49,8 @@ pub fn classify(m: &Message) -> Downlink {
 
 pub const OP_SUBSCRIBE: &str = "subscribe";
 pub const OP_UNSUBSCRIBE: &str = "unsubscribe";
+pub const OP_START: &str = "start";
+pub const OP_STOP: &str = "stop";
 
 /// What the cloud last said of the node's Lease (a stock cloudcore updates a Lease only at the
 /// resourceVersion it holds, as kube-apiserver requires).
@@ -79,6 +84,60 @@ pub fn lease_seen(m: &Message) -> Option<LeaseSeen> {
     }
 }
 
+/// Answers awaited by the id of the message they answer (ServiceBus waits for the cloud's
+/// answer to an app's servicebus→rest request); the others settle the outbox.
+#[derive(Default)]
+pub struct Awaited(std::sync::Mutex<std::collections::HashMap<String, oneshot::Sender<Message>>>);
+
+/// One awaited answer; dropping it stops waiting.
+pub struct Answer {
+    awaited: Arc<Awaited>,
+    id: String,
+    rx: oneshot::Receiver<Message>,
+}
+
+impl Awaited {
+    fn map(
+        &self,
+    ) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, oneshot::Sender<Message>>>
+    {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Waits for the answer to the message with `id` (register before sending it).
+    pub fn expect(self: &Arc<Self>, id: &str) -> Answer {
+        let (tx, rx) = oneshot::channel();
+        self.map().insert(id.to_string(), tx);
+        Answer {
+            awaited: self.clone(),
+            id: id.to_string(),
+            rx,
+        }
+    }
+
+    /// Hands `m` to whoever waits for it; gives it back if nobody does.
+    fn take(&self, m: Message) -> Option<Message> {
+        let waiter = self.map().remove(&m.header.parent_id);
+        match waiter {
+            Some(tx) => tx.send(m).err(),
+            None => Some(m),
+        }
+    }
+}
+
+impl Answer {
+    /// The answer, or `None` if it does not come within `within`.
+    pub async fn within(mut self, within: std::time::Duration) -> Option<Message> {
+        tokio::time::timeout(within, &mut self.rx).await.ok()?.ok()
+    }
+}
+
+impl Drop for Answer {
+    fn drop(&mut self) {
+        self.awaited.map().remove(&self.id);
+    }
+}
+
 /// The components' inboxes.
 #[derive(Clone)]
 pub struct Routes {
@@ -86,6 +145,7 @@ pub struct Routes {
     pub publishes: mpsc::Sender<Message>,
     pub calls: mpsc::Sender<Message>,
     pub lease: Arc<watch::Sender<LeaseSeen>>,
+    pub awaited: Arc<Awaited>,
 }
 
 /// The receiving ends of [`Routes`], one per component.
@@ -109,6 +169,7 @@ pub fn inboxes() -> (Routes, Inboxes) {
             publishes,
             calls,
             lease: Arc::new(lease),
+            awaited: Arc::default(),
         },
         Inboxes {
             objects: o,
@@ -135,12 +196,12 @@ pub(super) async fn run(mut down: mpsc::Receiver<Message>, routes: Routes, outbo
         let to = match classify(&m) {
             Downlink::Answer => {
                 // Answers that arrive together leave the outbox in one commit.
-                let mut answers = vec![m];
+                let mut answers: Vec<Message> = routes.awaited.take(m).into_iter().collect();
                 while answers.len() < BURST
                     && let Ok(more) = down.try_recv()
                 {
                     if classify(&more) == Downlink::Answer {
-                        answers.push(more);
+                        answers.extend(routes.awaited.take(more));
                     } else {
                         next = Some(more);
                         break;

@@ -58,15 +58,27 @@ pub async fn run(
 }
 
 /// The record a stock cloudcore's `subscribe`/`unsubscribe` of `<namespace>/<topic>` keeps
-/// (`null/subtopic/<namespace>/<topic>`, as KubeEdge's `sub_topics` table); `None` for any
-/// other message.
+/// (`null/subtopic/<namespace>/<topic>`, as KubeEdge's `sub_topics` table), or its
+/// `start`/`stop` of a servicebus `target_url` (`servicebus::server::record_of`); `None` for
+/// any other message.
 fn subscription(m: &Message) -> Option<Message> {
-    use crate::edgehub::dispatch::{OP_SUBSCRIBE, OP_UNSUBSCRIBE};
+    use crate::edgehub::dispatch::{OP_START, OP_STOP, OP_SUBSCRIBE, OP_UNSUBSCRIBE};
     let operation = match m.route.operation.as_str() {
-        OP_SUBSCRIBE => op::INSERT,
-        OP_UNSUBSCRIBE => op::DELETE,
+        OP_SUBSCRIBE | OP_START => op::INSERT,
+        OP_UNSUBSCRIBE | OP_STOP => op::DELETE,
         _ => return None,
     };
+    if matches!(m.route.operation.as_str(), OP_START | OP_STOP) {
+        let (resource, content) = crate::servicebus::server::record_of(&m.route.resource);
+        let from = "router_servicebus";
+        return Some(Message::new(
+            from,
+            group::RESOURCE,
+            operation,
+            &resource,
+            content,
+        ));
+    }
     let topic = m.route.resource.trim_matches('/');
     let resource = kedge_core::resource::object("", eventbus::SUBTOPIC, topic);
     let content = serde_json::json!({"topic": topic});

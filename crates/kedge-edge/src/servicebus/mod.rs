@@ -2,6 +2,9 @@
 //! `<port>:<path>`) is made to `http://127.0.0.1:<port><path>` with the caller's headers and body;
 //! the app's status, headers and body go back as the answer. An app that cannot be reached is a
 //! 502, one that does not answer in time a 504 (KubeEdge lets both become a timeout).
+//! The other way, servicebus → rest, edge apps call cloud apps through `server`.
+
+pub mod server;
 
 use std::time::Duration;
 

@@ -92,6 +92,8 @@ pub struct EdgeProc {
     child: Child,
     /// The MQTT broker devices use: the embedded one (on a free port) unless `--mqtt-url` was given.
     pub mqtt_port: u16,
+    /// Where edge apps call cloud apps (servicebus → rest).
+    pub servicebus_port: u16,
 }
 
 impl EdgeProc {
@@ -151,6 +153,8 @@ impl EdgeProc {
                 "0",
                 "--mqtt-port",
                 "0",
+                "--servicebus-port",
+                "0",
             ])
             .args(no_runtime_unless_given(extra))
             .args(extra)
@@ -175,24 +179,27 @@ impl EdgeProc {
                 let _ = tx.send(line);
             }
         });
-        let mut mqtt_port = 0;
+        let (mut mqtt_port, mut servicebus_port) = (0, 0);
+        let port = |url: &str| url.trim().rsplit(':').next().and_then(|p| p.parse().ok());
         loop {
             let line = rx
                 .recv_timeout(Duration::from_secs(30))
                 .expect("kedge edge prints its endpoints");
             if let Some(url) = line.trim().strip_prefix("MQTT broker:") {
-                mqtt_port = url
-                    .trim()
-                    .rsplit(':')
-                    .next()
-                    .and_then(|p| p.parse().ok())
-                    .unwrap_or(0);
+                mqtt_port = port(url).unwrap_or(0);
+            }
+            if let Some(url) = line.trim().strip_prefix("servicebus:") {
+                servicebus_port = port(url).unwrap_or(0);
             }
             if line.trim().starts_with("metrics:") {
                 break;
             }
         }
-        EdgeProc { child, mqtt_port }
+        EdgeProc {
+            child,
+            mqtt_port,
+            servicebus_port,
+        }
     }
 
     pub fn kill9(&mut self) {
@@ -228,6 +235,8 @@ impl Kedge {
             "--metrics-port",
             "0",
             "--mqtt-port",
+            "0",
+            "--servicebus-port",
             "0",
             "--router-port",
             "0",
