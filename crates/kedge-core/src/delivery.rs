@@ -185,6 +185,13 @@ impl NodeQueue {
         self.resends
     }
 
+    /// Whether a message for `resource` was sent and not yet acknowledged.
+    pub fn is_inflight(&self, resource: &str) -> bool {
+        self.inflight
+            .values()
+            .any(|i| i.out.msg.route.resource == resource)
+    }
+
     /// The version of `uid` the node has acked.
     pub fn acked(&self, uid: &str) -> Option<u64> {
         self.acked.get(uid).map(|v| v.rv)
@@ -420,6 +427,7 @@ mod tests {
         let mut q = q();
         q.offer(out("a", 1, false));
         let first = q.poll(0, usize::MAX);
+        assert!(q.is_inflight("default/configmap/a"));
         assert!(q.poll(50, usize::MAX).is_empty(), "not due yet");
         let again = q.poll(100, usize::MAX);
         assert_eq!(again[0].header.id, first[0].header.id);
@@ -435,6 +443,7 @@ mod tests {
             })
         );
         assert!(q.poll(1000, usize::MAX).is_empty());
+        assert!(!q.is_inflight("default/configmap/a"));
         assert_eq!(
             q.ack(&first[0].header.id),
             None,

@@ -73,6 +73,24 @@ fn device(mut m: Message, is_device: bool, known: bool) -> Translation {
     }
 }
 
+/// The model (`<ns>/devicemodel/<name>`) a Device delivery needs at a stock edgecore first.
+/// edgecore's EdgeHub hands consecutive messages to MetaManager in no fixed order, so a Device
+/// sent right after its model can reach the DMI worker first, which then refuses it for good
+/// ("device model … not found in cache"): the write loop holds such a Device while its model is
+/// unacknowledged, and the queue re-sends it when due.
+pub fn model_needed(m: &Message) -> Option<String> {
+    let r = ObjectRef::parse(&m.route.resource).ok()?;
+    if r.kind != "device" || m.route.operation == op::DELETE {
+        return None;
+    }
+    let model = str_at(&m.content, "/spec/deviceModelRef/name");
+    let ns = match str_at(&m.content, "/metadata/namespace") {
+        "" => "default",
+        ns => ns,
+    };
+    (!model.is_empty()).then(|| kedge_core::resource::object(ns, "devicemodel", model))
+}
+
 /// DeviceTwin's membership change for one device (`membership`, group `twin`).
 fn membership(device: &Value, removed: bool) -> Message {
     let name = str_at(device, "/metadata/name");
@@ -202,6 +220,27 @@ mod tests {
             "default/counter"
         );
         assert_eq!(t.send[1].route.operation, "delete");
+    }
+
+    #[test]
+    fn a_device_names_the_model_it_waits_for() {
+        let mut m = device_msg("update");
+        m.content = json!({"metadata": {"name": "counter", "namespace": "default"},
+            "spec": {"deviceModelRef": {"name": "counter-model"}}});
+        assert_eq!(
+            model_needed(&m).as_deref(),
+            Some("default/devicemodel/counter-model")
+        );
+        m.route.operation = "delete".into();
+        assert_eq!(model_needed(&m), None);
+        let model = Message::new(
+            "edgecontroller",
+            "resource",
+            "update",
+            "default/devicemodel/x",
+            json!({}),
+        );
+        assert_eq!(model_needed(&model), None);
     }
 
     #[test]

@@ -458,6 +458,10 @@ impl Downstream {
                     .unwrap_or_default();
                 let stock = self.hub.dialect(&node) == Some(Dialect::KubeEdge);
                 'node: for m in msgs {
+                    if stock && self.waits_for_model(&node, &m) {
+                        // Held: the queue re-sends it when due, once the model is taken.
+                        continue;
+                    }
                     let (out, unconfirmed) = match stock {
                         true => self.for_kubeedge(&node, m),
                         false => (vec![m], None),
@@ -474,6 +478,15 @@ impl Downstream {
                 }
             }
         }
+    }
+
+    /// Whether `m` is a Device whose model `node` has not acknowledged yet (`dialect`).
+    fn waits_for_model(&self, node: &str, m: &Message) -> bool {
+        dialect::model_needed(m).is_some_and(|model| {
+            self.queues()
+                .get(node)
+                .is_some_and(|n| n.q.is_inflight(&model))
+        })
     }
 
     /// `m` as a stock edgecore takes it (`dialect`; kedge's edge takes it as it is), and the id

@@ -1,6 +1,6 @@
 //! eventbus → rest. The edge learns which topics to subscribe from the Rules themselves: each
-//! eventbus-source Rule is delivered (acknowledged, resynced, deleted) to the node its
-//! `node_name` names, as pods are. What the edge then uploads (`<namespace>/<topic>`, op
+//! eventbus-source Rule (and each servicebus-source one, whose `target_url` the edge then allows)
+//! is delivered (acknowledged, resynced, deleted) to the node its `node_name` names, as pods are. What the edge then uploads (`<namespace>/<topic>`, op
 //! `upload`, group `user`) is POSTed to the rule's target URL with header `NodeName`; the upload
 //! is acknowledged only after a 2xx, so the edge's outbox re-sends it until the target takes it.
 
@@ -141,7 +141,7 @@ impl Rules {
     }
 }
 
-/// eventbus-source Rules go to the node their `node_name` names.
+/// eventbus- and servicebus-source Rules go to the node their `node_name` names.
 impl Placer for Rules {
     fn name(&self) -> &'static str {
         "Rules and RuleEndpoints"
