@@ -110,3 +110,36 @@ pub fn client() -> reqwest::Client {
         .build()
         .unwrap_or_default()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The answer goes as KubeEdge's edge sends it: op `upload` from `servicebus`, group `user`,
+    /// the request as parent (cloudcore takes a `response` for an acknowledgement and waits on).
+    #[tokio::test]
+    async fn the_answer_is_an_upload_with_the_request_as_parent() {
+        // As `main` does: reqwest is built without a provider of its own.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let req = Message::new(
+            "router_servicebus",
+            group::USER,
+            "GET",
+            "no-port-here",
+            serde_json::json!({}),
+        );
+        let answer = call(&client(), &req).await;
+        assert_eq!(
+            (
+                answer.route.source.as_str(),
+                answer.route.group.as_str(),
+                answer.route.operation.as_str(),
+                answer.route.resource.as_str(),
+            ),
+            ("servicebus", group::USER, op::UPLOAD, "")
+        );
+        assert_eq!(answer.header.parent_id, req.header.id);
+        let resp: HttpResponse = serde_json::from_value(answer.content).expect("HTTPResponse");
+        assert_eq!(resp.status_code, 400);
+    }
+}
