@@ -109,7 +109,7 @@ fn key_value(
     }
 }
 
-fn field(f: &PodFields, path: &str) -> Result<String, ConfigError> {
+pub(super) fn field(f: &PodFields, path: &str) -> Result<String, ConfigError> {
     let meta = &f.pod.metadata;
     let spec = f.pod.spec.as_ref();
     let label_or_annotation = |map: &Option<BTreeMap<String, String>>, key: &str| {

@@ -143,10 +143,17 @@ impl Sync {
 
     fn volumes(&self, pod: &Pod, id: &PodId) -> Result<HashMap<String, PathBuf>, ConfigError> {
         let lookup = |kind: &str, name: &str| self.pods.object(&id.namespace, kind, name);
+        // Volumes may name the pod's metadata only (downwardAPI), never its addresses.
+        let fields = super::super::env::PodFields {
+            pod,
+            node: &self.cfg.node,
+            pod_ip: "",
+            host_ip: "",
+        };
         let base = spec::pod_dir(&self.cfg.data_dir, &id.uid).join("volumes");
         let mut out = HashMap::new();
         for v in pod.spec.iter().flat_map(|s| s.volumes.iter().flatten()) {
-            let plan = volumes::plan(v, &lookup)?;
+            let plan = volumes::plan(v, &fields, &lookup)?;
             let path = volumes::materialise(&base.join(&v.name), &plan)
                 .map_err(|e| ConfigError::Unsupported(format!("volume {}: {e}", v.name)))?;
             out.insert(v.name.clone(), path);
