@@ -99,12 +99,14 @@ pub async fn start(cfg: EdgeConfig) -> Result<Edge, EdgeError> {
                 addr: cfg.servicebus,
                 cause,
             })?;
+    let missing = Arc::new(edged::fetch::Missing::default());
     let host_ip = edged::nodestatus::local_ip_towards(&cfg.server(cfg.hub_port));
     let edged = edged::Edged::start_or_disable(
         edged_config(&cfg, &host_ip),
         edged::Pods {
             meta: meta.clone(),
             outbox: outbox.clone(),
+            missing: missing.clone(),
         },
     )?;
 
@@ -153,6 +155,14 @@ pub async fn start(cfg: EdgeConfig) -> Result<Edge, EdgeError> {
         hub.clone(),
     ));
     tasks.spawn(servicebus::run(inboxes.calls, hub.clone()));
+    let woken = edged.clone();
+    tasks.spawn(edged::fetch::run(
+        missing,
+        hub.clone(),
+        awaited.clone(),
+        meta.clone(),
+        move || woken.wake(),
+    ));
     let bus_server = servicebus::server::ServiceBus {
         meta: meta.clone(),
         hub: hub.clone(),

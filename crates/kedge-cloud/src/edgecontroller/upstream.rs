@@ -245,8 +245,8 @@ impl Ctl {
         Ok(serde_json::to_value(stored)?)
     }
 
-    async fn status(&self, node: &str, status: &Value) -> Result<Node, UpstreamError> {
-        let p = json!({"status": status});
+    async fn status(&self, node: &str, content: &Value) -> Result<Node, UpstreamError> {
+        let p = json!({"status": status_of(content)});
         let stored = self
             .nodes
             .patch_status(node, &PatchParams::default(), &Patch::Merge(&p))
@@ -310,5 +310,23 @@ impl Ctl {
         }
         tracing::info!(node, "node is NotReady: its edge disconnected");
         Ok(())
+    }
+}
+/// The status in a `nodestatus` update: KubeEdge's `NodeStatusRequest` (`{"UID","Status",…}`,
+/// as kedge's edge and edgecore send it), or the bare status earlier kedge edges sent.
+pub(super) fn status_of(content: &Value) -> &Value {
+    content.get("Status").unwrap_or(content)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn node_status_reads_kubeedges_request_and_the_bare_status() {
+        let status = json!({"conditions": [{"type": "Ready", "status": "True"}]});
+        let request = json!({"UID": "", "Status": status.clone(), "ExtendResources": null});
+        assert_eq!(status_of(&request), &status);
+        assert_eq!(status_of(&status), &status);
     }
 }

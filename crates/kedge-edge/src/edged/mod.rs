@@ -7,6 +7,7 @@
 
 pub mod cri;
 pub mod env;
+pub mod fetch;
 pub mod lifecycle;
 pub mod node;
 pub mod nodestatus;

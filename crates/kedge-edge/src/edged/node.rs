@@ -77,7 +77,7 @@ pub async fn report(
             ("node", op::INSERT, node, false)
         } else if nodestatus::needs_report(last.as_ref(), &status, at) {
             last = Some((status.clone(), at));
-            ("nodestatus", op::UPDATE, status, false)
+            ("nodestatus", op::UPDATE, nodestatus::request(status), false)
         } else {
             let now = kedge_core::clock::rfc3339_micro();
             let (operation, content) = renewal(&r.node, &now, *cloud.borrow(), &lease.borrow());

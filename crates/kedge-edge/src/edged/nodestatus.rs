@@ -101,6 +101,13 @@ fn ready(runtime: &Runtime, now: &str) -> Value {
 }
 
 /// The Node status.
+/// A status update as KubeEdge's `NodeStatusRequest` (`{"UID","Status","ExtendResources"}`):
+/// cloudcore decodes it into that and writes its `Status` whole — the bare status decoded to an
+/// empty one and wiped the node's. kedge's cloud reads both shapes.
+pub fn request(status: Value) -> Value {
+    json!({"UID": "", "Status": status})
+}
+
 pub fn status(ip: &str, host: &Host, runtime: &Runtime, now: &str) -> Value {
     let pods = if *runtime == Runtime::Disabled {
         "0"
@@ -185,6 +192,15 @@ pub fn local_ip_towards(server: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    /// cloudcore decodes a status update into `NodeStatusRequest` and writes its `Status`.
+    #[test]
+    fn a_status_update_is_kubeedges_node_status_request() {
+        let status = serde_json::json!({"conditions": [{"type": "Ready", "status": "True"}]});
+        let r = request(status.clone());
+        assert_eq!(r["Status"], status);
+        assert_eq!(r["UID"], "");
+    }
+
     use super::*;
 
     #[test]

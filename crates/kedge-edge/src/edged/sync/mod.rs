@@ -29,6 +29,8 @@ use crate::metamanager::MetaStore;
 pub struct Pods {
     pub meta: Arc<MetaStore>,
     pub outbox: Arc<Outbox>,
+    /// ConfigMaps and Secrets pods needed and the edge lacked (`edged::fetch`).
+    pub missing: Arc<super::fetch::Missing>,
 }
 
 impl Pods {
@@ -42,7 +44,11 @@ impl Pods {
 
     fn object(&self, namespace: &str, kind: &str, name: &str) -> Option<Value> {
         let key = kedge_core::resource::object(namespace, kind, name);
-        self.meta.get(&key).ok().flatten()
+        let found = self.meta.get(&key).ok().flatten();
+        if found.is_none() && matches!(kind, "configmap" | "secret") {
+            self.missing.note(&key);
+        }
+        found
     }
 
     fn push(&self, m: Message, key: &str) {
