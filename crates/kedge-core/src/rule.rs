@@ -325,6 +325,26 @@ fn compile(rule: &Rule, endpoints: &[Endpoint]) -> Result<Compiled, RuleError> {
     }
 }
 
+/// Adds `route` under `key`, unless an earlier rule holds that key: then it is refused, the
+/// duplicated `what` named.
+fn add_keyed(
+    map: &mut HashMap<(String, String), BusRoute>,
+    key: (String, String),
+    route: BusRoute,
+    what: &'static str,
+    refused: &mut Vec<(String, RuleError)>,
+) {
+    match map.get(&key) {
+        Some(other) => {
+            let why = RuleError::Duplicate(other.rule.clone(), what);
+            refused.push((route.rule, why));
+        }
+        None => {
+            map.insert(key, route);
+        }
+    }
+}
+
 /// The rules in effect.
 #[derive(Debug, Default)]
 pub struct RuleTable {
@@ -358,26 +378,12 @@ impl RuleTable {
                     }
                 }
                 Ok(Compiled::Bus { node, topic, route }) => {
-                    match table.bus.get(&(node.clone(), topic.clone())) {
-                        Some(other) => refused.push((
-                            id,
-                            RuleError::Duplicate(other.rule.clone(), "source topic and node"),
-                        )),
-                        None => {
-                            table.bus.insert((node, topic), route);
-                        }
-                    }
+                    let what = "source topic and node";
+                    add_keyed(&mut table.bus, (node, topic), route, what, &mut refused);
                 }
                 Ok(Compiled::Service { node, url, route }) => {
-                    match table.service.get(&(node.clone(), url.clone())) {
-                        Some(other) => refused.push((
-                            id,
-                            RuleError::Duplicate(other.rule.clone(), "target_url and node"),
-                        )),
-                        None => {
-                            table.service.insert((node, url), route);
-                        }
-                    }
+                    let what = "target_url and node";
+                    add_keyed(&mut table.service, (node, url), route, what, &mut refused);
                 }
             }
         }

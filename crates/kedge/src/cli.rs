@@ -312,7 +312,12 @@ fn to_json<T: Serialize>(v: &T) -> Value {
 fn up_defaults(cloud: &Value, edge: &Value) -> Value {
     let mut up = cloud.clone();
     if let Some(o) = up.as_object_mut() {
-        for key in ["mqttPort", "restartBackoffSeconds", "dmiSocket"] {
+        for key in [
+            "mqttPort",
+            "restartBackoffSeconds",
+            "dmiSocket",
+            "servicebusPort",
+        ] {
             o.insert(key.into(), edge[key].clone());
         }
         o.insert("nodeName".into(), json!(UP_NODE_NAME));

@@ -196,27 +196,41 @@ fn eventbus_to_rest_with_the_seed_commands_at_least_once() {
     assert_eq!(got.1, "sent while the app was down");
 }
 
-/// An edge app for servicebus: it answers 201 with header `x-app: yes` and a body that echoes
-/// the request: method, path and query, the `x-test` header, and the body.
-fn echo_app() -> (u16, std::thread::JoinHandle<()>) {
+/// A small app on a free port for `n` requests: each is answered `<status line>` with
+/// `head` (header lines) and the body `echo` makes of the request, whose `header` is read.
+fn app(
+    n: usize,
+    header: &'static str,
+    status: &'static str,
+    head: &'static str,
+    echo: fn(&app::Request) -> String,
+) -> (u16, std::thread::JoinHandle<()>) {
     use std::io::Write;
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let port = listener.local_addr().expect("addr").port();
     let thread = std::thread::spawn(move || {
-        for stream in listener.incoming().take(4) {
+        for stream in listener.incoming().take(n) {
             let Ok(stream) = stream else { continue };
-            let mut req = read_request(stream, "x-test");
-            let mut parts = req.line.split_whitespace();
-            let (method, target) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
-            let echo = format!("{method} {target} {} {}", req.header, req.body);
+            let mut req = read_request(stream, header);
+            let body = echo(&req);
             let reply = format!(
-                "HTTP/1.1 201 Created\r\nx-app: yes\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{echo}",
-                echo.len()
+                "HTTP/1.1 {status}\r\n{head}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
             );
             let _ = req.stream.write_all(reply.as_bytes());
         }
     });
     (port, thread)
+}
+
+/// An edge app for servicebus: it answers 201 with header `x-app: yes` and a body that echoes
+/// the request: method, path and query, the `x-test` header, and the body.
+fn echo_app() -> (u16, std::thread::JoinHandle<()>) {
+    app(4, "x-test", "201 Created", "x-app: yes\r\n", |req| {
+        let mut parts = req.line.split_whitespace();
+        let (method, target) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+        format!("{method} {target} {} {}", req.header, req.body)
+    })
 }
 
 /// `curl -X <method> -H 'x-test: t' [-d body] <url>` → (status, `x-app` header, body).
@@ -590,23 +604,10 @@ fn an_eventbus_message_too_large_for_the_channel_blocks_nothing() {
 
 /// A cloud app for servicebus→rest: answers 202 with `<method> <NodeName header> <body>`.
 fn cloud_echo_app() -> (u16, std::thread::JoinHandle<()>) {
-    use std::io::Write;
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    let port = listener.local_addr().expect("addr").port();
-    let thread = std::thread::spawn(move || {
-        for stream in listener.incoming().take(2) {
-            let Ok(stream) = stream else { continue };
-            let mut req = read_request(stream, "nodename");
-            let method = req.line.split_whitespace().next().unwrap_or("").to_string();
-            let echo = format!("{method} {} {}", req.header, req.body);
-            let reply = format!(
-                "HTTP/1.1 202 Accepted\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{echo}",
-                echo.len()
-            );
-            let _ = req.stream.write_all(reply.as_bytes());
-        }
-    });
-    (port, thread)
+    app(2, "nodename", "202 Accepted", "", |req| {
+        let method = req.line.split_whitespace().next().unwrap_or("");
+        format!("{method} {} {}", req.header, req.body)
+    })
 }
 
 /// `curl -s -X POST -d <body> <url>` → (HTTP status, the JSON answer).
