@@ -272,12 +272,7 @@ const DELIVERY: &str = "kedge-delivery";
 async fn publish(ctx: &Ctx, node: &str, m: Message) -> Result<Response, Failure> {
     if ctx.hub.dialect(node) == Some(Dialect::KubeEdge) {
         return match ctx.hub.send(node, m).await {
-            Ok(()) => {
-                let mut r = text(StatusCode::OK, "message delivered".into());
-                r.headers_mut()
-                    .insert(DELIVERY, axum::http::HeaderValue::from_static("sent"));
-                Ok(r)
-            }
+            Ok(()) => Ok(delivered("sent")),
             Err(e) => Err((StatusCode::SERVICE_UNAVAILABLE, e.to_string())),
         };
     }
@@ -289,18 +284,33 @@ async fn publish(ctx: &Ctx, node: &str, m: Message) -> Result<Response, Failure>
                 answer.content.as_str().unwrap_or_default()
             ),
         )),
-        Ok(_) => {
-            let mut r = text(StatusCode::OK, "message delivered".into());
-            r.headers_mut()
-                .insert(DELIVERY, axum::http::HeaderValue::from_static("confirmed"));
-            Ok(r)
-        }
+        Ok(_) => Ok(delivered("confirmed")),
         Err(e) => Err(unavailable(e)),
     }
 }
 
+/// KubeEdge's answer to a rest→eventbus call, `200 message delivered`, with how far kedge knows
+/// it went: `sent` (to a stock edge, which confirms nothing) or `confirmed` (published).
+fn delivered(how: &'static str) -> Response {
+    let mut r = text(StatusCode::OK, "message delivered".into());
+    r.headers_mut()
+        .insert(DELIVERY, axum::http::HeaderValue::from_static(how));
+    r
+}
+
 #[cfg(test)]
 mod tests {
+    #[tokio::test]
+    async fn a_publish_to_a_stock_edge_is_answered_as_kubeedge_does_and_says_sent() {
+        let r = delivered("sent");
+        assert_eq!(r.status(), StatusCode::OK);
+        assert_eq!(r.headers()[DELIVERY], "sent");
+        let body = axum::body::to_bytes(r.into_body(), 1024)
+            .await
+            .expect("body");
+        assert_eq!(&body[..], b"message delivered\n");
+    }
+
     use super::*;
 
     #[test]
