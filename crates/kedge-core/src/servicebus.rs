@@ -42,6 +42,21 @@ pub const HOP_BY_HOP: [&str; 8] = [
     "content-length",
 ];
 
+/// An app's response headers as `HTTPResponse` keeps them: end-to-end ones only, under Go's
+/// names, several values of one name together. Both servicebus directions use it.
+pub fn header_map<'a>(
+    headers: impl IntoIterator<Item = (&'a str, &'a [u8])>,
+) -> BTreeMap<String, Vec<String>> {
+    let mut out = BTreeMap::<String, Vec<String>>::new();
+    for (name, value) in headers {
+        if !HOP_BY_HOP.contains(&name.to_ascii_lowercase().as_str()) {
+            let value = String::from_utf8_lossy(value).into_owned();
+            out.entry(canonical(name)).or_default().push(value);
+        }
+    }
+    out
+}
+
 /// Marks a response the edge made itself (not the app's), so the router counts a failure.
 pub const EDGE_ERROR: &str = "x-kedge-edge-error";
 
@@ -288,6 +303,24 @@ mod tests {
         assert_eq!(
             serde_json::to_value(&a).expect("json"),
             serde_json::json!({"code": 201, "msg": "receive response from cloud successfully", "body": "made"})
+        );
+    }
+
+    #[test]
+    fn response_headers_keep_end_to_end_ones_under_gos_names() {
+        let h = header_map([
+            ("content-type", b"text/plain".as_slice()),
+            ("x-app", b"1".as_slice()),
+            ("X-App", b"2".as_slice()),
+            ("transfer-encoding", b"chunked".as_slice()),
+            ("Connection", b"close".as_slice()),
+        ]);
+        assert_eq!(
+            h,
+            BTreeMap::from([
+                ("Content-Type".into(), vec!["text/plain".into()]),
+                ("X-App".into(), vec!["1".into(), "2".into()]),
+            ])
         );
     }
 }

@@ -112,7 +112,6 @@ pub async fn start(cfg: EdgeConfig) -> Result<Edge, EdgeError> {
 
     let mut tasks = JoinSet::new();
     let (routes, inboxes) = edgehub::dispatch::inboxes();
-    let awaited = routes.awaited.clone();
     let hub_settings = edgehub::Settings {
         server: cfg.server(cfg.hub_port),
         heartbeat: cfg.heartbeat,
@@ -159,14 +158,12 @@ pub async fn start(cfg: EdgeConfig) -> Result<Edge, EdgeError> {
     tasks.spawn(edged::fetch::run(
         missing,
         hub.clone(),
-        awaited.clone(),
         meta.clone(),
         move || woken.wake(),
     ));
     let bus_server = servicebus::server::ServiceBus {
         meta: meta.clone(),
         hub: hub.clone(),
-        awaited,
     };
     tasks.spawn(servicebus::server::serve(servicebus_listener, bus_server));
     let reporting = edged::node::Reporting {

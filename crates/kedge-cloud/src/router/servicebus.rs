@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use kedge_core::dialect::Dialect;
 use kedge_core::envelope::Message;
-use kedge_core::servicebus::{HttpResponse, ServiceRequest};
+use kedge_core::servicebus::{HttpResponse, ServiceRequest, header_map};
 
 use super::Rules;
 use crate::cloudhub::hub::Hub;
@@ -92,12 +92,7 @@ async fn read(
     };
     let mut r = sent.map_err(fail)?;
     let status_code = r.status().as_u16();
-    let mut header = std::collections::BTreeMap::<String, Vec<String>>::new();
-    for (name, value) in r.headers() {
-        let value = String::from_utf8_lossy(value.as_bytes()).into_owned();
-        let name = kedge_core::servicebus::canonical(name.as_str());
-        header.entry(name).or_default().push(value);
-    }
+    let header = header_map(r.headers().iter().map(|(n, v)| (n.as_str(), v.as_bytes())));
     let mut body = Vec::new();
     while let Some(chunk) = r.chunk().await.map_err(fail)? {
         if body.len() + chunk.len() > MAX_ANSWER {

@@ -12,7 +12,6 @@ use kedge_core::dialect::Dialect;
 use kedge_core::envelope::{Message, group, op};
 
 use crate::edgehub::client::EdgeHub;
-use crate::edgehub::dispatch::Awaited;
 use crate::metamanager::MetaStore;
 
 /// How long after one query the same object may be asked for again.
@@ -67,7 +66,6 @@ pub fn object_in(answer: &Message, resource: &str) -> Option<serde_json::Value> 
 pub async fn run(
     missing: Arc<Missing>,
     hub: EdgeHub,
-    awaited: Arc<Awaited>,
     meta: Arc<MetaStore>,
     wake: impl Fn() + Send + 'static,
 ) {
@@ -87,10 +85,8 @@ pub async fn run(
                 &resource,
                 serde_json::Value::Null,
             );
-            let answer = awaited.expect(&q.header.id);
-            hub.send(q).await;
-            let Some(obj) = answer
-                .within(ANSWER)
+            let Some(obj) = hub
+                .request(q, ANSWER)
                 .await
                 .and_then(|a| object_in(&a, &resource))
             else {
@@ -105,14 +101,15 @@ pub async fn run(
                 obj,
             );
             let (meta, m) = (meta.clone(), stored);
-            match tokio::task::spawn_blocking(move || meta.apply(&m)).await {
-                Ok(Ok(_)) => {
+            let stored = tokio::task::spawn_blocking(move || meta.apply(&m)).await;
+            match stored
+                .map_err(|e| e.to_string())
+                .and_then(|r| r.map_err(|e| e.to_string()))
+            {
+                Ok(_) => {
                     tracing::info!(resource, "fetched from the cloud for a pod");
                     missing.found(&resource);
                     wake();
-                }
-                Ok(Err(e)) => {
-                    tracing::warn!(resource, error = %e, "could not store a fetched object")
                 }
                 Err(e) => tracing::warn!(resource, error = %e, "could not store a fetched object"),
             }

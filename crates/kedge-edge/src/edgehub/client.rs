@@ -70,12 +70,30 @@ pub struct EdgeHub {
     tls: Arc<watch::Sender<Arc<rustls::ClientConfig>>>,
     stop: Arc<watch::Sender<bool>>,
     task: Arc<std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>>,
+    /// Where the dispatch hands the answers `request` waits for.
+    awaited: Arc<super::dispatch::Awaited>,
 }
 
 impl EdgeHub {
     /// Queues a message for the cloud; it is sent once connected.
     pub async fn send(&self, msg: Message) -> bool {
         self.up.send(msg).await.is_ok()
+    }
+
+    /// Sends `msg` and waits up to `within` for the cloud's answer to it (a query, a
+    /// servicebus call): `None` if none comes. Nothing is kept for later: the caller waits.
+    pub async fn request(&self, msg: Message, within: Duration) -> Option<Message> {
+        let answer = self.awaited.expect(&msg.header.id);
+        if !self.send(msg).await {
+            return None;
+        }
+        answer.within(within).await
+    }
+
+    /// This hub's `request`s take their answers from `awaited` (the dispatch's).
+    pub fn answered_by(mut self, awaited: Arc<super::dispatch::Awaited>) -> EdgeHub {
+        self.awaited = awaited;
+        self
     }
 
     /// Switches to a renewed identity: the session reconnects with it at once.
@@ -156,6 +174,7 @@ pub fn spawn(
         tls: Arc::new(tls_tx),
         stop: Arc::new(stop_tx),
         task: Arc::new(std::sync::Mutex::new(Some(task))),
+        awaited: Arc::default(),
     })
 }
 

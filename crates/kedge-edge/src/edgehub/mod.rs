@@ -40,7 +40,7 @@ pub fn start(
     let mut cfg = HubConfig::new(s.server, s.join.node.clone());
     cfg.heartbeat = s.heartbeat;
     let (down_tx, down_rx) = mpsc::channel(1024);
-    let hub = client::spawn(cfg, id.clone(), down_tx)?;
+    let hub = client::spawn(cfg, id.clone(), down_tx)?.answered_by(routes.awaited.clone());
     tasks.spawn(dispatch::run(down_rx, routes, outbox.clone()));
     tasks.spawn(pump::run(outbox, hub.clone()));
     tasks.spawn(certificate::keep(s.join, hub.clone(), id));

@@ -9,7 +9,7 @@ pub mod server;
 use std::time::Duration;
 
 use kedge_core::envelope::{Message, group, op};
-use kedge_core::servicebus::{HOP_BY_HOP, HttpRequest, HttpResponse, parse_resource};
+use kedge_core::servicebus::{HOP_BY_HOP, HttpRequest, HttpResponse, header_map, parse_resource};
 
 /// How long a local app has to answer when the cloud does not say.
 pub const TIMEOUT: Duration = Duration::from_secs(25);
@@ -82,15 +82,11 @@ async fn request(http: &reqwest::Client, m: &Message) -> Result<HttpResponse, Ht
         }
     })?;
     let status_code = resp.status().as_u16();
-    let mut header = std::collections::BTreeMap::<String, Vec<String>>::new();
-    for (name, value) in resp.headers() {
-        if !HOP_BY_HOP.contains(&name.as_str()) {
-            header
-                .entry(kedge_core::servicebus::canonical(name.as_str()))
-                .or_default()
-                .push(value.to_str().unwrap_or_default().to_string());
-        }
-    }
+    let header = header_map(
+        resp.headers()
+            .iter()
+            .map(|(n, v)| (n.as_str(), v.as_bytes())),
+    );
     let body = resp
         .bytes()
         .await

@@ -19,7 +19,6 @@ use kedge_core::envelope::{Message, group, op};
 use kedge_core::servicebus::{ServiceAnswer, ServiceRequest};
 
 use crate::edgehub::client::EdgeHub;
-use crate::edgehub::dispatch::Awaited;
 use crate::metamanager::MetaStore;
 
 /// The largest request an app may send (KubeEdge's limit).
@@ -34,7 +33,6 @@ pub const TARGETURL: &str = "targeturl";
 pub struct ServiceBus {
     pub meta: Arc<MetaStore>,
     pub hub: EdgeHub,
-    pub awaited: Arc<Awaited>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -101,9 +99,7 @@ impl ServiceBus {
             &req.target_url,
             content,
         );
-        let answer = self.awaited.expect(&m.header.id);
-        self.hub.send(m).await;
-        match answer.within(TIMEOUT).await {
+        match self.hub.request(m, TIMEOUT).await {
             None => Err(ServiceAnswer::error(
                 504,
                 format!("no answer from the cloud within {} s", TIMEOUT.as_secs()),
