@@ -22,7 +22,7 @@ pub struct Translation {
     /// Whether edgecore acknowledges the delivery itself (otherwise it counts once sent).
     pub acknowledged: bool,
     /// What a rule enabled at the edge (to be disabled when the rule goes).
-    pub subscribed: Option<Enabled>,
+    pub enabled: Option<Enabled>,
 }
 
 /// What a rule enabled at a stock edgecore; a deleted Rule carries no spec, so it is kept.
@@ -50,7 +50,7 @@ pub fn for_kubeedge(m: Message, known: bool, enabled: Option<Enabled>) -> Transl
         _ => Translation {
             send: vec![m],
             acknowledged: true,
-            subscribed: None,
+            enabled: None,
         },
     }
 }
@@ -69,7 +69,7 @@ fn device(mut m: Message, is_device: bool, known: bool) -> Translation {
     Translation {
         send,
         acknowledged: true,
-        subscribed: None,
+        enabled: None,
     }
 }
 
@@ -154,7 +154,7 @@ fn rule(m: Message, remembered: Option<Enabled>) -> Translation {
     Translation {
         send: vec![s],
         acknowledged: false,
-        subscribed: (!delete).then_some(enabled),
+        enabled: (!delete).then_some(enabled),
     }
 }
 
@@ -272,7 +272,7 @@ mod tests {
         );
         let t = for_kubeedge(m, false, None);
         assert!(!t.acknowledged);
-        assert_eq!(t.subscribed, Some(Enabled::Topic("default/test".into())));
+        assert_eq!(t.enabled, Some(Enabled::Topic("default/test".into())));
         assert_eq!(
             route(&t.send[0]),
             ("router_eventbus", "user", "subscribe", "default/test")
@@ -309,7 +309,7 @@ mod tests {
         );
         let t = for_kubeedge(m, false, None);
         assert!(!t.acknowledged);
-        assert_eq!(t.subscribed, Some(Enabled::Url(url.into())));
+        assert_eq!(t.enabled, Some(Enabled::Url(url.into())));
         assert_eq!(
             route(&t.send[0]),
             ("router_servicebus", "user", "start", url)

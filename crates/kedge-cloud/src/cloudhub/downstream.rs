@@ -152,7 +152,7 @@ pub struct Downstream {
     bulk: Option<Arc<dyn crate::bulk::Bulk>>,
     /// What each bus rule (node, uid) enabled at a stock edgecore (a topic subscribed, a URL
     /// started): its deletion carries no spec, and edgecore disables by topic or URL.
-    topics: Mutex<HashMap<(String, String), dialect::Enabled>>,
+    enabled: Mutex<HashMap<(String, String), dialect::Enabled>>,
 }
 
 impl Downstream {
@@ -173,7 +173,7 @@ impl Downstream {
             unrecorded: Mutex::default(),
             record: Notify::new(),
             bulk,
-            topics: Mutex::default(),
+            enabled: Mutex::default(),
         });
         tokio::spawn(d.clone().write_loop());
         tokio::spawn(d.clone().record_loop());
@@ -501,14 +501,14 @@ impl Downstream {
             .to_string();
         let known = self.records().get(node, &uid).is_some();
         let key = (node.to_string(), uid);
-        let mut topics = self.topics.lock().unwrap_or_else(|p| p.into_inner());
+        let mut enabled = self.enabled.lock().unwrap_or_else(|p| p.into_inner());
         let remembered = match m.route.operation == kedge_core::envelope::op::DELETE {
-            true => topics.remove(&key),
+            true => enabled.remove(&key),
             false => None,
         };
         let t = dialect::for_kubeedge(m, known, remembered);
-        if let Some(topic) = t.subscribed {
-            topics.insert(key, topic);
+        if let Some(what) = t.enabled {
+            enabled.insert(key, what);
         }
         (t.send, (!t.acknowledged).then_some(id))
     }
