@@ -10,7 +10,13 @@ pub fn pod(obj: &mut Value) {
     if !obj["spec"].is_object() {
         obj["spec"] = json!({});
     }
-    let spec = &mut obj["spec"];
+    pod_spec(&mut obj["spec"]);
+    let qos = qos_class(&obj["spec"]);
+    obj["status"] = json!({"phase": "Pending", "qosClass": qos});
+}
+
+/// A pod spec's defaults (a pod's, and a workload's pod template's).
+pub fn pod_spec(spec: &mut Value) {
     let service_account = spec
         .get("serviceAccount")
         .and_then(Value::as_str)
@@ -40,8 +46,6 @@ pub fn pod(obj: &mut Value) {
     if let Some(vs) = spec.get_mut("volumes").and_then(Value::as_array_mut) {
         vs.iter_mut().for_each(volume);
     }
-    let qos = qos_class(&obj["spec"]);
-    obj["status"] = json!({"phase": "Pending", "qosClass": qos});
 }
 
 /// A Secret without a type is `Opaque`.

@@ -104,6 +104,13 @@ pub fn resource_list(reg: &Registry, group: &str, version: &str) -> Option<Value
                 "namespaced": r.namespaced, "kind": r.kind, "verbs": ["get", "patch", "update"]}),
             );
         }
+        if r.version(version).is_some_and(|v| v.scale) {
+            resources.push(
+                json!({"name": format!("{}/scale", r.plural), "singularName": "",
+                "namespaced": r.namespaced, "group": "autoscaling", "version": "v1",
+                "kind": "Scale", "verbs": ["get", "patch", "update"]}),
+            );
+        }
     }
     if resources.is_empty() {
         return None;

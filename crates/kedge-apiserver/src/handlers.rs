@@ -38,6 +38,12 @@ fn to_bytes(v: &Value) -> Bytes {
 }
 
 pub async fn handle(api: Arc<Api>, call: Call) -> Result<Response, ApiError> {
+    if call.path.subresource.as_deref() == Some("scale") {
+        return crate::scale::handle(api, call).await;
+    }
+    if call.path.subresource.as_deref() == Some("binding") && call.method == Method::POST {
+        return bind(api, call).await;
+    }
     let is_item = call.path.name.is_some();
     match (call.method.clone(), is_item) {
         (Method::GET, true) => get(&api, &call),
@@ -382,14 +388,31 @@ fn written_response(
 }
 
 /// Whether the node a pod is bound to exists (so something will stop its containers).
-fn pod_node_exists(api: &Api, pod: &Value) -> bool {
+pub(crate) fn pod_node_exists(api: &Api, pod: &Value) -> bool {
     let node = str_at(pod, "/spec/nodeName");
     !node.is_empty() && api.store.get("nodes", "", node).is_some()
 }
 
+/// The finalizer a DELETE's propagation policy puts on an object for the garbage collector:
+/// `Orphan` (or the older `orphanDependents: true`) and `Foreground`; `Background`, the default,
+/// needs none. Pods own nothing: their deletion is always the node's graceful one.
+fn propagation_finalizer(res: &Resource, options: &Value) -> Option<&'static str> {
+    if matches!(res.key().as_str(), "pods" | "namespaces") {
+        return None;
+    }
+    match options.get("propagationPolicy").and_then(Value::as_str) {
+        Some("Orphan") => Some(crate::gc::ORPHAN),
+        Some("Foreground") => Some(crate::gc::FOREGROUND),
+        Some(_) => None,
+        None => {
+            (options.get("orphanDependents") == Some(&json!(true))).then_some(crate::gc::ORPHAN)
+        }
+    }
+}
+
 /// What a DELETE does to one object: mark it (finalizers, namespaces, pods a node runs) or
 /// remove it.
-fn delete_decision(
+pub(crate) fn delete_decision(
     res: &Resource,
     cur: &Value,
     options: &Value,
@@ -416,6 +439,21 @@ fn delete_decision(
             ));
         }
     }
+    let mut cur = cur.clone();
+    if let Some(f) = propagation_finalizer(res, options)
+        && cur.pointer("/metadata/deletionTimestamp").is_none()
+    {
+        let meta = &mut cur["metadata"];
+        if !meta["finalizers"].is_array() {
+            meta["finalizers"] = json!([]);
+        }
+        if let Some(fs) = meta["finalizers"].as_array_mut()
+            && !fs.iter().any(|x| x == f)
+        {
+            fs.push(json!(f));
+        }
+    }
+    let cur = &cur;
     let finalizers = cur
         .pointer("/metadata/finalizers")
         .and_then(Value::as_array)
@@ -454,11 +492,7 @@ async fn delete(api: Arc<Api>, call: Call) -> Result<Response, ApiError> {
             "namespaces \"{name}\" is forbidden: this namespace may not be deleted"
         )));
     }
-    let options = if call.body.is_empty() {
-        json!({})
-    } else {
-        decode_body("application/json", &call.body, &call.path.res)?
-    };
+    let options = delete_options(&call)?;
     let api2 = api.clone();
     let written = blocking(move || {
         // Only a pod's deletion depends on its node (graceful when a node runs it).
@@ -485,6 +519,78 @@ async fn delete(api: Arc<Api>, call: Call) -> Result<Response, ApiError> {
     .await?;
     after_write(&api, &call.path.res, &written).await;
     written_response(&call, written, &[])
+}
+
+/// `pods/<name>/binding`: a scheduler assigns the pod to a node (once).
+async fn bind(api: Arc<Api>, call: Call) -> Result<Response, ApiError> {
+    let binding = decode_body(call.header("content-type"), &call.body, &call.path.res)?;
+    let node = str_at(&binding, "/target/name").to_string();
+    if node.is_empty() {
+        return Err(ApiError::bad_request(
+            "a Binding needs target.name (the node)",
+        ));
+    }
+    let (ns, name) = (
+        call.namespace().to_string(),
+        call.path.name.clone().unwrap_or_default(),
+    );
+    let api2 = api.clone();
+    blocking(move || {
+        api2.store.write::<ApiError>("pods", &ns, &name, |cur| {
+            let cur = cur.ok_or_else(|| ApiError::not_found("pods", &name))?;
+            let mut pod = cur.value();
+            let bound = str_at(&pod, "/spec/nodeName");
+            if !bound.is_empty() {
+                return Err(ApiError::conflict_msg(
+                    "pods",
+                    &name,
+                    &format!("pod {name} is already assigned to node {bound:?}"),
+                ));
+            }
+            pod["spec"]["nodeName"] = json!(node);
+            let cond = json!({"type": "PodScheduled", "status": "True",
+                              "lastTransitionTime": now()});
+            let conds = &mut pod["status"]["conditions"];
+            if !conds.is_array() {
+                *conds = json!([]);
+            }
+            if let Some(cs) = conds.as_array_mut() {
+                cs.retain(|c| c["type"] != "PodScheduled");
+                cs.push(cond);
+            }
+            Ok(Change::Put(pod))
+        })
+    })
+    .await?;
+    let status = json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201});
+    Ok(json_response(StatusCode::CREATED, to_bytes(&status), &[]))
+}
+
+/// A DELETE's options: its body (JSON, or protobuf from client-go's typed clients), with the
+/// query's `propagationPolicy` and `gracePeriodSeconds` where the body has none.
+fn delete_options(call: &Call) -> Result<Value, ApiError> {
+    let mut options = if call.body.is_empty() {
+        json!({})
+    } else if call.body.starts_with(b"k8s\0") {
+        crate::protobuf::delete_options(&call.body)
+            .map_err(|e| ApiError::bad_request(e.to_string()))?
+    } else {
+        decode_body("application/json", &call.body, &call.path.res)?
+    };
+    if !options.is_object() {
+        return Err(ApiError::bad_request("DeleteOptions must be an object"));
+    }
+    if options.get("propagationPolicy").is_none()
+        && let Some(p) = call.query.get("propagationPolicy")
+    {
+        options["propagationPolicy"] = json!(p);
+    }
+    if options.get("gracePeriodSeconds").is_none()
+        && let Some(g) = call.query.u64("gracePeriodSeconds")?
+    {
+        options["gracePeriodSeconds"] = json!(g);
+    }
+    Ok(options)
 }
 
 /// Deletes every object in a terminating namespace (honouring their finalizers), then the

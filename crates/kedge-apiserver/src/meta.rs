@@ -206,6 +206,10 @@ fn defaults_on_create(res: &Resource, obj: &mut Value, name: &str) -> Result<(),
             defaults::secret(obj);
         }
         CRD_KEY => crd_status(res, obj, name)?,
+        k if crate::workloads::is_workload(k) => {
+            crate::workloads::default(k, obj);
+            crate::workloads::validate(res, obj, None)?;
+        }
         _ => {}
     }
     Ok(())
@@ -318,6 +322,10 @@ pub fn prepare_update(
     let warnings = validate_schema(t, &mut obj, &name)?;
     if key == "secrets" {
         fold_string_data(&mut obj);
+    }
+    if crate::workloads::is_workload(&key) && !status_only {
+        crate::workloads::default(&key, &mut obj);
+        crate::workloads::validate(t.res, &obj, Some(current))?;
     }
     if key == CRD_KEY {
         crd_status(t.res, &mut obj, &name)?;

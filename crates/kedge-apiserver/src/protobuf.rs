@@ -1,195 +1,220 @@
-//! Kubernetes protobuf request bodies, for the kinds kubectl's imperative generators create
-//! (`kubectl create namespace|configmap|secret`): client-go sends those as protobuf and does not
-//! fall back to JSON. A body is the magic `k8s\0` followed by a `runtime.Unknown` whose `raw`
-//! field (2) holds the object; each kind is decoded with a table of its field numbers (from
-//! Kubernetes' `generated.proto`) into the JSON the rest of the server handles. Fields not in the
-//! tables are skipped.
+//! Kubernetes protobuf request bodies (`application/vnd.kubernetes.protobuf`), which client-go
+//! sends for every built-in kind when asked to (kubectl's typed commands, Kubernetes' own
+//! components, operators). A body is the magic `k8s\0` followed by a `runtime.Unknown` whose
+//! `raw` field (2) holds the object. The object is decoded with Kubernetes' own `.proto`
+//! definitions (compiled at build time, see `build.rs`): Kubernetes names each protobuf field as
+//! its JSON field, so one walk turns any kind into the JSON the rest of the server handles. A few
+//! apimachinery messages have a JSON form of their own (times, quantities, int-or-string, raw
+//! JSON); those are translated here.
+
+use std::sync::LazyLock;
 
 use base64::Engine;
+use prost_reflect::{
+    DescriptorPool, DynamicMessage, MapKey, MessageDescriptor, ReflectMessage, Value as Pb,
+};
 use serde_json::{Map, Value, json};
 
-#[derive(Clone, Copy)]
-enum Field {
-    Str(&'static str),
-    Bool(&'static str),
-    /// `repeated string`.
-    Strings(&'static str),
-    /// `map<string, string>`.
-    MapStr(&'static str),
-    /// `map<string, bytes>`, shown as base64 as in JSON.
-    MapBytes(&'static str),
-    Msg(&'static str, &'static [(u64, Field)]),
+static POOL: LazyLock<Result<DescriptorPool, String>> = LazyLock::new(|| {
+    DescriptorPool::decode(&include_bytes!(concat!(env!("OUT_DIR"), "/k8s.bin"))[..])
+        .map_err(|e| e.to_string())
+});
+
+/// Why a protobuf body was not decoded.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum ProtoError {
+    /// A kind without protobuf definitions (custom resources have none, as in Kubernetes).
+    #[error(
+        "protobuf bodies are accepted for Kubernetes' built-in kinds only; send {0} as application/json or application/yaml"
+    )]
+    Unsupported(String),
+    #[error("the protobuf body is not valid: {0}")]
+    Malformed(String),
 }
 
-use Field::*;
+const META: &str = "k8s.io.apimachinery.pkg.apis.meta.v1";
 
-const OBJECT_META: &[(u64, Field)] = &[
-    (1, Str("name")),
-    (2, Str("generateName")),
-    (3, Str("namespace")),
-    (11, MapStr("labels")),
-    (12, MapStr("annotations")),
-    (14, Strings("finalizers")),
-];
-const NAMESPACE: &[(u64, Field)] = &[
-    (1, Msg("metadata", OBJECT_META)),
-    (2, Msg("spec", &[(1, Strings("finalizers"))])),
-];
-const CONFIG_MAP: &[(u64, Field)] = &[
-    (1, Msg("metadata", OBJECT_META)),
-    (2, MapStr("data")),
-    (3, MapBytes("binaryData")),
-    (4, Bool("immutable")),
-];
-const SECRET: &[(u64, Field)] = &[
-    (1, Msg("metadata", OBJECT_META)),
-    (2, MapBytes("data")),
-    (3, Str("type")),
-    (4, MapStr("stringData")),
-    (5, Bool("immutable")),
-];
-
-/// Decodes a protobuf body for resource `key` (kind and apiVersion come from the URL).
-/// `Err` says why it cannot be decoded.
-pub fn decode(key: &str, kind: &str, body: &[u8]) -> Result<Value, String> {
-    let schema = match key {
-        "namespaces" => NAMESPACE,
-        "configmaps" => CONFIG_MAP,
-        "secrets" => SECRET,
-        _ => {
-            return Err(format!(
-                "protobuf bodies are accepted for namespaces, configmaps and secrets only; send {key} as application/json or application/yaml"
-            ));
-        }
+/// The protobuf package of a built-in API group's version (`None`: not built in).
+fn package(group: &str, version: &str) -> Option<String> {
+    let short = match group {
+        "" => "core",
+        "apps" => "apps",
+        "batch" => "batch",
+        "autoscaling" => "autoscaling",
+        "coordination.k8s.io" => "coordination",
+        _ => return None,
     };
-    let unknown = body
-        .strip_prefix(b"k8s\0")
-        .ok_or("the protobuf body does not start with the Kubernetes magic number")?;
-    let raw = fields(unknown)?
-        .into_iter()
-        .find(|(n, _)| *n == 2)
-        .and_then(|(_, v)| v.bytes())
-        .ok_or("the protobuf envelope has no object")?;
-    let mut obj = message(raw, schema)?;
-    obj.insert("apiVersion".into(), json!("v1"));
+    Some(format!("k8s.io.api.{short}.{version}"))
+}
+
+/// Decodes a protobuf body holding a `kind` of `group/version` into its JSON form.
+pub fn decode(group: &str, version: &str, kind: &str, body: &[u8]) -> Result<Value, ProtoError> {
+    let unsupported = || ProtoError::Unsupported(kind.to_string());
+    let name = package(group, version).ok_or_else(unsupported)? + "." + kind;
+    let desc = message_named(&name).ok_or_else(unsupported)?;
+    let mut obj = decode_message(&desc, body)?;
+    let api_version = crate::registry::group_version(group, version);
+    obj.insert("apiVersion".into(), json!(api_version));
     obj.insert("kind".into(), json!(kind));
     Ok(Value::Object(obj))
 }
 
-enum Wire<'a> {
-    Varint(u64),
-    Bytes(&'a [u8]),
-    Fixed,
+/// Decodes a protobuf `DeleteOptions` body (client-go sends one with every typed delete).
+pub fn delete_options(body: &[u8]) -> Result<Value, ProtoError> {
+    let desc = message_named(&format!("{META}.DeleteOptions"))
+        .ok_or_else(|| ProtoError::Unsupported("DeleteOptions".into()))?;
+    decode_message(&desc, body).map(Value::Object)
 }
 
-impl<'a> Wire<'a> {
-    fn bytes(&self) -> Option<&'a [u8]> {
-        match self {
-            Wire::Bytes(b) => Some(b),
-            _ => None,
-        }
+fn message_named(name: &str) -> Option<MessageDescriptor> {
+    POOL.as_ref().ok()?.get_message_by_name(name)
+}
+
+fn decode_message(desc: &MessageDescriptor, body: &[u8]) -> Result<Map<String, Value>, ProtoError> {
+    let malformed = |m: &str| ProtoError::Malformed(m.to_string());
+    let unknown = body
+        .strip_prefix(b"k8s\0")
+        .ok_or_else(|| malformed("it does not start with the Kubernetes magic number"))?;
+    let envelope = message_named("k8s.io.apimachinery.pkg.runtime.Unknown")
+        .ok_or_else(|| malformed("no runtime.Unknown definition"))?;
+    let envelope = DynamicMessage::decode(envelope, unknown)
+        .map_err(|e| ProtoError::Malformed(e.to_string()))?;
+    let raw = envelope
+        .get_field_by_name("raw")
+        .and_then(|v| v.as_bytes().cloned())
+        .filter(|b| !b.is_empty())
+        .ok_or_else(|| malformed("the envelope holds no object"))?;
+    let msg = DynamicMessage::decode(desc.clone(), raw.as_ref())
+        .map_err(|e| ProtoError::Malformed(e.to_string()))?;
+    match message(&msg) {
+        Value::Object(m) => Ok(m),
+        _ => Err(malformed("the object is not a message")),
     }
 }
 
-fn varint(buf: &[u8], pos: &mut usize) -> Result<u64, String> {
-    let mut v = 0u64;
-    for shift in (0..64).step_by(7) {
-        let b = *buf.get(*pos).ok_or("truncated protobuf varint")?;
-        *pos += 1;
-        v |= u64::from(b & 0x7f) << shift;
-        if b & 0x80 == 0 {
-            return Ok(v);
-        }
+/// A message's JSON form: its set fields by name, with apimachinery's special messages in their
+/// JSON shapes. Empty strings are left out: gogo-protobuf writes every non-pointer string, where
+/// JSON omits empty ones (and defaulting fills only what is missing).
+fn message(msg: &DynamicMessage) -> Value {
+    if let Some(v) = special(msg) {
+        return v;
     }
-    Err("protobuf varint too long".into())
-}
-
-fn fields(buf: &[u8]) -> Result<Vec<(u64, Wire<'_>)>, String> {
-    let (mut pos, mut out) = (0, Vec::new());
-    while pos < buf.len() {
-        let tag = varint(buf, &mut pos)?;
-        let wire = match tag & 7 {
-            0 => Wire::Varint(varint(buf, &mut pos)?),
-            2 => {
-                let len = usize::try_from(varint(buf, &mut pos)?).map_err(|e| e.to_string())?;
-                let end = pos.checked_add(len).filter(|e| *e <= buf.len());
-                let end = end.ok_or("truncated protobuf field")?;
-                let b = &buf[pos..end];
-                pos = end;
-                Wire::Bytes(b)
-            }
-            1 | 5 => {
-                pos += if tag & 7 == 1 { 8 } else { 4 };
-                Wire::Fixed
-            }
-            w => return Err(format!("unsupported protobuf wire type {w}")),
-        };
-        out.push((tag >> 3, wire));
-    }
-    Ok(out)
-}
-
-fn utf8(b: &[u8]) -> Result<String, String> {
-    String::from_utf8(b.to_vec()).map_err(|_| "a protobuf string is not UTF-8".to_string())
-}
-
-fn map_entry(b: &[u8]) -> Result<(String, &[u8]), String> {
-    let (mut k, mut v) = (String::new(), &b[..0]);
-    for (n, w) in fields(b)? {
-        match (n, w.bytes()) {
-            (1, Some(x)) => k = utf8(x)?,
-            (2, Some(x)) => v = x,
-            _ => {}
-        }
-    }
-    Ok((k, v))
-}
-
-fn message(buf: &[u8], schema: &[(u64, Field)]) -> Result<Map<String, Value>, String> {
     let mut out = Map::new();
-    for (n, w) in fields(buf)? {
-        let Some((_, field)) = schema.iter().find(|(f, _)| *f == n) else {
-            continue;
-        };
-        match (*field, w) {
-            (Str(name), Wire::Bytes(b)) => {
-                out.insert(name.into(), json!(utf8(b)?));
-            }
-            (Bool(name), Wire::Varint(v)) => {
-                out.insert(name.into(), json!(v != 0));
-            }
-            (Strings(name), Wire::Bytes(b)) => push(&mut out, name, json!(utf8(b)?)),
-            (MapStr(name), Wire::Bytes(b)) => {
-                let (k, v) = map_entry(b)?;
-                insert(&mut out, name, k, json!(utf8(v)?));
-            }
-            (MapBytes(name), Wire::Bytes(b)) => {
-                let (k, v) = map_entry(b)?;
-                let enc = base64::engine::general_purpose::STANDARD.encode(v);
-                insert(&mut out, name, k, json!(enc));
-            }
-            (Msg(name, sub), Wire::Bytes(b)) => {
-                out.insert(name.into(), Value::Object(message(b, sub)?));
-            }
-            _ => return Err(format!("protobuf field {n} has the wrong wire type")),
+    for (field, value) in msg.fields() {
+        if let Some(v) = field_value(value) {
+            out.insert(field.name().to_string(), v);
         }
     }
-    Ok(out)
+    Value::Object(out)
 }
 
-fn push(out: &mut Map<String, Value>, name: &str, v: Value) {
-    if let Some(Value::Array(a)) = out.get_mut(name) {
-        a.push(v);
-    } else {
-        out.insert(name.into(), json!([v]));
+fn field_value(v: &Pb) -> Option<Value> {
+    Some(match v {
+        Pb::String(s) if s.is_empty() => return None,
+        Pb::Message(m) => {
+            let v = message(m);
+            if v.is_null() {
+                return None;
+            }
+            v
+        }
+        Pb::List(items) => Value::Array(items.iter().map(element).collect()),
+        Pb::Map(entries) => {
+            let mut m = Map::new();
+            for (k, v) in entries {
+                m.insert(map_key(k), element(v));
+            }
+            Value::Object(m)
+        }
+        other => scalar(other),
+    })
+}
+
+/// A list element or map value: empty strings kept (they are data there).
+fn element(v: &Pb) -> Value {
+    match v {
+        Pb::String(s) => json!(s),
+        Pb::Message(m) => message(m),
+        other => field_value(other).unwrap_or(Value::Null),
     }
 }
 
-fn insert(out: &mut Map<String, Value>, name: &str, k: String, v: Value) {
-    if let Some(Value::Object(m)) = out.get_mut(name) {
-        m.insert(k, v);
+fn map_key(k: &MapKey) -> String {
+    match k {
+        MapKey::String(s) => s.clone(),
+        MapKey::Bool(b) => b.to_string(),
+        MapKey::I32(n) => n.to_string(),
+        MapKey::I64(n) => n.to_string(),
+        MapKey::U32(n) => n.to_string(),
+        MapKey::U64(n) => n.to_string(),
+    }
+}
+
+fn scalar(v: &Pb) -> Value {
+    match v {
+        Pb::Bool(b) => json!(b),
+        Pb::I32(n) => json!(n),
+        Pb::I64(n) => json!(n),
+        Pb::U32(n) => json!(n),
+        Pb::U64(n) => json!(n),
+        Pb::F32(n) => json!(n),
+        Pb::F64(n) => json!(n),
+        Pb::String(s) => json!(s),
+        Pb::Bytes(b) => json!(base64::engine::general_purpose::STANDARD.encode(b)),
+        Pb::EnumNumber(n) => json!(n),
+        Pb::Message(m) => message(m),
+        Pb::List(_) | Pb::Map(_) => element(v),
+    }
+}
+
+/// The apimachinery messages whose JSON is not an object of their fields. `Some(Null)`: absent
+/// (a zero time).
+fn special(msg: &DynamicMessage) -> Option<Value> {
+    let get = |name: &str| msg.get_field_by_name(name);
+    let int = |name: &str| get(name).and_then(|v| v.as_i64().or(v.as_i32().map(i64::from)));
+    let text = |name: &str| {
+        get(name)
+            .and_then(|v| v.as_str().map(String::from))
+            .unwrap_or_default()
+    };
+    Some(match msg.descriptor().full_name() {
+        "k8s.io.apimachinery.pkg.apis.meta.v1.Time" => time(int("seconds"), int("nanos"), false),
+        "k8s.io.apimachinery.pkg.apis.meta.v1.MicroTime" => {
+            time(int("seconds"), int("nanos"), true)
+        }
+        "k8s.io.apimachinery.pkg.api.resource.Quantity" => json!(text("string")),
+        "k8s.io.apimachinery.pkg.util.intstr.IntOrString" => match int("type") {
+            Some(1) => json!(text("strVal")),
+            _ => json!(int("intVal").unwrap_or(0)),
+        },
+        "k8s.io.apimachinery.pkg.apis.meta.v1.Duration" => {
+            json!(format!("{}s", int("duration").unwrap_or(0) as f64 / 1e9))
+        }
+        "k8s.io.apimachinery.pkg.runtime.RawExtension"
+        | "k8s.io.apimachinery.pkg.apis.meta.v1.FieldsV1" => {
+            let raw = get("raw")
+                .and_then(|v| v.as_bytes().cloned())
+                .unwrap_or_default();
+            serde_json::from_slice(&raw).unwrap_or(Value::Null)
+        }
+        _ => return None,
+    })
+}
+
+/// RFC 3339 in UTC, as Go's `metav1.Time` (seconds) and `MicroTime` (microseconds) print.
+fn time(seconds: Option<i64>, nanos: Option<i64>, micro: bool) -> Value {
+    let (s, n) = (seconds.unwrap_or(0), nanos.unwrap_or(0));
+    if s == 0 && n == 0 {
+        return Value::Null;
+    }
+    let Ok(t) = jiff::Timestamp::new(s, n.clamp(0, 999_999_999) as i32) else {
+        return Value::Null;
+    };
+    let t = t.to_zoned(jiff::tz::TimeZone::UTC);
+    if micro {
+        json!(t.strftime("%Y-%m-%dT%H:%M:%S%.6fZ").to_string())
     } else {
-        out.insert(name.into(), json!({k: v}));
+        json!(t.strftime("%Y-%m-%dT%H:%M:%SZ").to_string())
     }
 }
 
@@ -214,21 +239,22 @@ mod tests {
     fn decodes_a_configmap() {
         let meta = [
             ld(1, b"cm1"),
+            ld(2, b""),
             ld(3, b"default"),
             ld(11, &[ld(1, b"app"), ld(2, b"web")].concat()),
         ]
         .concat();
         let raw = [
             ld(1, &meta),
-            ld(2, &[ld(1, b"k"), ld(2, b"v")].concat()),
+            ld(2, &[ld(1, b"k"), ld(2, b"")].concat()),
             vec![4 << 3, 1],
         ]
         .concat();
-        let v = decode("configmaps", "ConfigMap", &envelope(&raw)).expect("decodes");
+        let v = decode("", "v1", "ConfigMap", &envelope(&raw)).expect("decodes");
         assert_eq!(
             v,
             json!({"metadata": {"name": "cm1", "namespace": "default", "labels": {"app": "web"}},
-                   "data": {"k": "v"}, "immutable": true, "apiVersion": "v1", "kind": "ConfigMap"})
+                   "data": {"k": ""}, "immutable": true, "apiVersion": "v1", "kind": "ConfigMap"})
         );
     }
 
@@ -240,28 +266,67 @@ mod tests {
             ld(3, b"Opaque"),
         ]
         .concat();
-        let v = decode("secrets", "Secret", &envelope(&raw)).expect("decodes");
+        let v = decode("", "v1", "Secret", &envelope(&raw)).expect("decodes");
         assert_eq!(v["data"]["pw"], "aHVudGVyMg==");
         assert_eq!(v["type"], "Opaque");
     }
 
     #[test]
-    fn garbage_and_other_kinds_are_explained() {
-        assert!(
-            decode("configmaps", "ConfigMap", b"nope")
-                .expect_err("magic")
-                .contains("magic")
-        );
+    fn apimachinery_messages_take_their_json_shapes() {
+        // A Deployment: replicas 3, a rolling update with maxSurge "50%" and maxUnavailable 1,
+        // a creation time, and a container requesting 100m CPU.
+        let int_or_string = |b: Vec<u8>| b;
+        let surge = int_or_string([vec![1 << 3, 1], ld(3, b"50%")].concat());
+        let unavailable = int_or_string(vec![1 << 3, 0, 2 << 3, 1]);
+        let strategy = [
+            ld(1, b"RollingUpdate"),
+            ld(2, &[ld(1, &unavailable), ld(2, &surge)].concat()),
+        ]
+        .concat();
+        let quantity = ld(1, b"100m");
+        let resources = ld(2, &[ld(1, b"cpu"), ld(2, &quantity)].concat());
+        let container = [ld(1, b"web"), ld(2, b"nginx:1"), ld(8, &resources)].concat();
+        let template = ld(2, &ld(2, &container));
+        let spec = [vec![1 << 3, 3], ld(3, &template), ld(4, &strategy)].concat();
+        let created = [vec![1 << 3], varint(1_700_000_000)].concat();
+        let meta = [ld(1, b"web"), ld(8, &created)].concat();
+        let raw = [ld(1, &meta), ld(2, &spec)].concat();
+        let v = decode("apps", "v1", "Deployment", &envelope(&raw)).expect("decodes");
+        assert_eq!(v["apiVersion"], "apps/v1");
+        assert_eq!(v["metadata"]["creationTimestamp"], "2023-11-14T22:13:20Z");
+        assert_eq!(v["spec"]["replicas"], 3);
+        assert_eq!(v["spec"]["strategy"]["rollingUpdate"]["maxSurge"], "50%");
+        assert_eq!(v["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"], 1);
+        let c = &v["spec"]["template"]["spec"]["containers"][0];
+        assert_eq!(c["image"], "nginx:1");
+        assert_eq!(c["resources"]["requests"]["cpu"], "100m");
+    }
+
+    fn varint(mut n: u64) -> Vec<u8> {
+        let mut out = Vec::new();
+        loop {
+            let b = (n & 0x7f) as u8;
+            n >>= 7;
+            if n == 0 {
+                out.push(b);
+                return out;
+            }
+            out.push(b | 0x80);
+        }
+    }
+
+    #[test]
+    fn garbage_and_custom_kinds_are_explained() {
+        let e = decode("", "v1", "ConfigMap", b"nope").expect_err("magic");
+        assert!(e.to_string().contains("magic"), "{e}");
         let truncated = [b"k8s\0".as_slice(), &[0x12, 0x10, 1]].concat();
-        assert!(
-            decode("configmaps", "ConfigMap", &truncated)
-                .expect_err("short")
-                .contains("truncated")
-        );
-        assert!(
-            decode("pods", "Pod", &envelope(&[]))
-                .expect_err("pods")
-                .contains("application/json")
-        );
+        assert!(matches!(
+            decode("", "v1", "ConfigMap", &truncated),
+            Err(ProtoError::Malformed(_))
+        ));
+        let e =
+            decode("devices.kubeedge.io", "v1beta1", "Device", &envelope(&[])).expect_err("a CRD");
+        assert!(matches!(e, ProtoError::Unsupported(_)), "{e}");
+        assert!(e.to_string().contains("application/json"));
     }
 }

@@ -21,6 +21,8 @@ pub struct Version {
     pub name: String,
     pub schema: Option<Value>,
     pub status: bool,
+    /// Serves `/scale` (autoscaling/v1 Scale over `spec.replicas`).
+    pub scale: bool,
     pub columns: Vec<Column>,
 }
 
@@ -130,6 +132,7 @@ fn builtin(group: &str, version: &str, kind: &str, plural: &str, namespaced: boo
             name: version.into(),
             schema: None,
             status: false,
+            scale: false,
             columns: Vec::new(),
         }],
         builtin: true,
@@ -141,6 +144,11 @@ fn builtin(group: &str, version: &str, kind: &str, plural: &str, namespaced: boo
 fn with(mut r: Resource, short: &[&str], status: bool) -> Resource {
     r.short_names = short.iter().map(|s| s.to_string()).collect();
     r.versions[0].status = status;
+    r
+}
+
+fn scalable(mut r: Resource) -> Resource {
+    r.versions[0].scale = true;
     r
 }
 
@@ -169,6 +177,27 @@ fn builtins() -> Vec<Resource> {
         builtin("", "v1", "Secret", "secrets", true),
         with(builtin("", "v1", "Event", "events", true), &["ev"], false),
         builtin("coordination.k8s.io", "v1", "Lease", "leases", true),
+        in_all(scalable(with(
+            builtin("apps", "v1", "Deployment", "deployments", true),
+            &["deploy"],
+            true,
+        ))),
+        in_all(scalable(with(
+            builtin("apps", "v1", "ReplicaSet", "replicasets", true),
+            &["rs"],
+            true,
+        ))),
+        in_all(with(
+            builtin("apps", "v1", "DaemonSet", "daemonsets", true),
+            &["ds"],
+            true,
+        )),
+        in_all(scalable(with(
+            builtin("apps", "v1", "StatefulSet", "statefulsets", true),
+            &["sts"],
+            true,
+        ))),
+        in_all(with(builtin("batch", "v1", "Job", "jobs", true), &[], true)),
         with(
             builtin(
                 "apiextensions.k8s.io",
@@ -389,6 +418,7 @@ fn crd_version(v: &Value) -> Version {
         name: s(v, "/name"),
         schema: v.pointer("/schema/openAPIV3Schema").cloned(),
         status: v.pointer("/subresources/status").is_some(),
+        scale: false,
         columns,
     }
 }

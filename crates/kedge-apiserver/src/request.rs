@@ -89,8 +89,11 @@ fn resource_path(
         return Err(ApiError::path_not_found());
     }
     if let Some(s) = &sub {
-        let has_status = res.version(version).is_some_and(|v| v.status);
-        let ok = (s == "status" && has_status) || (s == "finalize" && res.key() == "namespaces");
+        let served = res.version(version);
+        let ok = (s == "status" && served.is_some_and(|v| v.status))
+            || (s == "scale" && served.is_some_and(|v| v.scale))
+            || (s == "binding" && res.key() == "pods")
+            || (s == "finalize" && res.key() == "namespaces");
         if !ok {
             return Err(ApiError::path_not_found());
         }
@@ -147,7 +150,12 @@ pub fn decode_body(content_type: &str, body: &Bytes, res: &Resource) -> Result<V
         serde_saphyr::from_slice(body)
             .map_err(|e| ApiError::bad_request(format!("the request body is not valid YAML: {e}")))
     } else if ct == "application/vnd.kubernetes.protobuf" {
-        crate::protobuf::decode(&res.key(), &res.kind, body).map_err(ApiError::unsupported_media)
+        use crate::protobuf::{ProtoError, decode};
+        let version = res.storage.as_str();
+        decode(&res.group, version, &res.kind, body).map_err(|e| match e {
+            ProtoError::Unsupported(_) => ApiError::unsupported_media(e.to_string()),
+            ProtoError::Malformed(_) => ApiError::bad_request(e.to_string()),
+        })
     } else if ct.contains("protobuf") || ct.contains("cbor") {
         Err(ApiError::unsupported_media(format!(
             "the content type {ct:?} is not supported: send application/json or application/yaml"

@@ -100,6 +100,16 @@ pub struct ApiServer {
     /// `Bearer <admin token>`, marked sensitive so it is never logged.
     admin_auth: axum::http::HeaderValue,
     listener: kedge_http::Listener,
+    /// The garbage collector, stopped with the server.
+    _gc: AbortOnDrop,
+}
+
+struct AbortOnDrop(tokio::task::AbortHandle);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 impl ApiServer {
@@ -244,6 +254,7 @@ pub async fn start(cfg: Config) -> Result<ApiServer, ServerError> {
             cause: e.cause,
         }
     })?;
+    let gc = AbortOnDrop(tokio::spawn(crate::gc::run(api.clone())).abort_handle());
     tracing::info!(%url, kubeconfig = %kubeconfig_path.display(), "API server listening");
     Ok(ApiServer {
         _lock: lock,
@@ -254,5 +265,6 @@ pub async fn start(cfg: Config) -> Result<ApiServer, ServerError> {
         router,
         admin_auth,
         listener,
+        _gc: gc,
     })
 }

@@ -354,6 +354,19 @@ impl Store {
             .collect())
     }
 
+    /// Events of every resource after revision `after`, or [`Expired`].
+    pub fn events_after(&self, after: u64) -> Result<Vec<Arc<Event>>, Expired> {
+        let inner = self.lock();
+        if after < inner.compacted {
+            return Err(Expired {
+                requested: after,
+                oldest: inner.compacted + 1,
+            });
+        }
+        let start = inner.log.partition_point(|e| e.rv <= after);
+        Ok(inner.log.range(start..).cloned().collect())
+    }
+
     /// A receiver that changes whenever the revision advances.
     pub fn subscribe(&self) -> watch::Receiver<u64> {
         self.rev_tx.subscribe()

@@ -34,6 +34,9 @@ fn columns(res: &Resource, version: &str) -> Vec<Column> {
         v.extend(cols.iter().map(|(n, t, p)| col(n, t, *p)));
         v
     };
+    if let Some(cols) = crate::workload_table::columns(&res.key()) {
+        return custom(&cols);
+    }
     match res.key().as_str() {
         "namespaces" => custom(&[("Status", "string", 0), ("Age", "date", 0)]),
         "nodes" => custom(&[
@@ -264,6 +267,10 @@ fn cells(res: &Resource, cols: &[Column], o: &Value) -> Vec<Value> {
     let name = json!(str_at(o, "/metadata/name"));
     let created = age(str_at(o, "/metadata/creationTimestamp"));
     let mut row = vec![name];
+    if let Some(more) = crate::workload_table::cells(&res.key(), o, created.clone()) {
+        row.extend(more);
+        return row;
+    }
     match res.key().as_str() {
         "namespaces" => row.extend([json!(str_at(o, "/status/phase")), json!(created)]),
         "nodes" => row.extend([

@@ -22,6 +22,7 @@ pub mod edgecontroller;
 pub mod objects;
 pub mod placement;
 pub mod router;
+pub mod workloads;
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -46,6 +47,9 @@ pub struct CloudConfig {
     /// Bulk writes (the embedded API); `None`: each Lease renewal and sync record is an API
     /// call.
     pub bulk: Option<Arc<dyn bulk::Bulk>>,
+    /// Run the scheduler and the workload controllers (`workloads`): with the embedded API only
+    /// (a real cluster has its own).
+    pub workloads: bool,
 }
 
 /// A running cloud (hub, join server, controllers).
@@ -149,6 +153,9 @@ pub async fn start(cfg: CloudConfig, client: kube::Client) -> Result<Cloud, Clou
         cloudhub::downstream::Downstream::new(hub.clone(), client.clone(), cfg.bulk.clone());
     let rules = router::Rules::start(client.clone(), downstream.clone());
     let router = router::rest::start(cfg.router.clone(), rules.clone(), hub.clone()).await?;
+    if cfg.workloads {
+        workloads::start(client.clone());
+    }
     let ec = edgecontroller::EdgeController::new(
         client,
         hub.clone(),

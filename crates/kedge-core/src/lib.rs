@@ -14,6 +14,7 @@ pub mod devices;
 pub mod dialect;
 pub mod envelope;
 pub mod json;
+pub mod labels;
 pub mod names;
 pub mod resource;
 pub mod rule;

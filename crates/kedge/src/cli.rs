@@ -485,6 +485,7 @@ fn cloud_config(
         router: r.router.clone(),
         bulk: api
             .map(|a| Arc::new(EmbeddedBulk(a.api.clone())) as Arc<dyn kedge_cloud::bulk::Bulk>),
+        workloads: api.is_some(),
     }
 }
 

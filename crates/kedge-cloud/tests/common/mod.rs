@@ -44,6 +44,7 @@ pub fn cloud_config(data_dir: &Path) -> kedge_cloud::CloudConfig {
             ..Default::default()
         },
         bulk: None,
+        workloads: false,
     }
 }
 

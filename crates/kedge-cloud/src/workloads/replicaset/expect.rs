@@ -1,0 +1,79 @@
+//! What a controller just created and deleted, until its pod cache shows it (Kubernetes'
+//! "expectations"): acting again on a cache that does not yet show the last action would
+//! create or delete twice. Forgotten after a deadline, in case an event was missed.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use crate::workloads::runtime::Key;
+
+const DEADLINE: Duration = Duration::from_secs(30);
+
+#[derive(Default)]
+struct Pending {
+    created: Vec<String>,
+    deleted: Vec<String>,
+    at: Option<Instant>,
+}
+
+#[derive(Default)]
+pub struct Expectations(HashMap<Key, Pending>);
+
+impl Expectations {
+    pub fn created(&mut self, key: &Key, names: Vec<String>, now: Instant) {
+        let p = self.0.entry(key.clone()).or_default();
+        p.created.extend(names);
+        p.at = Some(now);
+    }
+
+    pub fn deleted(&mut self, key: &Key, names: Vec<String>, now: Instant) {
+        let p = self.0.entry(key.clone()).or_default();
+        p.deleted.extend(names);
+        p.at = Some(now);
+    }
+
+    pub fn forget(&mut self, key: &Key) {
+        self.0.remove(key);
+    }
+
+    /// Whether the cache (`pods`: name and whether it is still active) shows everything done
+    /// for `key`; when it does, or past the deadline, the expectations go.
+    pub fn met(&mut self, key: &Key, pods: &[(String, bool)], now: Instant) -> bool {
+        let Some(p) = self.0.get(key) else {
+            return true;
+        };
+        let seen = |n: &String| pods.iter().any(|(m, _)| m == n);
+        let active = |n: &String| pods.iter().any(|(m, a)| m == n && *a);
+        let done = p.created.iter().all(seen) && !p.deleted.iter().any(active);
+        let expired = p.at.is_some_and(|t| now.duration_since(t) > DEADLINE);
+        if done || expired {
+            self.0.remove(key);
+            return true;
+        }
+        false
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn actions_wait_until_the_cache_shows_them() {
+        let mut e = Expectations::default();
+        let k = ("default".to_string(), "rs".to_string());
+        let t = Instant::now();
+        assert!(e.met(&k, &[], t));
+        e.created(&k, vec!["a".into()], t);
+        assert!(!e.met(&k, &[], t), "created pod not seen yet");
+        assert!(e.met(&k, &[("a".into(), true)], t));
+        e.deleted(&k, vec!["a".into()], t);
+        assert!(!e.met(&k, &[("a".into(), true)], t), "still active");
+        assert!(e.met(&k, &[("a".into(), false)], t), "marked for deletion");
+        e.created(&k, vec!["b".into()], t);
+        assert!(
+            e.met(&k, &[], t + DEADLINE + Duration::from_secs(1)),
+            "expired"
+        );
+    }
+}

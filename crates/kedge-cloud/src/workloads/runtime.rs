@@ -1,0 +1,135 @@
+//! The one way the workload controllers run: caches kept by watches (kube-rs reflectors), a
+//! queue of object keys per controller (a key queued twice is reconciled once), one reconcile at
+//! a time per controller, a failed key retried after a second, every key again at each resync.
+
+use std::collections::BTreeSet;
+use std::fmt::Debug;
+use std::hash::Hash;
+use std::time::Duration;
+
+use futures::StreamExt;
+use kube::api::Api;
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use serde::de::DeserializeOwned;
+use tokio::sync::mpsc;
+
+/// An object's namespace and name.
+pub type Key = (String, String);
+
+pub fn key_of(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> Key {
+    (
+        meta.namespace.clone().unwrap_or_default(),
+        meta.name.clone().unwrap_or_default(),
+    )
+}
+
+/// Where a controller's keys are queued.
+#[derive(Clone)]
+pub struct Queue(mpsc::UnboundedSender<Key>);
+
+impl Queue {
+    pub fn new() -> (Queue, mpsc::UnboundedReceiver<Key>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        (Queue(tx), rx)
+    }
+
+    pub fn add(&self, key: Key) {
+        // The receiver goes only when the controller stops.
+        let _ = self.0.send(key);
+    }
+
+    /// Queues `key` again after `delay`.
+    pub fn later(&self, key: Key, delay: Duration) {
+        let q = self.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            q.add(key);
+        });
+    }
+}
+
+/// Watches `api` into a cache; `on` hears of every object added, changed or deleted (to queue
+/// what it affects).
+pub fn cache<K>(api: Api<K>, on: impl Fn(&K) + Send + 'static) -> Store<K>
+where
+    K: kube::Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+    K::DynamicType: Default + Eq + Hash + Clone,
+{
+    let (reader, writer) = reflector::store();
+    let stream = reflector::reflector(writer, watcher(api, watcher::Config::default()))
+        .default_backoff()
+        .touched_objects();
+    tokio::spawn(async move {
+        futures::pin_mut!(stream);
+        while let Some(ev) = stream.next().await {
+            match ev {
+                Ok(o) => on(&o),
+                Err(e) => tracing::debug!(error = %e, "workload cache watch"),
+            }
+        }
+    });
+    reader
+}
+
+/// Waits for the caches, then reconciles queued keys one at a time until the queue closes.
+/// `reconcile` returns `Some(delay)` to be called for the key again after `delay`.
+pub async fn run<F, Fut, E>(
+    name: &'static str,
+    queue: Queue,
+    mut rx: mpsc::UnboundedReceiver<Key>,
+    ready: Vec<futures::future::BoxFuture<'static, ()>>,
+    mut reconcile: F,
+) where
+    F: FnMut(Key) -> Fut,
+    Fut: std::future::Future<Output = Result<Option<Duration>, E>>,
+    E: std::fmt::Display,
+{
+    futures::future::join_all(ready).await;
+    let mut batch = BTreeSet::new();
+    while let Some(k) = rx.recv().await {
+        batch.insert(k);
+        while let Ok(k) = rx.try_recv() {
+            batch.insert(k);
+        }
+        for key in std::mem::take(&mut batch) {
+            match reconcile(key.clone()).await {
+                Ok(None) => {}
+                Ok(Some(delay)) => queue.later(key, delay),
+                Err(e) => {
+                    tracing::warn!(controller = name, namespace = %key.0, name = %key.1, error = %e, "reconcile failed");
+                    queue.later(key, Duration::from_secs(1));
+                }
+            }
+        }
+    }
+}
+
+/// A future that ends when `store` has its first full list.
+pub fn ready<K>(store: &Store<K>) -> futures::future::BoxFuture<'static, ()>
+where
+    K: kube::Resource + Clone + Send + Sync + 'static,
+    K::DynamicType: Default + Eq + Hash + Clone,
+{
+    let s = store.clone();
+    Box::pin(async move {
+        let _ = s.wait_until_ready().await;
+    })
+}
+
+/// Queues every object of `store` every `every` (what a watch missed is caught up).
+pub fn resync<K>(store: Store<K>, queue: Queue, every: Duration)
+where
+    K: kube::Resource + Clone + Send + Sync + 'static,
+    K::DynamicType: Default + Eq + Hash + Clone,
+{
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(every);
+        loop {
+            tick.tick().await;
+            for o in store.state() {
+                queue.add(key_of(o.meta()));
+            }
+        }
+    });
+}
