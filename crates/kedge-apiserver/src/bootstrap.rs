@@ -13,7 +13,7 @@ use crate::registry::CRD_KEY;
 use crate::store::Change;
 
 /// The KubeEdge CRDs served without being applied (the same files users apply to a real cluster).
-pub const BUILTIN_CRDS: [(&str, &str); 7] = [
+pub const BUILTIN_CRDS: [(&str, &str); 9] = [
     (
         "devices_v1beta1_devicemodel.yaml",
         include_str!("../../../deploy/crds/devices_v1beta1_devicemodel.yaml"),
@@ -41,6 +41,14 @@ pub const BUILTIN_CRDS: [(&str, &str); 7] = [
     (
         "reliablesyncs_v1alpha1_clusterobjectsync.yaml",
         include_str!("../../../deploy/crds/reliablesyncs_v1alpha1_clusterobjectsync.yaml"),
+    ),
+    (
+        "apps_v1alpha1_nodegroup.yaml",
+        include_str!("../../../deploy/crds/apps_v1alpha1_nodegroup.yaml"),
+    ),
+    (
+        "apps_v1alpha1_edgeapplication.yaml",
+        include_str!("../../../deploy/crds/apps_v1alpha1_edgeapplication.yaml"),
     ),
 ];
 

@@ -427,3 +427,178 @@ async fn selector_watches_see_objects_enter_and_leave() {
     }
     s.server.shutdown().await;
 }
+
+/// `k8s\0` + runtime.Unknown{typeMeta, raw}: what client-go sends with the protobuf content type.
+fn protobuf_body(api_version: &str, kind: &str, obj: &impl prost::Message) -> Vec<u8> {
+    use k8s_pb::apimachinery::pkg::runtime::{TypeMeta, Unknown};
+    let unknown = Unknown {
+        type_meta: Some(TypeMeta {
+            api_version: Some(api_version.into()),
+            kind: Some(kind.into()),
+        }),
+        raw: Some(obj.encode_to_vec()),
+        content_encoding: Some(String::new()),
+        content_type: Some(String::new()),
+    };
+    [
+        b"k8s\0".as_slice(),
+        &prost::Message::encode_to_vec(&unknown),
+    ]
+    .concat()
+}
+
+async fn post_protobuf(client: &Client, path: &str, body: Vec<u8>) -> Result<String, kube::Error> {
+    let req = http::Request::post(path)
+        .header("content-type", "application/vnd.kubernetes.protobuf")
+        .header("accept", "application/json")
+        .body(body)
+        .expect("request");
+    client.request_text(req).await
+}
+
+#[tokio::test]
+async fn go_clients_create_pods_and_workloads_with_protobuf_bodies() {
+    use k8s_pb::api::apps::v1 as apps;
+    use k8s_pb::api::core::v1 as core;
+    use k8s_pb::apimachinery::pkg::api::resource::Quantity;
+    use k8s_pb::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
+    use k8s_pb::apimachinery::pkg::util::intstr::IntOrString;
+    let s = server().await;
+    let meta = |name: &str| ObjectMeta {
+        name: Some(name.into()),
+        labels: [("app".to_string(), "web".to_string())].into(),
+        ..Default::default()
+    };
+    let template = core::PodTemplateSpec {
+        metadata: Some(meta("")),
+        spec: Some(core::PodSpec {
+            containers: vec![core::Container {
+                name: Some("web".into()),
+                image: Some("nginx:1.27".into()),
+                resources: Some(core::ResourceRequirements {
+                    requests: [(
+                        "cpu".to_string(),
+                        Quantity {
+                            string: Some("100m".into()),
+                        },
+                    )]
+                    .into(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }),
+    };
+    let selector = Some(LabelSelector {
+        match_labels: [("app".to_string(), "web".to_string())].into(),
+        ..Default::default()
+    });
+    let pod = core::Pod {
+        metadata: Some(meta("p1")),
+        spec: template.spec.clone(),
+        status: None,
+    };
+    post_protobuf(
+        &s.client,
+        "/api/v1/namespaces/default/pods",
+        protobuf_body("v1", "Pod", &pod),
+    )
+    .await
+    .expect("pod created");
+    let deployment = apps::Deployment {
+        metadata: Some(meta("web")),
+        spec: Some(apps::DeploymentSpec {
+            replicas: Some(3),
+            selector: selector.clone(),
+            template: Some(template.clone()),
+            strategy: Some(apps::DeploymentStrategy {
+                r#type: Some("RollingUpdate".into()),
+                rolling_update: Some(apps::RollingUpdateDeployment {
+                    max_surge: Some(IntOrString {
+                        r#type: Some(1),
+                        int_val: None,
+                        str_val: Some("50%".into()),
+                    }),
+                    max_unavailable: Some(IntOrString {
+                        r#type: Some(0),
+                        int_val: Some(0),
+                        str_val: None,
+                    }),
+                }),
+            }),
+            ..Default::default()
+        }),
+        status: None,
+    };
+    let path = "/apis/apps/v1/namespaces/default/deployments";
+    post_protobuf(
+        &s.client,
+        path,
+        protobuf_body("apps/v1", "Deployment", &deployment),
+    )
+    .await
+    .expect("deployment created");
+    let sts = apps::StatefulSet {
+        metadata: Some(meta("db")),
+        spec: Some(apps::StatefulSetSpec {
+            replicas: Some(2),
+            selector,
+            template: Some(template),
+            service_name: Some("db".into()),
+            ..Default::default()
+        }),
+        status: None,
+    };
+    let path = "/apis/apps/v1/namespaces/default/statefulsets";
+    post_protobuf(
+        &s.client,
+        path,
+        protobuf_body("apps/v1", "StatefulSet", &sts),
+    )
+    .await
+    .expect("statefulset created");
+
+    let pods: Api<k8s_openapi::api::core::v1::Pod> = Api::default_namespaced(s.client.clone());
+    let p = pods.get("p1").await.expect("pod");
+    let c = &p.spec.as_ref().expect("spec").containers[0];
+    assert_eq!(c.image.as_deref(), Some("nginx:1.27"));
+    let cpu = c
+        .resources
+        .as_ref()
+        .and_then(|r| r.requests.as_ref())
+        .and_then(|r| r.get("cpu"));
+    assert_eq!(cpu.map(|q| q.0.as_str()), Some("100m"));
+    assert_eq!(
+        c.image_pull_policy.as_deref(),
+        Some("IfNotPresent"),
+        "defaulted like JSON"
+    );
+    let deployments: Api<k8s_openapi::api::apps::v1::Deployment> =
+        Api::default_namespaced(s.client.clone());
+    let d = deployments.get("web").await.expect("deployment");
+    let spec = d.spec.expect("spec");
+    assert_eq!(spec.replicas, Some(3));
+    let ru = spec
+        .strategy
+        .and_then(|s| s.rolling_update)
+        .expect("rolling update");
+    use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString as Ios;
+    assert_eq!(ru.max_surge, Some(Ios::String("50%".into())));
+    assert_eq!(ru.max_unavailable, Some(Ios::Int(0)));
+    let sets: Api<k8s_openapi::api::apps::v1::StatefulSet> =
+        Api::default_namespaced(s.client.clone());
+    let st = sets.get("db").await.expect("statefulset");
+    assert_eq!(
+        st.spec.as_ref().and_then(|s| s.service_name.as_deref()),
+        Some("db")
+    );
+
+    let bad = post_protobuf(
+        &s.client,
+        "/api/v1/namespaces/default/pods",
+        b"k8s\0\x12\xff".to_vec(),
+    )
+    .await;
+    assert_eq!(api_code(bad.expect_err("malformed")).0, 400);
+}

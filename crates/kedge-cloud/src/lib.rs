@@ -18,7 +18,9 @@ pub enum CloudError {
 }
 
 pub mod devicecontroller;
+pub mod edgeapplication;
 pub mod edgecontroller;
+pub mod nodegroup;
 pub mod objects;
 pub mod placement;
 pub mod router;
@@ -156,6 +158,9 @@ pub async fn start(cfg: CloudConfig, client: kube::Client) -> Result<Cloud, Clou
     if cfg.workloads {
         workloads::start(client.clone());
     }
+    // KubeEdge's own app controllers run in both modes.
+    nodegroup::start(client.clone());
+    edgeapplication::start(client.clone());
     let ec = edgecontroller::EdgeController::new(
         client,
         hub.clone(),

@@ -45,21 +45,27 @@ fn rollout(k: &Kedge, what: &str) -> String {
     k.ok(&["rollout", "status", what, "--timeout=120s"])
 }
 
-/// Waits until the app has exactly `n` pods, all Running with `image`; their nodes.
+/// Waits until the app has exactly `n` pods, all Running with `image`; their nodes. On a
+/// timeout the pods are described (their conditions and events say why).
 fn running(k: &Kedge, app: &str, n: usize, image: &str) -> BTreeSet<String> {
-    wait_until(
-        Duration::from_secs(120),
-        &format!("{n} pods of {app} running {image}"),
-        || {
-            let ps = pods(k, app);
-            let ok = ps.len() == n && ps.iter().all(|p| p.ends_with(&format!(" {image} Running")));
-            ok.then(|| {
-                ps.iter()
-                    .filter_map(|p| p.split(' ').next().map(String::from))
-                    .collect()
-            })
-        },
-    )
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        let ps = pods(k, app);
+        if ps.len() == n && ps.iter().all(|p| p.ends_with(&format!(" {image} Running"))) {
+            return ps
+                .iter()
+                .filter_map(|p| p.split(' ').next().map(String::from))
+                .collect();
+        }
+        if std::time::Instant::now() > deadline {
+            let described = get(k, &["describe", "pods", "-l", &format!("app={app}")]);
+            let nodes = get(k, &["describe", "nodes"]);
+            panic!(
+                "timed out waiting for {n} pods of {app} running {image}: {ps:?}\n{described}\n{nodes}"
+            );
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }
 
 #[test]
@@ -206,4 +212,394 @@ fn pods_are_placed_by_selectors_and_one_that_fits_nowhere_says_why() {
         "--overwrite",
     ]);
     running(&k, "stuck", 1, IMAGE);
+}
+
+/// An edge `node` with its own containerd (the containerd must outlive it).
+fn edge(k: &Kedge, ctrd: &Containerd, dir: &std::path::Path, node: &str) -> EdgeProc {
+    let endpoint = ctrd.endpoint();
+    let e = EdgeProc::start_with(k, dir, node, &k.token(), &["--cri-endpoint", &endpoint]);
+    wait_until(Duration::from_secs(60), &format!("{node} Ready"), || {
+        (k.node_ready(node) == "True").then_some(())
+    });
+    e
+}
+
+/// The nodes the app's pods are bound to (pods being deleted left out), sorted.
+fn nodes_of(k: &Kedge, app: &str) -> Vec<String> {
+    let path = "{range .items[*]}{.spec.nodeName} {.metadata.deletionTimestamp}{\"\\n\"}{end}";
+    let out = get(
+        k,
+        &[
+            "get",
+            "pods",
+            "-l",
+            &format!("app={app}"),
+            "-o",
+            &format!("jsonpath={path}"),
+        ],
+    );
+    let mut v: Vec<String> = out
+        .lines()
+        .filter_map(|l| match l.split_once(' ') {
+            Some((node, "")) => Some(node.to_string()),
+            None => Some(l.to_string()),
+            _ => None,
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn a_daemon_set_runs_on_every_edge_a_new_one_included_and_follows_a_moved_label() {
+    let ctrds: Vec<Containerd> = (0..4).map(|_| Containerd::start_with_cni()).collect();
+    let dirs: Vec<tempfile::TempDir> = (0..4).map(|_| tempfile::tempdir().expect("tmp")).collect();
+    let e1 = ctrds[0].endpoint();
+    let k = Kedge::up_with(dirs[0].path(), 0, &["--cri-endpoint", &e1]);
+    let _e2 = edge(&k, &ctrds[1], dirs[1].path(), "edge-2");
+    let _e3 = edge(&k, &ctrds[2], dirs[2].path(), "edge-3");
+    let daemon = |name: &str, selector: &str| {
+        format!(
+            "apiVersion: apps/v1\nkind: DaemonSet\nmetadata: {{name: {name}}}\nspec:\n  selector: {{matchLabels: {{app: {name}}}}}\n  template:\n    metadata: {{labels: {{app: {name}}}}}\n    spec:\n{selector}      containers:\n      - {{name: main, image: {IMAGE}, command: [sleep, '3600']}}\n"
+        )
+    };
+    k.apply(&daemon("agent", ""));
+    let three = ["edge-2", "edge-3", "kube-edge-1"]
+        .map(String::from)
+        .to_vec();
+    wait_until(
+        Duration::from_secs(90),
+        "an agent on each of 3 edges",
+        || {
+            (running(&k, "agent", 3, IMAGE)
+                .into_iter()
+                .collect::<Vec<_>>()
+                == three)
+                .then_some(())
+        },
+    );
+    let cols = k.ok(&["get", "daemonset", "agent"]);
+    assert!(
+        cols.contains("DESIRED") && cols.contains("NODE SELECTOR"),
+        "{cols}"
+    );
+    let _e4 = edge(&k, &ctrds[3], dirs[3].path(), "edge-4");
+    let four: BTreeSet<String> = ["edge-2", "edge-3", "edge-4", "kube-edge-1"]
+        .map(String::from)
+        .into();
+    assert_eq!(
+        running(&k, "agent", 4, IMAGE),
+        four,
+        "the new edge got its daemon"
+    );
+    k.ok(&["rollout", "status", "daemonset/agent", "--timeout=60s"]);
+
+    k.ok(&["label", "node", "edge-2", "probe=yes"]);
+    k.apply(&daemon("probe", "      nodeSelector: {probe: 'yes'}\n"));
+    assert_eq!(
+        running(&k, "probe", 1, IMAGE),
+        BTreeSet::from(["edge-2".to_string()])
+    );
+    k.ok(&["label", "node", "edge-2", "probe-"]);
+    k.ok(&["label", "node", "edge-3", "probe=yes"]);
+    wait_until(Duration::from_secs(60), "the probe moved to edge-3", || {
+        (nodes_of(&k, "probe") == ["edge-3"]).then_some(())
+    });
+    running(&k, "probe", 1, IMAGE);
+}
+
+#[test]
+fn a_stateful_set_starts_in_order_and_a_job_runs_to_completion() {
+    let c1 = Containerd::start_with_cni();
+    let d1 = tempfile::tempdir().expect("tmp");
+    let e1 = c1.endpoint();
+    let k = Kedge::up_with(d1.path(), 0, &["--cri-endpoint", &e1]);
+    k.apply(&format!(
+        "apiVersion: apps/v1\nkind: StatefulSet\nmetadata: {{name: web}}\nspec:\n  serviceName: web\n  replicas: 3\n  selector: {{matchLabels: {{app: web}}}}\n  template:\n    metadata: {{labels: {{app: web}}}}\n    spec:\n      containers:\n      - {{name: main, image: {IMAGE}, command: [sleep, '3600']}}\n"
+    ));
+    // At every look, web-N exists only if every lower ordinal runs and is ready.
+    let state = || {
+        let path = "{range .items[*]}{.metadata.name} {.status.phase} {.status.conditions[?(@.type==\"Ready\")].status}{\"\\n\"}{end}";
+        get(
+            &k,
+            &[
+                "get",
+                "pods",
+                "-l",
+                "app=web",
+                "-o",
+                &format!("jsonpath={path}"),
+            ],
+        )
+    };
+    wait_until(
+        Duration::from_secs(120),
+        "web-0, web-1, web-2 running in order",
+        || {
+            let s = state();
+            let up: Vec<(String, bool)> = s
+                .lines()
+                .map(|l| {
+                    let f: Vec<&str> = l.split(' ').collect();
+                    (
+                        f[0].to_string(),
+                        f.get(1) == Some(&"Running") && f.get(2) == Some(&"True"),
+                    )
+                })
+                .collect();
+            for (i, name) in ["web-0", "web-1", "web-2"].iter().enumerate() {
+                if up.iter().any(|(n, _)| n == name) {
+                    for lower in &["web-0", "web-1", "web-2"][..i] {
+                        assert!(
+                            up.iter().any(|(n, ready)| n == lower && *ready),
+                            "{name} before {lower} was ready: {s}"
+                        );
+                    }
+                }
+            }
+            (up.len() == 3 && up.iter().all(|(_, r)| *r)).then_some(())
+        },
+    );
+    assert_eq!(
+        get(
+            &k,
+            &["get", "pod", "web-1", "-o", "jsonpath={.spec.hostname}"]
+        ),
+        "web-1"
+    );
+    k.ok(&["rollout", "status", "statefulset/web", "--timeout=60s"]);
+
+    k.apply(&format!(
+        "apiVersion: batch/v1\nkind: Job\nmetadata: {{name: count}}\nspec:\n  completions: 3\n  parallelism: 2\n  template:\n    spec:\n      restartPolicy: Never\n      containers:\n      - {{name: main, image: {IMAGE}, command: [sh, -c, 'echo done']}}\n"
+    ));
+    k.ok(&[
+        "wait",
+        "--for=condition=complete",
+        "job/count",
+        "--timeout=120s",
+    ]);
+    assert_eq!(
+        get(
+            &k,
+            &["get", "job", "count", "-o", "jsonpath={.status.succeeded}"]
+        ),
+        "3"
+    );
+    let cols = k.ok(&["get", "job", "count"]);
+    assert!(
+        cols.contains("COMPLETIONS") && cols.contains("3/3"),
+        "{cols}"
+    );
+}
+
+#[test]
+fn an_edge_that_goes_away_keeps_its_pods_and_comes_back_to_them() {
+    let (c1, c2) = (Containerd::start_with_cni(), Containerd::start_with_cni());
+    let (d1, d2) = (
+        tempfile::tempdir().expect("tmp"),
+        tempfile::tempdir().expect("tmp"),
+    );
+    let e1 = c1.endpoint();
+    let k = Kedge::up_with(d1.path(), 0, &["--cri-endpoint", &e1]);
+    let mut e2 = edge(&k, &c2, d2.path(), "edge-2");
+    k.ok(&[
+        "create",
+        "deployment",
+        "app",
+        &format!("--image={IMAGE}"),
+        "--replicas=2",
+        "--",
+        "sleep",
+        "3600",
+    ]);
+    rollout(&k, "deployment/app");
+    let names = || {
+        get(
+            &k,
+            &[
+                "get",
+                "pods",
+                "-l",
+                "app=app",
+                "-o",
+                "jsonpath={.items[*].metadata.name}",
+            ],
+        )
+    };
+    let before = names();
+    assert_eq!(running(&k, "app", 2, IMAGE).len(), 2, "one on each edge");
+    // This one opted in to eviction after 3 s of its node not Ready.
+    k.apply(&format!(
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: mobile}}\nspec:\n  replicas: 2\n  selector: {{matchLabels: {{app: mobile}}}}\n  template:\n    metadata:\n      labels: {{app: mobile}}\n      annotations: {{kedge.io/evict-after-seconds: '3'}}\n    spec:\n      containers:\n      - {{name: main, image: {IMAGE}, command: [sleep, '3600']}}\n"
+    ));
+    assert_eq!(running(&k, "mobile", 2, IMAGE).len(), 2, "one on each edge");
+
+    e2.kill9();
+    wait_until(Duration::from_secs(30), "edge-2 NotReady", || {
+        (k.node_ready("edge-2") != "True").then_some(())
+    });
+    // Nothing is evicted or recreated elsewhere: a negative, so it is watched for a while
+    // (10 s, twice the controllers' reaction time in these tests) rather than waited for.
+    let until = std::time::Instant::now() + Duration::from_secs(10);
+    while std::time::Instant::now() < until {
+        assert_eq!(
+            names(),
+            before,
+            "the pods of a NotReady edge stay as they are"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let moved = running(&k, "mobile", 2, IMAGE);
+    assert_eq!(
+        moved,
+        BTreeSet::from(["kube-edge-1".to_string()]),
+        "evicted and placed on the Ready edge"
+    );
+    let _e2 = edge(&k, &c2, d2.path(), "edge-2");
+    rollout(&k, "deployment/app");
+    running(&k, "app", 2, IMAGE);
+    assert_eq!(names(), before, "nothing duplicated");
+
+    // Foreground: kubectl waits while the ReplicaSet and pods go first.
+    k.ok(&[
+        "delete",
+        "deployment",
+        "app",
+        "--cascade=foreground",
+        "--timeout=60s",
+    ]);
+    wait_until(
+        Duration::from_secs(60),
+        "the app's ReplicaSet and pods gone",
+        || {
+            let left = get(
+                &k,
+                &["get", "replicasets,pods", "-l", "app=app", "-o", "name"],
+            );
+            left.is_empty().then_some(())
+        },
+    );
+}
+
+#[test]
+fn an_edge_application_runs_each_node_groups_image_and_keeps_its_deployments() {
+    let (c1, c2) = (Containerd::start_with_cni(), Containerd::start_with_cni());
+    for c in [&c1, &c2] {
+        c.ctr(&["images", "tag", IMAGE, IMAGE2])
+            .expect("second tag");
+    }
+    let (d1, d2) = (
+        tempfile::tempdir().expect("tmp"),
+        tempfile::tempdir().expect("tmp"),
+    );
+    let e1 = c1.endpoint();
+    let k = Kedge::up_with(d1.path(), 0, &["--cri-endpoint", &e1]);
+    let _e2 = edge(&k, &c2, d2.path(), "edge-2");
+    k.ok(&["label", "node", "edge-2", "site=b"]);
+    k.apply(
+        "apiVersion: apps.kubeedge.io/v1alpha1\nkind: NodeGroup\nmetadata: {name: plant-a}\nspec: {nodes: [kube-edge-1]}\n---\napiVersion: apps.kubeedge.io/v1alpha1\nkind: NodeGroup\nmetadata: {name: plant-b}\nspec: {matchLabels: {site: b}}\n",
+    );
+    k.apply(&format!(
+        "apiVersion: apps.kubeedge.io/v1alpha1\nkind: EdgeApplication\nmetadata: {{name: shop}}\nspec:\n  workloadTemplate:\n    manifests:\n    - apiVersion: apps/v1\n      kind: Deployment\n      metadata: {{name: web, labels: {{app: web}}}}\n      spec:\n        replicas: 1\n        selector: {{matchLabels: {{app: web}}}}\n        template:\n          metadata: {{labels: {{app: web}}}}\n          spec:\n            containers:\n            - {{name: main, image: {IMAGE}, command: [sleep, '3600']}}\n  workloadScope:\n    targetNodeGroups:\n    - name: plant-a\n    - name: plant-b\n      overriders:\n        imageOverriders: [{{component: Tag, operator: replace, value: '2'}}]\n"
+    ));
+    let by_node = || {
+        let path = "{range .items[*]}{.spec.nodeName}={.spec.containers[0].image}={.status.phase}{\"\\n\"}{end}";
+        let mut v: Vec<String> = get(
+            &k,
+            &[
+                "get",
+                "pods",
+                "-l",
+                "app=web",
+                "-o",
+                &format!("jsonpath={path}"),
+            ],
+        )
+        .lines()
+        .map(String::from)
+        .collect();
+        v.sort();
+        v
+    };
+    let want = vec![
+        format!("edge-2={IMAGE2}=Running"),
+        format!("kube-edge-1={IMAGE}=Running"),
+    ];
+    wait_until(
+        Duration::from_secs(120),
+        "each group's image on its node",
+        || (by_node() == want).then_some(()),
+    );
+    let groups = get(
+        &k,
+        &[
+            "get",
+            "nodegroup",
+            "plant-b",
+            "-o",
+            "jsonpath={.status.nodeStatuses[0].nodeName} {.status.nodeStatuses[0].selectionStatus}",
+        ],
+    );
+    assert_eq!(groups, "edge-2 Succeeded");
+
+    // Kept as rendered: a scaled copy is put back, a deleted one comes back.
+    k.ok(&["scale", "deployment", "web-plant-a", "--replicas=3"]);
+    wait_until(Duration::from_secs(60), "web-plant-a back to 1", || {
+        (get(
+            &k,
+            &[
+                "get",
+                "deployment",
+                "web-plant-a",
+                "-o",
+                "jsonpath={.spec.replicas}",
+            ],
+        ) == "1")
+            .then_some(())
+    });
+    k.ok(&["delete", "deployment", "web-plant-b"]);
+    wait_until(
+        Duration::from_secs(60),
+        "web-plant-b recreated and running",
+        || {
+            let ready = get(
+                &k,
+                &[
+                    "get",
+                    "deployment",
+                    "web-plant-b",
+                    "-o",
+                    "jsonpath={.status.availableReplicas}",
+                ],
+            );
+            (ready == "1").then_some(())
+        },
+    );
+    wait_until(Duration::from_secs(60), "both workloads Available", || {
+        let s = get(
+            &k,
+            &[
+                "get",
+                "edgeapplication",
+                "shop",
+                "-o",
+                "jsonpath={.status.workloadStatus[*].conditions}",
+            ],
+        );
+        (s == "Available Available").then_some(())
+    });
+    // The application goes with what it made.
+    k.ok(&["delete", "edgeapplication", "shop"]);
+    wait_until(
+        Duration::from_secs(60),
+        "its Deployments and pods gone",
+        || {
+            get(
+                &k,
+                &["get", "deployments,pods", "-l", "app=web", "-o", "name"],
+            )
+            .is_empty()
+            .then_some(())
+        },
+    );
 }

@@ -63,6 +63,19 @@ pub fn controlled_by(meta: &ObjectMeta, uid: &str) -> bool {
     controller_of(meta).is_some_and(|o| o.uid == uid)
 }
 
+/// The pods in `cache` that `owner` controls.
+pub fn owned_by(
+    cache: &kube::runtime::reflector::Store<Pod>,
+    owner: &ObjectMeta,
+) -> Vec<std::sync::Arc<Pod>> {
+    let uid = owner.uid.clone().unwrap_or_default();
+    cache
+        .state()
+        .into_iter()
+        .filter(|p| p.metadata.namespace == owner.namespace && controlled_by(&p.metadata, &uid))
+        .collect()
+}
+
 /// The controller reference a workload puts on what it creates.
 pub fn owner_ref(api_version: &str, kind: &str, meta: &ObjectMeta) -> OwnerReference {
     OwnerReference {

@@ -56,7 +56,21 @@ where
     K: kube::Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
     K::DynamicType: Default + Eq + Hash + Clone,
 {
-    let (reader, writer) = reflector::store();
+    cache_with(api, Default::default(), on)
+}
+
+/// [`cache`] for a kind known at run time (custom resources as `DynamicObject`).
+pub fn cache_with<K>(
+    api: Api<K>,
+    dyntype: K::DynamicType,
+    on: impl Fn(&K) + Send + 'static,
+) -> Store<K>
+where
+    K: kube::Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+    K::DynamicType: Eq + Hash + Clone,
+{
+    let writer = reflector::store::Writer::new(dyntype);
+    let reader = writer.as_reader();
     let stream = reflector::reflector(writer, watcher(api, watcher::Config::default()))
         .default_backoff()
         .touched_objects();
@@ -109,7 +123,7 @@ pub async fn run<F, Fut, E>(
 pub fn ready<K>(store: &Store<K>) -> futures::future::BoxFuture<'static, ()>
 where
     K: kube::Resource + Clone + Send + Sync + 'static,
-    K::DynamicType: Default + Eq + Hash + Clone,
+    K::DynamicType: Eq + Hash + Clone,
 {
     let s = store.clone();
     Box::pin(async move {
@@ -121,7 +135,7 @@ where
 pub fn resync<K>(store: Store<K>, queue: Queue, every: Duration)
 where
     K: kube::Resource + Clone + Send + Sync + 'static,
-    K::DynamicType: Default + Eq + Hash + Clone,
+    K::DynamicType: Eq + Hash + Clone,
 {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(every);

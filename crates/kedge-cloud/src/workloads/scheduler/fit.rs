@@ -65,7 +65,30 @@ pub fn place(pod: &Pod, nodes: &[NodeView]) -> Result<String, String> {
 
 /// Why `v` cannot take `pod` (`None`: it can).
 fn unfit(pod: &Pod, v: &NodeView, want: &BTreeMap<String, i128>) -> Option<String> {
-    let node = v.node;
+    if let Err(why) = placeable(pod, v.node) {
+        return Some(why);
+    }
+    let alloc = v.node.status.as_ref().and_then(|s| s.allocatable.as_ref());
+    let of = |k: &str| alloc.and_then(|a| a.get(k)).and_then(|q| milli(&q.0));
+    if let Some(max) = of("pods")
+        && (v.pods as i128 + 1) * 1000 > max
+    {
+        return Some("Too many pods".into());
+    }
+    for (res, n) in want {
+        if let Some(cap) = of(res)
+            && v.requested.get(res).copied().unwrap_or(0) + n > cap
+        {
+            return Some(format!("Insufficient {res}"));
+        }
+    }
+    None
+}
+
+/// Whether `pod` may run on `node` at all, capacity aside: the node is schedulable (or
+/// tolerated so), its taints are tolerated, it matches `nodeSelector` and the required node
+/// affinity. `Err`: kube-scheduler's reason. DaemonSets place their pods with this.
+pub fn placeable(pod: &Pod, node: &Node) -> Result<(), String> {
     let spec = pod.spec.as_ref();
     let tolerations = spec.and_then(|s| s.tolerations.as_deref()).unwrap_or(&[]);
     if node.spec.as_ref().and_then(|s| s.unschedulable) == Some(true)
@@ -74,12 +97,12 @@ fn unfit(pod: &Pod, v: &NodeView, want: &BTreeMap<String, i128>) -> Option<Strin
             &taint("node.kubernetes.io/unschedulable", "NoSchedule"),
         )
     {
-        return Some("node(s) were unschedulable".into());
+        return Err("node(s) were unschedulable".into());
     }
     for t in taints(node) {
         if matches!(t.effect.as_str(), "NoSchedule" | "NoExecute") && !tolerated(tolerations, &t) {
             let value = t.value.clone().unwrap_or_default();
-            return Some(format!(
+            return Err(format!(
                 "node(s) had untolerated taint {{{}: {value}}}",
                 t.key
             ));
@@ -99,23 +122,9 @@ fn unfit(pod: &Pod, v: &NodeView, want: &BTreeMap<String, i128>) -> Option<Strin
         .map(|r| r.node_selector_terms.as_slice());
     let affine = terms.is_none_or(|ts| ts.iter().any(|t| term_matches(t, &labels, &name)));
     if !selected || !affine {
-        return Some("node(s) didn't match Pod's node affinity/selector".into());
+        return Err("node(s) didn't match Pod's node affinity/selector".into());
     }
-    let alloc = node.status.as_ref().and_then(|s| s.allocatable.as_ref());
-    let of = |k: &str| alloc.and_then(|a| a.get(k)).and_then(|q| milli(&q.0));
-    if let Some(max) = of("pods")
-        && (v.pods as i128 + 1) * 1000 > max
-    {
-        return Some("Too many pods".into());
-    }
-    for (res, n) in want {
-        if let Some(cap) = of(res)
-            && v.requested.get(res).copied().unwrap_or(0) + n > cap
-        {
-            return Some(format!("Insufficient {res}"));
-        }
-    }
-    None
+    Ok(())
 }
 
 fn taint(key: &str, effect: &str) -> Taint {

@@ -1,7 +1,7 @@
 //! The scheduler: pods without `spec.nodeName` (and for the default scheduler) are placed by
 //! `fit` and bound through `pods/binding`, as kube-scheduler does; a pod that fits nowhere gets
 //! `PodScheduled=False` (reason `Unschedulable`) and a `FailedScheduling` event saying why, and
-//! is tried again whenever a node changes.
+//! is tried again whenever a node changes, and every 10 s.
 
 pub mod fit;
 
@@ -18,6 +18,8 @@ use super::pods::{controller_of, is_active};
 use super::runtime::{Key, key_of};
 
 const SCHEDULER: &str = "default-scheduler";
+/// How long an unschedulable pod waits before it is tried again without a node change.
+const RETRY: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Whether the pod waits for this scheduler.
 pub fn pending(p: &Pod) -> bool {
@@ -104,6 +106,8 @@ impl Scheduler {
                     self.events
                         .warning("Pod", "v1", &pod.metadata, "FailedScheduling", why);
                 }
+                // Node changes bring it back at once; this catches what no event announces.
+                return Ok(Some(RETRY));
             }
         }
         Ok(None)

@@ -1,4 +1,5 @@
 use super::*;
+use crate::workloads::template::{template_hash, unhashed};
 use k8s_openapi::api::apps::v1::{DeploymentSpec, DeploymentStrategy, ReplicaSetStatus};
 use k8s_openapi::api::core::v1::{Container, PodSpec};
 

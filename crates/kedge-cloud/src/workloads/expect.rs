@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use crate::workloads::runtime::Key;
+use super::runtime::Key;
 
 const DEADLINE: Duration = Duration::from_secs(30);
 
