@@ -143,6 +143,53 @@ fn a_deployment_runs_scales_updates_undoes_and_goes_with_its_replica_sets() {
     let described = k.ok(&["describe", "deployment", "hello"]);
     assert!(described.contains("ScalingReplicaSet"), "{described}");
 
+    // Paused, a new image waits; resumed, it rolls out; a restart makes new pods.
+    k.ok(&["rollout", "pause", "deployment/hello"]);
+    k.ok(&[
+        "set",
+        "image",
+        "deployment/hello",
+        &format!("busybox={IMAGE2}"),
+    ]);
+    let progressing = "jsonpath={.status.conditions[?(@.type==\"Progressing\")].reason}";
+    wait_until(Duration::from_secs(30), "the rollout seen paused", || {
+        (get(&k, &["get", "deployment", "hello", "-o", progressing]) == "DeploymentPaused")
+            .then_some(())
+    });
+    assert_eq!(
+        running(&k, "hello", 2, IMAGE).len(),
+        2,
+        "still the old image"
+    );
+    k.ok(&["rollout", "resume", "deployment/hello"]);
+    rollout(&k, "deployment/hello");
+    running(&k, "hello", 2, IMAGE2);
+    let names = || {
+        get(
+            &k,
+            &[
+                "get",
+                "pods",
+                "-l",
+                "app=hello",
+                "-o",
+                "jsonpath={.items[*].metadata.name}",
+            ],
+        )
+    };
+    let before = names();
+    k.ok(&["rollout", "restart", "deployment/hello"]);
+    rollout(&k, "deployment/hello");
+    wait_until(
+        Duration::from_secs(60),
+        "only new pods after the restart",
+        || {
+            let now = names();
+            now.split(' ').all(|n| !before.contains(n)).then_some(())
+        },
+    );
+    running(&k, "hello", 2, IMAGE2);
+
     // Orphaned: the ReplicaSets and pods stay; deleting those (background) takes the pods.
     k.ok(&["delete", "deployment", "hello", "--cascade=orphan"]);
     wait_until(Duration::from_secs(30), "the Deployment gone", || {
@@ -151,7 +198,11 @@ fn a_deployment_runs_scales_updates_undoes_and_goes_with_its_replica_sets() {
             .then_some(())
     });
     let sets = get(&k, &["get", "replicasets", "-l", "app=hello", "-o", "name"]);
-    assert_eq!(sets.lines().count(), 2, "{sets}");
+    assert_eq!(
+        sets.lines().count(),
+        3,
+        "image 1, image 2, restarted: {sets}"
+    );
     assert_eq!(pods(&k, "hello").len(), 2, "the pods stay");
     k.ok(&["delete", "replicasets", "-l", "app=hello"]);
     wait_until(

@@ -77,12 +77,7 @@ pub fn start(client: kube::Client) {
 
 impl Controller {
     async fn reconcile(&self, key: Key) -> Result<Option<std::time::Duration>, kube::Error> {
-        let Some(app) = self
-            .apps
-            .state()
-            .into_iter()
-            .find(|a| key_of(&a.metadata) == key)
-        else {
+        let Some(app) = runtime::lookup_with(&self.apps, &key, resource()) else {
             return Ok(None);
         };
         if app.metadata.deletion_timestamp.is_some() {

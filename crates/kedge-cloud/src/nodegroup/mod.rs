@@ -60,11 +60,7 @@ pub fn start(client: kube::Client) {
 
 impl Controller {
     async fn reconcile(&self, key: Key) -> Result<Option<std::time::Duration>, kube::Error> {
-        let group = self
-            .groups
-            .state()
-            .into_iter()
-            .find(|g| key_of(&g.metadata) == key);
+        let group = runtime::lookup_with(&self.groups, &key, resource());
         let value = group
             .as_ref()
             .map(|g| serde_json::to_value(g.as_ref()).unwrap_or_default());

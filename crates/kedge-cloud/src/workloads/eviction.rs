@@ -13,7 +13,7 @@ use kube::runtime::reflector::Store;
 
 use super::events::Recorder;
 use super::pods::is_active;
-use super::runtime::{Key, key_of};
+use super::runtime::{Key, key_of, lookup};
 
 pub const ANNOTATION: &str = "kedge.io/evict-after-seconds";
 
@@ -66,12 +66,7 @@ impl Evictor {
 
     /// `key`: a pod.
     pub async fn reconcile(&self, key: Key) -> Result<Option<Duration>, kube::Error> {
-        let Some(pod) = self
-            .pods
-            .state()
-            .into_iter()
-            .find(|p| key_of(&p.metadata) == key)
-        else {
+        let Some(pod) = lookup(&self.pods, &key) else {
             return Ok(None);
         };
         let node_name = pod.spec.as_ref().and_then(|s| s.node_name.clone());

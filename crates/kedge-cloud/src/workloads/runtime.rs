@@ -24,6 +24,32 @@ pub fn key_of(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta)
     )
 }
 
+/// The object of `store` at `key` (a hash lookup, not a scan).
+pub fn lookup<K>(store: &Store<K>, key: &Key) -> Option<std::sync::Arc<K>>
+where
+    K: kube::Resource + Clone + 'static,
+    K::DynamicType: Default + Eq + Hash + Clone,
+{
+    lookup_with(store, key, Default::default())
+}
+
+/// [`lookup`] for a kind known at run time.
+pub fn lookup_with<K>(
+    store: &Store<K>,
+    key: &Key,
+    dyntype: K::DynamicType,
+) -> Option<std::sync::Arc<K>>
+where
+    K: kube::Resource + Clone + 'static,
+    K::DynamicType: Eq + Hash + Clone,
+{
+    let mut r = kube::runtime::reflector::ObjectRef::new_with(&key.1, dyntype);
+    if !key.0.is_empty() {
+        r = r.within(&key.0);
+    }
+    store.get(&r)
+}
+
 /// Where a controller's keys are queued.
 #[derive(Clone)]
 pub struct Queue(mpsc::UnboundedSender<Key>);

@@ -16,7 +16,7 @@ use serde_json::json;
 
 use super::podctl::PodControl;
 use super::pods::{from_template, owned_by, owner_ref};
-use super::runtime::{Key, key_of};
+use super::runtime::{Key, lookup};
 use super::template::template_hash;
 use plan::{HASH_LABEL, daemon_tolerations};
 
@@ -50,12 +50,7 @@ impl Controller {
     }
 
     pub async fn reconcile(&self, key: Key) -> Result<Option<Duration>, kube::Error> {
-        let Some(ds) = self
-            .sets
-            .state()
-            .into_iter()
-            .find(|d| key_of(&d.metadata) == key)
-        else {
+        let Some(ds) = lookup(&self.sets, &key) else {
             self.ctl.forget(&key);
             return Ok(None);
         };

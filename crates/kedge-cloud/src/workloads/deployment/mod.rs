@@ -14,7 +14,7 @@ use serde_json::json;
 
 use super::events::Recorder;
 use super::pods::controlled_by;
-use super::runtime::{Key, key_of};
+use super::runtime::{Key, lookup};
 use plan::{Action, REVISION};
 
 pub struct Controller {
@@ -39,12 +39,7 @@ impl Controller {
     }
 
     pub async fn reconcile(&self, key: Key) -> Result<Option<Duration>, kube::Error> {
-        let Some(d) = self
-            .deployments
-            .state()
-            .into_iter()
-            .find(|d| key_of(&d.metadata) == key)
-        else {
+        let Some(d) = lookup(&self.deployments, &key) else {
             return Ok(None);
         };
         if d.metadata.deletion_timestamp.is_some() {

@@ -15,7 +15,7 @@ use serde_json::json;
 
 use super::podctl::PodControl;
 use super::pods::{from_template, owned_by, owner_ref};
-use super::runtime::{Key, key_of};
+use super::runtime::{Key, lookup};
 
 pub struct Controller {
     client: kube::Client,
@@ -35,12 +35,7 @@ impl Controller {
     }
 
     pub async fn reconcile(&self, key: Key) -> Result<Option<Duration>, kube::Error> {
-        let Some(job) = self
-            .jobs
-            .state()
-            .into_iter()
-            .find(|j| key_of(&j.metadata) == key)
-        else {
+        let Some(job) = lookup(&self.jobs, &key) else {
             self.ctl.forget(&key);
             return Ok(None);
         };

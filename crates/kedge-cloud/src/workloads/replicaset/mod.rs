@@ -14,7 +14,7 @@ use serde_json::json;
 
 use super::podctl::PodControl;
 use super::pods::{deletion_rank, from_template, is_active, is_available, is_ready, owner_ref};
-use super::runtime::{Key, key_of};
+use super::runtime::{Key, key_of, lookup};
 
 pub struct Controller {
     client: kube::Client,
@@ -39,12 +39,7 @@ impl Controller {
     }
 
     pub async fn reconcile(&self, key: Key) -> Result<Option<Duration>, kube::Error> {
-        let Some(rs) = self
-            .sets
-            .state()
-            .into_iter()
-            .find(|r| key_of(&r.metadata) == key)
-        else {
+        let Some(rs) = lookup(&self.sets, &key) else {
             self.ctl.forget(&key);
             return Ok(None);
         };

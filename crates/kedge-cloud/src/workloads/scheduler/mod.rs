@@ -4,8 +4,8 @@
 //! is tried again whenever a node changes, and every 10 s.
 
 pub mod fit;
+pub mod usage;
 
-use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
 use k8s_openapi::api::core::v1::{Node, Pod};
@@ -14,8 +14,8 @@ use kube::runtime::reflector::Store;
 use serde_json::json;
 
 use super::events::Recorder;
-use super::pods::{controller_of, is_active};
-use super::runtime::{Key, key_of};
+use super::pods::is_active;
+use super::runtime::{Key, lookup};
 
 const SCHEDULER: &str = "default-scheduler";
 /// How long an unschedulable pod waits before it is tried again without a node change.
@@ -36,8 +36,7 @@ pub struct Scheduler {
     pods: Store<Pod>,
     nodes: Store<Node>,
     events: Recorder,
-    /// Pods bound but not yet seen bound in the cache (counted on their node meanwhile).
-    assumed: Mutex<HashMap<Key, String>>,
+    usage: Mutex<usage::Usage>,
 }
 
 impl Scheduler {
@@ -47,26 +46,25 @@ impl Scheduler {
             client,
             pods,
             nodes,
-            assumed: Mutex::default(),
+            usage: Mutex::default(),
         })
     }
 
     pub async fn schedule(&self, key: Key) -> Result<Option<std::time::Duration>, kube::Error> {
-        let Some(pod) = self
-            .pods
-            .state()
-            .into_iter()
-            .find(|p| key_of(&p.metadata) == key)
-        else {
+        let Some(pod) = lookup(&self.pods, &key) else {
             return Ok(None);
         };
-        if !pending(&pod) || self.assumed().contains_key(&key) {
-            return Ok(None);
-        }
         let nodes = self.nodes.state();
-        let views = self.views(&pod, &nodes);
+        let placed = {
+            let mut usage = self.usage();
+            if !pending(&pod) || usage.is_assumed(&key) {
+                return Ok(None);
+            }
+            usage.refresh(&self.pods.state(), std::time::Instant::now());
+            fit::place(&pod, &usage.views(&pod, &nodes))
+        };
         let api: Api<Pod> = Api::namespaced(self.client.clone(), &key.0);
-        match fit::place(&pod, &views) {
+        match placed {
             Ok(node) => {
                 let binding = json!({"apiVersion": "v1", "kind": "Binding",
                     "metadata": {"name": key.1, "namespace": key.0},
@@ -78,7 +76,7 @@ impl Scheduler {
                     &binding,
                 )
                 .await?;
-                self.assumed().insert(key.clone(), node.clone());
+                self.usage().bound(key.clone(), &node, &pod);
                 self.events.normal(
                     "Pod",
                     "v1",
@@ -113,45 +111,7 @@ impl Scheduler {
         Ok(None)
     }
 
-    fn assumed(&self) -> std::sync::MutexGuard<'_, HashMap<Key, String>> {
-        self.assumed.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Each node with what its pods take (pods the cache has not yet seen bound included).
-    fn views<'a>(&self, pod: &Pod, nodes: &'a [Arc<Node>]) -> Vec<fit::NodeView<'a>> {
-        let owner = controller_of(&pod.metadata).map(|o| o.uid.clone());
-        let mut per_node: HashMap<String, (usize, usize, BTreeMap<String, i128>)> = HashMap::new();
-        let all = self.pods.state();
-        let mut assumed = self.assumed();
-        assumed.retain(|k, _| all.iter().any(|p| key_of(&p.metadata) == *k && pending(p)));
-        for p in all.iter().filter(|p| is_active(p)) {
-            let node = p
-                .spec
-                .as_ref()
-                .and_then(|s| s.node_name.clone())
-                .or_else(|| assumed.get(&key_of(&p.metadata)).cloned());
-            let Some(node) = node else { continue };
-            let e = per_node.entry(node).or_default();
-            e.0 += 1;
-            if owner.is_some() && controller_of(&p.metadata).map(|o| &o.uid) == owner.as_ref() {
-                e.1 += 1;
-            }
-            for (r, n) in fit::requests(p) {
-                *e.2.entry(r).or_insert(0) += n;
-            }
-        }
-        nodes
-            .iter()
-            .map(|n| {
-                let name = n.metadata.name.clone().unwrap_or_default();
-                let (pods, siblings, requested) = per_node.remove(&name).unwrap_or_default();
-                fit::NodeView {
-                    node: n,
-                    pods,
-                    siblings,
-                    requested,
-                }
-            })
-            .collect()
+    fn usage(&self) -> std::sync::MutexGuard<'_, usage::Usage> {
+        self.usage.lock().unwrap_or_else(|p| p.into_inner())
     }
 }

@@ -15,7 +15,7 @@ use serde_json::json;
 
 use super::podctl::PodControl;
 use super::pods::{from_template, owned_by, owner_ref};
-use super::runtime::{Key, key_of};
+use super::runtime::{Key, lookup};
 use super::template::template_hash;
 use plan::HASH_LABEL;
 
@@ -46,12 +46,7 @@ impl Controller {
     }
 
     pub async fn reconcile(&self, key: Key) -> Result<Option<Duration>, kube::Error> {
-        let Some(sts) = self
-            .sets
-            .state()
-            .into_iter()
-            .find(|s| key_of(&s.metadata) == key)
-        else {
+        let Some(sts) = lookup(&self.sets, &key) else {
             self.ctl.forget(&key);
             return Ok(None);
         };
