@@ -56,6 +56,10 @@ pub struct Args {
     /// profile ConfigMap).
     #[arg(long, default_value_t = 0)]
     devices_per_node: usize,
+    /// Then one Deployment of this many replicas (no nodeName: kedge's scheduler places them):
+    /// the time until all are Running and available, and the cloud's CPU meanwhile.
+    #[arg(long, default_value_t = 0)]
+    deployment: usize,
 }
 
 impl Args {
@@ -369,7 +373,7 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
         tokio::spawn(hollow(node, hub, rx, up.clone(), held.clone()));
     }
     let connect = wait_connected(&up, a.count, Duration::from_secs(600), "connected").await?;
-    let nodes: Api<Node> = Api::all(client);
+    let nodes: Api<Node> = Api::all(client.clone());
     let all_ready = wait_ready(&nodes, a.count, started).await?;
     let want = a.count * a.per_node();
     let delivered = wait_held(&held, want, started).await?;
@@ -401,6 +405,13 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
         "cloud_rss_per_node_kib": rss / a.count.max(1) as u64,
         "cloud_idle_cpu_percent": (idle_cpu * 10.0).round() / 10.0,
     });
+    if a.deployment > 0 {
+        let (secs, cpu, spread) = deployment(&client, a.deployment, pid).await?;
+        summary["deployment_replicas"] = json!(a.deployment);
+        summary["deployment_all_available_s"] = json!(secs);
+        summary["deployment_cloud_cpu_s"] = json!(cpu);
+        summary["deployment_pods_per_node_min_max"] = json!(spread);
+    }
     if a.restart {
         drop(cloud);
         let down_at = Instant::now();
@@ -435,6 +446,55 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
         summary["restarted_cloud_rss_mib"] = json!(rss / 1024);
     }
     print_summary(&summary, a.json)
+}
+
+/// Creates one Deployment of `replicas` and waits until all are available; the seconds that
+/// took, the cloud's CPU seconds meanwhile, and the fewest and most pods a node got.
+async fn deployment(
+    client: &kube::Client,
+    replicas: usize,
+    cloud_pid: u32,
+) -> anyhow::Result<(f64, f64, [usize; 2])> {
+    use k8s_openapi::api::apps::v1::Deployment;
+    use k8s_openapi::api::core::v1::Pod;
+    let d: Deployment = serde_json::from_value(json!({"metadata": {"name": "bench"}, "spec": {
+        "replicas": replicas, "selector": {"matchLabels": {"app": "bench"}},
+        "template": {"metadata": {"labels": {"app": "bench"}}, "spec": {"hostNetwork": true,
+            "containers": [{"name": "main", "image": "kedge.local/hollow:1"}]}}}}))?;
+    let api: Api<Deployment> = Api::default_namespaced(client.clone());
+    let cpu0 = cpu_secs(cloud_pid);
+    let started = Instant::now();
+    api.create(&Default::default(), &d).await?;
+    loop {
+        let d = api.get("bench").await?;
+        let available = d.status.and_then(|s| s.available_replicas).unwrap_or(0) as usize;
+        progress("replicas available", available, replicas);
+        if available >= replicas {
+            eprintln!();
+            break;
+        }
+        anyhow::ensure!(
+            started.elapsed() < Duration::from_secs(1800),
+            "only {available} of {replicas} replicas available"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let secs = started.elapsed().as_secs_f64();
+    let cpu = cpu_secs(cloud_pid) - cpu0;
+    let pods: Api<Pod> = Api::default_namespaced(client.clone());
+    let mut per_node = std::collections::HashMap::<String, usize>::new();
+    for p in pods
+        .list(&ListParams::default().labels("app=bench"))
+        .await?
+        .items
+    {
+        if let Some(n) = p.spec.and_then(|s| s.node_name) {
+            *per_node.entry(n).or_insert(0) += 1;
+        }
+    }
+    let min = per_node.values().min().copied().unwrap_or(0);
+    let max = per_node.values().max().copied().unwrap_or(0);
+    Ok((secs, cpu, [min, max]))
 }
 
 /// Waits until the nodes hold `want` objects in all.

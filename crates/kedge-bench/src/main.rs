@@ -11,6 +11,7 @@ mod api;
 mod dmi;
 mod edge;
 mod hollow;
+mod pods;
 mod router;
 mod state;
 mod stats;
@@ -39,6 +40,8 @@ enum Command {
     HollowEdges(hollow::Args),
     /// One real `kedge edge`: time from launch to connected, idle memory with and without devices.
     Edge(edge::Args),
+    /// Pod start latency on a real container runtime (create → Running and Ready in the API).
+    Pods(pods::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -52,6 +55,7 @@ fn main() -> anyhow::Result<()> {
         Command::Twins(a) => rt.block_on(twins::run(a)),
         Command::Dmi(a) => rt.block_on(dmi::run(a)),
         Command::Router(a) => rt.block_on(router::run(a)),
+        Command::Pods(a) => rt.block_on(pods::run(a)),
         Command::HollowEdges(a) => rt.block_on(hollow::run(a)),
         Command::Edge(a) => rt.block_on(edge::run(a)),
     }

@@ -83,7 +83,11 @@ impl Containerd {
         std::fs::create_dir_all(path.join("net.d")).expect("net.d");
         std::fs::write(path.join("config.toml"), config(path)).expect("config");
         let bridge = cni.then(|| {
-            let n = std::process::id() % 200 + 20;
+            // A bridge and subnet of its own per containerd, also among those one test starts
+            // (sharing one, the first to stop would take the others' network with it).
+            static STARTED: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+            let k = STARTED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let n = (std::process::id() + k * 37) % 200 + 20;
             let bridge = format!("kc{n}");
             let conf = cni_config(path, &bridge, n as u8);
             std::fs::write(path.join("net.d/10-kedge.conflist"), conf).expect("cni config");
