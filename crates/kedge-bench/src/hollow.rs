@@ -180,7 +180,10 @@ async fn hollow(
                 let now = *connected.borrow_and_update();
                 if now && !was {
                     up.fetch_add(1, Ordering::Relaxed);
-                    let n = nodestatus::node(&node, "127.0.0.1", &host, &Runtime::Disabled, &kedge_core::clock::rfc3339());
+                    // A runtime "up": the node takes pods (110, as kubelet's default), as a hollow
+                    // kubelet would.
+                    let runtime = Runtime::Up { version: "hollow://1".into() };
+                    let n = nodestatus::node(&node, "127.0.0.1", &host, &runtime, &kedge_core::clock::rfc3339());
                     let res = kedge_core::resource::object("", "node", &node);
                     hub.send(Message::new("edged", group::RESOURCE, op::INSERT, &res, n)).await;
                 } else if !now && was {

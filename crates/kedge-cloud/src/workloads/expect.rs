@@ -36,14 +36,14 @@ impl Expectations {
         self.0.remove(key);
     }
 
-    /// Whether the cache (`pods`: name and whether it is still active) shows everything done
+    /// Whether the cache (`pods`: by name, whether it is still active) shows everything done
     /// for `key`; when it does, or past the deadline, the expectations go.
-    pub fn met(&mut self, key: &Key, pods: &[(String, bool)], now: Instant) -> bool {
+    pub fn met(&mut self, key: &Key, pods: &HashMap<String, bool>, now: Instant) -> bool {
         let Some(p) = self.0.get(key) else {
             return true;
         };
-        let seen = |n: &String| pods.iter().any(|(m, _)| m == n);
-        let active = |n: &String| pods.iter().any(|(m, a)| m == n && *a);
+        let seen = |n: &String| pods.contains_key(n);
+        let active = |n: &String| pods.get(n) == Some(&true);
         let done = p.created.iter().all(seen) && !p.deleted.iter().any(active);
         let expired = p.at.is_some_and(|t| now.duration_since(t) > DEADLINE);
         if done || expired {
@@ -63,16 +63,19 @@ mod tests {
         let mut e = Expectations::default();
         let k = ("default".to_string(), "rs".to_string());
         let t = Instant::now();
-        assert!(e.met(&k, &[], t));
+        let pods = |v: &[(&str, bool)]| -> HashMap<String, bool> {
+            v.iter().map(|(n, a)| (n.to_string(), *a)).collect()
+        };
+        assert!(e.met(&k, &pods(&[]), t));
         e.created(&k, vec!["a".into()], t);
-        assert!(!e.met(&k, &[], t), "created pod not seen yet");
-        assert!(e.met(&k, &[("a".into(), true)], t));
+        assert!(!e.met(&k, &pods(&[]), t), "created pod not seen yet");
+        assert!(e.met(&k, &pods(&[("a", true)]), t));
         e.deleted(&k, vec!["a".into()], t);
-        assert!(!e.met(&k, &[("a".into(), true)], t), "still active");
-        assert!(e.met(&k, &[("a".into(), false)], t), "marked for deletion");
+        assert!(!e.met(&k, &pods(&[("a", true)]), t), "still active");
+        assert!(e.met(&k, &pods(&[("a", false)]), t), "marked for deletion");
         e.created(&k, vec!["b".into()], t);
         assert!(
-            e.met(&k, &[], t + DEADLINE + Duration::from_secs(1)),
+            e.met(&k, &pods(&[]), t + DEADLINE + Duration::from_secs(1)),
             "expired"
         );
     }

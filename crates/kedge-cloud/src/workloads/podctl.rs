@@ -52,7 +52,7 @@ impl PodControl {
     /// Whether the cache shows what was last done for `owner` (see `Expectations::met`);
     /// `pods`: the owner's pods in the cache.
     pub fn settled(&self, owner: &Key, pods: &[std::sync::Arc<Pod>]) -> bool {
-        let seen: Vec<(String, bool)> = pods
+        let seen: std::collections::HashMap<String, bool> = pods
             .iter()
             .map(|p| {
                 (

@@ -47,11 +47,14 @@ pub fn place(pod: &Pod, nodes: &[NodeView]) -> Result<String, String> {
             None => fits.push(v),
         }
     }
+    fn name<'n>(v: &NodeView<'n>) -> &'n str {
+        v.node.metadata.name.as_deref().unwrap_or("")
+    }
     if let Some(best) = fits
         .into_iter()
-        .min_by_key(|v| (v.siblings, v.pods, v.node.metadata.name.clone()))
+        .min_by(|a, b| (a.siblings, a.pods, name(a)).cmp(&(b.siblings, b.pods, name(b))))
     {
-        return Ok(best.node.metadata.name.clone().unwrap_or_default());
+        return Ok(name(best).to_string());
     }
     let parts: Vec<String> = reasons.iter().map(|(r, n)| format!("{n} {r}")).collect();
     let mut msg = format!("0/{} nodes are available", nodes.len());
