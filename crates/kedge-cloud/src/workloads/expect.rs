@@ -32,6 +32,11 @@ impl Expectations {
         p.at = Some(now);
     }
 
+    /// Whether anything done for `key` is still to be seen.
+    pub fn waiting(&self, key: &Key) -> bool {
+        self.0.contains_key(key)
+    }
+
     pub fn forget(&mut self, key: &Key) {
         self.0.remove(key);
     }

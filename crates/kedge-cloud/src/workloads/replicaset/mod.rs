@@ -83,30 +83,7 @@ impl Controller {
         rs: &ReplicaSet,
         mine: &[Arc<Pod>],
     ) -> Result<Option<Duration>, kube::Error> {
-        let spec = rs.spec.clone().unwrap_or_default();
-        let min_ready = i64::from(spec.min_ready_seconds.unwrap_or(0));
-        let now = jiff::Timestamp::now().as_second();
-        let active: Vec<&Arc<Pod>> = mine.iter().filter(|p| is_active(p)).collect();
-        let count = |f: &dyn Fn(&Pod) -> bool| active.iter().filter(|p| f(p)).count() as i32;
-        let template_labels = spec
-            .template
-            .as_ref()
-            .and_then(|t| t.metadata.as_ref())
-            .and_then(|m| m.labels.clone())
-            .unwrap_or_default();
-        let status = ReplicaSetStatus {
-            replicas: active.len() as i32,
-            fully_labeled_replicas: Some(count(&|p| {
-                let l = p.metadata.labels.clone().unwrap_or_default();
-                template_labels.iter().all(|(k, v)| l.get(k) == Some(v))
-            })),
-            ready_replicas: Some(count(&|p| is_ready(p))),
-            available_replicas: Some(count(&|p| is_available(p, min_ready, now))),
-            observed_generation: rs.metadata.generation,
-            conditions: None,
-            terminating_replicas: None,
-        };
-        let pending = count(&|p| is_ready(p)) > count(&|p| is_available(p, min_ready, now));
+        let (status, pending) = status_of(rs, mine, jiff::Timestamp::now().as_second());
         if rs.status.as_ref() != Some(&status) {
             let (ns, name) = key_of(&rs.metadata);
             let api: Api<ReplicaSet> = Api::namespaced(self.client.clone(), &ns);
@@ -117,6 +94,76 @@ impl Controller {
             )
             .await?;
         }
-        Ok(pending.then(|| Duration::from_secs(min_ready.max(1) as u64)))
+        Ok(pending)
+    }
+}
+
+/// The status `pods` make (one pass over them), and when to look again if a ready pod is not
+/// yet available.
+fn status_of(rs: &ReplicaSet, pods: &[Arc<Pod>], now: i64) -> (ReplicaSetStatus, Option<Duration>) {
+    let spec = rs.spec.as_ref();
+    let min_ready = i64::from(spec.and_then(|s| s.min_ready_seconds).unwrap_or(0));
+    let wanted = spec
+        .and_then(|s| s.template.as_ref())
+        .and_then(|t| t.metadata.as_ref())
+        .and_then(|m| m.labels.as_ref());
+    let (mut n, mut labeled, mut ready, mut available) = (0, 0, 0, 0);
+    for p in pods.iter().filter(|p| is_active(p)) {
+        n += 1;
+        let labels = p.metadata.labels.as_ref();
+        if wanted.is_none_or(|w| {
+            w.iter()
+                .all(|(k, v)| labels.and_then(|l| l.get(k)) == Some(v))
+        }) {
+            labeled += 1;
+        }
+        if is_ready(p) {
+            ready += 1;
+            if is_available(p, min_ready, now) {
+                available += 1;
+            }
+        }
+    }
+    let status = ReplicaSetStatus {
+        replicas: n,
+        fully_labeled_replicas: Some(labeled),
+        ready_replicas: Some(ready),
+        available_replicas: Some(available),
+        observed_generation: rs.metadata.generation,
+        conditions: None,
+        terminating_replicas: None,
+    };
+    let again = (ready > available).then(|| Duration::from_secs(min_ready.max(1) as u64));
+    (status, again)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::workloads::pods::tests::pod;
+
+    #[test]
+    fn status_counts_active_ready_and_available_pods() {
+        let rs = ReplicaSet {
+            spec: Some(k8s_openapi::api::apps::v1::ReplicaSetSpec {
+                min_ready_seconds: Some(10),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let pods = [
+            Arc::new(pod("a", Some("n"), "Running", true)),
+            Arc::new(pod("b", Some("n"), "Pending", false)),
+            Arc::new(pod("c", Some("n"), "Succeeded", false)),
+        ];
+        let (s, again) = status_of(&rs, &pods, 1005);
+        assert_eq!(
+            (s.replicas, s.ready_replicas, s.available_replicas),
+            (2, Some(1), Some(0))
+        );
+        assert_eq!(again, Some(Duration::from_secs(10)));
+        let (s, again) = status_of(&rs, &pods, 1010);
+        assert_eq!(s.available_replicas, Some(1));
+        assert_eq!(again, None);
     }
 }
