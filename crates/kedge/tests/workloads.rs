@@ -42,7 +42,18 @@ fn pods(k: &Kedge, app: &str) -> Vec<String> {
 }
 
 fn rollout(k: &Kedge, what: &str) -> String {
-    k.ok(&["rollout", "status", what, "--timeout=120s"])
+    let out = k.kubectl(&["rollout", "status", what, "--timeout=120s"]);
+    if !out.status.success() {
+        let (kind, name) = what.split_once('/').unwrap_or((what, ""));
+        let state = get(k, &["describe", kind, name]);
+        let pods = get(k, &["describe", "pods"]);
+        let nodes = get(k, &["get", "nodes", "-o", "wide"]);
+        panic!(
+            "rollout of {what}: {}\n{state}\n{pods}\n{nodes}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// Waits until the app has exactly `n` pods, all Running with `image`; their nodes. On a

@@ -3,20 +3,25 @@
 //! in the controller's `Expectations` until its cache shows them. One piece for every
 //! workload controller.
 
-use std::sync::Mutex;
-use std::time::Instant;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use kube::api::{Api, DeleteParams, PostParams};
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use kube::runtime::reflector::Store;
 
 use super::events::Recorder;
 use super::expect::Expectations;
-use super::runtime::{Key, key_of};
+use super::pods::owned_by;
+use super::runtime::{Key, key_of, lookup};
 
 /// Pods created or deleted at once.
 const BURST: usize = 16;
+
+/// An owner and the pods it controls.
+pub type Owned<K> = (Arc<K>, Vec<Arc<Pod>>);
 
 pub struct PodControl {
     client: kube::Client,
@@ -51,7 +56,7 @@ impl PodControl {
 
     /// Whether the cache shows what was last done for `owner` (see `Expectations::met`);
     /// `pods`: the owner's pods in the cache.
-    pub fn settled(&self, owner: &Key, pods: &[std::sync::Arc<Pod>]) -> bool {
+    pub fn settled(&self, owner: &Key, pods: &[Arc<Pod>]) -> bool {
         if !self.expect().waiting(owner) {
             return true; // nothing done lately: no need to look
         }
@@ -69,6 +74,32 @@ impl PodControl {
 
     pub fn forget(&self, owner: &Key) {
         self.expect().forget(owner);
+    }
+
+    /// What every pod-owning controller starts a reconcile with: the owner from its cache and
+    /// the pods it controls; `Err(again)` when there is nothing to do now (`None`: the owner is
+    /// gone or going) or not yet (`Some`: what was last done is not in the cache yet).
+    pub fn owner_and_pods<K>(
+        &self,
+        owners: &Store<K>,
+        pods: &Store<Pod>,
+        key: &Key,
+    ) -> Result<Owned<K>, Option<Duration>>
+    where
+        K: kube::Resource<DynamicType = ()> + Clone + 'static,
+    {
+        let Some(owner) = lookup(owners, key) else {
+            self.forget(key);
+            return Err(None);
+        };
+        if owner.meta().deletion_timestamp.is_some() {
+            return Err(None);
+        }
+        let mine = owned_by(pods, owner.meta());
+        if !self.settled(key, &mine) {
+            return Err(Some(Duration::from_secs(1)));
+        }
+        Ok((owner, mine))
     }
 
     /// Creates `pods` for `owner`; a name already taken (a StatefulSet's pod still going) is
@@ -146,4 +177,28 @@ impl PodControl {
         }
         Ok(())
     }
+}
+
+/// Writes a workload's status when it differs from what the object shows.
+pub async fn write_status<K, S>(
+    client: &kube::Client,
+    key: &Key,
+    shown: Option<&S>,
+    status: &S,
+) -> Result<(), kube::Error>
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+    S: serde::Serialize + PartialEq,
+{
+    if shown == Some(status) {
+        return Ok(());
+    }
+    let api: Api<K> = Api::namespaced(client.clone(), &key.0);
+    let body = serde_json::json!({"status": status});
+    api.patch_status(&key.1, &PatchParams::default(), &Patch::Merge(body))
+        .await
+        .map(|_| ())
 }

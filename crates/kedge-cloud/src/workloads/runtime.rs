@@ -95,6 +95,7 @@ where
     K: kube::Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
     K::DynamicType: Eq + Hash + Clone,
 {
+    let kind = K::kind(&dyntype).to_string();
     let writer = reflector::store::Writer::new(dyntype);
     let reader = writer.as_reader();
     let stream = reflector::reflector(writer, watcher(api, watcher::Config::default()))
@@ -105,7 +106,9 @@ where
         while let Some(ev) = stream.next().await {
             match ev {
                 Ok(o) => on(&o),
-                Err(e) => tracing::debug!(error = %e, "workload cache watch"),
+                Err(e) => {
+                    tracing::warn!(%kind, error = %e, "controller cache: watch failed (retrying)")
+                }
             }
         }
     });
@@ -114,7 +117,7 @@ where
 
 /// Waits for the caches, then reconciles queued keys one at a time until the queue closes.
 /// `reconcile` returns `Some(delay)` to be called for the key again after `delay`.
-pub async fn run<F, Fut, E>(
+pub async fn run<F, Fut>(
     name: &'static str,
     queue: Queue,
     mut rx: mpsc::UnboundedReceiver<Key>,
@@ -122,10 +125,20 @@ pub async fn run<F, Fut, E>(
     mut reconcile: F,
 ) where
     F: FnMut(Key) -> Fut,
-    Fut: std::future::Future<Output = Result<Option<Duration>, E>>,
-    E: std::fmt::Display,
+    Fut: std::future::Future<Output = Result<Option<Duration>, kube::Error>>,
 {
-    futures::future::join_all(ready).await;
+    // A controller acting on a cache not yet filled would act on nothing (and create twice).
+    let filled = futures::future::join_all(ready);
+    futures::pin_mut!(filled);
+    while tokio::time::timeout(Duration::from_secs(30), &mut filled)
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            controller = name,
+            "caches not filled after 30 s; still waiting"
+        );
+    }
     let mut batch = BTreeSet::new();
     while let Some(k) = rx.recv().await {
         batch.insert(k);
@@ -136,6 +149,11 @@ pub async fn run<F, Fut, E>(
             match reconcile(key.clone()).await {
                 Ok(None) => {}
                 Ok(Some(delay)) => queue.later(key, delay),
+                // Gone meanwhile, or changed meanwhile: the caches will show it; try again.
+                Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => {
+                    tracing::debug!(controller = name, namespace = %key.0, name = %key.1, error = %e, "reconcile raced a change");
+                    queue.later(key, Duration::from_secs(1));
+                }
                 Err(e) => {
                     tracing::warn!(controller = name, namespace = %key.0, name = %key.1, error = %e, "reconcile failed");
                     queue.later(key, Duration::from_secs(1));

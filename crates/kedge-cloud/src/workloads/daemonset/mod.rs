@@ -10,13 +10,11 @@ use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::DaemonSet;
 use k8s_openapi::api::core::v1::{Node, Pod};
-use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::reflector::Store;
-use serde_json::json;
 
-use super::podctl::PodControl;
-use super::pods::{from_template, owned_by, owner_ref};
-use super::runtime::{Key, lookup};
+use super::podctl::{PodControl, write_status};
+use super::pods::{from_template, owner_ref};
+use super::runtime::Key;
 use super::template::template_hash;
 use plan::{HASH_LABEL, daemon_tolerations};
 
@@ -50,17 +48,10 @@ impl Controller {
     }
 
     pub async fn reconcile(&self, key: Key) -> Result<Option<Duration>, kube::Error> {
-        let Some(ds) = lookup(&self.sets, &key) else {
-            self.ctl.forget(&key);
-            return Ok(None);
+        let (ds, mine) = match self.ctl.owner_and_pods(&self.sets, &self.pods, &key) {
+            Ok(found) => found,
+            Err(again) => return Ok(again),
         };
-        if ds.metadata.deletion_timestamp.is_some() {
-            return Ok(None);
-        }
-        let mine = owned_by(&self.pods, &ds.metadata);
-        if !self.ctl.settled(&key, &mine) {
-            return Ok(Some(Duration::from_secs(1)));
-        }
         let template = ds
             .spec
             .as_ref()
@@ -91,12 +82,7 @@ impl Controller {
         if !p.delete.is_empty() {
             self.ctl.delete(&ds.metadata, p.delete).await?;
         }
-        if ds.status.as_ref() != Some(&p.status) {
-            let api: Api<DaemonSet> = Api::namespaced(self.client.clone(), &key.0);
-            let body = json!({"status": p.status});
-            api.patch_status(&key.1, &PatchParams::default(), &Patch::Merge(body))
-                .await?;
-        }
+        write_status::<DaemonSet, _>(&self.client, &key, ds.status.as_ref(), &p.status).await?;
         Ok(None)
     }
 }

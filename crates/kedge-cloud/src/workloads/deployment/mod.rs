@@ -10,12 +10,13 @@ use std::time::Duration;
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::runtime::reflector::Store;
-use serde_json::json;
 
 use super::events::Recorder;
+use super::podctl::write_status;
 use super::pods::controlled_by;
 use super::runtime::{Key, lookup};
 use plan::{Action, REVISION};
+use serde_json::json;
 
 pub struct Controller {
     client: kube::Client,
@@ -106,12 +107,7 @@ impl Controller {
                 }
             }
         }
-        if d.status.as_ref() != Some(&p.status) {
-            let body = json!({"status": p.status});
-            deployments
-                .patch_status(&key.1, &pp, &Patch::Merge(body))
-                .await?;
-        }
+        write_status::<Deployment, _>(&self.client, &key, d.status.as_ref(), &p.status).await?;
         Ok(None)
     }
 

@@ -9,13 +9,11 @@ use std::time::Duration;
 
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
-use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::reflector::Store;
-use serde_json::json;
 
-use super::podctl::PodControl;
-use super::pods::{from_template, owned_by, owner_ref};
-use super::runtime::{Key, lookup};
+use super::podctl::{PodControl, write_status};
+use super::pods::{from_template, owner_ref};
+use super::runtime::Key;
 
 pub struct Controller {
     client: kube::Client,
@@ -35,17 +33,10 @@ impl Controller {
     }
 
     pub async fn reconcile(&self, key: Key) -> Result<Option<Duration>, kube::Error> {
-        let Some(job) = lookup(&self.jobs, &key) else {
-            self.ctl.forget(&key);
-            return Ok(None);
+        let (job, mine) = match self.ctl.owner_and_pods(&self.jobs, &self.pods, &key) {
+            Ok(found) => found,
+            Err(again) => return Ok(again),
         };
-        if job.metadata.deletion_timestamp.is_some() {
-            return Ok(None);
-        }
-        let mine = owned_by(&self.pods, &job.metadata);
-        if !self.ctl.settled(&key, &mine) {
-            return Ok(Some(Duration::from_secs(1)));
-        }
         let p = plan::plan(&job, &mine, jiff::Timestamp::now());
         if p.create > 0 {
             let template = job
@@ -60,12 +51,7 @@ impl Controller {
         if !p.delete.is_empty() {
             self.ctl.delete(&job.metadata, p.delete).await?;
         }
-        if job.status.as_ref() != Some(&p.status) {
-            let api: Api<Job> = Api::namespaced(self.client.clone(), &key.0);
-            let body = json!({"status": p.status});
-            api.patch_status(&key.1, &PatchParams::default(), &Patch::Merge(body))
-                .await?;
-        }
+        write_status::<Job, _>(&self.client, &key, job.status.as_ref(), &p.status).await?;
         Ok(p.again_in.map(|s| Duration::from_secs(s.max(1) as u64)))
     }
 }

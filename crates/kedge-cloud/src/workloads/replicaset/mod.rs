@@ -8,13 +8,11 @@ use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::{ReplicaSet, ReplicaSetStatus};
 use k8s_openapi::api::core::v1::Pod;
-use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::reflector::Store;
-use serde_json::json;
 
-use super::podctl::PodControl;
+use super::podctl::{PodControl, write_status};
 use super::pods::{deletion_rank, from_template, is_active, is_available, is_ready, owner_ref};
-use super::runtime::{Key, key_of, lookup};
+use super::runtime::{Key, key_of};
 
 pub struct Controller {
     client: kube::Client,
@@ -39,17 +37,10 @@ impl Controller {
     }
 
     pub async fn reconcile(&self, key: Key) -> Result<Option<Duration>, kube::Error> {
-        let Some(rs) = lookup(&self.sets, &key) else {
-            self.ctl.forget(&key);
-            return Ok(None);
+        let (rs, mine) = match self.ctl.owner_and_pods(&self.sets, &self.pods, &key) {
+            Ok(found) => found,
+            Err(again) => return Ok(again),
         };
-        if rs.metadata.deletion_timestamp.is_some() {
-            return Ok(None);
-        }
-        let mine = super::pods::owned_by(&self.pods, &rs.metadata);
-        if !self.ctl.settled(&key, &mine) {
-            return Ok(Some(Duration::from_secs(1)));
-        }
         let mut active: Vec<Arc<Pod>> = mine.iter().filter(|p| is_active(p)).cloned().collect();
         let want = rs
             .spec
@@ -84,16 +75,8 @@ impl Controller {
         mine: &[Arc<Pod>],
     ) -> Result<Option<Duration>, kube::Error> {
         let (status, pending) = status_of(rs, mine, jiff::Timestamp::now().as_second());
-        if rs.status.as_ref() != Some(&status) {
-            let (ns, name) = key_of(&rs.metadata);
-            let api: Api<ReplicaSet> = Api::namespaced(self.client.clone(), &ns);
-            api.patch_status(
-                &name,
-                &PatchParams::default(),
-                &Patch::Merge(json!({"status": status})),
-            )
-            .await?;
-        }
+        let key = key_of(&rs.metadata);
+        write_status::<ReplicaSet, _>(&self.client, &key, rs.status.as_ref(), &status).await?;
         Ok(pending)
     }
 }

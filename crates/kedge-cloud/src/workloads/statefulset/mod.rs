@@ -9,13 +9,11 @@ use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::Pod;
-use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::reflector::Store;
-use serde_json::json;
 
-use super::podctl::PodControl;
-use super::pods::{from_template, owned_by, owner_ref};
-use super::runtime::{Key, lookup};
+use super::podctl::{PodControl, write_status};
+use super::pods::{from_template, owner_ref};
+use super::runtime::Key;
 use super::template::template_hash;
 use plan::HASH_LABEL;
 
@@ -46,17 +44,10 @@ impl Controller {
     }
 
     pub async fn reconcile(&self, key: Key) -> Result<Option<Duration>, kube::Error> {
-        let Some(sts) = lookup(&self.sets, &key) else {
-            self.ctl.forget(&key);
-            return Ok(None);
+        let (sts, mine) = match self.ctl.owner_and_pods(&self.sets, &self.pods, &key) {
+            Ok(found) => found,
+            Err(again) => return Ok(again),
         };
-        if sts.metadata.deletion_timestamp.is_some() {
-            return Ok(None);
-        }
-        let mine = owned_by(&self.pods, &sts.metadata);
-        if !self.ctl.settled(&key, &mine) {
-            return Ok(Some(Duration::from_secs(1)));
-        }
         let spec = sts.spec.clone().unwrap_or_default();
         let hash = template_hash(&spec.template, 0);
         let p = plan::plan(&sts, &mine, &hash, jiff::Timestamp::now().as_second());
@@ -88,12 +79,7 @@ impl Controller {
         if !p.delete.is_empty() {
             self.ctl.delete(&sts.metadata, p.delete).await?;
         }
-        if sts.status.as_ref() != Some(&p.status) {
-            let api: Api<StatefulSet> = Api::namespaced(self.client.clone(), &key.0);
-            let body = json!({"status": p.status});
-            api.patch_status(&key.1, &PatchParams::default(), &Patch::Merge(body))
-                .await?;
-        }
+        write_status::<StatefulSet, _>(&self.client, &key, sts.status.as_ref(), &p.status).await?;
         Ok(None)
     }
 }
