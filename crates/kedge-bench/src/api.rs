@@ -82,8 +82,13 @@ pub(crate) fn kedge_binary(kedge: Option<PathBuf>) -> anyhow::Result<PathBuf> {
 
 /// Starts `kedge up` on free ports in a scratch directory and waits for its endpoints.
 pub fn start_server(kedge: Option<PathBuf>) -> anyhow::Result<Server> {
+    start_server_with(kedge, &[])
+}
+
+/// [`start_server`] with more flags (`--cri-endpoint …`).
+pub fn start_server_with(kedge: Option<PathBuf>, extra: &[&str]) -> anyhow::Result<Server> {
     let dir = tempfile::tempdir()?;
-    let args = [
+    let mut args = vec![
         "up",
         "--api-port",
         "0",
@@ -100,6 +105,7 @@ pub fn start_server(kedge: Option<PathBuf>) -> anyhow::Result<Server> {
         "--router-port",
         "0",
     ];
+    args.extend(extra);
     let mut server = start_kedge(kedge, &args, dir.path())?;
     server._dir = Some(dir);
     Ok(server)

@@ -13,7 +13,7 @@ use kube::api::{Api, DeleteParams, PostParams};
 use kube::runtime::wait::{await_condition, conditions};
 use serde_json::json;
 
-use crate::api::{print_summary, start_kedge};
+use crate::api::{print_summary, start_server_with};
 use crate::stats::Latencies;
 
 #[derive(clap::Args)]
@@ -38,27 +38,7 @@ pub struct Args {
 const WAIT: Duration = Duration::from_secs(120);
 
 pub async fn run(a: Args) -> anyhow::Result<()> {
-    let dir = tempfile::tempdir()?;
-    let args = [
-        "up",
-        "--api-port",
-        "0",
-        "--hub-port",
-        "0",
-        "--https-port",
-        "0",
-        "--metrics-port",
-        "0",
-        "--mqtt-port",
-        "0",
-        "--servicebus-port",
-        "0",
-        "--router-port",
-        "0",
-        "--cri-endpoint",
-        &a.cri_endpoint,
-    ];
-    let server = start_kedge(a.kedge.clone(), &args, dir.path())?;
+    let server = start_server_with(a.kedge.clone(), &["--cri-endpoint", &a.cri_endpoint])?;
     let client = server.client().await?;
     let nodes: Api<Node> = Api::all(client.clone());
     tokio::time::timeout(WAIT, async {

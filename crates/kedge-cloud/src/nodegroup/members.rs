@@ -89,22 +89,11 @@ pub fn decide(name: &str, group: Option<&Value>, nodes: &[Arc<Node>]) -> Decisio
 #[cfg(test)]
 mod tests {
     use super::*;
-    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
     fn node(name: &str, labels: &[(&str, &str)]) -> Arc<Node> {
-        Arc::new(Node {
-            metadata: ObjectMeta {
-                name: Some(name.into()),
-                labels: Some(
-                    labels
-                        .iter()
-                        .map(|(k, v)| (k.to_string(), v.to_string()))
-                        .collect(),
-                ),
-                ..Default::default()
-            },
-            ..Default::default()
-        })
+        let mut n = crate::workloads::pods::tests::node(name, labels, true);
+        n.status = None; // no Ready condition: Unknown
+        Arc::new(n)
     }
 
     #[test]

@@ -144,6 +144,42 @@ pub(crate) mod tests {
     use k8s_openapi::api::core::v1::{PodCondition, PodSpec, PodStatus};
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
+    /// A node with `labels`, Ready or not, allocatable cpu 2, memory 1Gi, 3 pods.
+    pub fn node(
+        name: &str,
+        labels: &[(&str, &str)],
+        ready: bool,
+    ) -> k8s_openapi::api::core::v1::Node {
+        use k8s_openapi::api::core::v1::{Node, NodeCondition, NodeSpec, NodeStatus};
+        use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+        Node {
+            metadata: ObjectMeta {
+                name: Some(name.into()),
+                labels: Some(
+                    labels
+                        .iter()
+                        .map(|(k, v)| (k.to_string(), v.to_string()))
+                        .collect(),
+                ),
+                ..Default::default()
+            },
+            spec: Some(NodeSpec::default()),
+            status: Some(NodeStatus {
+                conditions: Some(vec![NodeCondition {
+                    type_: "Ready".into(),
+                    status: if ready { "True" } else { "False" }.into(),
+                    ..Default::default()
+                }]),
+                allocatable: Some(BTreeMap::from([
+                    ("cpu".to_string(), Quantity("2".into())),
+                    ("memory".to_string(), Quantity("1Gi".into())),
+                    ("pods".to_string(), Quantity("3".into())),
+                ])),
+                ..Default::default()
+            }),
+        }
+    }
+
     pub fn pod(name: &str, node: Option<&str>, phase: &str, ready: bool) -> Pod {
         Pod {
             metadata: ObjectMeta {

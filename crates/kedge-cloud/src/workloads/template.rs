@@ -3,8 +3,20 @@
 
 use k8s_openapi::api::core::v1::PodTemplateSpec;
 
+/// The label DaemonSets and StatefulSets put on their pods: the template's hash.
+pub const REVISION_LABEL: &str = "controller-revision-hash";
+
 /// The labels controllers add to templates to tell revisions apart.
-pub const HASH_LABELS: [&str; 2] = ["pod-template-hash", "controller-revision-hash"];
+pub const HASH_LABELS: [&str; 2] = ["pod-template-hash", REVISION_LABEL];
+
+/// The template revision a pod of a DaemonSet or StatefulSet runs (empty: none).
+pub fn revision_of(p: &k8s_openapi::api::core::v1::Pod) -> &str {
+    p.metadata
+        .labels
+        .as_ref()
+        .and_then(|l| l.get(REVISION_LABEL))
+        .map_or("", String::as_str)
+}
 
 /// The template without the hash label and without zero values (how a ReplicaSet's template
 /// is compared: as Kubernetes compares Go structs, `false`, `0`, `""` and absent are alike, and

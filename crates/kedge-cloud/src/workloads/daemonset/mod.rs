@@ -15,8 +15,8 @@ use kube::runtime::reflector::Store;
 use super::podctl::{PodControl, write_status};
 use super::pods::{from_template, owner_ref};
 use super::runtime::Key;
-use super::template::template_hash;
-use plan::{HASH_LABEL, daemon_tolerations};
+use super::template::{REVISION_LABEL, template_hash};
+use plan::daemon_tolerations;
 
 pub struct Controller {
     client: kube::Client,
@@ -62,7 +62,7 @@ impl Controller {
         let p = plan::plan(&ds, &self.nodes.state(), &mine, &hash, now);
         if !p.create_on.is_empty() {
             let owner = owner_ref("apps/v1", "DaemonSet", &ds.metadata);
-            let labels = BTreeMap::from([(HASH_LABEL.to_string(), hash.clone())]);
+            let labels = BTreeMap::from([(REVISION_LABEL.to_string(), hash.clone())]);
             let base = from_template(&template, owner, None, &labels);
             let pods = p
                 .create_on

@@ -13,7 +13,7 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use crate::workloads::pods::{deletion_rank, is_active, is_available, is_ready};
 use crate::workloads::scheduler::fit::placeable;
 
-pub const HASH_LABEL: &str = "controller-revision-hash";
+use crate::workloads::template::revision_of;
 
 #[derive(Debug, Default, PartialEq)]
 pub struct Plan {
@@ -67,14 +67,6 @@ fn node_of(p: &Pod) -> &str {
         .unwrap_or("")
 }
 
-fn hash_of(p: &Pod) -> &str {
-    p.metadata
-        .labels
-        .as_ref()
-        .and_then(|l| l.get(HASH_LABEL))
-        .map_or("", String::as_str)
-}
-
 /// `pods`: the DaemonSet's pods; `hash`: its current template's.
 pub fn plan(ds: &DaemonSet, nodes: &[Arc<Node>], pods: &[Arc<Pod>], hash: &str, now: i64) -> Plan {
     let template = template_pod(ds);
@@ -99,7 +91,7 @@ pub fn plan(ds: &DaemonSet, nodes: &[Arc<Node>], pods: &[Arc<Pod>], hash: &str, 
             continue;
         }
         // Keep the best one (current template, most settled); the rest go.
-        on.sort_by_key(|p| (hash_of(p) == hash, deletion_rank(p)));
+        on.sort_by_key(|p| (revision_of(p) == hash, deletion_rank(p)));
         let keep = on.pop();
         plan.delete
             .extend(on.iter().filter_map(|p| p.metadata.name.clone()));
@@ -153,7 +145,7 @@ fn rolling(
     let mut out = Vec::new();
     for (_, p) in eligible {
         let Some(p) = p else { continue };
-        if hash_of(p) == hash {
+        if revision_of(p) == hash {
             continue;
         }
         let name = p.metadata.name.clone().unwrap_or_default();
@@ -190,7 +182,7 @@ fn status(
         current_number_scheduled: placed.len() as i32,
         number_misscheduled: misscheduled,
         number_ready: count(&|p| is_ready(p)),
-        updated_number_scheduled: opt(count(&|p| hash_of(p) == hash)),
+        updated_number_scheduled: opt(count(&|p| revision_of(p) == hash)),
         number_available: opt(available),
         number_unavailable: opt(desired - available),
         observed_generation: ds.metadata.generation,

@@ -213,41 +213,11 @@ fn requirement(r: &NodeSelectorRequirement, labels: &BTreeMap<String, String>) -
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::workloads::pods::tests::node;
     use k8s_openapi::api::core::v1::{
-        Affinity, Container, NodeAffinity, NodeCondition, NodeSelector, NodeSpec, NodeStatus,
-        PodSpec, ResourceRequirements,
+        Affinity, Container, NodeAffinity, NodeSelector, NodeSpec, PodSpec, ResourceRequirements,
     };
     use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
-    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-
-    fn node(name: &str, labels: &[(&str, &str)], ready: bool) -> Node {
-        Node {
-            metadata: ObjectMeta {
-                name: Some(name.into()),
-                labels: Some(
-                    labels
-                        .iter()
-                        .map(|(k, v)| (k.to_string(), v.to_string()))
-                        .collect(),
-                ),
-                ..Default::default()
-            },
-            spec: Some(NodeSpec::default()),
-            status: Some(NodeStatus {
-                conditions: Some(vec![NodeCondition {
-                    type_: "Ready".into(),
-                    status: if ready { "True" } else { "False" }.into(),
-                    ..Default::default()
-                }]),
-                allocatable: Some(BTreeMap::from([
-                    ("cpu".to_string(), Quantity("2".into())),
-                    ("memory".to_string(), Quantity("1Gi".into())),
-                    ("pods".to_string(), Quantity("3".into())),
-                ])),
-                ..Default::default()
-            }),
-        }
-    }
 
     fn view(node: &Node, pods: usize) -> NodeView<'_> {
         NodeView {

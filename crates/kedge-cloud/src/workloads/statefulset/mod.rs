@@ -14,8 +14,8 @@ use kube::runtime::reflector::Store;
 use super::podctl::{PodControl, write_status};
 use super::pods::{from_template, owner_ref};
 use super::runtime::Key;
+use super::template::REVISION_LABEL;
 use super::template::template_hash;
-use plan::HASH_LABEL;
 
 pub struct Controller {
     client: kube::Client,
@@ -59,7 +59,7 @@ impl Controller {
                 .map(|i| {
                     let name = format!("{}-{i}", key.1);
                     let labels = BTreeMap::from([
-                        (HASH_LABEL.to_string(), hash.clone()),
+                        (REVISION_LABEL.to_string(), hash.clone()),
                         (
                             "statefulset.kubernetes.io/pod-name".to_string(),
                             name.clone(),

@@ -11,7 +11,7 @@ use k8s_openapi::api::core::v1::Pod;
 
 use crate::workloads::pods::{is_active, is_available, is_ready, phase};
 
-pub const HASH_LABEL: &str = "controller-revision-hash";
+use crate::workloads::template::revision_of;
 
 #[derive(Debug, Default, PartialEq)]
 pub struct Plan {
@@ -30,14 +30,6 @@ pub fn ordinal(set: &str, pod: &Pod) -> Option<i32> {
         .strip_prefix('-')?
         .parse()
         .ok()
-}
-
-fn hash_of(p: &Pod) -> &str {
-    p.metadata
-        .labels
-        .as_ref()
-        .and_then(|l| l.get(HASH_LABEL))
-        .map_or("", String::as_str)
 }
 
 fn running_and_ready(p: &Pod) -> bool {
@@ -103,7 +95,7 @@ pub fn plan(sts: &StatefulSet, pods: &[Arc<Pod>], hash: &str, now: i64) -> Plan 
         if let Some(old) = (partition..replicas)
             .rev()
             .filter_map(|i| by_ordinal.get(&i))
-            .find(|p| hash_of(p) != hash)
+            .find(|p| revision_of(p) != hash)
         {
             plan.delete.extend(old.metadata.name.clone());
         }
@@ -127,7 +119,7 @@ fn status(
     );
     let active: Vec<&Arc<Pod>> = pods.iter().filter(|p| is_active(p)).collect();
     let count = |f: &dyn Fn(&Pod) -> bool| active.iter().filter(|p| f(p)).count() as i32;
-    let updated = count(&|p| hash_of(p) == hash);
+    let updated = count(&|p| revision_of(p) == hash);
     let ready = count(&|p| is_ready(p));
     let name = sts.metadata.name.clone().unwrap_or_default();
     let update_revision = format!("{name}-{hash}");
@@ -140,7 +132,7 @@ fn status(
             // The revision the pods not yet updated run.
             active
                 .iter()
-                .map(|p| hash_of(p))
+                .map(|p| revision_of(p))
                 .find(|h| *h != hash)
                 .map(|h| format!("{name}-{h}"))
                 .or(old.current_revision.clone())
@@ -169,6 +161,7 @@ fn status(
 mod tests {
     use super::*;
     use crate::workloads::pods::tests::pod;
+    use crate::workloads::template::REVISION_LABEL;
     use k8s_openapi::api::apps::v1::StatefulSetSpec;
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
@@ -194,7 +187,10 @@ mod tests {
             if ready { "Running" } else { "Pending" },
             ready,
         );
-        p.metadata.labels = Some(BTreeMap::from([(HASH_LABEL.to_string(), hash.to_string())]));
+        p.metadata.labels = Some(BTreeMap::from([(
+            REVISION_LABEL.to_string(),
+            hash.to_string(),
+        )]));
         Arc::new(p)
     }
 

@@ -1,33 +1,12 @@
 use super::*;
 use crate::workloads::pods::tests::pod;
+use crate::workloads::template::REVISION_LABEL;
 use k8s_openapi::api::apps::v1::DaemonSetSpec;
-use k8s_openapi::api::core::v1::{
-    NodeCondition, NodeSpec, NodeStatus, PodSpec, PodTemplateSpec, Taint,
-};
+use k8s_openapi::api::core::v1::{NodeSpec, PodSpec, PodTemplateSpec, Taint};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 fn node(name: &str, labels: &[(&str, &str)], ready: bool) -> Arc<Node> {
-    Arc::new(Node {
-        metadata: ObjectMeta {
-            name: Some(name.into()),
-            labels: Some(
-                labels
-                    .iter()
-                    .map(|(k, v)| (k.to_string(), v.to_string()))
-                    .collect(),
-            ),
-            ..Default::default()
-        },
-        spec: Some(NodeSpec::default()),
-        status: Some(NodeStatus {
-            conditions: Some(vec![NodeCondition {
-                type_: "Ready".into(),
-                status: if ready { "True" } else { "False" }.into(),
-                ..Default::default()
-            }]),
-            ..Default::default()
-        }),
-    })
+    Arc::new(crate::workloads::pods::tests::node(name, labels, ready))
 }
 
 fn ds(selector: &[(&str, &str)]) -> DaemonSet {
@@ -58,7 +37,10 @@ fn ds(selector: &[(&str, &str)]) -> DaemonSet {
 
 fn daemon(name: &str, node: &str, hash: &str, ready: bool) -> Arc<Pod> {
     let mut p = pod(name, Some(node), "Running", ready);
-    p.metadata.labels = Some(BTreeMap::from([(HASH_LABEL.to_string(), hash.to_string())]));
+    p.metadata.labels = Some(BTreeMap::from([(
+        REVISION_LABEL.to_string(),
+        hash.to_string(),
+    )]));
     Arc::new(p)
 }
 
