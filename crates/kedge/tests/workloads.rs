@@ -315,6 +315,10 @@ fn nodes_of(k: &Kedge, app: &str) -> Vec<String> {
 #[test]
 fn a_daemon_set_runs_on_every_edge_a_new_one_included_and_follows_a_moved_label() {
     let ctrds: Vec<Containerd> = (0..4).map(|_| Containerd::start_with_cni()).collect();
+    for c in &ctrds {
+        c.ctr(&["images", "tag", IMAGE, IMAGE2])
+            .expect("second tag");
+    }
     let dirs: Vec<tempfile::TempDir> = (0..4).map(|_| tempfile::tempdir().expect("tmp")).collect();
     let e1 = ctrds[0].endpoint();
     let k = Kedge::up_with(dirs[0].path(), 0, &["--cri-endpoint", &e1]);
@@ -368,6 +372,11 @@ fn a_daemon_set_runs_on_every_edge_a_new_one_included_and_follows_a_moved_label(
         (nodes_of(&k, "probe") == ["edge-3"]).then_some(())
     });
     running(&k, "probe", 1, IMAGE);
+
+    // A new image rolls over every edge, one daemon at a time.
+    k.ok(&["set", "image", "daemonset/agent", &format!("main={IMAGE2}")]);
+    rollout(&k, "daemonset/agent");
+    assert_eq!(running(&k, "agent", 4, IMAGE2), four);
 }
 
 #[test]
@@ -430,6 +439,17 @@ fn a_stateful_set_starts_in_order_and_a_job_runs_to_completion() {
         "web-1"
     );
     k.ok(&["rollout", "status", "statefulset/web", "--timeout=60s"]);
+    // Scaled down, the highest ordinal goes first.
+    k.ok(&["scale", "statefulset", "web", "--replicas=1"]);
+    wait_until(Duration::from_secs(60), "only web-0 left", || {
+        let s = state();
+        let has = |n: &str| s.lines().any(|l| l.starts_with(&format!("{n} ")));
+        assert!(
+            has("web-1") || !has("web-2"),
+            "web-1 went before web-2: {s}"
+        );
+        (has("web-0") && !has("web-1") && !has("web-2")).then_some(())
+    });
 
     k.apply(&format!(
         "apiVersion: batch/v1\nkind: Job\nmetadata: {{name: count}}\nspec:\n  completions: 3\n  parallelism: 2\n  template:\n    spec:\n      restartPolicy: Never\n      containers:\n      - {{name: main, image: {IMAGE}, command: [sh, -c, 'echo done']}}\n"
@@ -451,6 +471,22 @@ fn a_stateful_set_starts_in_order_and_a_job_runs_to_completion() {
     assert!(
         cols.contains("COMPLETIONS") && cols.contains("3/3"),
         "{cols}"
+    );
+
+    // A Job whose pods fail stops at its backoff limit.
+    k.apply(&format!(
+        "apiVersion: batch/v1\nkind: Job\nmetadata: {{name: fails}}\nspec:\n  backoffLimit: 1\n  template:\n    spec:\n      restartPolicy: Never\n      containers:\n      - {{name: main, image: {IMAGE}, command: [sh, -c, 'exit 3']}}\n"
+    ));
+    k.ok(&[
+        "wait",
+        "--for=condition=failed",
+        "job/fails",
+        "--timeout=120s",
+    ]);
+    let reason = "jsonpath={.status.conditions[?(@.type==\"Failed\")].reason} {.status.failed}";
+    assert_eq!(
+        get(&k, &["get", "job", "fails", "-o", reason]),
+        "BackoffLimitExceeded 2"
     );
 }
 

@@ -71,10 +71,17 @@ pub fn plan(sts: &StatefulSet, pods: &[Arc<Pod>], hash: &str, now: i64) -> Plan 
         .map(|(_, p)| *p)
         .filter(|p| p.metadata.deletion_timestamp.is_none())
         .collect();
+    // In order, one at a time: the next goes once the last is gone.
+    let going = by_ordinal
+        .range(replicas..)
+        .any(|(_, p)| p.metadata.deletion_timestamp.is_some());
     if parallel {
         plan.delete
             .extend(condemned.iter().filter_map(|p| p.metadata.name.clone()));
-    } else if all_ready && let Some(p) = condemned.first() {
+    } else if all_ready
+        && !going
+        && let Some(p) = condemned.first()
+    {
         plan.delete.extend(p.metadata.name.clone());
     }
     let rolling = spec
@@ -211,6 +218,16 @@ mod tests {
         let pods: Vec<_> = (0..4).map(|i| member(i, "h", true)).collect();
         let p = plan(&sts(1, "OrderedReady"), &pods, "h", 0);
         assert_eq!(p.delete, vec!["web-3".to_string()]);
+        // web-3 going: web-2 waits until it is gone.
+        let mut going = pods.clone();
+        let mut last = Pod::clone(&going[3]);
+        last.metadata.deletion_timestamp = last.metadata.creation_timestamp.clone();
+        going[3] = Arc::new(last);
+        assert!(
+            plan(&sts(1, "OrderedReady"), &going, "h", 0)
+                .delete
+                .is_empty()
+        );
         let p = plan(&sts(1, "Parallel"), &pods, "h", 0);
         assert_eq!(
             p.delete,
