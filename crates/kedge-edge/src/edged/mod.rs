@@ -9,6 +9,7 @@ pub mod cri;
 pub mod env;
 pub mod fetch;
 pub mod lifecycle;
+pub mod logs;
 pub mod node;
 pub mod nodestatus;
 pub mod probe;
