@@ -20,5 +20,6 @@ pub mod resource;
 pub mod rule;
 pub mod servicebus;
 pub mod settings;
+pub mod stream;
 pub mod throttle;
 pub mod twin;
