@@ -439,21 +439,25 @@ pub(crate) fn delete_decision(
             ));
         }
     }
-    let mut cur = cur.clone();
-    if let Some(f) = propagation_finalizer(res, options)
-        && cur.pointer("/metadata/deletionTimestamp").is_none()
-    {
-        let meta = &mut cur["metadata"];
-        if !meta["finalizers"].is_array() {
-            meta["finalizers"] = json!([]);
+    // Only a DELETE that asks for propagation changes the object before marking it.
+    let with_finalizer;
+    let cur = match propagation_finalizer(res, options) {
+        Some(f) if cur.pointer("/metadata/deletionTimestamp").is_none() => {
+            let mut next = cur.clone();
+            let meta = &mut next["metadata"];
+            if !meta["finalizers"].is_array() {
+                meta["finalizers"] = json!([]);
+            }
+            if let Some(fs) = meta["finalizers"].as_array_mut()
+                && !fs.iter().any(|x| x == f)
+            {
+                fs.push(json!(f));
+            }
+            with_finalizer = next;
+            &with_finalizer
         }
-        if let Some(fs) = meta["finalizers"].as_array_mut()
-            && !fs.iter().any(|x| x == f)
-        {
-            fs.push(json!(f));
-        }
-    }
-    let cur = &cur;
+        _ => cur,
+    };
     let finalizers = cur
         .pointer("/metadata/finalizers")
         .and_then(Value::as_array)

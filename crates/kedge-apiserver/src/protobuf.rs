@@ -162,8 +162,7 @@ fn scalar(v: &Pb) -> Value {
         Pb::String(s) => json!(s),
         Pb::Bytes(b) => json!(base64::engine::general_purpose::STANDARD.encode(b)),
         Pb::EnumNumber(n) => json!(n),
-        Pb::Message(m) => message(m),
-        Pb::List(_) | Pb::Map(_) => element(v),
+        Pb::Message(_) | Pb::List(_) | Pb::Map(_) => element(v),
     }
 }
 

@@ -79,13 +79,19 @@ fn running(k: &Kedge, app: &str, n: usize, image: &str) -> BTreeSet<String> {
     }
 }
 
-#[test]
-fn a_deployment_runs_scales_updates_undoes_and_goes_with_its_replica_sets() {
-    let (c1, c2) = (Containerd::start_with_cni(), Containerd::start_with_cni());
-    for c in [&c1, &c2] {
+/// `N` containerds with a pod network, each holding the test image also as `IMAGE2`.
+fn runtimes<const N: usize>() -> [Containerd; N] {
+    std::array::from_fn(|_| {
+        let c = Containerd::start_with_cni();
         c.ctr(&["images", "tag", IMAGE, IMAGE2])
             .expect("second tag");
-    }
+        c
+    })
+}
+
+#[test]
+fn a_deployment_runs_scales_updates_undoes_and_goes_with_its_replica_sets() {
+    let [c1, c2]: [Containerd; 2] = runtimes();
     let (d1, d2) = (
         tempfile::tempdir().expect("tmp"),
         tempfile::tempdir().expect("tmp"),
@@ -314,11 +320,7 @@ fn nodes_of(k: &Kedge, app: &str) -> Vec<String> {
 
 #[test]
 fn a_daemon_set_runs_on_every_edge_a_new_one_included_and_follows_a_moved_label() {
-    let ctrds: Vec<Containerd> = (0..4).map(|_| Containerd::start_with_cni()).collect();
-    for c in &ctrds {
-        c.ctr(&["images", "tag", IMAGE, IMAGE2])
-            .expect("second tag");
-    }
+    let ctrds: [Containerd; 4] = runtimes();
     let dirs: Vec<tempfile::TempDir> = (0..4).map(|_| tempfile::tempdir().expect("tmp")).collect();
     let e1 = ctrds[0].endpoint();
     let k = Kedge::up_with(dirs[0].path(), 0, &["--cri-endpoint", &e1]);
@@ -581,11 +583,7 @@ fn an_edge_that_goes_away_keeps_its_pods_and_comes_back_to_them() {
 
 #[test]
 fn an_edge_application_runs_each_node_groups_image_and_keeps_its_deployments() {
-    let (c1, c2) = (Containerd::start_with_cni(), Containerd::start_with_cni());
-    for c in [&c1, &c2] {
-        c.ctr(&["images", "tag", IMAGE, IMAGE2])
-            .expect("second tag");
-    }
+    let [c1, c2]: [Containerd; 2] = runtimes();
     let (d1, d2) = (
         tempfile::tempdir().expect("tmp"),
         tempfile::tempdir().expect("tmp"),

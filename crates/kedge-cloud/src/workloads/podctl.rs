@@ -46,10 +46,6 @@ impl PodControl {
         }
     }
 
-    pub fn events(&self) -> &Recorder {
-        &self.events
-    }
-
     fn expect(&self) -> std::sync::MutexGuard<'_, Expectations> {
         self.expect.lock().unwrap_or_else(|p| p.into_inner())
     }
