@@ -21,6 +21,8 @@ pub struct Api {
     discovery_generation: AtomicU64,
     /// How often an idle watch that asked for bookmarks gets one.
     pub bookmark_interval: std::time::Duration,
+    /// How `pods/log|exec|attach|portforward` reach nodes (the cloud sets it).
+    streams: std::sync::OnceLock<Arc<dyn kedge_stream::NodeStreams>>,
 }
 
 impl Api {
@@ -37,7 +39,17 @@ impl Api {
             token,
             server_address,
             discovery_generation: AtomicU64::new(1),
+            streams: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Where streams to nodes are opened (once: the cloud serving this API).
+    pub fn set_streams(&self, streams: Arc<dyn kedge_stream::NodeStreams>) {
+        let _ = self.streams.set(streams);
+    }
+
+    pub(crate) fn streams(&self) -> Option<Arc<dyn kedge_stream::NodeStreams>> {
+        self.streams.get().cloned()
     }
 
     pub fn bump_discovery(&self) {

@@ -90,12 +90,20 @@ const VERBS: [&str; 7] = [
     "create", "delete", "get", "list", "patch", "update", "watch",
 ];
 
+fn verbs(r: &crate::registry::Resource) -> &'static [&'static str] {
+    if r.group == crate::metrics::GROUP {
+        &["get", "list"]
+    } else {
+        &VERBS
+    }
+}
+
 pub fn resource_list(reg: &Registry, group: &str, version: &str) -> Option<Value> {
     let mut resources = Vec::new();
     for r in served_at(reg, group, version) {
         resources.push(json!({
             "name": r.plural, "singularName": r.singular, "namespaced": r.namespaced,
-            "kind": r.kind, "verbs": VERBS, "shortNames": r.short_names,
+            "kind": r.kind, "verbs": verbs(&r), "shortNames": r.short_names,
             "categories": r.categories,
         }));
         if r.version(version).is_some_and(|v| v.status) {

@@ -64,6 +64,19 @@ async fn serve(api: Arc<Api>, req: Request) -> Result<Response, ApiError> {
             let (ct, body) = discovery::openapi_v2(accept.contains("protobuf"));
             Ok((StatusCode::OK, [("content-type", ct)], body).into_response())
         }
+        Route::Resource(path)
+            if path.res.key() == "pods"
+                && path
+                    .subresource
+                    .as_deref()
+                    .is_some_and(|s| crate::podstreams::SUBRESOURCES.contains(&s)) =>
+        {
+            crate::podstreams::serve(api, req, path).await
+        }
+        Route::Resource(path) if path.res.group == crate::metrics::GROUP => {
+            let query = Query::parse(req.uri().query());
+            crate::metrics::serve(api, req.method(), path, &query).await
+        }
         Route::Resource(path) => {
             let (parts, body) = req.into_parts();
             let body = read_body(body, &parts.headers).await?;

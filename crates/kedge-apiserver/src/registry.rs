@@ -209,6 +209,9 @@ fn builtins() -> Vec<Resource> {
             &["crd", "crds"],
             true,
         ),
+        // Read from the nodes on each request (`metrics`), never stored.
+        builtin("metrics.k8s.io", "v1beta1", "NodeMetrics", "nodes", false),
+        builtin("metrics.k8s.io", "v1beta1", "PodMetrics", "pods", true),
     ]
 }
 

@@ -93,6 +93,7 @@ fn resource_path(
         let ok = (s == "status" && served.is_some_and(|v| v.status))
             || (s == "scale" && served.is_some_and(|v| v.scale))
             || (s == "binding" && res.key() == "pods")
+            || (crate::podstreams::SUBRESOURCES.contains(&s.as_str()) && res.key() == "pods")
             || (s == "finalize" && res.key() == "namespaces");
         if !ok {
             return Err(ApiError::path_not_found());

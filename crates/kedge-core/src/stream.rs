@@ -40,7 +40,7 @@ pub struct Frame<'a> {
     pub payload: &'a [u8],
 }
 
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum StreamError {
     #[error("a stream frame needs 5 bytes of header, got {0}")]
     Short(usize),
@@ -98,6 +98,15 @@ impl Credit {
         let n = (want as u64).min(self.0);
         self.0 -= n;
         n as usize
+    }
+
+    /// Takes `want` bytes of credit only if all of it is there (a message sent whole).
+    pub fn take_all(&mut self, want: usize) -> bool {
+        let ok = want as u64 <= self.0;
+        if ok {
+            self.0 -= want as u64;
+        }
+        ok
     }
 
     pub fn grant(&mut self, n: u32) {
@@ -211,6 +220,7 @@ mod tests {
         );
         assert_eq!(c.take(1), 0, "wait for a grant");
         c.grant(100);
+        assert!(!c.take_all(101), "a message waits for room for all of it");
         assert_eq!(c.take(1000), 100);
     }
 

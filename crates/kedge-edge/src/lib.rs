@@ -112,12 +112,22 @@ pub async fn start(cfg: EdgeConfig) -> Result<Edge, EdgeError> {
 
     let mut tasks = JoinSet::new();
     let (routes, inboxes) = edgehub::dispatch::inboxes();
+    let (streams_tx, streams_rx) = tokio::sync::mpsc::channel(64);
     let hub_settings = edgehub::Settings {
         server: cfg.server(cfg.hub_port),
         heartbeat: cfg.heartbeat,
         join,
+        streams: Some(streams_tx),
     };
     let hub = edgehub::start(hub_settings, id, outbox.clone(), routes, &mut tasks)?;
+    let stream_cri = (cfg.cri_endpoint != edged::NO_RUNTIME)
+        .then(|| edged::cri::Cri::new(&cfg.cri_endpoint))
+        .transpose()?;
+    tasks.spawn(edged::streams::serve(
+        streams_rx,
+        stream_cri,
+        cfg.data_dir.clone(),
+    ));
     devicetwin.follow_cloud(hub.cloud());
     let (stop_dmi, dmi_stopped) = tokio::sync::oneshot::channel::<()>();
     tasks.spawn(devicetwin::dmi::server::serve(

@@ -454,6 +454,10 @@ async fn start_cloud(r: &Resolved) -> anyhow::Result<RunningCloud> {
     let cloud = kedge_cloud::start(cloud_config(r, api.as_ref()), client.clone())
         .await
         .context("starting the cloud")?;
+    if let Some(api) = &api {
+        // `kubectl logs/exec/attach/port-forward` reach edge pods through the hub sessions.
+        api.api.set_streams(cloud.hub.clone());
+    }
     Ok(RunningCloud {
         api,
         kubeconfig,

@@ -20,6 +20,7 @@ use kedge_core::dialect::{self, Dialect};
 use kedge_core::envelope::{Message, op};
 use kedge_core::throttle::TokenBucket;
 use kedge_http::PeerCerts;
+use kedge_stream::{Mux, Stream};
 use tokio::sync::mpsc;
 
 /// What CloudHub tells the controllers.
@@ -65,6 +66,8 @@ pub struct HubConfig {
     /// (0: unlimited), and the burst allowed above that rate.
     pub node_rate: u32,
     pub node_burst: u32,
+    /// Streams (`kubectl logs/exec/attach/port-forward`) open on one node at once.
+    pub max_streams: usize,
 }
 
 impl Default for HubConfig {
@@ -77,6 +80,7 @@ impl Default for HubConfig {
             // that one runaway edge cannot take the controllers from the others.
             node_rate: 20_000,
             node_burst: 20_000,
+            max_streams: kedge_stream::mux::DEFAULT_MAX_STREAMS,
         }
     }
 }
@@ -85,6 +89,8 @@ struct Session {
     id: u64,
     tx: mpsc::Sender<Message>,
     dialect: Dialect,
+    /// The session's streams (a stock edgecore speaks none).
+    mux: Mux,
 }
 
 /// The hub's state: who is connected, and where node messages go.
@@ -104,6 +110,22 @@ pub struct Hub {
 #[derive(Debug, thiserror::Error)]
 #[error("node {0} is not connected")]
 pub struct NotConnected(pub String);
+
+/// Why a stream to an edge could not open.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error("node {0} is not connected to the cloud")]
+    NotConnected(String),
+    #[error(
+        "node {0} runs KubeEdge's edgecore, which carries no streams over its hub session: logs, exec, attach and port-forward need kedge's edge"
+    )]
+    Unsupported(String),
+    #[error("node {node}: {cause}")]
+    Refused {
+        node: String,
+        cause: kedge_stream::StreamError,
+    },
+}
 
 /// Why a request to an edge got no answer.
 #[derive(Debug, thiserror::Error)]
@@ -154,6 +176,21 @@ impl Hub {
     /// The dialect of `node`'s live session, if it has one.
     pub fn dialect(&self, node: &str) -> Option<Dialect> {
         self.sessions().get(node).map(|s| s.dialect)
+    }
+
+    /// Opens a stream to `node` asking for `request` (a `StreamRequest`, JSON).
+    pub fn open_stream(&self, node: &str, request: &[u8]) -> Result<Stream, OpenError> {
+        let mux = match self.sessions().get(node) {
+            None => return Err(OpenError::NotConnected(node.into())),
+            Some(s) if s.dialect.is_kubeedge() => {
+                return Err(OpenError::Unsupported(node.into()));
+            }
+            Some(s) => s.mux.clone(),
+        };
+        mux.open(request).map_err(|cause| OpenError::Refused {
+            node: node.into(),
+            cause,
+        })
     }
 
     /// Whether `node` has a live session.
@@ -281,13 +318,21 @@ impl Hub {
         }
     }
 
-    fn register(&self, node: &str, tx: mpsc::Sender<Message>, dialect: Dialect) -> u64 {
+    fn register(&self, node: &str, tx: mpsc::Sender<Message>, dialect: Dialect, mux: Mux) -> u64 {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         self.sessions_total.fetch_add(1, Ordering::Relaxed);
         // Replacing the old session drops its sender, which ends its writer and so the session.
         if self
             .sessions()
-            .insert(node.into(), Session { id, tx, dialect })
+            .insert(
+                node.into(),
+                Session {
+                    id,
+                    tx,
+                    dialect,
+                    mux,
+                },
+            )
             .is_some()
         {
             tracing::info!(
@@ -321,6 +366,30 @@ impl Hub {
         self.refused.fetch_add(1, Ordering::Relaxed);
         tracing::warn!(node, reason = %why, "hub connection refused");
         (code, why).into_response()
+    }
+}
+
+/// `kubectl logs/exec/attach/port-forward` reach edge pods through the nodes' sessions.
+impl kedge_stream::NodeStreams for Hub {
+    fn open(
+        &self,
+        node: &str,
+        request: &kedge_stream::StreamRequest,
+    ) -> Result<Stream, kedge_stream::OpenFailed> {
+        self.open_stream(node, &request.encode()).map_err(|e| {
+            let code = match e {
+                OpenError::Refused {
+                    cause: kedge_stream::StreamError::Frame(kedge_core::stream::StreamError::TooMany(_)),
+                    ..
+                } => 429,
+                OpenError::Unsupported(_) => 501,
+                _ => 503,
+            };
+            kedge_stream::OpenFailed {
+                code,
+                message: e.to_string(),
+            }
+        })
     }
 }
 
@@ -421,7 +490,9 @@ async fn session(
     let expires = expiry(not_after);
     let (tx, mut rx) = mpsc::channel(hub.cfg.node_queue);
     let events = hub.events.queue(&node);
-    let id = hub.register(&node, tx, dialect);
+    // Only the cloud opens streams; the edge answers them over this authenticated session.
+    let (mux, mut stream_frames) = Mux::new(true, hub.cfg.max_streams, None);
+    let id = hub.register(&node, tx, dialect, mux.clone());
     tracing::info!(node, ?dialect, "edge connected");
     let _ = events.send(HubEvent::Connected(node.clone())).await;
     let (mut sink, mut stream) = socket.split();
@@ -439,10 +510,13 @@ async fn session(
             _ = &mut expired => break "its client certificate expired".to_string(),
             _ = &mut silence => break format!("nothing received for {:?}", hub.cfg.keepalive_timeout),
             out = rx.recv() => match out {
-                Some(m) => if let Err(why) = send(&mut sink, m, write).await {
+                Some(m) => if let Err(why) = send(&mut sink, Frame::Text(m.encode().into()), write).await {
                     break why;
                 },
                 None => break "replaced by a new connection, or the cloud is shutting down".to_string(),
+            },
+            Some(f) = stream_frames.recv() => if let Err(why) = send(&mut sink, Frame::Binary(f.into()), write).await {
+                break why;
             },
             frame = stream.next() => match frame {
                 None => break "closed by the edge".to_string(),
@@ -451,13 +525,20 @@ async fn session(
                     silence.as_mut().reset(tokio::time::Instant::now() + hub.cfg.keepalive_timeout);
                     let data: &[u8] = match &f {
                         Frame::Text(t) => t.as_bytes(),
+                        // kedge's edges send messages as text, streams as binary frames.
+                        Frame::Binary(b) if !dialect.is_kubeedge() => {
+                            if let Err(e) = mux.receive(b) {
+                                tracing::warn!(node, error = %e, "bad stream frame from edge");
+                            }
+                            continue;
+                        }
                         Frame::Binary(b) => b,
                         Frame::Close(_) => break "closed by the edge".to_string(),
                         Frame::Ping(_) | Frame::Pong(_) => continue,
                     };
                     hub.throttle(&node, &mut bucket, &mut flooding).await;
                     if let Some(reply) = receive(&hub, &events, &node, data).await
-                        && let Err(why) = send(&mut sink, reply, write).await
+                        && let Err(why) = send(&mut sink, Frame::Text(reply.encode().into()), write).await
                     {
                         break why;
                     }
@@ -465,6 +546,7 @@ async fn session(
             },
         }
     };
+    mux.end(&format!("node {node}'s session ended: {reason}"));
     let _ = tokio::time::timeout(Duration::from_secs(1), sink.close()).await;
     if hub.unregister(&node, id) {
         tracing::info!(node, reason, "edge disconnected");
@@ -472,13 +554,13 @@ async fn session(
     }
 }
 
-/// Writes one message to an edge within `limit`.
+/// Writes one frame to an edge within `limit`.
 async fn send(
     sink: &mut futures::stream::SplitSink<WebSocket, Frame>,
-    m: Message,
+    f: Frame,
     limit: Duration,
 ) -> Result<(), String> {
-    match tokio::time::timeout(limit, sink.send(Frame::Text(m.encode().into()))).await {
+    match tokio::time::timeout(limit, sink.send(f)).await {
         Ok(Ok(())) => Ok(()),
         Ok(Err(e)) => Err(format!("write failed: {e}")),
         Err(_) => Err(format!("a write did not complete within {limit:?}")),

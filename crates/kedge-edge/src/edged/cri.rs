@@ -236,6 +236,59 @@ impl Cri {
         Ok(r.map_err(call("ExecSync"))?.into_inner())
     }
 
+    /// The streaming server's URL for an exec in container `id` (kubectl exec).
+    pub async fn exec_url(
+        &self,
+        id: &str,
+        cmd: Vec<String>,
+        io: kedge_stream::request::Io,
+    ) -> Result<String, CriError> {
+        let req = cri::ExecRequest {
+            container_id: id.into(),
+            cmd,
+            tty: io.tty,
+            stdin: io.stdin,
+            stdout: io.stdout,
+            stderr: io.stderr && !io.tty,
+        };
+        let r = self.runtime.clone().exec(req).await;
+        Ok(r.map_err(call("Exec"))?.into_inner().url)
+    }
+
+    /// The streaming server's URL to attach to container `id`.
+    pub async fn attach_url(
+        &self,
+        id: &str,
+        io: kedge_stream::request::Io,
+    ) -> Result<String, CriError> {
+        let req = cri::AttachRequest {
+            container_id: id.into(),
+            stdin: io.stdin,
+            tty: io.tty,
+            stdout: io.stdout,
+            stderr: io.stderr && !io.tty,
+        };
+        let r = self.runtime.clone().attach(req).await;
+        Ok(r.map_err(call("Attach"))?.into_inner().url)
+    }
+
+    /// The streaming server's URL to forward `port` of sandbox `id`.
+    pub async fn port_forward_url(&self, id: &str, port: u16) -> Result<String, CriError> {
+        let req = cri::PortForwardRequest {
+            pod_sandbox_id: id.into(),
+            port: vec![i32::from(port)],
+        };
+        let r = self.runtime.clone().port_forward(req).await;
+        Ok(r.map_err(call("PortForward"))?.into_inner().url)
+    }
+
+    /// CPU and memory of every container.
+    pub async fn container_stats(&self) -> Result<Vec<cri::ContainerStats>, CriError> {
+        let req = cri::ListContainerStatsRequest { filter: None };
+        let r = self.runtime.clone().list_container_stats(req).await;
+        Ok(r.map_err(call("ListContainerStats"))?.into_inner().stats)
+    }
+
     /// Whether the runtime has `image`.
     pub async fn has_image(&self, image: &str) -> Result<bool, CriError> {
         let req = cri::ImageStatusRequest {

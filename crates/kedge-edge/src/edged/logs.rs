@@ -161,6 +161,24 @@ pub fn render(content: &[u8], o: &Options) -> Vec<u8> {
     out
 }
 
+/// How much of `content` (bytes appended to a log file) can be rendered now: up to the end of
+/// the last whole line that ends a log line (a `P` line waits for the rest of its line).
+pub fn complete(content: &[u8]) -> usize {
+    let mut end = 0;
+    let mut at = 0;
+    for line in content.split_inclusive(|b| *b == b'\n') {
+        at += line.len();
+        if !line.ends_with(b"\n") {
+            break;
+        }
+        let body = &line[..line.len() - 1];
+        if !parse(body).is_ok_and(|l| l.partial) {
+            end = at;
+        }
+    }
+    end
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -235,6 +253,18 @@ garbage that is not a CRI line\n\
             "tailLines: Invalid value: \"-1\": must be a number >= 0"
         );
         assert!(Options::from_query([("sinceTime", "noon")], 0).is_err());
+    }
+
+    #[test]
+    fn only_whole_log_lines_are_taken_while_following() {
+        let a = b"2026-12-07T10:00:00Z stdout F one\n";
+        let p = b"2026-12-07T10:00:01Z stdout P hal\n";
+        let mut buf = a.to_vec();
+        buf.extend_from_slice(p);
+        buf.extend_from_slice(b"2026-12-07T10:00:01Z std");
+        assert_eq!(complete(&buf), a.len(), "a partial line waits for its end");
+        buf.extend_from_slice(b"out F f\n");
+        assert_eq!(complete(&buf), buf.len());
     }
 
     #[test]

@@ -14,7 +14,9 @@ pub mod node;
 pub mod nodestatus;
 pub mod probe;
 pub mod spec;
+pub mod stats;
 pub mod status;
+pub mod streams;
 mod sync;
 pub mod volumes;
 

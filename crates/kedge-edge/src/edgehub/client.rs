@@ -45,6 +45,8 @@ pub struct HubConfig {
     /// The local address to connect from (default: the system's choice). The load tool gives
     /// each simulated edge its own, as real edges have.
     pub source: Option<std::net::IpAddr>,
+    /// Where streams the cloud opens go (Edged's stream server); none: each is refused.
+    pub streams: Option<mpsc::Sender<kedge_stream::Incoming>>,
 }
 
 impl HubConfig {
@@ -57,6 +59,7 @@ impl HubConfig {
             answer_wait: Duration::from_secs(10),
             max_frame: kedge_core::envelope::MAX_FRAME,
             source: None,
+            streams: None,
         }
     }
 }
@@ -237,8 +240,32 @@ impl Link {
 
     /// One connected session.
     async fn session(&mut self, ws: Ws, cloud: Dialect) -> Ended {
-        let cfg = &self.cfg;
         let (mut sink, mut stream) = ws.split();
+        // Streams come only over this authenticated session, and only from kedge's cloud.
+        let (mux, mut stream_frames) = kedge_stream::Mux::new(
+            false,
+            kedge_stream::mux::DEFAULT_MAX_STREAMS,
+            self.cfg.streams.clone().filter(|_| !cloud.is_kubeedge()),
+        );
+        let ended = self
+            .serve(&mut sink, &mut stream, &mux, &mut stream_frames, cloud)
+            .await;
+        mux.end(&match &ended {
+            Ended::Lost(why) => format!("the edge lost its cloud session: {why}"),
+            _ => "the edge's cloud session ended".to_string(),
+        });
+        ended
+    }
+
+    async fn serve(
+        &mut self,
+        sink: &mut Sink,
+        stream: &mut futures::stream::SplitStream<Ws>,
+        mux: &kedge_stream::Mux,
+        stream_frames: &mut mpsc::UnboundedReceiver<Vec<u8>>,
+        cloud: Dialect,
+    ) -> Ended {
+        let cfg = &self.cfg;
         let mut keepalive = tokio::time::interval(cfg.heartbeat);
         // Writes are bounded too: a dead link fills the socket buffer, then blocks.
         let write_limit = cfg.heartbeat + cfg.answer_wait;
@@ -257,17 +284,22 @@ impl Link {
                         None => return Ended::Lost("closed by the cloud".into()),
                         Some(Err(e)) => return Ended::Lost(format!("read failed: {e}")),
                         Some(Ok(Frame::Text(t))) => deliver(cfg, t.as_bytes(), &self.down).await,
+                        Some(Ok(Frame::Binary(b))) if !cloud.is_kubeedge() => {
+                            if let Err(e) = mux.receive(&b) {
+                                tracing::warn!(error = %e, "bad stream frame from the cloud");
+                            }
+                        }
                         Some(Ok(Frame::Binary(b))) => deliver(cfg, &b, &self.down).await,
                         Some(Ok(Frame::Close(_))) => return Ended::Lost("closed by the cloud".into()),
                         Some(Ok(_)) => {}
                     }
                 }
                 _ = self.stop.changed() => {
-                    let _ = send(&mut sink, Frame::Close(None), Duration::from_secs(1)).await;
+                    let _ = send(sink, Frame::Close(None), Duration::from_secs(1)).await;
                     return Ended::Stopped;
                 }
                 Ok(()) = self.tls.changed() => {
-                    let _ = send(&mut sink, Frame::Close(None), Duration::from_secs(1)).await;
+                    let _ = send(sink, Frame::Close(None), Duration::from_secs(1)).await;
                     return Ended::Renewed;
                 }
                 _ = &mut quiet => {
@@ -277,7 +309,7 @@ impl Link {
                             cfg.heartbeat + cfg.answer_wait
                         ));
                     }
-                    if let Err(why) = send(&mut sink, Frame::Ping(Default::default()), write_limit).await {
+                    if let Err(why) = send(sink, Frame::Ping(Default::default()), write_limit).await {
                         return Ended::Lost(why);
                     }
                     pinged = true;
@@ -285,13 +317,18 @@ impl Link {
                 }
                 _ = keepalive.tick() => {
                     let k = Frame::Text(Message::keepalive().encode().into());
-                    if let Err(why) = send(&mut sink, k, write_limit).await {
+                    if let Err(why) = send(sink, k, write_limit).await {
                         return Ended::Lost(format!("keepalive: {why}"));
+                    }
+                }
+                Some(f) = stream_frames.recv() => {
+                    if let Err(why) = send(sink, Frame::Binary(f.into()), write_limit).await {
+                        return Ended::Lost(why);
                     }
                 }
                 m = self.up.recv() => match m {
                     Some(m) => {
-                        if let Err(why) = send(&mut sink, Frame::Text(m.encode().into()), write_limit).await {
+                        if let Err(why) = send(sink, Frame::Text(m.encode().into()), write_limit).await {
                             return Ended::Lost(why);
                         }
                         // Any frame tells kedge's cloud the edge is alive: a keepalive is due

@@ -26,6 +26,8 @@ pub struct Settings {
     pub server: String,
     pub heartbeat: Duration,
     pub join: JoinWith,
+    /// Where streams the cloud opens go (Edged's stream server).
+    pub streams: Option<mpsc::Sender<kedge_stream::Incoming>>,
 }
 
 /// Starts EdgeHub's loops in `tasks`: the connection, the dispatch of what the cloud sends to
@@ -39,6 +41,7 @@ pub fn start(
 ) -> Result<EdgeHub, kedge_pki::PkiError> {
     let mut cfg = HubConfig::new(s.server, s.join.node.clone());
     cfg.heartbeat = s.heartbeat;
+    cfg.streams = s.streams;
     let (down_tx, down_rx) = mpsc::channel(1024);
     let hub = client::spawn(cfg, id.clone(), down_tx)?.answered_by(routes.awaited.clone());
     tasks.spawn(dispatch::run(down_rx, routes, outbox.clone()));
