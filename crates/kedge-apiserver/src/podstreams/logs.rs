@@ -57,7 +57,12 @@ async fn next(state: Part) -> Option<(Chunk, Part)> {
                 Some((Ok(line.into()), Part::Cut(e.to_string())))
             }
         },
-        Part::Cut(why) => Some((Err(std::io::Error::other(why)), Part::Done)),
+        Part::Cut(why) => {
+            // Aborting the body resets the HTTP/2 stream, and a reset discards the data still
+            // queued for it: the line goes out first (it is small, and sent at once).
+            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+            Some((Err(std::io::Error::other(why)), Part::Done))
+        }
         Part::Done => None,
     }
 }

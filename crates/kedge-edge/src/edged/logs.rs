@@ -66,15 +66,15 @@ pub struct Options {
     pub timestamps: bool,
     pub tail_lines: Option<usize>,
     pub limit_bytes: Option<usize>,
-    /// Lines older than this (seconds since the epoch) are left out.
-    pub since: Option<i64>,
+    /// Lines older than this are left out.
+    pub since: Option<jiff::Timestamp>,
 }
 
 impl Options {
     /// Reads the query parameters (`key`, `value` pairs); `now` resolves `sinceSeconds`.
     pub fn from_query<'a>(
         query: impl IntoIterator<Item = (&'a str, &'a str)>,
-        now: i64,
+        now: jiff::Timestamp,
     ) -> Result<Options, LogError> {
         let mut o = Options::default();
         let flag = |v: &str| matches!(v, "true" | "1");
@@ -92,12 +92,15 @@ impl Options {
                 "timestamps" => o.timestamps = flag(v),
                 "tailLines" => o.tail_lines = Some(number("tailLines", v)? as usize),
                 "limitBytes" => o.limit_bytes = Some(number("limitBytes", v)? as usize),
-                "sinceSeconds" => o.since = Some(now - number("sinceSeconds", v)?),
+                "sinceSeconds" => {
+                    let back = jiff::SignedDuration::from_secs(number("sinceSeconds", v)?);
+                    o.since = Some(now.checked_sub(back).unwrap_or(jiff::Timestamp::MIN));
+                }
                 "sinceTime" => {
                     let t = v.parse::<jiff::Timestamp>().map_err(|_| {
                         LogError::Option("sinceTime", v.to_string(), "must be an RFC 3339 time")
                     })?;
-                    o.since = Some(t.as_second());
+                    o.since = Some(t);
                 }
                 _ => {}
             }
@@ -142,7 +145,7 @@ pub fn render(content: &[u8], o: &Options) -> Vec<u8> {
     if let Some(since) = o.since {
         lines.retain(|(t, _)| {
             t.parse::<jiff::Timestamp>()
-                .is_ok_and(|t| t.as_second() >= since)
+                .is_ok_and(|t| t >= since)
         });
     }
     let skip = o.tail_lines.map_or(0, |n| lines.len().saturating_sub(n));
@@ -215,7 +218,7 @@ garbage that is not a CRI line\n\
         assert_eq!(tail, b"half and half\nthird\n");
         let since: jiff::Timestamp = "2026-12-07T10:00:02Z".parse().expect("time");
         let o = Options {
-            since: Some(since.as_second()),
+            since: Some(since),
             timestamps: true,
             ..Default::default()
         };
@@ -243,16 +246,18 @@ garbage that is not a CRI line\n\
             ("sinceSeconds", "60"),
             ("timestamps", "true"),
         ];
-        let o = Options::from_query(q, 1000).expect("valid");
+        let now = jiff::Timestamp::from_second(1000).expect("time");
+        let o = Options::from_query(q, now).expect("valid");
         assert_eq!(o.container.as_deref(), Some("main"));
         assert!(o.follow && o.timestamps && !o.previous);
-        assert_eq!((o.tail_lines, o.since), (Some(10), Some(940)));
-        let bad = Options::from_query([("tailLines", "-1")], 0).expect_err("negative");
+        let since = jiff::Timestamp::from_second(940).expect("time");
+        assert_eq!((o.tail_lines, o.since), (Some(10), Some(since)));
+        let bad = Options::from_query([("tailLines", "-1")], now).expect_err("negative");
         assert_eq!(
             bad.to_string(),
             "tailLines: Invalid value: \"-1\": must be a number >= 0"
         );
-        assert!(Options::from_query([("sinceTime", "noon")], 0).is_err());
+        assert!(Options::from_query([("sinceTime", "noon")], now).is_err());
     }
 
     #[test]

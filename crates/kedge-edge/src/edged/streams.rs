@@ -74,7 +74,7 @@ async fn handle(cri: &Cri, dir: &std::path::Path, inc: Incoming) -> Result<(), S
             container,
             query,
         } => {
-            let now = jiff::Timestamp::now().as_second();
+            let now = jiff::Timestamp::now();
             let pairs = query_pairs(&query);
             let o = Options::from_query(pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())), now)?;
             let found = find_container(cri, &pod, &container).await?;

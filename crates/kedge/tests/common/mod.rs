@@ -101,6 +101,19 @@ impl EdgeProc {
         Self::spawn(cloud, data_dir, node, token, &[], Stdio::inherit())
     }
 
+    /// Like [`EdgeProc::start_with`], reaching CloudHub at `hub_port` (a proxy in front of it).
+    pub fn start_through(
+        cloud: &Kedge,
+        data_dir: &Path,
+        node: &str,
+        token: &str,
+        extra: &[&str],
+        hub_port: u16,
+    ) -> EdgeProc {
+        let ports = (hub_port, cloud.join_port);
+        Self::spawn_at(ports, data_dir, node, token, extra, Stdio::inherit())
+    }
+
     /// Like [`EdgeProc::start`], with more flags (`--mqtt-url ...`, say).
     pub fn start_with(
         cloud: &Kedge,
@@ -142,6 +155,19 @@ impl EdgeProc {
         extra: &[&str],
         stderr: Stdio,
     ) -> EdgeProc {
+        let ports = (cloud.hub_port, cloud.join_port);
+        Self::spawn_at(ports, data_dir, node, token, extra, stderr)
+    }
+
+    /// `(hub, join)`: the cloud's ports the edge dials.
+    fn spawn_at(
+        (hub_port, join_port): (u16, u16),
+        data_dir: &Path,
+        node: &str,
+        token: &str,
+        extra: &[&str],
+        stderr: Stdio,
+    ) -> EdgeProc {
         let mut child = Command::new(env!("CARGO_BIN_EXE_kedge"))
             .args([
                 "edge",
@@ -160,9 +186,9 @@ impl EdgeProc {
             .args(extra)
             .args([
                 "--hub-port",
-                &cloud.hub_port.to_string(),
+                &hub_port.to_string(),
                 "--https-port",
-                &cloud.join_port.to_string(),
+                &join_port.to_string(),
             ])
             .arg("--data-dir")
             .arg(data_dir)
