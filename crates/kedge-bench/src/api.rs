@@ -50,6 +50,14 @@ pub struct Server {
 }
 
 impl Server {
+    /// The data directory of the `kedge up` the bench started (`--data-dir`).
+    pub fn data_dir(&self) -> PathBuf {
+        self._dir
+            .as_ref()
+            .map(|d| d.path().to_path_buf())
+            .unwrap_or_default()
+    }
+
     /// The port of an endpoint `kedge up` printed.
     pub fn port(&self, name: &str) -> anyhow::Result<u16> {
         self.endpoints

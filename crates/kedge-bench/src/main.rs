@@ -15,6 +15,7 @@ mod pods;
 mod router;
 mod state;
 mod stats;
+mod streams;
 mod twins;
 
 use clap::{Parser, Subcommand};
@@ -42,6 +43,9 @@ enum Command {
     Edge(edge::Args),
     /// Pod start latency on a real container runtime (create → Running and Ready in the API).
     Pods(pods::Args),
+    /// `kubectl exec/port-forward/logs -f` to an edge pod beside the runtime directly, and twin
+    /// latency while 50 `logs -f` and a 100 MiB `cp` loop run.
+    Streams(streams::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -56,6 +60,7 @@ fn main() -> anyhow::Result<()> {
         Command::Dmi(a) => rt.block_on(dmi::run(a)),
         Command::Router(a) => rt.block_on(router::run(a)),
         Command::Pods(a) => rt.block_on(pods::run(a)),
+        Command::Streams(a) => rt.block_on(streams::run(a)),
         Command::HollowEdges(a) => rt.block_on(hollow::run(a)),
         Command::Edge(a) => rt.block_on(edge::run(a)),
     }

@@ -40,7 +40,7 @@ pub struct Args {
     json: bool,
 }
 
-const NODE: &str = "kube-edge-1";
+pub(crate) const NODE: &str = "kube-edge-1";
 
 fn resource(kind: &str, plural: &str) -> ApiResource {
     ApiResource::from_gvk_with_plural(
@@ -149,7 +149,7 @@ pub(crate) async fn mqtt(
 }
 
 /// Waits until the edge knows all `n` devices (membership/get).
-async fn wait_for_devices(
+pub(crate) async fn wait_for_devices(
     client: &AsyncClient,
     rx: &mut mpsc::UnboundedReceiver<(String, Value)>,
     n: usize,
@@ -176,6 +176,60 @@ async fn wait_for_devices(
             bail!("the edge did not get the {n} devices within 5 minutes");
         }
     }
+}
+
+/// Report → Device status, `samples` times one at a time over `n` devices, each timed from the
+/// MQTT publish until a watch sees the value (`prefix` keeps runs' values apart), a new one
+/// starting `every` after the last began (none: at once).
+pub(crate) async fn reported(
+    devices: &Api<DynamicObject>,
+    mq: &AsyncClient,
+    n: usize,
+    samples: usize,
+    prefix: &str,
+    every: Option<Duration>,
+) -> anyhow::Result<Latencies> {
+    let rv = devices
+        .list_metadata(&Default::default())
+        .await?
+        .metadata
+        .resource_version
+        .unwrap_or_default();
+    let mut watch = devices
+        .watch(&WatchParams::default().timeout(290), &rv)
+        .await?
+        .boxed();
+    let mut reported = Latencies::default();
+    for i in 0..samples {
+        let value = format!("{prefix}{i}");
+        let payload =
+            json!({"event_id": value, "twin": {"value": {"actual": {"value": value}}}}).to_string();
+        let t = Instant::now();
+        mq.publish(topic(i % n, "twin/update"), QoS::AtLeastOnce, false, payload)
+            .await?;
+        loop {
+            let ev = tokio::time::timeout(Duration::from_secs(10), watch.try_next())
+                .await
+                .context("a Device change within 10 s")??;
+            if let Some(WatchEvent::Modified(o)) = ev
+                && o.data
+                    .pointer("/status/twins/0/reported/value")
+                    .and_then(Value::as_str)
+                    == Some(value.as_str())
+            {
+                reported.push(t.elapsed());
+                break;
+            }
+        }
+        if (i + 1) % 50 == 0 {
+            progress("report → status", i + 1, samples);
+        }
+        if let Some(every) = every {
+            tokio::time::sleep_until((t + every).into()).await;
+        }
+    }
+    eprintln!();
+    Ok(reported)
 }
 
 /// What `kubectl patch device --type=json` sends to change the desired value.
@@ -235,47 +289,7 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
     eprintln!();
 
     // Report → Device status, one at a time, seen through a watch.
-    let rv = devices
-        .list_metadata(&Default::default())
-        .await?
-        .metadata
-        .resource_version
-        .unwrap_or_default();
-    let mut watch = devices
-        .watch(&WatchParams::default().timeout(290), &rv)
-        .await?
-        .boxed();
-    let mut reported = Latencies::default();
-    for i in 0..a.samples {
-        let value = format!("r{i}");
-        let payload =
-            json!({"event_id": value, "twin": {"value": {"actual": {"value": value}}}}).to_string();
-        let t = Instant::now();
-        mq.publish(
-            topic(i % a.devices, "twin/update"),
-            QoS::AtLeastOnce,
-            false,
-            payload,
-        )
-        .await?;
-        loop {
-            let ev = tokio::time::timeout(Duration::from_secs(10), watch.try_next())
-                .await
-                .context("a Device change within 10 s")??;
-            if let Some(WatchEvent::Modified(o)) = ev
-                && o.data
-                    .pointer("/status/twins/0/reported/value")
-                    .and_then(Value::as_str)
-                    == Some(value.as_str())
-            {
-                reported.push(t.elapsed());
-                break;
-            }
-        }
-        progress("report → status", i + 1, a.samples);
-    }
-    eprintln!();
-    drop(watch);
+    let mut reported = reported(&devices, &mq, a.devices, a.samples, "r", None).await?;
 
     // Throughput: reports flat out; the edge answers each one on .../result.
     while rx.try_recv().is_ok() {}

@@ -27,12 +27,17 @@ impl TokenBucket {
 
     /// Takes a token at `now`; returns how long to wait before handling the message, if at all.
     pub fn take(&mut self, now: Duration) -> Option<Duration> {
+        self.take_n(1, now)
+    }
+
+    /// Takes `n` tokens at `now` (bytes of a stream paced in KiB, say); how long to wait first.
+    pub fn take_n(&mut self, n: u32, now: Duration) -> Option<Duration> {
         if self.rate <= 0.0 {
             return None;
         }
         let elapsed = now.saturating_sub(self.last).as_secs_f64();
         self.last = self.last.max(now);
-        self.tokens = (self.tokens + elapsed * self.rate).min(self.burst) - 1.0;
+        self.tokens = (self.tokens + elapsed * self.rate).min(self.burst) - f64::from(n);
         (self.tokens < 0.0).then(|| Duration::from_secs_f64(-self.tokens / self.rate))
     }
 
@@ -68,6 +73,13 @@ mod tests {
         // 100/s: the 6th waits 10 ms, the 7th 20 ms (each reserves the next token).
         assert_eq!(b.take(Duration::ZERO), Some(10 * MS));
         assert_eq!(b.take(Duration::ZERO), Some(20 * MS));
+    }
+
+    #[test]
+    fn many_tokens_at_once_wait_for_all_of_them() {
+        let mut b = TokenBucket::new(1000, 100, Duration::ZERO);
+        assert_eq!(b.take_n(100, Duration::ZERO), None);
+        assert_eq!(b.take_n(500, Duration::ZERO), Some(500 * MS));
     }
 
     #[test]

@@ -9,8 +9,10 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use kedge_core::stream::{self as frame, Credit, Ids, Kind, Receipt};
+use kedge_core::throttle::TokenBucket;
 use tokio::sync::{Notify, mpsc};
 
 /// Largest payload of one `Data` frame, and of a message sent whole.
@@ -18,6 +20,11 @@ pub const CHUNK: usize = 64 * 1024;
 
 /// Streams open on one node at once (both directions of the session together).
 pub const DEFAULT_MAX_STREAMS: usize = 128;
+
+/// Stream bytes one side of a session sends per second, all streams together (KiB/s): far
+/// above what a cloud–edge link carries, low enough that a `kubectl cp` over loopback leaves
+/// the node's twins and control messages their share of the CPU.
+pub const DEFAULT_RATE_KIB: u32 = 32 * 1024;
 
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum StreamError {
@@ -71,6 +78,9 @@ struct Inner {
     ids: Mutex<Ids>,
     max: usize,
     accept: Option<mpsc::Sender<Incoming>>,
+    /// Paces `Data` frames (KiB), shared by the session's streams; `None`: unpaced.
+    pace: Option<Mutex<TokenBucket>>,
+    started: tokio::time::Instant,
 }
 
 /// One session's streams.
@@ -79,13 +89,19 @@ pub struct Mux(Arc<Inner>);
 
 impl Mux {
     /// The streams of a new session: `cloud` picks the id space, `max` bounds open streams,
-    /// `accept` takes streams the peer opens (none: each is refused). The receiver yields the
-    /// binary frames for the session to write.
+    /// `rate_kib` paces what this side sends (KiB/s, 0: unpaced), `accept` takes streams the
+    /// peer opens (none: each is refused). The receiver yields the binary frames for the
+    /// session to write.
     pub fn new(
         cloud: bool,
         max: usize,
+        rate_kib: u32,
         accept: Option<mpsc::Sender<Incoming>>,
     ) -> (Mux, mpsc::UnboundedReceiver<Vec<u8>>) {
+        let started = tokio::time::Instant::now();
+        // A quarter second's worth may go at once, and at least two frames.
+        let burst = (rate_kib / 4).max(2 * (CHUNK as u32 / 1024));
+        let pace = (rate_kib > 0).then(|| Mutex::new(TokenBucket::new(rate_kib, burst, Duration::ZERO)));
         let (out, frames) = mpsc::unbounded_channel();
         let inner = Inner {
             out,
@@ -93,6 +109,8 @@ impl Mux {
             ids: Mutex::new(Ids::new(cloud, max)),
             max,
             accept,
+            pace,
+            started,
         };
         (Mux(Arc::new(inner)), frames)
     }
@@ -181,6 +199,19 @@ impl Inner {
 
     fn ids(&self) -> std::sync::MutexGuard<'_, Ids> {
         self.ids.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Waits until `bytes` more may be sent.
+    async fn pace(&self, bytes: usize) {
+        let Some(bucket) = &self.pace else { return };
+        let kib = bytes.div_ceil(1024) as u32;
+        let wait = bucket
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take_n(kib, self.started.elapsed());
+        if let Some(w) = wait {
+            tokio::time::sleep(w).await;
+        }
     }
 
     fn write(&self, id: u32, kind: Kind, payload: &[u8]) {
@@ -415,6 +446,7 @@ impl Writer {
                 granted.await;
                 continue;
             }
+            self.inner.pace(n).await;
             self.inner.write(self.id, Kind::Data, &data[..n]);
             data = &data[n..];
         }
@@ -438,6 +470,7 @@ impl Writer {
                 return Err(StreamError::Reset(why));
             }
             if self.send.credit().take_all(msg.len()) {
+                self.inner.pace(msg.len()).await;
                 self.inner.write(self.id, Kind::Data, msg);
                 return Ok(());
             }
@@ -463,8 +496,8 @@ mod tests {
     /// Two muxes wired back to back through their frame queues.
     fn pair() -> (Mux, mpsc::Receiver<Incoming>) {
         let (accept_tx, accept_rx) = mpsc::channel(8);
-        let (cloud, mut cloud_frames) = Mux::new(true, 4, None);
-        let (edge, mut edge_frames) = Mux::new(false, 4, Some(accept_tx));
+        let (cloud, mut cloud_frames) = Mux::new(true, 4, 0, None);
+        let (edge, mut edge_frames) = Mux::new(false, 4, 0, Some(accept_tx));
         let (c, e) = (cloud.clone(), edge.clone());
         tokio::spawn(async move {
             while let Some(f) = cloud_frames.recv().await {

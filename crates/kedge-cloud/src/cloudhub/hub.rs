@@ -68,6 +68,8 @@ pub struct HubConfig {
     pub node_burst: u32,
     /// Streams (`kubectl logs/exec/attach/port-forward`) open on one node at once.
     pub max_streams: usize,
+    /// Stream bytes sent to one node per second (KiB/s, 0: unpaced).
+    pub stream_rate_kib: u32,
 }
 
 impl Default for HubConfig {
@@ -81,6 +83,7 @@ impl Default for HubConfig {
             node_rate: 20_000,
             node_burst: 20_000,
             max_streams: kedge_stream::mux::DEFAULT_MAX_STREAMS,
+            stream_rate_kib: kedge_stream::mux::DEFAULT_RATE_KIB,
         }
     }
 }
@@ -491,7 +494,8 @@ async fn session(
     let (tx, mut rx) = mpsc::channel(hub.cfg.node_queue);
     let events = hub.events.queue(&node);
     // Only the cloud opens streams; the edge answers them over this authenticated session.
-    let (mux, mut stream_frames) = Mux::new(true, hub.cfg.max_streams, None);
+    let (mux, mut stream_frames) =
+        Mux::new(true, hub.cfg.max_streams, hub.cfg.stream_rate_kib, None);
     let id = hub.register(&node, tx, dialect, mux.clone());
     tracing::info!(node, ?dialect, "edge connected");
     let _ = events.send(HubEvent::Connected(node.clone())).await;

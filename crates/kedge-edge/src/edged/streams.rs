@@ -17,8 +17,43 @@ use super::cri::{Cri, CriError};
 use super::logs::{self, Options};
 use super::spec;
 
-/// How often a followed log file is looked at for new lines.
+/// How often a followed log file is looked at for new lines where inotify is not available;
+/// with it, at each write, and at least this often.
 const FOLLOW_POLL: Duration = Duration::from_millis(50);
+const FOLLOW_CHECK: Duration = Duration::from_secs(1);
+
+/// Wakes when a file is written (inotify): a followed log line goes out as soon as it is in
+/// the file, and an idle follower costs nothing.
+struct Changes(tokio::io::unix::AsyncFd<std::os::fd::OwnedFd>);
+
+impl Changes {
+    fn watch(path: &std::path::Path) -> Option<Changes> {
+        use rustix::fs::inotify;
+        let fd = inotify::init(inotify::CreateFlags::CLOEXEC | inotify::CreateFlags::NONBLOCK)
+            .ok()?;
+        let on = inotify::WatchFlags::MODIFY
+            | inotify::WatchFlags::MOVE_SELF
+            | inotify::WatchFlags::DELETE_SELF;
+        inotify::add_watch(&fd, path, on).ok()?;
+        // `register` (unsafe) asks that the descriptor stay open and the same while registered:
+        // an `OwnedFd` moved into the `AsyncFd` does, so the safe, deprecated constructor is
+        // sound here (the crate forbids unsafe code).
+        #[allow(deprecated)]
+        let fd = tokio::io::unix::AsyncFd::new(fd).ok()?;
+        Some(Changes(fd))
+    }
+
+    /// Waits for the next write (or `FOLLOW_CHECK`, whichever comes first).
+    async fn next(&self) {
+        let ready = tokio::time::timeout(FOLLOW_CHECK, self.0.readable()).await;
+        if let Ok(Ok(mut guard)) = ready {
+            let mut buf = [0u8; 4096];
+            // The events themselves do not matter: the file is read either way.
+            while matches!(rustix::io::read(guard.get_inner(), &mut buf), Ok(n) if n > 0) {}
+            guard.clear_ready();
+        }
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
@@ -172,15 +207,21 @@ async fn send_logs(
             container: container.into(),
         })?;
     let content = read_log(&path).await?;
-    let mut sent = 0usize;
-    let first = logs::render(&content, o);
+    // Whole lines only: a line still being written is sent when it ends (by `follow`).
+    let whole = logs::complete(&content);
+    let first = logs::render(&content[..whole], o);
     writer.send(&first).await?;
-    sent += first.len();
+    let sent = first.len();
     if !o.follow || o.previous || o.limit_bytes.is_some_and(|l| sent >= l) {
         writer.close();
         return Ok(());
     }
-    follow(cri, &c.id, &path, content.len(), sent, o, writer).await
+    // The rotated files come first in `content`: the unsent rest is the current file's end.
+    let current = tokio::fs::metadata(&path)
+        .await
+        .map_or(0, |m| m.len() as usize);
+    let offset = current.saturating_sub(content.len() - whole);
+    follow(cri, &c.id, &path, offset, sent, o, writer).await
 }
 
 /// Reads a log file with the rotated files before it (`<file>.<suffix>`, oldest first).
@@ -217,27 +258,40 @@ async fn read_log(path: &std::path::Path) -> Result<Vec<u8>, ServeError> {
 }
 
 /// Sends lines appended to `path` after `offset` until the container stops running or the
-/// reader goes away.
+/// reader goes away. Only the new bytes are read; a file that shrank was rotated (read anew).
 async fn follow(
     cri: &Cri,
     id: &str,
     path: &std::path::Path,
-    mut offset: usize,
+    offset: usize,
     mut sent: usize,
     o: &Options,
     writer: &Writer,
 ) -> Result<(), ServeError> {
+    use tokio::io::{AsyncReadExt, AsyncSeekExt};
     let each = Options {
         timestamps: o.timestamps,
         ..Options::default()
     };
+    let read_err = |cause| ServeError::Read {
+        path: path.to_path_buf(),
+        cause,
+    };
+    let mut file = tokio::fs::File::open(path).await.map_err(read_err)?;
+    file.seek(std::io::SeekFrom::Start(offset as u64))
+        .await
+        .map_err(read_err)?;
+    let mut at = offset as u64;
+    let mut pending = Vec::new();
+    let changes = Changes::watch(path);
     let mut checked = tokio::time::Instant::now();
     loop {
-        let content = tokio::fs::read(path).await.unwrap_or_default();
-        let whole = offset + logs::complete(&content[offset.min(content.len())..]);
-        if whole > offset {
-            let mut out = logs::render(&content[offset..whole], &each);
-            offset = whole;
+        let n = file.read_to_end(&mut pending).await.map_err(read_err)?;
+        at += n as u64;
+        let whole = logs::complete(&pending);
+        if whole > 0 {
+            let mut out = logs::render(&pending[..whole], &each);
+            pending.drain(..whole);
             if let Some(limit) = o.limit_bytes {
                 out.truncate(limit.saturating_sub(sent));
             }
@@ -246,7 +300,7 @@ async fn follow(
             if o.limit_bytes.is_some_and(|l| sent >= l) {
                 break;
             }
-        } else if checked.elapsed() > Duration::from_secs(1) {
+        } else if n == 0 && checked.elapsed() > Duration::from_secs(1) {
             checked = tokio::time::Instant::now();
             let state = cri.container_status(id).await.map(|s| s.state);
             if state.is_err()
@@ -254,8 +308,18 @@ async fn follow(
             {
                 break;
             }
+            let len = tokio::fs::metadata(path).await.map_or(at, |m| m.len());
+            if len < at {
+                file = tokio::fs::File::open(path).await.map_err(read_err)?;
+                (at, pending) = (0, Vec::new());
+            }
         }
-        tokio::time::sleep(FOLLOW_POLL).await;
+        if n == 0 {
+            match &changes {
+                Some(c) => c.next().await,
+                None => tokio::time::sleep(FOLLOW_POLL).await,
+            }
+        }
     }
     writer.close();
     Ok(())

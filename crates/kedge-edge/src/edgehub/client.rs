@@ -245,6 +245,7 @@ impl Link {
         let (mux, mut stream_frames) = kedge_stream::Mux::new(
             false,
             kedge_stream::mux::DEFAULT_MAX_STREAMS,
+            kedge_stream::mux::DEFAULT_RATE_KIB,
             self.cfg.streams.clone().filter(|_| !cloud.is_kubeedge()),
         );
         let ended = self
