@@ -74,7 +74,12 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
     kubectl_stdin(&server, &["apply", "-f", "-"], &pod.to_string())?;
     kubectl(
         &server,
-        &["wait", "--for=condition=Ready", &format!("pod/{POD}"), "--timeout=120s"],
+        &[
+            "wait",
+            "--for=condition=Ready",
+            &format!("pod/{POD}"),
+            "--timeout=120s",
+        ],
     )?;
     let cri = Cri::new(&a.cri_endpoint)?;
     // httpd and the file are ready once a request answers.
@@ -131,7 +136,9 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
 }
 
 fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
 }
 
 fn kubectl_cmd(server: &Server, args: &[&str]) -> Command {
@@ -256,9 +263,12 @@ fn mib_s(bytes: u64, took: Duration) -> f64 {
 
 fn forward_kubectl(server: &Server, port: u16) -> anyhow::Result<f64> {
     let mut pf = Killed(
-        kubectl_cmd(server, &["port-forward", &format!("pod/{POD}"), &format!(":{port}")])
-            .stdout(Stdio::piped())
-            .spawn()?,
+        kubectl_cmd(
+            server,
+            &["port-forward", &format!("pod/{POD}"), &format!(":{port}")],
+        )
+        .stdout(Stdio::piped())
+        .spawn()?,
     );
     let mut out = BufReader::new(pf.0.stdout.take().context("stdout")?);
     let mut line = String::new();
@@ -403,7 +413,10 @@ impl Load {
         for _ in 0..mib {
             f.write_all(&chunk)?;
         }
-        let (stop, copies) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicU64::new(0)));
+        let (stop, copies) = (
+            Arc::new(AtomicBool::new(false)),
+            Arc::new(AtomicU64::new(0)),
+        );
         let (s, c) = (stop.clone(), copies.clone());
         let kubeconfig = server.kubeconfig.clone();
         let copier = std::thread::spawn(move || {
@@ -440,6 +453,6 @@ impl Load {
         let took = self.started.elapsed();
         drop(self.followers);
         let n = self.copies.load(Ordering::Relaxed);
-        (n, mib_s(n * (self.mib as u64) << 20, took))
+        (n, mib_s((n * self.mib as u64) << 20, took))
     }
 }

@@ -205,8 +205,13 @@ pub(crate) async fn reported(
         let payload =
             json!({"event_id": value, "twin": {"value": {"actual": {"value": value}}}}).to_string();
         let t = Instant::now();
-        mq.publish(topic(i % n, "twin/update"), QoS::AtLeastOnce, false, payload)
-            .await?;
+        mq.publish(
+            topic(i % n, "twin/update"),
+            QoS::AtLeastOnce,
+            false,
+            payload,
+        )
+        .await?;
         loop {
             let ev = tokio::time::timeout(Duration::from_secs(10), watch.try_next())
                 .await

@@ -101,7 +101,8 @@ impl Mux {
         let started = tokio::time::Instant::now();
         // A quarter second's worth may go at once, and at least two frames.
         let burst = (rate_kib / 4).max(2 * (CHUNK as u32 / 1024));
-        let pace = (rate_kib > 0).then(|| Mutex::new(TokenBucket::new(rate_kib, burst, Duration::ZERO)));
+        let pace =
+            (rate_kib > 0).then(|| Mutex::new(TokenBucket::new(rate_kib, burst, Duration::ZERO)));
         let (out, frames) = mpsc::unbounded_channel();
         let inner = Inner {
             out,

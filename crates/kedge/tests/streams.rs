@@ -278,9 +278,13 @@ fn attach(k: &Kedge) {
     let mut stdin = a.child.stdin.take().expect("stdin");
     stdin.write_all(b"ping\n").expect("type");
     stdin.flush().expect("flush");
-    a.line(Duration::from_secs(20), "the container's answer", |l| l == "got:ping");
+    a.line(Duration::from_secs(20), "the container's answer", |l| {
+        l == "got:ping"
+    });
     stdin.write_all(b"pong\n").expect("type");
-    a.line(Duration::from_secs(20), "the second answer", |l| l == "got:pong");
+    a.line(Duration::from_secs(20), "the second answer", |l| {
+        l == "got:pong"
+    });
     // stdinOnce: closing stdin ends the container's input, and the session with it.
     drop(stdin);
     let (status, err) = a.ended(Duration::from_secs(20));

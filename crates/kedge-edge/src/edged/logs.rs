@@ -143,10 +143,7 @@ pub fn render(content: &[u8], o: &Options) -> Vec<u8> {
         }
     }
     if let Some(since) = o.since {
-        lines.retain(|(t, _)| {
-            t.parse::<jiff::Timestamp>()
-                .is_ok_and(|t| t >= since)
-        });
+        lines.retain(|(t, _)| t.parse::<jiff::Timestamp>().is_ok_and(|t| t >= since));
     }
     let skip = o.tail_lines.map_or(0, |n| lines.len().saturating_sub(n));
     let mut out = Vec::new();

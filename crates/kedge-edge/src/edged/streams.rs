@@ -29,8 +29,8 @@ struct Changes(tokio::io::unix::AsyncFd<std::os::fd::OwnedFd>);
 impl Changes {
     fn watch(path: &std::path::Path) -> Option<Changes> {
         use rustix::fs::inotify;
-        let fd = inotify::init(inotify::CreateFlags::CLOEXEC | inotify::CreateFlags::NONBLOCK)
-            .ok()?;
+        let fd =
+            inotify::init(inotify::CreateFlags::CLOEXEC | inotify::CreateFlags::NONBLOCK).ok()?;
         let on = inotify::WatchFlags::MODIFY
             | inotify::WatchFlags::MOVE_SELF
             | inotify::WatchFlags::DELETE_SELF;
