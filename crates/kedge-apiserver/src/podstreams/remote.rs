@@ -40,9 +40,15 @@ pub(super) async fn serve(
     })
 }
 
-/// The status that ends a session the node's side cut.
-fn cut(why: &str) -> Vec<u8> {
-    channel::message(channel::ERROR, &exit_status(None, Some(why)))
+/// The node's next message; a stream cut on the node's side ends with a status saying why.
+async fn next(reader: &mut kedge_stream::Reader) -> Option<Vec<u8>> {
+    match reader.recv().await {
+        Ok(m) => m,
+        Err(e) => Some(channel::message(
+            channel::ERROR,
+            &exit_status(None, Some(&e.to_string())),
+        )),
+    }
 }
 
 async fn websocket(socket: WebSocket, stream: Stream) {
@@ -67,12 +73,7 @@ async fn websocket(socket: WebSocket, stream: Stream) {
         }
     };
     let down = async {
-        loop {
-            let m = match reader.recv().await {
-                Ok(Some(m)) => m,
-                Ok(None) => break,
-                Err(e) => cut(&e.to_string()),
-            };
+        while let Some(m) = next(&mut reader).await {
             let last = m.first() == Some(&channel::ERROR);
             if tx.send(Message::Binary(m.into())).await.is_err() || last {
                 break;
@@ -143,12 +144,7 @@ where
     let out = by_type.remove("stdout").map(|s| s.writer);
     let err = by_type.remove("stderr").map(|s| s.writer);
     let down = async {
-        loop {
-            let m = match reader.recv().await {
-                Ok(Some(m)) => m,
-                Ok(None) => break,
-                Err(e) => cut(&e.to_string()),
-            };
+        while let Some(m) = next(&mut reader).await {
             let Some((&ch, payload)) = m.split_first() else {
                 continue;
             };
