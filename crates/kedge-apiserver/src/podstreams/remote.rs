@@ -80,11 +80,7 @@ async fn websocket(socket: WebSocket, stream: Stream) {
             }
         }
         // kubectl reads the error channel to its end: a normal closure is that end.
-        let normal = axum::extract::ws::CloseFrame {
-            code: axum::extract::ws::close_code::NORMAL,
-            reason: "".into(),
-        };
-        let _ = tx.send(Message::Close(Some(normal))).await;
+        let _ = tx.send(tunnel::normal_close()).await;
     };
     // Either side ending ends the session; dropping the stream resets the node's side.
     tokio::select! {

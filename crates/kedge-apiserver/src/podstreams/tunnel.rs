@@ -95,6 +95,15 @@ where
         .into_response()
 }
 
+/// A WebSocket close with status 1000: Go's clients take anything else (even no status) as an
+/// error.
+pub(super) fn normal_close() -> Message {
+    Message::Close(Some(axum::extract::ws::CloseFrame {
+        code: axum::extract::ws::close_code::NORMAL,
+        reason: "".into(),
+    }))
+}
+
 /// A byte stream over `socket`'s binary messages.
 pub(super) fn websocket_io(socket: WebSocket) -> tokio::io::DuplexStream {
     let (ours, theirs) = tokio::io::duplex(256 * 1024);
@@ -122,11 +131,7 @@ pub(super) fn websocket_io(socket: WebSocket) -> tokio::io::DuplexStream {
                     return;
                 }
             }
-            let normal = axum::extract::ws::CloseFrame {
-                code: axum::extract::ws::close_code::NORMAL,
-                reason: "".into(),
-            };
-            let _ = tx.send(Message::Close(Some(normal))).await;
+            let _ = tx.send(normal_close()).await;
         };
         tokio::select! {
             () = inbound => {}
