@@ -17,12 +17,12 @@ pub struct PodRef {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "camelCase")]
 pub enum StreamRequest {
-    /// `pods/log`: the query as kubectl sent it (the edge reads the options from it).
+    /// `pods/log`: the query's parameters as kubectl sent them (the edge reads the options).
     #[serde(rename_all = "camelCase")]
     Logs {
         pod: PodRef,
         container: String,
-        query: String,
+        query: Vec<(String, String)>,
     },
     /// `pods/exec`.
     #[serde(rename_all = "camelCase")]

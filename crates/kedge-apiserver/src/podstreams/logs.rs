@@ -13,7 +13,7 @@ use crate::error::ApiError;
 pub(super) async fn serve(
     target: Target,
     container: String,
-    query: String,
+    query: Vec<(String, String)>,
 ) -> Result<Response, ApiError> {
     let request = StreamRequest::Logs {
         pod: target.pod.clone(),

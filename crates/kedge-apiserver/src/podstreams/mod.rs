@@ -118,8 +118,7 @@ pub(crate) async fn serve(
     }
     let container = container(&pod, first(&q, "container"))?;
     if sub == "log" {
-        let query = req.uri().query().unwrap_or("").to_string();
-        return logs::serve(target, container, query).await;
+        return logs::serve(target, container, q).await;
     }
     let phase = pod.pointer("/status/phase").and_then(Value::as_str);
     if let Some(p @ ("Succeeded" | "Failed")) = phase {

@@ -110,8 +110,8 @@ async fn handle(cri: &Cri, dir: &std::path::Path, inc: Incoming) -> Result<(), S
             query,
         } => {
             let now = jiff::Timestamp::now();
-            let pairs = query_pairs(&query);
-            let o = Options::from_query(pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())), now)?;
+            let pairs = query.iter().map(|(k, v)| (k.as_str(), v.as_str()));
+            let o = Options::from_query(pairs, now)?;
             let found = find_container(cri, &pod, &container).await?;
             send_logs(cri, dir, &pod, &container, found, &o, &writer).await
         }
@@ -142,21 +142,6 @@ async fn handle(cri: &Cri, dir: &std::path::Path, inc: Incoming) -> Result<(), S
             Ok(())
         }
     }
-}
-
-fn query_pairs(q: &str) -> Vec<(String, String)> {
-    q.split('&')
-        .filter(|p| !p.is_empty())
-        .map(|p| {
-            let (k, v) = p.split_once('=').unwrap_or((p, ""));
-            let dec = |s: &str| {
-                percent_encoding::percent_decode_str(&s.replace('+', " "))
-                    .decode_utf8_lossy()
-                    .into_owned()
-            };
-            (dec(k), dec(v))
-        })
-        .collect()
 }
 
 fn pod_labels(pod: &PodRef) -> HashMap<String, String> {
