@@ -84,14 +84,27 @@ pub fn brief(e: &kube::Error) -> String {
 }
 
 /// Logs a watch error: a warning, unless it is the history moving past the watch (410 Gone),
-/// which the watcher answers by listing again, as kube-rs does by design.
+/// which the watcher answers by listing again, as kube-rs does by design, or the API client's
+/// own worker gone (the process is stopping: its runtime drops tasks in no particular order).
 pub fn log_watch_error(e: &watcher::Error, what: &str) {
     match e {
         watcher::Error::WatchError(s) if s.code == 410 => {
             tracing::debug!(error = %brief_watch(e), "{what}: relisting")
         }
+        _ if client_closed(e) => tracing::debug!(error = %brief_watch(e), "{what}: stopping"),
         _ => tracing::warn!(error = %brief_watch(e), "{what}"),
     }
+}
+
+/// The kube client's request buffer has no worker any more: it only ends with the runtime.
+fn client_closed(e: &watcher::Error) -> bool {
+    let (watcher::Error::InitialListFailed(k)
+    | watcher::Error::WatchStartFailed(k)
+    | watcher::Error::WatchFailed(k)) = e
+    else {
+        return false;
+    };
+    matches!(k, kube::Error::Service(s) if s.is::<tower::buffer::error::Closed>())
 }
 
 pub fn brief_watch(e: &watcher::Error) -> String {
