@@ -106,9 +106,10 @@ where
         while let Some(ev) = stream.next().await {
             match ev {
                 Ok(o) => on(&o),
-                Err(e) => {
-                    tracing::warn!(%kind, error = %e, "controller cache: watch failed (retrying)")
-                }
+                Err(e) => crate::objects::log_watch_error(
+                    &e,
+                    &format!("controller cache of {kind}: watch failed (retrying)"),
+                ),
             }
         }
     });
