@@ -436,19 +436,9 @@ impl Writer {
     /// Sends `data`, waiting for credit as the peer reads.
     pub async fn send(&self, mut data: &[u8]) -> Result<(), StreamError> {
         while !data.is_empty() {
-            let granted = self.send.granted.notified();
-            tokio::pin!(granted);
-            granted.as_mut().enable();
-            if let Some(why) = self.send.ended().clone() {
-                return Err(StreamError::Reset(why));
-            }
-            let n = self.send.credit().take(data.len().min(CHUNK));
-            if n == 0 {
-                granted.await;
-                continue;
-            }
-            self.inner.pace(n).await;
-            self.inner.write(self.id, Kind::Data, &data[..n]);
+            let want = data.len().min(CHUNK);
+            let n = self.credit(|c| c.take(want)).await?;
+            self.write(&data[..n]).await;
             data = &data[n..];
         }
         Ok(())
@@ -463,6 +453,19 @@ impl Writer {
                 msg.len()
             )));
         }
+        if !msg.is_empty() {
+            self.credit(|c| if c.take_all(msg.len()) { msg.len() } else { 0 })
+                .await?;
+            self.write(msg).await;
+        }
+        Ok(())
+    }
+
+    /// Waits until `take` gets some credit (what it returns), or the stream ends.
+    async fn credit(
+        &self,
+        mut take: impl FnMut(&mut Credit) -> usize,
+    ) -> Result<usize, StreamError> {
         loop {
             let granted = self.send.granted.notified();
             tokio::pin!(granted);
@@ -470,13 +473,18 @@ impl Writer {
             if let Some(why) = self.send.ended().clone() {
                 return Err(StreamError::Reset(why));
             }
-            if self.send.credit().take_all(msg.len()) {
-                self.inner.pace(msg.len()).await;
-                self.inner.write(self.id, Kind::Data, msg);
-                return Ok(());
+            let n = take(&mut self.send.credit());
+            if n > 0 {
+                return Ok(n);
             }
             granted.await;
         }
+    }
+
+    /// One `Data` frame, paced.
+    async fn write(&self, data: &[u8]) {
+        self.inner.pace(data.len()).await;
+        self.inner.write(self.id, Kind::Data, data);
     }
 
     /// Ends this direction; the peer reads the end after everything sent.

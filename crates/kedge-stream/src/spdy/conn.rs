@@ -57,7 +57,6 @@ impl Inner {
 /// last frames are written.
 pub struct Conn {
     inner: Arc<Inner>,
-    ended: tokio::sync::watch::Receiver<Option<String>>,
 }
 
 impl Conn {
@@ -74,11 +73,10 @@ impl Conn {
             next: AtomicU32::new(if role == Role::Client { 1 } else { 2 }),
         });
         let (incoming_tx, incoming) = mpsc::channel(16);
-        let (ended_tx, ended) = tokio::sync::watch::channel(None);
         let (r, w) = tokio::io::split(io);
         tokio::spawn(write_loop(w, frames));
-        tokio::spawn(read_loop(r, early, inner.clone(), incoming_tx, ended_tx));
-        (Conn { inner, ended }, incoming)
+        tokio::spawn(read_loop(r, early, inner.clone(), incoming_tx));
+        (Conn { inner }, incoming)
     }
 
     /// Opens a stream with `headers`.
@@ -91,18 +89,6 @@ impl Conn {
             headers,
         });
         s
-    }
-
-    /// Waits until the peer ends the connection; why it ended.
-    pub async fn ended(&mut self) -> String {
-        loop {
-            if let Some(why) = self.ended.borrow_and_update().clone() {
-                return why;
-            }
-            if self.ended.changed().await.is_err() {
-                return "the connection ended".into();
-            }
-        }
     }
 }
 
@@ -201,7 +187,6 @@ async fn read_loop<R: AsyncRead>(
     mut buf: Vec<u8>,
     inner: Arc<Inner>,
     incoming: mpsc::Sender<SpdyStream>,
-    ended: tokio::sync::watch::Sender<Option<String>>,
 ) {
     tokio::pin!(r);
     let mut codec = Codec::new();
@@ -228,7 +213,6 @@ async fn read_loop<R: AsyncRead>(
     for s in streams {
         let _ = s.try_send(Event::Reset(why.clone()));
     }
-    ended.send_replace(Some(why));
 }
 
 /// Acts on one frame; `Some(why)` ends the connection.

@@ -45,8 +45,7 @@ pub enum Frame {
     },
 }
 
-/// RST_STREAM status codes used here.
-pub const PROTOCOL_ERROR: u32 = 1;
+/// The RST_STREAM status sent when a stream is given up.
 pub const CANCEL: u32 = 5;
 
 #[derive(Debug, thiserror::Error)]
