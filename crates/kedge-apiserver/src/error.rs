@@ -35,6 +35,10 @@ impl ApiError {
         Self::new(401, "Unauthorized", "Unauthorized")
     }
 
+    pub fn unavailable(msg: impl Into<String>) -> ApiError {
+        Self::new(503, "ServiceUnavailable", msg)
+    }
+
     pub fn forbidden(msg: impl Into<String>) -> ApiError {
         Self::new(403, "Forbidden", msg)
     }

@@ -24,7 +24,7 @@ mod leases;
 mod meta;
 mod metrics;
 mod patch;
-mod podstreams;
+pub mod podstreams;
 mod protobuf;
 mod registry;
 mod request;

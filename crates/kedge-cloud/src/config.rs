@@ -32,6 +32,10 @@ pub struct Settings {
     pub router_token: Secret,
     pub router_timeout: String,
     pub device_api_version: String,
+    pub kubelet_client_ca: PathBuf,
+    pub kubelet_port: u16,
+    pub kubelet_address: String,
+    pub kubelet_client_names: Vec<String>,
 }
 
 impl Default for Settings {
@@ -54,12 +58,18 @@ impl Default for Settings {
             router_token: Secret::default(),
             router_timeout: format_duration(router.timeout),
             device_api_version: kedge_core::devices::V1ALPHA2.into(),
+            kubelet_client_ca: PathBuf::new(),
+            // The port edgecore's own stream server advertises.
+            kubelet_port: 10350,
+            kubelet_address: String::new(),
+            // kubeadm's name for kube-apiserver's kubelet client certificate.
+            kubelet_client_names: vec!["kube-apiserver-kubelet-client".into()],
         }
     }
 }
 
 /// What each setting does, in the order `--print-default-config` shows them.
-const DOCS: [(&str, &str); 15] = [
+const DOCS: [(&str, &str); 19] = [
     (
         "dataDir",
         "Where the cloud keeps its CA (pki/), the embedded API's store and the kubeconfig.",
@@ -114,6 +124,27 @@ const DOCS: [(&str, &str); 15] = [
          the one kubectl uses when a command names none (the seed's `kubectl patch device`\n\
          needs v1alpha2). Both are served either way; a real cluster decides for itself.",
     ),
+    (
+        "kubeletClientCa",
+        "With a real cluster (kubeconfig): serve the kubelet API for edge nodes, so\n\
+         `kubectl logs/exec/attach/port-forward` reach their pods through kube-apiserver, to\n\
+         clients whose certificate this CA file (PEM) signed: the authority of kube-apiserver's\n\
+         --kubelet-client-certificate. Empty: off (docs/streams.md).",
+    ),
+    (
+        "kubeletPort",
+        "Port of the kubelet API for edge nodes (on `bind`); their Nodes advertise it.",
+    ),
+    (
+        "kubeletAddress",
+        "The name or address kube-apiserver reaches this cloud by: every edge Node's Hostname\n\
+         address. Empty: the first advertiseAddress.",
+    ),
+    (
+        "kubeletClientNames",
+        "Common names of the client certificates allowed to call the kubelet API (the CA may\n\
+         sign others: users'); empty: any certificate the CA signed.",
+    ),
 ];
 
 /// What `kedge cloud --print-default-config` prints; it reads back as [`Settings::default`].
@@ -149,6 +180,8 @@ pub struct Resolved {
     pub router: RouterConfig,
     /// The embedded API's preferred devices.kubeedge.io version.
     pub device_api_version: String,
+    /// The kubelet API for edge nodes, when served.
+    pub cloudstream: Option<crate::cloudstream::CloudStreamConfig>,
 }
 
 impl Layered for Settings {}
@@ -157,7 +190,8 @@ impl Settings {
     pub fn resolve(self) -> Result<Resolved, ConfigError> {
         let duration =
             |key, text: &str| parse_duration(text).map_err(|why| ConfigError::Value { key, why });
-        let kubeconfig = Some(self.kubeconfig).filter(|k| !k.as_os_str().is_empty());
+        let kubeconfig = Some(self.kubeconfig.clone()).filter(|k| !k.as_os_str().is_empty());
+        let cloudstream = self.cloudstream(kubeconfig.is_some())?;
         let router_token = Some(self.router_token.0).filter(|t| !t.is_empty());
         let versions = [kedge_core::devices::V1ALPHA2, kedge_core::devices::V1BETA1];
         if !versions.contains(&self.device_api_version.as_str()) {
@@ -167,6 +201,7 @@ impl Settings {
             });
         }
         Ok(Resolved {
+            cloudstream,
             device_api_version: self.device_api_version,
             api: kubeconfig
                 .is_none()
@@ -186,6 +221,44 @@ impl Settings {
             names: self.advertise_addresses,
             metrics_port: self.metrics_port,
         })
+    }
+}
+
+impl Settings {
+    /// The kubelet API's settings: off without a client CA; with one, only for a real cluster
+    /// (the embedded API reaches edge pods itself) and with an address kube-apiserver can dial.
+    fn cloudstream(
+        &self,
+        real_cluster: bool,
+    ) -> Result<Option<crate::cloudstream::CloudStreamConfig>, ConfigError> {
+        if self.kubelet_client_ca.as_os_str().is_empty() {
+            return Ok(None);
+        }
+        let why = |why: &str| ConfigError::Value {
+            key: "kubeletClientCa",
+            why: why.into(),
+        };
+        if !real_cluster {
+            return Err(why(
+                "the kubelet API is for a real cluster (kubeconfig): the embedded API reaches \
+                 edge pods itself",
+            ));
+        }
+        let address = Some(self.kubelet_address.clone())
+            .filter(|a| !a.is_empty())
+            .or_else(|| self.advertise_addresses.first().cloned())
+            .ok_or_else(|| {
+                why(
+                    "give kubeletAddress (or an advertiseAddress): the name kube-apiserver \
+                     reaches this cloud by",
+                )
+            })?;
+        Ok(Some(crate::cloudstream::CloudStreamConfig {
+            addr: SocketAddr::new(self.bind, self.kubelet_port),
+            address,
+            client_ca: self.kubelet_client_ca.clone(),
+            client_names: self.kubelet_client_names.clone(),
+        }))
     }
 }
 
@@ -238,6 +311,35 @@ mod tests {
             .resolve()
             .expect_err("bad duration");
         assert!(bad.to_string().starts_with("routerTimeout:"), "{bad}");
+        let no_address =
+            Settings::parse("kubeletClientCa: /ca.pem\nkubeconfig: /k\n", Path::new("f"))
+                .expect("yaml")
+                .resolve()
+                .expect_err("no address for kube-apiserver");
+        assert!(
+            no_address.to_string().contains("kubeletAddress"),
+            "{no_address}"
+        );
+        let embedded = Settings::parse(
+            "kubeletClientCa: /ca.pem\nkubeletAddress: c\n",
+            Path::new("f"),
+        )
+        .expect("yaml")
+        .resolve()
+        .expect_err("the embedded API needs no kubelet API");
+        assert!(embedded.to_string().contains("real cluster"), "{embedded}");
+        let cs = Settings::parse(
+            "kubeletClientCa: /ca.pem\nkubeconfig: /k\nadvertiseAddresses: [cloud.example]\n",
+            Path::new("f"),
+        )
+        .expect("yaml")
+        .resolve()
+        .expect("resolves")
+        .cloudstream
+        .expect("served");
+        assert_eq!(cs.address, "cloud.example");
+        assert_eq!(cs.addr.port(), 10350);
+        assert_eq!(cs.client_names, ["kube-apiserver-kubelet-client"]);
         let s = Settings {
             router_token: Secret("s3cret".into()),
             ..Settings::default()

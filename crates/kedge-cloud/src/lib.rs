@@ -6,6 +6,7 @@
 
 pub mod bulk;
 pub mod cloudhub;
+pub mod cloudstream;
 pub mod config;
 
 /// Errors starting the cloud.
@@ -52,6 +53,8 @@ pub struct CloudConfig {
     /// Run the scheduler and the workload controllers (`workloads`): with the embedded API only
     /// (a real cluster has its own).
     pub workloads: bool,
+    /// Serve the kubelet API for edge nodes (a real cluster's kube-apiserver calls it).
+    pub cloudstream: Option<cloudstream::CloudStreamConfig>,
 }
 
 /// A running cloud (hub, join server, controllers).
@@ -64,6 +67,8 @@ pub struct Cloud {
     pub hub_addr: SocketAddr,
     pub join_addr: SocketAddr,
     pub router_addr: SocketAddr,
+    /// CloudStream's listener and the endpoint edge Nodes advertise, when served.
+    pub cloudstream: Option<(SocketAddr, cloudstream::Endpoint)>,
     pub ca: Arc<kedge_pki::Ca>,
     router: router::rest::Listener,
     edgecontroller: Arc<edgecontroller::Stats>,
@@ -161,14 +166,25 @@ pub async fn start(cfg: CloudConfig, client: kube::Client) -> Result<Cloud, Clou
     // KubeEdge's own app controllers run in both modes.
     nodegroup::start(client.clone());
     edgeapplication::start(client.clone());
+    let join_addr = join.addr;
+    let mut listeners = vec![join];
+    let mut cs_served = None;
+    if let Some(cs) = &cfg.cloudstream {
+        let (l, ep) = cloudstream::start(cs, &ca, hub.clone(), client.clone()).await?;
+        cs_served = Some((l.addr, ep));
+        listeners.push(l);
+    }
     let ec = edgecontroller::EdgeController::new(
         client,
         hub.clone(),
-        cfg.lifecycle.clone(),
         downstream.clone(),
         rules,
-        cfg.bulk.clone(),
         &workers,
+        edgecontroller::Options {
+            lifecycle: cfg.lifecycle.clone(),
+            lease_writer: cfg.bulk.clone(),
+            kubelet: cs_served.as_ref().map(|(_, ep)| ep.clone()),
+        },
     );
     let hub_l = cloudhub::hub::start(
         SocketAddr::new(cfg.bind, cfg.hub_port),
@@ -177,18 +193,21 @@ pub async fn start(cfg: CloudConfig, client: kube::Client) -> Result<Cloud, Clou
         &names,
     )
     .await?;
+    let hub_addr = hub_l.addr;
+    listeners.push(hub_l);
     let stats = ec.stats();
     tokio::spawn(ec.run());
     Ok(Cloud {
         hub,
         downstream,
-        hub_addr: hub_l.addr,
-        join_addr: join.addr,
+        hub_addr,
+        join_addr,
         router_addr: router.addr,
+        cloudstream: cs_served,
         router,
         ca,
         edgecontroller: stats,
         workers,
-        listeners: vec![join, hub_l],
+        listeners,
     })
 }

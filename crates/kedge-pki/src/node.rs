@@ -221,9 +221,21 @@ impl Ca {
         names: &[String],
         required: bool,
     ) -> Result<Arc<rustls::ServerConfig>, PkiError> {
-        let issued = self.issue_server(common_name, names)?;
         let mut roots = rustls::RootCertStore::empty();
         roots.add(self.cert_der().clone())?;
+        self.mtls_server_config_for(common_name, names, roots, required)
+    }
+
+    /// A server config with this CA's serving certificate that verifies client certificates
+    /// against `roots` (another authority's, such as a cluster's for its API server).
+    pub fn mtls_server_config_for(
+        &self,
+        common_name: &str,
+        names: &[String],
+        roots: rustls::RootCertStore,
+        required: bool,
+    ) -> Result<Arc<rustls::ServerConfig>, PkiError> {
+        let issued = self.issue_server(common_name, names)?;
         let builder = rustls::server::WebPkiClientVerifier::builder(Arc::new(roots));
         let builder = if required {
             builder
@@ -243,6 +255,25 @@ impl Ca {
         cfg.send_tls13_tickets = 0;
         Ok(Arc::new(cfg))
     }
+}
+
+/// The certificates of a PEM file (a CA bundle) as trust roots; a file with none is an error.
+pub fn roots_from_pem_file(path: &Path) -> Result<rustls::RootCertStore, PkiError> {
+    let text = std::fs::read(path).map_err(|cause| PkiError::Io {
+        path: path.to_path_buf(),
+        cause,
+    })?;
+    let bad = || PkiError::BadPem {
+        path: path.to_path_buf(),
+    };
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_pemfile::certs(&mut text.as_slice()) {
+        roots.add(cert.map_err(|_| bad())?)?;
+    }
+    if roots.is_empty() {
+        return Err(bad());
+    }
+    Ok(roots)
 }
 
 /// A client config that trusts `ca_der` and, when given, presents a client certificate.

@@ -222,6 +222,23 @@ struct CloudFlags {
     /// kubectl uses when a command names none.
     #[arg(long)]
     device_api_version: Option<String>,
+    /// With `--kubeconfig`: serve the kubelet API for edge nodes to clients whose certificate
+    /// this CA file signed (kube-apiserver's --kubelet-client-certificate), so `kubectl
+    /// logs/exec/attach/port-forward` reach edge pods. Off unless given.
+    #[arg(long)]
+    kubelet_client_ca: Option<PathBuf>,
+    /// Port of the kubelet API for edge nodes (their Nodes advertise it).
+    #[arg(long)]
+    kubelet_port: Option<u16>,
+    /// The name or address kube-apiserver reaches this cloud by (default: the first
+    /// --advertise-address); every edge Node's Hostname address.
+    #[arg(long)]
+    kubelet_address: Option<String>,
+    /// Common name of a client certificate allowed to call the kubelet API (repeatable; default
+    /// kube-apiserver-kubelet-client).
+    #[arg(long = "kubelet-client-name")]
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    kubelet_client_names: Vec<String>,
 }
 
 #[derive(Args)]
@@ -490,6 +507,7 @@ fn cloud_config(
         bulk: api
             .map(|a| Arc::new(EmbeddedBulk(a.api.clone())) as Arc<dyn kedge_cloud::bulk::Bulk>),
         workloads: api.is_some(),
+        cloudstream: r.cloudstream.clone(),
     }
 }
 
@@ -768,6 +786,12 @@ async fn cloud(a: CloudArgs) -> anyhow::Result<()> {
     println!("  CloudHub:       wss://{}", cloud.hub_addr);
     println!("  join server:    https://{}", cloud.join_addr);
     println!("  router:         http://{}", cloud.router_addr);
+    if let Some((addr, ep)) = &cloud.cloudstream {
+        println!(
+            "  kubelet API:    https://{addr} (edge Nodes advertise {}:{})",
+            ep.address, ep.port
+        );
+    }
     let metrics = serve_metrics(r.metrics_port, cloud.metrics()).await?;
     println!("  metrics:        http://{metrics}/metrics");
     println!(

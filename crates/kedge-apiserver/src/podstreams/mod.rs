@@ -26,7 +26,7 @@ use crate::request::ResourcePath;
 pub(crate) const SUBRESOURCES: [&str; 4] = ["log", "exec", "attach", "portforward"];
 
 /// The query as pairs, repeated keys kept (`command=sh&command=-c`).
-fn pairs(q: Option<&str>) -> Vec<(String, String)> {
+pub fn pairs(q: Option<&str>) -> Vec<(String, String)> {
     form_urlencoded::parse(q.unwrap_or("").as_bytes())
         .into_owned()
         .collect()
@@ -84,44 +84,48 @@ pub(crate) async fn serve(
         .get("pods", &ns, &name)
         .ok_or_else(|| ApiError::not_found("pods", &name))?
         .value();
-    let node = pod
-        .pointer("/spec/nodeName")
-        .and_then(Value::as_str)
-        .unwrap_or("");
+    let streams = api.streams().ok_or_else(|| {
+        ApiError::unavailable("no cloud serves this API: nodes cannot be reached")
+    })?;
+    let query = pairs(req.uri().query());
+    serve_pod(req, streams, &pod, &sub, query).await
+}
+
+/// Serves subresource `sub` (`log`, `exec`, `attach` or `portforward`) of `pod` (the object as
+/// stored) with the API's query parameters: the embedded API's `pods/{sub}` and the cloud's
+/// kubelet API for edge nodes both end here.
+pub async fn serve_pod(
+    req: Request,
+    streams: Arc<dyn NodeStreams>,
+    pod: &Value,
+    sub: &str,
+    q: Vec<(String, String)>,
+) -> Result<Response, ApiError> {
+    let text = |p: &str| pod.pointer(p).and_then(Value::as_str).unwrap_or("");
+    let name = text("/metadata/name");
+    let node = text("/spec/nodeName");
     if node.is_empty() {
         return Err(ApiError::bad_request(format!(
             "pod {name} does not have a host assigned"
         )));
     }
-    let streams = api.streams().ok_or_else(|| ApiError {
-        code: 503,
-        reason: "ServiceUnavailable",
-        message: "no cloud serves this API: nodes cannot be reached".into(),
-        details: None,
-    })?;
     let target = Target {
         streams,
         node: node.to_string(),
         pod: PodRef {
-            namespace: ns,
-            name: name.clone(),
-            uid: pod
-                .pointer("/metadata/uid")
-                .and_then(Value::as_str)
-                .unwrap_or("")
-                .to_string(),
+            namespace: text("/metadata/namespace").to_string(),
+            name: name.to_string(),
+            uid: text("/metadata/uid").to_string(),
         },
     };
-    let q = pairs(req.uri().query());
     if sub == "portforward" {
         return portforward::serve(req, target).await;
     }
-    let container = container(&pod, first(&q, "container"))?;
+    let container = container(pod, first(&q, "container"))?;
     if sub == "log" {
         return logs::serve(target, container, q).await;
     }
-    let phase = pod.pointer("/status/phase").and_then(Value::as_str);
-    if let Some(p @ ("Succeeded" | "Failed")) = phase {
+    if let p @ ("Succeeded" | "Failed") = text("/status/phase") {
         return Err(ApiError::bad_request(format!(
             "cannot {sub} into a container in a completed pod; current phase is {p}"
         )));
@@ -132,26 +136,30 @@ pub(crate) async fn serve(
         stderr: flag(&q, "stderr"),
         tty: flag(&q, "tty"),
     };
-    let request = if sub == "exec" {
-        let command: Vec<String> = q
-            .iter()
-            .filter(|(k, _)| k == "command")
-            .map(|(_, v)| v.clone())
-            .collect();
-        if command.is_empty() {
-            return Err(ApiError::bad_request("you must specify at least 1 command"));
+    let request = match sub {
+        "exec" => {
+            let command: Vec<String> = q
+                .iter()
+                .filter(|(k, _)| k == "command")
+                .map(|(_, v)| v.clone())
+                .collect();
+            if command.is_empty() {
+                return Err(ApiError::bad_request("you must specify at least 1 command"));
+            }
+            StreamRequest::Exec {
+                pod: target.pod.clone(),
+                container,
+                command,
+                io,
+            }
         }
-        StreamRequest::Exec {
+        "attach" => StreamRequest::Attach {
             pod: target.pod.clone(),
             container,
-            command,
             io,
-        }
-    } else {
-        StreamRequest::Attach {
-            pod: target.pod.clone(),
-            container,
-            io,
+        },
+        other => {
+            return Err(ApiError::not_found("pods", &format!("{name}/{other}")));
         }
     };
     remote::serve(req, target, request, io).await

@@ -109,6 +109,8 @@ pub(crate) struct Ctl {
     /// With the embedded API: renewals are gathered and written together (`leases`).
     lease_writer: Option<Arc<dyn crate::bulk::Bulk>>,
     gathered: Gathered,
+    /// Where edge Nodes' kubelet API is served (CloudStream), written into their status.
+    kubelet: Option<crate::cloudstream::Endpoint>,
 }
 
 pub struct EdgeController {
@@ -130,17 +132,31 @@ pub struct Stats {
     pub applied: AtomicU64,
 }
 
+/// How the controller writes what it writes.
+#[derive(Default)]
+pub struct Options {
+    pub lifecycle: Lifecycle,
+    /// Bulk Lease renewals (the embedded API); `None`: one API call each.
+    pub lease_writer: Option<Arc<dyn crate::bulk::Bulk>>,
+    /// CloudStream's endpoint, which edge Nodes advertise as their kubelet.
+    pub kubelet: Option<crate::cloudstream::Endpoint>,
+}
+
 impl EdgeController {
     /// The controller, fed by `workers` (the hub's per-node queues).
     pub fn new(
         client: kube::Client,
         hub: Arc<crate::cloudhub::hub::Hub>,
-        lifecycle: Lifecycle,
         downstream: Arc<Downstream>,
         rules: Arc<crate::router::Rules>,
-        lease_writer: Option<Arc<dyn crate::bulk::Bulk>>,
         workers: &Workers,
+        opts: Options,
     ) -> EdgeController {
+        let Options {
+            lifecycle,
+            lease_writer,
+            kubelet,
+        } = opts;
         let ctl = Arc::new(Ctl {
             nodes: Api::all(client.clone()),
             leases: Api::namespaced(client.clone(), NODE_LEASE_NAMESPACE),
@@ -156,6 +172,7 @@ impl EdgeController {
             hub,
             lease_writer,
             gathered: Gathered::default(),
+            kubelet,
         });
         workers.bind(ctl.clone());
         EdgeController {

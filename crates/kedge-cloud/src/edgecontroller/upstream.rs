@@ -246,7 +246,11 @@ impl Ctl {
     }
 
     async fn status(&self, node: &str, content: &Value) -> Result<Node, UpstreamError> {
-        let p = json!({"status": status_of(content)});
+        let mut status = status_of(content).clone();
+        if let Some(ep) = &self.kubelet {
+            crate::cloudstream::point_at(&mut status, ep);
+        }
+        let p = json!({"status": status});
         let stored = self
             .nodes
             .patch_status(node, &PatchParams::default(), &Patch::Merge(&p))
