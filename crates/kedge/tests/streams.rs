@@ -1,7 +1,9 @@
 //! `kubectl logs/exec/attach/port-forward/cp/top` to edge pods: real kubectl (WebSocket, and
 //! SPDY as older kubectls speak it) against the embedded API, real containerd (its streaming
-//! server) at the edge, the streams inside the hub session. Through `kedge up`, and through
-//! `kedge cloud` with a separate `kedge edge` whose link to the cloud is then cut.
+//! server) at the edge, the streams inside the hub session. Through `kedge up`, through
+//! `kedge cloud` with a separate `kedge edge` whose link to the cloud is then cut, and through
+//! the kubelet API `kedge cloud --kubeconfig` serves a real cluster's kube-apiserver (called
+//! here as kube-apiserver calls it: curl and SPDY with its client certificate).
 
 mod common;
 #[path = "common/cri.rs"]
@@ -497,4 +499,231 @@ fn a_separate_edge_streams_and_a_cut_link_ends_kubectl_with_a_clear_error() {
     );
     assert!(cut_at.elapsed() < Duration::from_secs(45));
     drop(stdin);
+}
+
+/// A CA of the cluster's, and client certificates it signed (openssl, as an operator makes them).
+struct ClientPki {
+    dir: std::path::PathBuf,
+}
+
+impl ClientPki {
+    fn new(dir: &std::path::Path, names: &[&str]) -> ClientPki {
+        let openssl = |args: &[&str]| {
+            let out = Command::new("openssl")
+                .args(args)
+                .current_dir(dir)
+                .output()
+                .expect("openssl runs");
+            assert!(out.status.success(), "openssl {args:?}: {out:?}");
+        };
+        openssl(&[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.crt",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=cluster-ca",
+        ]);
+        std::fs::write(dir.join("ext"), "extendedKeyUsage=clientAuth\n").expect("ext");
+        for n in names {
+            let subj = format!("/O=system:masters/CN={n}");
+            let (key, csr, crt) = (format!("{n}.key"), format!("{n}.csr"), format!("{n}.crt"));
+            openssl(&[
+                "req", "-newkey", "rsa:2048", "-nodes", "-keyout", &key, "-out", &csr, "-subj",
+                &subj,
+            ]);
+            openssl(&[
+                "x509",
+                "-req",
+                "-in",
+                &csr,
+                "-CA",
+                "ca.crt",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-extfile",
+                "ext",
+                "-out",
+                &crt,
+                "-days",
+                "1",
+            ]);
+            let der = format!("{n}.der");
+            openssl(&["x509", "-in", &crt, "-outform", "DER", "-out", &der]);
+        }
+        ClientPki {
+            dir: dir.to_path_buf(),
+        }
+    }
+
+    fn path(&self, file: &str) -> String {
+        self.dir.join(file).display().to_string()
+    }
+}
+
+/// `curl` with `who`'s certificate (none: no certificate), trusting `ca`: the body and the
+/// status code, or curl's error.
+fn curl_as(
+    pki: &ClientPki,
+    who: Option<&str>,
+    ca: &str,
+    url: &str,
+) -> Result<(String, u16), String> {
+    let mut cmd = Command::new("curl");
+    cmd.args(["-sS", "--cacert", ca, "-w", "\n%{http_code}", url]);
+    if let Some(w) = who {
+        cmd.args(["--cert", &pki.path(&format!("{w}.crt"))]);
+        cmd.args(["--key", &pki.path(&format!("{w}.key"))]);
+    }
+    let out = cmd.output().expect("curl runs");
+    if !out.status.success() {
+        return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+    }
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').expect("status code");
+    Ok((body.to_string(), code.parse().expect("code")))
+}
+
+/// `/exec` over SPDY as kube-apiserver calls a kubelet (TLS, its client certificate): stdout
+/// and the status on the error stream.
+async fn exec_as_kube_apiserver(
+    pki: &ClientPki,
+    ca_der: Vec<u8>,
+    port: u16,
+    path: &str,
+) -> (String, String) {
+    use kedge_stream::spdy::conn::upgrade;
+    let who = "kube-apiserver-kubelet-client";
+    let cert = std::fs::read(pki.path(&format!("{who}.der"))).expect("client cert");
+    let key = std::fs::read_to_string(pki.path(&format!("{who}.key"))).expect("client key");
+    let cfg = kedge_pki::node::Identity::new(ca_der, cert, key)
+        .client_config()
+        .expect("client TLS");
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .expect("connect");
+    let name = rustls::pki_types::ServerName::try_from("127.0.0.1").expect("name");
+    let tls = tokio_rustls::TlsConnector::from(Arc::new(cfg))
+        .connect(name, tcp)
+        .await
+        .expect("TLS with a client certificate");
+    let host = format!("127.0.0.1:{port}");
+    let (conn, _incoming, chosen) = upgrade(tls, &host, path, &["v4.channel.k8s.io"])
+        .await
+        .expect("upgraded to SPDY");
+    assert_eq!(chosen, "v4.channel.k8s.io");
+    let open = |t: &str| conn.open(vec![("streamtype".into(), t.into())]);
+    let (mut error, mut stdout, _stderr) = (open("error"), open("stdout"), open("stderr"));
+    let read_all = async |s: &mut kedge_stream::spdy::SpdyStream| {
+        let mut all = Vec::new();
+        while let Ok(Some(d)) = s.recv().await {
+            all.extend(d);
+        }
+        String::from_utf8_lossy(&all).into_owned()
+    };
+    let out = read_all(&mut stdout).await;
+    let status = read_all(&mut error).await;
+    (out, status)
+}
+
+#[test]
+fn a_kube_apiservers_kubelet_calls_reach_edge_pods_through_the_cloud() {
+    let c = Containerd::start_with_cni();
+    let dirs: Vec<_> = (0..4).map(|_| tempfile::tempdir().expect("tmp")).collect();
+    // One kedge's embedded API stands in for the cluster (kube-rs sees no difference).
+    let cluster = Kedge::cloud(dirs[0].path());
+    let pki = ClientPki::new(
+        dirs[3].path(),
+        &["kube-apiserver-kubelet-client", "someone-else"],
+    );
+    let kubeconfig = cluster.kubeconfig().display().to_string();
+    let ca = pki.path("ca.crt");
+    let cloud = Kedge::cloud_with(
+        dirs[1].path(),
+        0,
+        0,
+        0,
+        &[
+            "--kubeconfig",
+            &kubeconfig,
+            "--advertise-address",
+            "127.0.0.1",
+            "--kubelet-client-ca",
+            &ca,
+            "--kubelet-port",
+            "0",
+        ],
+    );
+    let served = cloud.endpoints["kubelet API"].clone();
+    let port: u16 = served
+        .strip_prefix("https://127.0.0.1:")
+        .and_then(|r| r.split(' ').next())
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("the kubelet API's address: {served}"));
+    let _edge = EdgeProc::start_with(
+        &cloud,
+        dirs[2].path(),
+        "kube-edge-1",
+        &cloud.token(),
+        &["--cri-endpoint", &c.endpoint()],
+    );
+    wait_until(Duration::from_secs(60), "the edge Ready", || {
+        (cluster.node_ready("kube-edge-1") == "True").then_some(())
+    });
+    // kube-apiserver dials the first address of the types it prefers (Hostname first) at the
+    // Node's kubelet port: both name the cloud.
+    let advertised = cluster.ok(&[
+        "get",
+        "node",
+        "kube-edge-1",
+        "-o",
+        "jsonpath={.status.addresses[0].type}={.status.addresses[0].address}:{.status.daemonEndpoints.kubeletEndpoint.Port}",
+    ]);
+    assert_eq!(advertised, format!("Hostname=127.0.0.1:{port}"));
+    cluster.apply(&pod("talk", "kube-edge-1", TALKER, ""));
+    running(&cluster, "talk");
+
+    let kedge_ca = dirs[1].path().join("pki/ca.crt").display().to_string();
+    let base = format!("https://127.0.0.1:{port}");
+    let logs = format!("{base}/containerLogs/default/talk/c?tailLines=2");
+    let me = Some("kube-apiserver-kubelet-client");
+    let (body, code) = wait_until(Duration::from_secs(30), "two lines logged", || {
+        let r = curl_as(&pki, me, &kedge_ca, &logs).expect("served");
+        (numbers(&r.0).len() == 2).then_some(r)
+    });
+    assert_eq!(code, 200, "{body}");
+    let (body, code) = curl_as(
+        &pki,
+        me,
+        &kedge_ca,
+        &format!("{base}/containerLogs/default/nosuch/c"),
+    )
+    .expect("served");
+    assert_eq!(code, 404, "{body}");
+    assert!(body.contains(r#"pods \"nosuch\" not found"#), "{body}");
+    let (body, code) = curl_as(&pki, Some("someone-else"), &kedge_ca, &logs).expect("answered");
+    assert_eq!(code, 403, "another certificate of the same CA: {body}");
+    assert!(body.contains("kubeletClientNames"), "{body}");
+    let err = curl_as(&pki, None, &kedge_ca, &logs).expect_err("no client certificate");
+    assert!(!err.is_empty());
+
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let ca_der = kedge_pki::Ca::load_existing(dirs[1].path())
+        .expect("the cloud's CA")
+        .cert_der()
+        .to_vec();
+    let path = "/exec/default/talk/c?command=sh&command=-c&command=echo%20out%3B%20exit%203&output=1&error=1";
+    let (out, status) = rt.block_on(exec_as_kube_apiserver(&pki, ca_der, port, path));
+    assert_eq!(out, "out\n");
+    let status: serde_json::Value = serde_json::from_str(&status).expect("a Status");
+    assert_eq!(status["reason"], "NonZeroExitCode", "{status}");
+    assert_eq!(status["details"]["causes"][0]["message"], "3", "{status}");
 }

@@ -272,9 +272,8 @@ async fn deliver(inner: &Inner, id: u32, e: Event) {
     }
 }
 
-/// Dials `url` (`http://host:port/path`, as a CRI runtime's streaming server hands out) and
-/// upgrades to SPDY/3.1 asking for `protocols` in order; the connection and the protocol the
-/// server chose.
+/// Dials `url` (`http://host:port/path`, as CRI's streaming URLs are) and upgrades to SPDY/3.1
+/// offering `protocols`; the connection, the streams the server opens, and the protocol chosen.
 pub async fn dial(
     url: &str,
     protocols: &[&str],
@@ -283,20 +282,34 @@ pub async fn dial(
         .strip_prefix("http://")
         .ok_or_else(|| SpdyError::Upgrade(format!("{url}: only http:// URLs are dialled")))?;
     let (host, path) = rest.split_once('/').unwrap_or((rest, ""));
-    let mut tcp = tokio::net::TcpStream::connect(host).await?;
+    let tcp = tokio::net::TcpStream::connect(host).await?;
     let _ = tcp.set_nodelay(true);
+    upgrade(tcp, host, &format!("/{path}"), protocols).await
+}
+
+/// Asks for an upgrade to SPDY/3.1 at `path` (with its query) on a connection already made
+/// (plain, or TLS with a client certificate), as [`dial`] does.
+pub async fn upgrade<IO>(
+    mut io: IO,
+    host: &str,
+    path: &str,
+    protocols: &[&str],
+) -> Result<(Conn, mpsc::Receiver<SpdyStream>, String), SpdyError>
+where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let mut req = format!(
-        "POST /{path} HTTP/1.1\r\nHost: {host}\r\nConnection: Upgrade\r\nUpgrade: SPDY/3.1\r\n"
+        "POST {path} HTTP/1.1\r\nHost: {host}\r\nConnection: Upgrade\r\nUpgrade: SPDY/3.1\r\n"
     );
     for p in protocols {
         req.push_str(&format!("X-Stream-Protocol-Version: {p}\r\n"));
     }
     req.push_str("Content-Length: 0\r\n\r\n");
-    tcp.write_all(req.as_bytes()).await?;
-    let (head, early) = read_head(&mut tcp).await?;
+    io.write_all(req.as_bytes()).await?;
+    let (head, early) = read_head(&mut io).await?;
     let status = head.lines().next().unwrap_or("");
     if !status.contains(" 101 ") {
-        return Err(SpdyError::Upgrade(format!("{url}: {status}")));
+        return Err(SpdyError::Upgrade(format!("{host}{path}: {status}")));
     }
     let chosen = head
         .lines()
@@ -304,12 +317,12 @@ pub async fn dial(
         .find(|(k, _)| k.trim().eq_ignore_ascii_case("x-stream-protocol-version"))
         .map(|(_, v)| v.trim().to_string())
         .unwrap_or_default();
-    let (conn, incoming) = Conn::start(tcp, early, Role::Client);
+    let (conn, incoming) = Conn::start(io, early, Role::Client);
     Ok((conn, incoming, chosen))
 }
 
 /// Reads an HTTP response head; it and the bytes read past it.
-async fn read_head(tcp: &mut tokio::net::TcpStream) -> Result<(String, Vec<u8>), SpdyError> {
+async fn read_head<IO: AsyncRead + Unpin>(io: &mut IO) -> Result<(String, Vec<u8>), SpdyError> {
     let mut buf = Vec::new();
     let mut chunk = [0u8; 4096];
     loop {
@@ -320,7 +333,7 @@ async fn read_head(tcp: &mut tokio::net::TcpStream) -> Result<(String, Vec<u8>),
         if buf.len() > 64 * 1024 {
             return Err(SpdyError::Upgrade("the response head is too long".into()));
         }
-        let n = tcp.read(&mut chunk).await?;
+        let n = io.read(&mut chunk).await?;
         if n == 0 {
             return Err(SpdyError::Upgrade("closed before the response".into()));
         }

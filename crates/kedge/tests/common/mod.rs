@@ -364,9 +364,15 @@ impl Kedge {
                 .and_then(|p| p.parse().ok())
                 .expect("port")
         };
+        // `kedge cloud --kubeconfig` serves no API of its own: "(external)".
+        let external = endpoints["Kubernetes API"] == "(external)";
         Kedge {
             url: endpoints["Kubernetes API"].clone(),
-            port: port_of("Kubernetes API"),
+            port: if external {
+                0
+            } else {
+                port_of("Kubernetes API")
+            },
             hub_port: port_of("CloudHub"),
             join_port: port_of("join server"),
             metrics: endpoints["metrics"].clone(),
