@@ -511,17 +511,11 @@ async fn session(
     let write = hub.cfg.keepalive_timeout;
     let reason = loop {
         tokio::select! {
+            // In this order: what arrived first (only silence counts as a dead link, as at the
+            // edge), then messages to the edge before stream bytes, so a busy stream never delays
+            // a delivery (streams are paced; messages are few and small).
+            biased;
             _ = &mut expired => break "its client certificate expired".to_string(),
-            _ = &mut silence => break format!("nothing received for {:?}", hub.cfg.keepalive_timeout),
-            out = rx.recv() => match out {
-                Some(m) => if let Err(why) = send(&mut sink, Frame::Text(m.encode().into()), write).await {
-                    break why;
-                },
-                None => break "replaced by a new connection, or the cloud is shutting down".to_string(),
-            },
-            Some(f) = stream_frames.recv() => if let Err(why) = send(&mut sink, Frame::Binary(f.into()), write).await {
-                break why;
-            },
             frame = stream.next() => match frame {
                 None => break "closed by the edge".to_string(),
                 Some(Err(e)) => break format!("read failed: {e}"),
@@ -547,6 +541,16 @@ async fn session(
                         break why;
                     }
                 }
+            },
+            _ = &mut silence => break format!("nothing received for {:?}", hub.cfg.keepalive_timeout),
+            out = rx.recv() => match out {
+                Some(m) => if let Err(why) = send(&mut sink, Frame::Text(m.encode().into()), write).await {
+                    break why;
+                },
+                None => break "replaced by a new connection, or the cloud is shutting down".to_string(),
+            },
+            Some(f) = stream_frames.recv() => if let Err(why) = send(&mut sink, Frame::Binary(f.into()), write).await {
+                break why;
             },
         }
     };

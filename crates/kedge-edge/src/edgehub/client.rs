@@ -322,11 +322,8 @@ impl Link {
                         return Ended::Lost(format!("keepalive: {why}"));
                     }
                 }
-                Some(f) = stream_frames.recv() => {
-                    if let Err(why) = send(sink, Frame::Binary(f.into()), write_limit).await {
-                        return Ended::Lost(why);
-                    }
-                }
+                // Messages before stream bytes: a busy stream must not delay a twin report or a
+                // status (streams are paced; messages are few and small).
                 m = self.up.recv() => match m {
                     Some(m) => {
                         if let Err(why) = send(sink, Frame::Text(m.encode().into()), write_limit).await {
@@ -342,6 +339,11 @@ impl Link {
                     }
                     None => return Ended::Stopped,
                 },
+                Some(f) = stream_frames.recv() => {
+                    if let Err(why) = send(sink, Frame::Binary(f.into()), write_limit).await {
+                        return Ended::Lost(why);
+                    }
+                }
             }
         }
     }
