@@ -36,7 +36,11 @@ pub struct Settings {
     pub kubelet_port: u16,
     pub kubelet_address: String,
     pub kubelet_client_names: Vec<String>,
+    pub pki_secret: String,
 }
+
+/// Where replicas on a real cluster keep their one CA, unless told otherwise.
+pub const DEFAULT_PKI_SECRET: &str = "kedge/kedge-cloud-pki";
 
 impl Default for Settings {
     fn default() -> Self {
@@ -64,12 +68,13 @@ impl Default for Settings {
             kubelet_address: String::new(),
             // kubeadm's name for kube-apiserver's kubelet client certificate.
             kubelet_client_names: vec!["kube-apiserver-kubelet-client".into()],
+            pki_secret: DEFAULT_PKI_SECRET.into(),
         }
     }
 }
 
 /// What each setting does, in the order `--print-default-config` shows them.
-const DOCS: [(&str, &str); 19] = [
+const DOCS: [(&str, &str); 20] = [
     (
         "dataDir",
         "Where the cloud keeps its CA (pki/), the embedded API's store and the kubeconfig.",
@@ -145,6 +150,13 @@ const DOCS: [(&str, &str); 19] = [
         "Common names of the client certificates allowed to call the kubelet API (the CA may\n\
          sign others: users'); empty: any certificate the CA signed.",
     ),
+    (
+        "pkiSecret",
+        "With a real cluster (kubeconfig): the Secret (NAMESPACE/NAME) that holds the cloud's CA\n\
+         and join-token key, created once by the first replica and adopted by the others, so\n\
+         every replica serves one CA and accepts the same tokens. Empty: the data directory's\n\
+         CA alone (one replica).",
+    ),
 ];
 
 /// What `kedge cloud --print-default-config` prints; it reads back as [`Settings::default`].
@@ -182,6 +194,8 @@ pub struct Resolved {
     pub device_api_version: String,
     /// The kubelet API for edge nodes, when served.
     pub cloudstream: Option<crate::cloudstream::CloudStreamConfig>,
+    /// The Secret replicas share their CA through (a real cluster only).
+    pub pki_secret: Option<crate::pkisecret::SecretRef>,
 }
 
 impl Layered for Settings {}
@@ -192,6 +206,15 @@ impl Settings {
             |key, text: &str| parse_duration(text).map_err(|why| ConfigError::Value { key, why });
         let kubeconfig = Some(self.kubeconfig.clone()).filter(|k| !k.as_os_str().is_empty());
         let cloudstream = self.cloudstream(kubeconfig.is_some())?;
+        let pki_secret = match (&kubeconfig, self.pki_secret.as_str()) {
+            (None, _) | (_, "") => None,
+            (Some(_), at) => Some(at.parse().map_err(|e: crate::pkisecret::PkiSecretError| {
+                ConfigError::Value {
+                    key: "pkiSecret",
+                    why: e.to_string(),
+                }
+            })?),
+        };
         let router_token = Some(self.router_token.0).filter(|t| !t.is_empty());
         let versions = [kedge_core::devices::V1ALPHA2, kedge_core::devices::V1BETA1];
         if !versions.contains(&self.device_api_version.as_str()) {
@@ -202,6 +225,7 @@ impl Settings {
         }
         Ok(Resolved {
             cloudstream,
+            pki_secret,
             device_api_version: self.device_api_version,
             api: kubeconfig
                 .is_none()

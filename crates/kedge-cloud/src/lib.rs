@@ -16,6 +16,8 @@ pub enum CloudError {
     Pki(#[from] kedge_pki::PkiError),
     #[error(transparent)]
     Bind(#[from] kedge_http::BindError),
+    #[error("the cluster's CA: {0}")]
+    PkiSecret(#[from] pkisecret::PkiSecretError),
 }
 
 pub mod devicecontroller;
@@ -23,6 +25,7 @@ pub mod edgeapplication;
 pub mod edgecontroller;
 pub mod nodegroup;
 pub mod objects;
+pub mod pkisecret;
 pub mod placement;
 pub mod router;
 pub mod workloads;
@@ -55,6 +58,8 @@ pub struct CloudConfig {
     pub workloads: bool,
     /// Serve the kubelet API for edge nodes (a real cluster's kube-apiserver calls it).
     pub cloudstream: Option<cloudstream::CloudStreamConfig>,
+    /// Share the CA with other replicas through this Secret (a real cluster).
+    pub pki_secret: Option<pkisecret::SecretRef>,
 }
 
 /// A running cloud (hub, join server, controllers).
@@ -137,6 +142,10 @@ impl Cloud {
 
 /// Starts CloudHub (join server and hub) and the controllers against `client`.
 pub async fn start(cfg: CloudConfig, client: kube::Client) -> Result<Cloud, CloudError> {
+    if let Some(at) = &cfg.pki_secret {
+        let serving = pkisecret::adopt(&client, at, &cfg.data_dir).await?;
+        pkisecret::follow(client.clone(), at.clone(), cfg.data_dir.clone(), serving);
+    }
     let ca = Arc::new(kedge_pki::Ca::load_or_create(&cfg.data_dir)?);
     let mut names = vec!["localhost".to_string(), "127.0.0.1".to_string()];
     names.extend(cfg.names.iter().cloned());

@@ -20,6 +20,7 @@ use rcgen::{
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use sha2::{Digest, Sha256};
 
+pub mod material;
 pub mod node;
 pub mod token;
 
@@ -48,6 +49,8 @@ pub enum PkiError {
     Tls(#[from] rustls::Error),
     #[error("{0}")]
     Csr(String),
+    #[error("this CA's token key is not kept in a directory: rotate it where it is kept")]
+    NoKeyDir,
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> PkiError + '_ {
@@ -68,11 +71,19 @@ pub struct Ca {
     cert_pem: String,
     cert_der: CertificateDer<'static>,
     issuer: Issuer<'static, KeyPair>,
-    /// `<data-dir>/pki`, where the token key is read from at each use (a rotation by
-    /// `kedge token --rotate` takes effect in a running cloud at once).
-    dir: PathBuf,
+    token_key: TokenKey,
     /// The CA key's DER: the token key of a CA that has no `token.key`.
     ca_key_der: Vec<u8>,
+}
+
+/// Where a CA's join-token key comes from.
+#[derive(Clone)]
+pub enum TokenKey {
+    /// `<data-dir>/pki/token.key`, read at each use: a rotation (`kedge token --rotate`, or a
+    /// replica installing a rotated key) takes effect in a running cloud at once.
+    Dir(PathBuf),
+    /// Given once (`None`: the CA's own key).
+    Fixed(Option<Vec<u8>>),
 }
 
 impl std::fmt::Debug for Ca {
@@ -104,20 +115,27 @@ impl Ca {
         let key_path = dir.join(CA_KEY);
         let cert_pem = fs::read_to_string(&cert_path).map_err(io_err(&cert_path))?;
         let key_pem = fs::read_to_string(&key_path).map_err(io_err(&key_path))?;
-        let key = KeyPair::from_pem(&key_pem).map_err(|_| PkiError::BadPem {
-            path: key_path.clone(),
-        })?;
-        let cert_der = pem_cert_der(&cert_pem).ok_or(PkiError::BadPem {
-            path: cert_path.clone(),
-        })?;
+        Self::from_pem(cert_pem, &key_pem, TokenKey::Dir(dir.to_path_buf())).map_err(|e| match e {
+            PkiError::BadPem { path } if path.as_os_str() == CA_KEY => {
+                PkiError::BadPem { path: key_path }
+            }
+            PkiError::BadPem { .. } => PkiError::BadPem { path: cert_path },
+            other => other,
+        })
+    }
+
+    /// A CA from its certificate and key (PEM); a bad one names the file it would be in.
+    pub fn from_pem(cert_pem: String, key_pem: &str, token_key: TokenKey) -> Result<Ca, PkiError> {
+        let bad = |name: &str| PkiError::BadPem { path: name.into() };
+        let key = KeyPair::from_pem(key_pem).map_err(|_| bad(CA_KEY))?;
+        let cert_der = pem_cert_der(&cert_pem).ok_or_else(|| bad(CA_CERT))?;
         let ca_key_der = key.serialize_der();
-        let issuer = Issuer::from_ca_cert_der(&cert_der, key)
-            .map_err(|_| PkiError::BadPem { path: cert_path })?;
+        let issuer = Issuer::from_ca_cert_der(&cert_der, key).map_err(|_| bad(CA_CERT))?;
         Ok(Ca {
             cert_pem,
             cert_der,
             issuer,
-            dir: dir.to_path_buf(),
+            token_key,
             ca_key_der,
         })
     }

@@ -71,7 +71,11 @@ fn now_secs() -> u64 {
 impl Ca {
     /// The current token key, read afresh (see [`Ca::rotate_token_key`]).
     fn token_secret(&self) -> Result<Vec<u8>, TokenError> {
-        let path = self.dir.join(crate::TOKEN_KEY);
+        let dir = match &self.token_key {
+            crate::TokenKey::Fixed(k) => return Ok(k.clone().unwrap_or(self.ca_key_der.clone())),
+            crate::TokenKey::Dir(dir) => dir,
+        };
+        let path = dir.join(crate::TOKEN_KEY);
         match std::fs::read(&path) {
             Ok(key) => Ok(key),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(self.ca_key_der.clone()),
@@ -79,11 +83,15 @@ impl Ca {
         }
     }
 
-    /// Replaces the token key (atomically: written aside, then renamed over): every token issued
-    /// before stops working; edges already joined keep their certificates.
+    /// Replaces the token key in the CA's directory (atomically: written aside, then renamed
+    /// over): every token issued before stops working; edges already joined keep their
+    /// certificates. A CA whose key is not in a directory has nothing to rotate here.
     pub fn rotate_token_key(&self) -> Result<(), crate::PkiError> {
-        let path = self.dir.join(crate::TOKEN_KEY);
-        let tmp = self.dir.join(format!(
+        let crate::TokenKey::Dir(dir) = &self.token_key else {
+            return Err(crate::PkiError::NoKeyDir);
+        };
+        let path = dir.join(crate::TOKEN_KEY);
+        let tmp = dir.join(format!(
             ".{}-{}-{}",
             crate::TOKEN_KEY,
             std::process::id(),

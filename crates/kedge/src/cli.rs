@@ -155,6 +155,13 @@ struct TokenArgs {
     /// in a running cloud too (edges already joined keep their certificates).
     #[arg(long)]
     rotate: bool,
+    /// Read the CA from the cluster in this kubeconfig (where `kedge cloud --kubeconfig`
+    /// replicas keep it) instead of a data directory: a token every replica accepts.
+    #[arg(long)]
+    kubeconfig: Option<PathBuf>,
+    /// The Secret (NAMESPACE/NAME) the replicas keep the CA in.
+    #[arg(long, default_value = kedge_cloud::config::DEFAULT_PKI_SECRET)]
+    pki_secret: String,
 }
 
 #[derive(Args)]
@@ -239,6 +246,10 @@ struct CloudFlags {
     #[arg(long = "kubelet-client-name")]
     #[serde(skip_serializing_if = "Vec::is_empty")]
     kubelet_client_names: Vec<String>,
+    /// With `--kubeconfig`: the Secret (NAMESPACE/NAME) every replica keeps the one CA and join
+    /// token key in (default kedge/kedge-cloud-pki; "" keeps them in the data directory only).
+    #[arg(long)]
+    pki_secret: Option<String>,
 }
 
 #[derive(Args)]
@@ -381,7 +392,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Up(a) => up(a).await,
         Command::Cloud(a) => cloud(a).await,
-        Command::Token(a) => token(a),
+        Command::Token(a) => token(a).await,
         Command::Edge(a) => edge(a).await,
         Command::Demo(Demo::Counter(a)) => {
             let (stop, stopped) = tokio::sync::watch::channel(false);
@@ -412,7 +423,27 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
-fn token(a: TokenArgs) -> anyhow::Result<()> {
+async fn token(a: TokenArgs) -> anyhow::Result<()> {
+    if let Some(k) = &a.kubeconfig {
+        let client = kube_client(k).await?;
+        let at: kedge_cloud::pkisecret::SecretRef = a.pki_secret.parse()?;
+        let read =
+            |e| anyhow::anyhow!("{e}: start `kedge cloud --kubeconfig` on this cluster first");
+        if a.rotate {
+            kedge_cloud::pkisecret::rotate(&client, &at)
+                .await
+                .map_err(read)?;
+            eprintln!(
+                "join token key rotated: tokens issued before no longer work, on every replica"
+            );
+        }
+        let ca = kedge_cloud::pkisecret::read(&client, &at)
+            .await
+            .map_err(read)?
+            .ca()?;
+        println!("{}", ca.token(a.ttl)?);
+        return Ok(());
+    }
     let data_dir = a
         .data_dir
         .unwrap_or_else(|| CloudSettings::default().data_dir);
@@ -508,6 +539,7 @@ fn cloud_config(
             .map(|a| Arc::new(EmbeddedBulk(a.api.clone())) as Arc<dyn kedge_cloud::bulk::Bulk>),
         workloads: api.is_some(),
         cloudstream: r.cloudstream.clone(),
+        pki_secret: r.pki_secret.clone(),
     }
 }
 
@@ -794,9 +826,12 @@ async fn cloud(a: CloudArgs) -> anyhow::Result<()> {
     }
     let metrics = serve_metrics(r.metrics_port, cloud.metrics()).await?;
     println!("  metrics:        http://{metrics}/metrics");
+    let token = match (&r.kubeconfig, &r.pki_secret) {
+        (Some(k), Some(at)) => format!("--kubeconfig {} --pki-secret {at}", k.display()),
+        _ => format!("--data-dir {}", r.data_dir.display()),
+    };
     println!(
-        "  join an edge:   kedge edge --node-name NODE --cloud HOST --token $(kedge token --data-dir {})",
-        r.data_dir.display()
+        "  join an edge:   kedge edge --node-name NODE --cloud HOST --token $(kedge token {token})"
     );
     wait_for_signal().await;
     running.shutdown().await;

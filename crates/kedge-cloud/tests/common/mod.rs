@@ -46,6 +46,7 @@ pub fn cloud_config(data_dir: &Path) -> kedge_cloud::CloudConfig {
         bulk: None,
         workloads: false,
         cloudstream: None,
+        pki_secret: None,
     }
 }
 

@@ -390,17 +390,7 @@ impl Kedge {
 
     /// A join token from `kedge token` for this cloud.
     pub fn token(&self) -> String {
-        let out = Command::new(env!("CARGO_BIN_EXE_kedge"))
-            .args(["token", "--data-dir"])
-            .arg(&self.data_dir)
-            .output()
-            .expect("kedge token runs");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).trim().to_string()
+        kedge_token(&["--data-dir", &self.data_dir.display().to_string()])
     }
 
     pub fn kubeconfig(&self) -> PathBuf {
@@ -485,6 +475,21 @@ impl Kedge {
 }
 
 /// A plain-HTTP GET (loopback listeners such as /metrics); returns the body.
+/// `kedge token` with `args`: the token printed.
+pub fn kedge_token(args: &[&str]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_kedge"))
+        .arg("token")
+        .args(args)
+        .output()
+        .expect("kedge token runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
 pub fn http_get(url: &str) -> String {
     use std::io::{Read, Write};
     let rest = url.strip_prefix("http://").expect("http URL");

@@ -1,0 +1,73 @@
+//! `kedge cloud --kubeconfig` as several replicas on one cluster (issue #20). One kedge's
+//! embedded API stands in for the cluster (kube-rs sees no difference).
+
+mod common;
+
+use std::path::Path;
+use std::time::Duration;
+
+use common::{EdgeProc, Kedge, kedge_token as token, wait_until};
+
+/// The CA fingerprint a join token carries (`<sha256 of the CA>.<JWT>`).
+fn fingerprint(token: &str) -> &str {
+    token.split_once('.').expect("fingerprint.jwt").0
+}
+
+fn token_key(data_dir: &Path) -> Vec<u8> {
+    std::fs::read(data_dir.join("pki/token.key")).unwrap_or_default()
+}
+
+#[test]
+fn replicas_started_together_serve_one_ca_and_accept_one_token_key() {
+    let dirs: Vec<_> = (0..6).map(|_| tempfile::tempdir().expect("tmp")).collect();
+    let cluster = Kedge::cloud(dirs[0].path());
+    let kubeconfig = cluster.kubeconfig().display().to_string();
+    // Three replicas started at the same moment on a cluster without the Secret.
+    let replicas: Vec<Kedge> = std::thread::scope(|s| {
+        let started: Vec<_> = (1..4)
+            .map(|i| {
+                let (dir, kc) = (dirs[i].path(), kubeconfig.as_str());
+                s.spawn(move || Kedge::cloud_with(dir, 0, 0, 0, &["--kubeconfig", kc]))
+            })
+            .collect();
+        started
+            .into_iter()
+            .map(|h| h.join().expect("a replica started"))
+            .collect()
+    });
+    let cluster_token = token(&["--kubeconfig", &kubeconfig]);
+    for (i, d) in dirs[1..4].iter().enumerate() {
+        let own = token(&["--data-dir", &d.path().display().to_string()]);
+        assert_eq!(
+            fingerprint(&own),
+            fingerprint(&cluster_token),
+            "replica {i} serves the cluster's one CA"
+        );
+    }
+    let stored = cluster.ok(&["get", "secrets", "-n", "kedge", "-o", "name"]);
+    assert_eq!(stored.trim(), "secret/kedge-cloud-pki", "one Secret");
+
+    // A token from the cluster joins an edge through any replica.
+    let _e1 = EdgeProc::start(&replicas[2], dirs[4].path(), "kube-edge-1", &cluster_token);
+    wait_until(Duration::from_secs(60), "kube-edge-1 Ready", || {
+        (cluster.node_ready("kube-edge-1") == "True").then_some(())
+    });
+
+    // A rotation in the Secret reaches every replica's data directory.
+    let before = token_key(dirs[1].path());
+    let rotated = token(&["--kubeconfig", &kubeconfig, "--rotate"]);
+    assert_eq!(fingerprint(&rotated), fingerprint(&cluster_token));
+    wait_until(
+        Duration::from_secs(20),
+        "every replica has the new key",
+        || {
+            let keys: Vec<Vec<u8>> = dirs[1..4].iter().map(|d| token_key(d.path())).collect();
+            (keys.iter().all(|k| *k != before && *k == keys[0])).then_some(())
+        },
+    );
+    let _e2 = EdgeProc::start(&replicas[0], dirs[5].path(), "kube-edge-2", &rotated);
+    wait_until(Duration::from_secs(60), "kube-edge-2 Ready", || {
+        (cluster.node_ready("kube-edge-2") == "True").then_some(())
+    });
+    drop(replicas);
+}
