@@ -68,7 +68,12 @@ const DOCS: [(&str, &str); 17] = [
         "Where the edge keeps its identity (pki/) and its store.",
     ),
     ("nodeName", "This node's name (a DNS subdomain). Required."),
-    ("cloud", "The cloud's host name or address. Required."),
+    (
+        "cloud",
+        "The cloud's host name or address. Required. Several replicas: HOST[:PORT],HOST[:PORT],...\n\
+         (PORT is CloudHub's, default hubPort); the edge starts at the one its name hashes to\n\
+         and moves to the next when one fails.",
+    ),
     ("hubPort", "CloudHub WebSocket port."),
     ("httpsPort", "The cloud's join (certificate) server port."),
     (
@@ -149,6 +154,8 @@ pub enum ConfigError {
     Zero(&'static str),
     #[error(transparent)]
     MqttUrl(#[from] crate::eventbus::UrlError),
+    #[error("cloud (--cloud): {0}")]
+    Cloud(#[from] crate::edgehub::servers::ServersError),
 }
 
 impl Layered for Settings {}
@@ -162,6 +169,7 @@ impl Settings {
         if self.cloud.is_empty() {
             return Err(ConfigError::Missing("cloud (--cloud)"));
         }
+        crate::edgehub::servers::parse(&self.cloud, self.hub_port)?;
         let secs = |s: u64, name| match s {
             0 => Err(ConfigError::Zero(name)),
             s => Ok(Duration::from_secs(s)),
@@ -205,7 +213,7 @@ impl Settings {
 pub struct EdgeConfig {
     pub data_dir: PathBuf,
     pub node: String,
-    /// The cloud's host name or address.
+    /// The cloud's host name or address, or several (`HOST[:PORT],...`; see [`EdgeConfig::clouds`]).
     pub cloud: String,
     pub hub_port: u16,
     pub https_port: u16,
@@ -289,13 +297,9 @@ impl EdgeConfig {
         }
     }
 
-    /// `cloud:port`, bracketing an IPv6 address.
-    pub fn server(&self, port: u16) -> String {
-        if self.cloud.contains(':') && !self.cloud.starts_with('[') {
-            format!("[{}]:{port}", self.cloud)
-        } else {
-            format!("{}:{port}", self.cloud)
-        }
+    /// The cloud replicas `cloud` lists (`HOST[:PORT][,HOST[:PORT]...]`, PORT CloudHub's).
+    pub fn clouds(&self) -> Result<Vec<crate::edgehub::servers::Cloud>, ConfigError> {
+        Ok(crate::edgehub::servers::parse(&self.cloud, self.hub_port)?)
     }
 }
 

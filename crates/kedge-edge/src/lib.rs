@@ -63,13 +63,19 @@ pub struct Edge {
 /// Joins (once), then starts every component.
 pub async fn start(cfg: EdgeConfig) -> Result<Edge, EdgeError> {
     let lock = lock_data_dir(&cfg)?;
+    let clouds = edgehub::servers::ordered_for(&cfg.node, cfg.clouds()?);
     let join = JoinWith {
-        server: format!("https://{}", cfg.server(cfg.https_port)),
+        servers: clouds
+            .iter()
+            .map(|c| format!("https://{}", c.join(cfg.https_port)))
+            .collect(),
         node: cfg.node.clone(),
         token: cfg.token.clone(),
         dir: identity_dir(&cfg.data_dir),
     };
-    let id = load_or_join(&join.join()).await?;
+    let id = join
+        .first_reachable(|j| async move { load_or_join(&j).await })
+        .await?;
     let db = open_db(&cfg)?;
     let meta = Arc::new(metamanager::MetaStore::open_in(db.clone())?);
     let outbox = Arc::new(Outbox::open_in(
@@ -100,7 +106,7 @@ pub async fn start(cfg: EdgeConfig) -> Result<Edge, EdgeError> {
                 cause,
             })?;
     let missing = Arc::new(edged::fetch::Missing::default());
-    let host_ip = edged::nodestatus::local_ip_towards(&cfg.server(cfg.hub_port));
+    let host_ip = edged::nodestatus::local_ip_towards(&clouds[0].hub());
     let edged = edged::Edged::start_or_disable(
         edged_config(&cfg, &host_ip),
         edged::Pods {
@@ -114,7 +120,7 @@ pub async fn start(cfg: EdgeConfig) -> Result<Edge, EdgeError> {
     let (routes, inboxes) = edgehub::dispatch::inboxes();
     let (streams_tx, streams_rx) = tokio::sync::mpsc::channel(64);
     let hub_settings = edgehub::Settings {
-        server: cfg.server(cfg.hub_port),
+        servers: clouds.iter().map(edgehub::servers::Cloud::hub).collect(),
         heartbeat: cfg.heartbeat,
         join,
         streams: Some(streams_tx),

@@ -274,7 +274,8 @@ struct EdgeFlags {
     /// This node's name.
     #[arg(long)]
     node_name: Option<String>,
-    /// The cloud's host name or address.
+    /// The cloud's host name or address; several replicas as HOST[:PORT],HOST[:PORT],... (PORT is
+    /// CloudHub's): the edge starts at the one its name hashes to and fails over to the next.
     #[arg(long)]
     cloud: Option<String>,
     /// CloudHub WebSocket port.

@@ -6,7 +6,7 @@ mod common;
 use std::path::Path;
 use std::time::Duration;
 
-use common::{EdgeProc, Kedge, kedge_token as token, wait_until};
+use common::{EdgeProc, Kedge, http_get, kedge_token as token, wait_until};
 
 /// The CA fingerprint a join token carries (`<sha256 of the CA>.<JWT>`).
 fn fingerprint(token: &str) -> &str {
@@ -70,4 +70,61 @@ fn replicas_started_together_serve_one_ca_and_accept_one_token_key() {
         (cluster.node_ready("kube-edge-2") == "True").then_some(())
     });
     drop(replicas);
+}
+
+/// Edge sessions a replica holds, from its `/metrics`.
+fn connected(replica: &Kedge) -> u64 {
+    http_get(&replica.metrics)
+        .lines()
+        .find_map(|l| l.strip_prefix("kedge_cloudhub_connected_nodes "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+#[test]
+fn an_edge_given_several_replicas_fails_over_when_its_replica_dies() {
+    let dirs: Vec<_> = (0..4).map(|_| tempfile::tempdir().expect("tmp")).collect();
+    let cluster = Kedge::cloud(dirs[0].path());
+    let kubeconfig = cluster.kubeconfig().display().to_string();
+    let mut replicas: Vec<Kedge> = (1..3)
+        .map(|i| Kedge::cloud_with(dirs[i].path(), 0, 0, 0, &["--kubeconfig", &kubeconfig]))
+        .collect();
+    // A host that refuses connections comes first in the list.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let list = format!(
+        "127.0.0.1:{dead},127.0.0.1:{},127.0.0.1:{}",
+        replicas[0].hub_port, replicas[1].hub_port
+    );
+    let t = token(&["--kubeconfig", &kubeconfig]);
+    let _edge = EdgeProc::start_through(
+        &replicas[0],
+        dirs[3].path(),
+        "kube-edge-1",
+        &t,
+        &["--cloud", &list],
+        replicas[0].hub_port,
+    );
+    wait_until(Duration::from_secs(60), "kube-edge-1 Ready", || {
+        (cluster.node_ready("kube-edge-1") == "True").then_some(())
+    });
+    let holder = wait_until(Duration::from_secs(10), "one replica holds it", || {
+        let held: Vec<u64> = replicas.iter().map(connected).collect();
+        (held.iter().sum::<u64>() == 1).then(|| held.iter().position(|&n| n == 1))
+    })
+    .expect("a holder");
+    replicas[holder].kill9();
+    let other = &replicas[1 - holder];
+    wait_until(
+        Duration::from_secs(45),
+        "the edge on the other replica",
+        || (connected(other) == 1).then_some(()),
+    );
+    wait_until(
+        Duration::from_secs(20),
+        "kube-edge-1 Ready after the failover",
+        || (cluster.node_ready("kube-edge-1") == "True").then_some(()),
+    );
 }

@@ -35,23 +35,48 @@ pub struct Join<'a> {
     pub dir: &'a Path,
 }
 
-/// [`Join`] with owned values, for the renewal loop that outlives the caller.
+/// [`Join`] with owned values, for the renewal loop that outlives the caller, and every cloud
+/// replica's join server (`https://<host>:<https-port>`, in the order to try them).
 #[derive(Debug, Clone)]
 pub struct JoinWith {
-    pub server: String,
+    pub servers: Vec<String>,
     pub node: String,
     pub token: String,
     pub dir: PathBuf,
 }
 
 impl JoinWith {
-    pub fn join(&self) -> Join<'_> {
-        Join {
-            server: &self.server,
+    /// The join at each server, in order.
+    pub fn each(&self) -> impl Iterator<Item = Join<'_>> {
+        self.servers.iter().map(|server| Join {
+            server,
             node: &self.node,
             token: &self.token,
             dir: &self.dir,
+        })
+    }
+
+    /// `act` at the first server that can be reached: an answer (a refusal included) ends the
+    /// search, an unreachable server moves to the next.
+    pub async fn first_reachable<'a, T, F, Fut>(&'a self, act: F) -> Result<T, JoinError>
+    where
+        F: Fn(Join<'a>) -> Fut,
+        Fut: std::future::Future<Output = Result<T, JoinError>>,
+    {
+        let mut last = JoinError::Unreachable {
+            url: String::new(),
+            cause: "no join server given".into(),
+        };
+        for j in self.each() {
+            match act(j).await {
+                Err(e @ JoinError::Unreachable { .. }) => {
+                    tracing::warn!(error = %e, "trying the next cloud replica");
+                    last = e;
+                }
+                other => return other,
+            }
         }
+        Err(last)
     }
 }
 
@@ -183,7 +208,11 @@ pub async fn keep(j: JoinWith, hub: super::client::EdgeHub, mut id: Identity) {
         // Certificate lifetimes are wall-clock times: the wait is computed afresh each turn.
         let now = jiff::Timestamp::now().as_second();
         tokio::time::sleep(renewal_delay(validity, now, fraction)).await;
-        match renew(&j.join(), &id).await {
+        let id_now = &id;
+        match j
+            .first_reachable(|one| async move { renew(&one, id_now).await })
+            .await
+        {
             Ok(new) => {
                 if let Err(e) = hub.use_identity(&new) {
                     tracing::error!(error = %e, "the renewed certificate cannot be used");

@@ -31,8 +31,9 @@ pub const DEFAULT_PROJECT: &str = "e632aba927ea4ac2b575ec1603d56f10";
 
 #[derive(Debug, Clone)]
 pub struct HubConfig {
-    /// `host:port` of CloudHub.
-    pub server: String,
+    /// `host:port` of each CloudHub replica, in the order to try them: a failed connection or a
+    /// lost session moves to the next.
+    pub servers: Vec<String>,
     pub node: String,
     pub project: String,
     /// Keepalive period (KubeEdge: 15 s); also how long the edge waits, hearing nothing from the
@@ -52,7 +53,7 @@ pub struct HubConfig {
 impl HubConfig {
     pub fn new(server: impl Into<String>, node: impl Into<String>) -> HubConfig {
         HubConfig {
-            server: server.into(),
+            servers: vec![server.into()],
             node: node.into(),
             project: DEFAULT_PROJECT.into(),
             heartbeat: DEFAULT_HEARTBEAT,
@@ -196,16 +197,26 @@ impl Link {
     /// Connects and reconnects until the edge stops.
     async fn run(mut self) {
         let mut delays = backoff();
+        let mut at = 0;
         while !*self.stop.borrow() {
             let tls = self.tls.borrow_and_update().clone();
+            let Some(server) = self
+                .cfg
+                .servers
+                .get(at % self.cfg.servers.len().max(1))
+                .cloned()
+            else {
+                tracing::error!("EdgeHub has no CloudHub address to connect to");
+                return;
+            };
             let dialled = tokio::select! {
-                c = connect(&self.cfg, tls) => c,
+                c = connect(&self.cfg, &server, tls) => c,
                 _ = self.stop.changed() => return,
             };
             match dialled {
                 Ok((ws, dialect)) => {
                     delays = backoff();
-                    tracing::info!(server = %self.cfg.server, node = %self.cfg.node, ?dialect, "connected to CloudHub");
+                    tracing::info!(%server, node = %self.cfg.node, ?dialect, "connected to CloudHub");
                     self.cloud.send_replace(dialect);
                     self.connected.send_replace(true);
                     let ended = self.session(ws, dialect).await;
@@ -219,7 +230,8 @@ impl Link {
                             "the certificate was renewed; reconnecting to CloudHub with it"
                         ),
                         Ended::Lost(why) => {
-                            tracing::warn!(reason = %why, "disconnected from CloudHub")
+                            tracing::warn!(%server, reason = %why, "disconnected from CloudHub");
+                            at += 1;
                         }
                     }
                     if self.down.is_closed() {
@@ -227,7 +239,8 @@ impl Link {
                     }
                 }
                 Err(e) => {
-                    tracing::warn!(server = %self.cfg.server, error = %e, "cannot connect to CloudHub")
+                    tracing::warn!(%server, error = %e, "cannot connect to CloudHub");
+                    at += 1;
                 }
             }
             let wait = delays.next().unwrap_or(Duration::from_secs(30));
@@ -374,12 +387,12 @@ pub enum ConnectError {
     Address(String),
 }
 
-/// A TCP connection to CloudHub, from `cfg.source` when given.
-async fn dial(cfg: &HubConfig) -> std::io::Result<TcpStream> {
+/// A TCP connection to CloudHub at `server`, from `cfg.source` when given.
+async fn dial(cfg: &HubConfig, server: &str) -> std::io::Result<TcpStream> {
     let Some(source) = cfg.source else {
-        return TcpStream::connect(&cfg.server).await;
+        return TcpStream::connect(server).await;
     };
-    let to = tokio::net::lookup_host(&cfg.server)
+    let to = tokio::net::lookup_host(server)
         .await?
         .find(|a| a.is_ipv4() == source.is_ipv4())
         .ok_or_else(|| std::io::Error::other("no address of the server's family"))?;
@@ -394,23 +407,23 @@ async fn dial(cfg: &HubConfig) -> std::io::Result<TcpStream> {
 
 async fn connect(
     cfg: &HubConfig,
+    server: &str,
     tls: Arc<rustls::ClientConfig>,
 ) -> Result<(Ws, Dialect), ConnectError> {
-    let host = cfg
-        .server
+    let host = server
         .rsplit_once(':')
         .map(|(h, _)| h.trim_matches(['[', ']']).to_string())
-        .ok_or_else(|| ConnectError::Address(cfg.server.clone()))?;
+        .ok_or_else(|| ConnectError::Address(server.to_string()))?;
     let name = rustls::pki_types::ServerName::try_from(host)
-        .map_err(|_| ConnectError::Address(cfg.server.clone()))?;
-    let tcp = tokio::time::timeout(Duration::from_secs(10), dial(cfg))
+        .map_err(|_| ConnectError::Address(server.to_string()))?;
+    let tcp = tokio::time::timeout(Duration::from_secs(10), dial(cfg, server))
         .await
         .map_err(|_| ConnectError::Tcp(std::io::ErrorKind::TimedOut.into()))?
         .map_err(ConnectError::Tcp)?;
     let _ = tcp.set_nodelay(true);
     // A cloud that accepted the connection but never answers (overloaded, or the path died)
     // must not hold the edge: the handshakes are bounded too.
-    tokio::time::timeout(HANDSHAKE_WAIT, upgrade(cfg, name, tls, tcp))
+    tokio::time::timeout(HANDSHAKE_WAIT, upgrade(cfg, server, name, tls, tcp))
         .await
         .map_err(|_| ConnectError::Tcp(std::io::ErrorKind::TimedOut.into()))?
 }
@@ -421,6 +434,7 @@ const HANDSHAKE_WAIT: Duration = Duration::from_secs(20);
 /// TLS, then the WebSocket upgrade with KubeEdge's headers.
 async fn upgrade(
     cfg: &HubConfig,
+    server: &str,
     name: rustls::pki_types::ServerName<'static>,
     tls: Arc<rustls::ClientConfig>,
     tcp: TcpStream,
@@ -429,7 +443,7 @@ async fn upgrade(
         .connect(name, tcp)
         .await
         .map_err(ConnectError::Tls)?;
-    let url = format!("wss://{}/{}/{}/events", cfg.server, cfg.project, cfg.node);
+    let url = format!("wss://{server}/{}/{}/events", cfg.project, cfg.node);
     let mut req = url.into_client_request()?;
     let h = req.headers_mut();
     for (k, v) in [

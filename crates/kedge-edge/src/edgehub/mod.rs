@@ -7,6 +7,7 @@ pub mod client;
 pub mod dispatch;
 pub mod outbox;
 mod pump;
+pub mod servers;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,8 +23,8 @@ use outbox::Outbox;
 /// Where EdgeHub connects, and as whom.
 #[derive(Debug, Clone)]
 pub struct Settings {
-    /// `host:port` of CloudHub.
-    pub server: String,
+    /// `host:port` of each CloudHub replica, in the order to try them.
+    pub servers: Vec<String>,
     pub heartbeat: Duration,
     pub join: JoinWith,
     /// Where streams the cloud opens go (Edged's stream server).
@@ -39,7 +40,8 @@ pub fn start(
     routes: dispatch::Routes,
     tasks: &mut JoinSet<()>,
 ) -> Result<EdgeHub, kedge_pki::PkiError> {
-    let mut cfg = HubConfig::new(s.server, s.join.node.clone());
+    let mut cfg = HubConfig::new(String::new(), s.join.node.clone());
+    cfg.servers = s.servers;
     cfg.heartbeat = s.heartbeat;
     cfg.streams = s.streams;
     let (down_tx, down_rx) = mpsc::channel(1024);

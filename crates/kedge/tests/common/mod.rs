@@ -169,12 +169,14 @@ impl EdgeProc {
         stderr: Stdio,
     ) -> EdgeProc {
         let mut child = Command::new(env!("CARGO_BIN_EXE_kedge"))
+            .args(["edge", "--node-name", node])
+            // A list of replicas in `extra` replaces the one cloud.
+            .args(if extra.contains(&"--cloud") {
+                &[][..]
+            } else {
+                &["--cloud", "127.0.0.1"][..]
+            })
             .args([
-                "edge",
-                "--node-name",
-                node,
-                "--cloud",
-                "127.0.0.1",
                 "--metrics-port",
                 "0",
                 "--mqtt-port",
