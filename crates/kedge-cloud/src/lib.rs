@@ -23,6 +23,7 @@ pub enum CloudError {
 pub mod devicecontroller;
 pub mod edgeapplication;
 pub mod edgecontroller;
+pub mod leader;
 pub mod nodegroup;
 pub mod objects;
 pub mod pkisecret;
@@ -60,6 +61,9 @@ pub struct CloudConfig {
     pub cloudstream: Option<cloudstream::CloudStreamConfig>,
     /// Share the CA with other replicas through this Secret (a real cluster).
     pub pki_secret: Option<pkisecret::SecretRef>,
+    /// Elect one leader among the replicas for cluster-wide work (a real cluster); without it
+    /// this cloud does that work itself.
+    pub elect: bool,
 }
 
 /// A running cloud (hub, join server, controllers).
@@ -183,14 +187,16 @@ pub async fn start(cfg: CloudConfig, client: kube::Client) -> Result<Cloud, Clou
         cs_served = Some((l.addr, ep));
         listeners.push(l);
     }
+    let (leader_tx, leader_rx) = tokio::sync::watch::channel(false);
     let ec = edgecontroller::EdgeController::new(
-        client,
+        client.clone(),
         hub.clone(),
         downstream.clone(),
         rules,
         &workers,
         edgecontroller::Options {
             lifecycle: cfg.lifecycle.clone(),
+            leader: cfg.elect.then(|| leader_rx.clone()),
             lease_writer: cfg.bulk.clone(),
             kubelet: cs_served.as_ref().map(|(_, ep)| ep.clone()),
         },
@@ -204,6 +210,9 @@ pub async fn start(cfg: CloudConfig, client: kube::Client) -> Result<Cloud, Clou
     .await?;
     let hub_addr = hub_l.addr;
     listeners.push(hub_l);
+    if cfg.elect {
+        leader::spawn(client.clone(), leader::identity(hub_addr.port()), leader_tx);
+    }
     let stats = ec.stats();
     tokio::spawn(ec.run());
     Ok(Cloud {

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use futures::StreamExt;
 use k8s_openapi::ByteString;
-use k8s_openapi::api::core::v1::{Namespace, Secret};
+use k8s_openapi::api::core::v1::Secret;
 use kedge_pki::material::Material;
 use kube::api::{Patch, PatchParams, PostParams};
 use kube::runtime::{WatchStreamExt, watcher};
@@ -143,27 +143,13 @@ pub async fn adopt(
             // Another replica's create came first: adopt it on the next turn.
             Err(kube::Error::Api(s)) if s.code == 409 => {}
             // The namespace is missing.
-            Err(kube::Error::Api(s)) if s.code == 404 => create_namespace(client, at).await?,
+            Err(kube::Error::Api(s)) if s.code == 404 => {
+                crate::objects::create_namespace(client, &at.namespace).await?
+            }
             Err(e) => return Err(e.into()),
         }
     }
     Err(PkiSecretError::Racing(at.to_string()))
-}
-
-async fn create_namespace(client: &kube::Client, at: &SecretRef) -> Result<(), PkiSecretError> {
-    let api: Api<Namespace> = Api::all(client.clone());
-    let ns = Namespace {
-        metadata: kube::api::ObjectMeta {
-            name: Some(at.namespace.clone()),
-            ..Default::default()
-        },
-        ..Default::default()
-    };
-    match api.create(&PostParams::default(), &ns).await {
-        Ok(_) => Ok(()),
-        Err(kube::Error::Api(s)) if s.code == 409 => Ok(()),
-        Err(e) => Err(e.into()),
-    }
 }
 
 /// Follows the Secret, installing what changes (a rotated token key) into `data_dir`, for ever.

@@ -541,6 +541,8 @@ fn cloud_config(
         workloads: api.is_some(),
         cloudstream: r.cloudstream.clone(),
         pki_secret: r.pki_secret.clone(),
+        // Several replicas can share a real cluster; the embedded API has one cloud.
+        elect: r.kubeconfig.is_some(),
     }
 }
 

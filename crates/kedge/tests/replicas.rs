@@ -72,6 +72,20 @@ fn replicas_started_together_serve_one_ca_and_accept_one_token_key() {
     drop(replicas);
 }
 
+/// `dirs` temporary directories, the cluster (an embedded API) in the first, its kubeconfig, and
+/// two `kedge cloud --kubeconfig` replicas in the next two.
+fn two_replicas(dirs: usize) -> (Vec<tempfile::TempDir>, Kedge, String, Vec<Kedge>) {
+    let dirs: Vec<_> = (0..dirs)
+        .map(|_| tempfile::tempdir().expect("tmp"))
+        .collect();
+    let cluster = Kedge::cloud(dirs[0].path());
+    let kubeconfig = cluster.kubeconfig().display().to_string();
+    let replicas = (1..3)
+        .map(|i| Kedge::cloud_with(dirs[i].path(), 0, 0, 0, &["--kubeconfig", &kubeconfig]))
+        .collect();
+    (dirs, cluster, kubeconfig, replicas)
+}
+
 /// Edge sessions a replica holds, from its `/metrics`.
 fn connected(replica: &Kedge) -> u64 {
     http_get(&replica.metrics)
@@ -83,12 +97,7 @@ fn connected(replica: &Kedge) -> u64 {
 
 #[test]
 fn an_edge_given_several_replicas_fails_over_when_its_replica_dies() {
-    let dirs: Vec<_> = (0..4).map(|_| tempfile::tempdir().expect("tmp")).collect();
-    let cluster = Kedge::cloud(dirs[0].path());
-    let kubeconfig = cluster.kubeconfig().display().to_string();
-    let mut replicas: Vec<Kedge> = (1..3)
-        .map(|i| Kedge::cloud_with(dirs[i].path(), 0, 0, 0, &["--kubeconfig", &kubeconfig]))
-        .collect();
+    let (dirs, cluster, kubeconfig, mut replicas) = two_replicas(4);
     // A host that refuses connections comes first in the list.
     let dead = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
@@ -127,4 +136,47 @@ fn an_edge_given_several_replicas_fails_over_when_its_replica_dies() {
         "kube-edge-1 Ready after the failover",
         || (cluster.node_ready("kube-edge-1") == "True").then_some(()),
     );
+}
+
+/// A field of the replicas' leader Lease (empty when there is none).
+fn leader_lease(cluster: &Kedge, field: &str) -> String {
+    let path = format!("jsonpath={{.spec.{field}}}");
+    let args = [
+        "get",
+        "lease",
+        "-n",
+        "kedge",
+        "kedge-cloud-leader",
+        "-o",
+        &path,
+    ];
+    String::from_utf8_lossy(&cluster.kubectl(&args).stdout).into_owned()
+}
+
+/// The Lease's holder.
+fn leader(cluster: &Kedge) -> String {
+    leader_lease(cluster, "holderIdentity")
+}
+
+#[test]
+fn the_leader_killed_another_replica_takes_over_cluster_wide_work() {
+    let (_dirs, cluster, _, mut replicas) = two_replicas(3);
+    // Each replica's name in the election ends with its CloudHub port.
+    let of = |holder: &str, r: &Kedge| holder.ends_with(&format!("-{}", r.hub_port));
+    let first = wait_until(Duration::from_secs(20), "a leader", || {
+        let h = leader(&cluster);
+        replicas.iter().position(|r| of(&h, r))
+    });
+    replicas[first].kill9();
+    let next = &replicas[1 - first];
+    let killed = std::time::Instant::now();
+    // The Lease lasts 15 s; the other replica retries every 2 s.
+    wait_until(Duration::from_secs(30), "the other replica leads", || {
+        of(&leader(&cluster), next).then_some(())
+    });
+    assert!(
+        killed.elapsed() >= Duration::from_secs(10),
+        "not taken while it was fresh"
+    );
+    assert_eq!(leader_lease(&cluster, "leaseTransitions"), "1");
 }

@@ -116,6 +116,7 @@ pub(crate) struct Ctl {
 pub struct EdgeController {
     ctl: Arc<Ctl>,
     lifecycle: Lifecycle,
+    leader: Option<tokio::sync::watch::Receiver<bool>>,
     /// Edge nodes whose Ready condition is True, with that condition: kept from the Node watch
     /// so the sweep reads no Nodes while every node is connected.
     claims_ready: HashMap<String, Value>,
@@ -136,6 +137,9 @@ pub struct Stats {
 #[derive(Default)]
 pub struct Options {
     pub lifecycle: Lifecycle,
+    /// Whether this replica leads cluster-wide work (the stale-node sweep); `None`: it is the
+    /// only cloud and always does it.
+    pub leader: Option<tokio::sync::watch::Receiver<bool>>,
     /// Bulk Lease renewals (the embedded API); `None`: one API call each.
     pub lease_writer: Option<Arc<dyn crate::bulk::Bulk>>,
     /// CloudStream's endpoint, which edge Nodes advertise as their kubelet.
@@ -154,6 +158,7 @@ impl EdgeController {
     ) -> EdgeController {
         let Options {
             lifecycle,
+            leader,
             lease_writer,
             kubelet,
         } = opts;
@@ -178,6 +183,7 @@ impl EdgeController {
         EdgeController {
             ctl,
             lifecycle,
+            leader,
             claims_ready: HashMap::new(),
             started: std::time::Instant::now(),
         }
@@ -215,7 +221,11 @@ impl EdgeController {
                         Ok(())
                     }
                 },
-                _ = sweep.tick() => self.sweep().await,
+                // Cluster-wide: only the leader among replicas sweeps.
+                _ = sweep.tick() => match &self.leader {
+                    Some(l) if !*l.borrow() => Ok(()),
+                    _ => self.sweep().await,
+                },
                 _ = flush.tick() => self.flush_leases().await,
             };
             if let Err(e) = result {
