@@ -388,3 +388,14 @@ pub async fn http_get(url: &str) -> anyhow::Result<String> {
         .map(|(_, b)| b.to_string())
         .unwrap_or_default())
 }
+
+/// The container runtime a benchmark runs pods on.
+#[derive(clap::Args)]
+pub struct Runtime {
+    /// The container runtime's CRI socket (`unix:///…`), holding `--image`.
+    #[arg(long)]
+    pub cri_endpoint: String,
+    /// An image the runtime holds.
+    #[arg(long, default_value = "kedge.local/busybox:1")]
+    pub image: String,
+}

@@ -18,12 +18,8 @@ use crate::stats::Latencies;
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// The container runtime's CRI socket (`unix:///…`).
-    #[arg(long)]
-    cri_endpoint: String,
-    /// An image the runtime holds.
-    #[arg(long, default_value = "kedge.local/busybox:1")]
-    image: String,
+    #[command(flatten)]
+    runtime: crate::api::Runtime,
     /// Pods timed (after one untimed warm-up pod).
     #[arg(long, default_value_t = 50)]
     pods: usize,
@@ -38,7 +34,10 @@ pub struct Args {
 const WAIT: Duration = Duration::from_secs(120);
 
 pub async fn run(a: Args) -> anyhow::Result<()> {
-    let server = start_server_with(a.kedge.clone(), &["--cri-endpoint", &a.cri_endpoint])?;
+    let server = start_server_with(
+        a.kedge.clone(),
+        &["--cri-endpoint", &a.runtime.cri_endpoint],
+    )?;
     let client = server.client().await?;
     let nodes: Api<Node> = Api::all(client.clone());
     tokio::time::timeout(WAIT, async {
@@ -60,16 +59,16 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
     .await
     .context("the edge never became Ready")?;
     let pods: Api<Pod> = Api::default_namespaced(client);
-    start_one(&pods, "warm-up", &a.image).await?;
+    start_one(&pods, "warm-up", &a.runtime.image).await?;
     let mut lat = Latencies::default();
     for i in 0..a.pods {
-        lat.push(start_one(&pods, &format!("start-{i}"), &a.image).await?);
+        lat.push(start_one(&pods, &format!("start-{i}"), &a.runtime.image).await?);
         eprint!("\rpods started: {}/{}", i + 1, a.pods);
     }
     eprintln!();
     let summary = json!({
         "pods": a.pods,
-        "image": a.image,
+        "image": a.runtime.image,
         "start_p50_ms": lat.quantile_ms(0.5),
         "start_p90_ms": lat.quantile_ms(0.9),
         "start_p99_ms": lat.quantile_ms(0.99),

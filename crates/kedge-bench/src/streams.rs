@@ -23,11 +23,8 @@ use crate::twins;
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// The container runtime's CRI socket (`unix:///…`), holding `--image`.
-    #[arg(long)]
-    cri_endpoint: String,
-    #[arg(long, default_value = "kedge.local/busybox:1")]
-    image: String,
+    #[command(flatten)]
+    runtime: crate::api::Runtime,
     /// `exec -i … cat` round trips timed.
     #[arg(long, default_value_t = 200)]
     round_trips: usize,
@@ -60,7 +57,10 @@ pub struct Args {
 const POD: &str = "bench-streams";
 
 pub async fn run(a: Args) -> anyhow::Result<()> {
-    let server = start_server_with(a.kedge.clone(), &["--cri-endpoint", &a.cri_endpoint])?;
+    let server = start_server_with(
+        a.kedge.clone(),
+        &["--cri-endpoint", &a.runtime.cri_endpoint],
+    )?;
     let port = free_port()?;
     let script = format!(
         "mkdir -p /www && dd if=/dev/zero of=/www/big bs=1048576 count={} 2>/dev/null && \
@@ -70,7 +70,7 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
     );
     let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": POD},
         "spec": {"nodeName": twins::NODE, "hostNetwork": true, "terminationGracePeriodSeconds": 1,
-                 "containers": [{"name": "c", "image": a.image, "command": ["sh", "-c", script]}]}});
+                 "containers": [{"name": "c", "image": a.runtime.image, "command": ["sh", "-c", script]}]}});
     kubectl_stdin(&server, &["apply", "-f", "-"], &pod.to_string())?;
     kubectl(
         &server,
@@ -81,7 +81,7 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
             "--timeout=120s",
         ],
     )?;
-    let cri = Cri::new(&a.cri_endpoint)?;
+    let cri = Cri::new(&a.runtime.cri_endpoint)?;
     // httpd and the file are ready once a request answers.
     wait_http(port)?;
 
