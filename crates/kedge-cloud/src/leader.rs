@@ -47,17 +47,18 @@ impl Observer {
         if holder == me {
             return Decision::Renew;
         }
+        // Released (no holder): free at once.
+        if holder.is_empty() {
+            return Decision::Take;
+        }
         let record = format!("{holder}@{renewed}");
         match &self.seen {
             Some((r, since)) if *r == record => {
-                if holder.is_empty() || now.duration_since(*since) >= LEASE_DURATION {
+                if now.duration_since(*since) >= LEASE_DURATION {
                     return Decision::Take;
                 }
             }
             _ => self.seen = Some((record, now)),
-        }
-        if holder.is_empty() {
-            return Decision::Take;
         }
         Decision::Follow(holder.to_string())
     }

@@ -120,7 +120,7 @@ async fn serve(ctx: Ctx, peer: PeerCerts, req: Request) -> Result<Response, ApiE
     tracing::debug!(client = %who, sub = call.subresource, namespace = %call.namespace, pod = %call.pod, "kubelet API call");
     let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &call.namespace);
     let pod = match pods.get_opt(&call.pod).await {
-        Ok(Some(p)) => serde_json::to_value(p).map_err(|e| ApiError::bad_request(e.to_string()))?,
+        Ok(Some(p)) => serde_json::to_value(p).map_err(|e| ApiError::internal(e.to_string()))?,
         Ok(None) => return Err(ApiError::not_found("pods", &call.pod)),
         Err(e) => {
             return Err(ApiError::unavailable(format!(
