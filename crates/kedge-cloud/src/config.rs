@@ -37,6 +37,8 @@ pub struct Settings {
     pub kubelet_address: String,
     pub kubelet_client_names: Vec<String>,
     pub pki_secret: String,
+    pub peer_port: u16,
+    pub peer_address: String,
 }
 
 /// Where replicas on a real cluster keep their one CA, unless told otherwise.
@@ -69,12 +71,14 @@ impl Default for Settings {
             // kubeadm's name for kube-apiserver's kubelet client certificate.
             kubelet_client_names: vec!["kube-apiserver-kubelet-client".into()],
             pki_secret: DEFAULT_PKI_SECRET.into(),
+            peer_port: 10005,
+            peer_address: String::new(),
         }
     }
 }
 
 /// What each setting does, in the order `--print-default-config` shows them.
-const DOCS: [(&str, &str); 20] = [
+const DOCS: [(&str, &str); 22] = [
     (
         "dataDir",
         "Where the cloud keeps its CA (pki/), the embedded API's store and the kubeconfig.",
@@ -157,6 +161,17 @@ const DOCS: [(&str, &str); 20] = [
          every replica serves one CA and accepts the same tokens. Empty: the data directory's\n\
          CA alone (one replica).",
     ),
+    (
+        "peerPort",
+        "With a real cluster (kubeconfig): port of the listener replicas call each other on (on\n\
+         `bind`; mutual TLS with the shared CA): router calls for a node another replica holds\n\
+         are forwarded there. 0 picks one.",
+    ),
+    (
+        "peerAddress",
+        "The name or address other replicas reach this one by (a pod's IP on Kubernetes).\n\
+         Empty: the first advertiseAddress.",
+    ),
 ];
 
 /// What `kedge cloud --print-default-config` prints; it reads back as [`Settings::default`].
@@ -196,6 +211,8 @@ pub struct Resolved {
     pub cloudstream: Option<crate::cloudstream::CloudStreamConfig>,
     /// The Secret replicas share their CA through (a real cluster only).
     pub pki_secret: Option<crate::pkisecret::SecretRef>,
+    /// How other replicas reach this one (a real cluster only).
+    pub replica: Option<crate::ReplicaConfig>,
 }
 
 impl Layered for Settings {}
@@ -223,9 +240,16 @@ impl Settings {
                 why: format!("{:?} is not v1alpha2 or v1beta1", self.device_api_version),
             });
         }
+        let replica = kubeconfig.is_some().then(|| crate::ReplicaConfig {
+            peer_port: self.peer_port,
+            peer_address: Some(self.peer_address.clone())
+                .filter(|a| !a.is_empty())
+                .or_else(|| self.advertise_addresses.first().cloned()),
+        });
         Ok(Resolved {
             cloudstream,
             pki_secret,
+            replica,
             device_api_version: self.device_api_version,
             api: kubeconfig
                 .is_none()

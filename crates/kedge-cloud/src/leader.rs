@@ -8,15 +8,26 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
-use kube::Api;
 use kube::api::PostParams;
+use kube::{Api, ResourceExt};
 use tokio::sync::watch;
+
+use crate::replicas::{OWNER_PEER, Owner};
 
 pub const LEASE_DURATION: Duration = Duration::from_secs(15);
 pub const RENEW_DEADLINE: Duration = Duration::from_secs(10);
 pub const RETRY: Duration = Duration::from_secs(2);
 const NAMESPACE: &str = "kedge";
 const NAME: &str = "kedge-cloud-leader";
+
+/// What a replica knows of the election: whether it leads, and where the leader is reached
+/// (its peer address, from the Lease's annotation), so that followers can hand it their rule
+/// counters.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Leadership {
+    pub leads: bool,
+    pub peer: Option<String>,
+}
 
 /// What a replica does about the Lease.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -65,7 +76,7 @@ impl Observer {
 }
 
 /// Runs the election as `me` for ever, telling `tx` whether this replica leads.
-pub fn spawn(client: kube::Client, me: String, tx: watch::Sender<bool>) {
+pub fn spawn(client: kube::Client, me: Owner, tx: watch::Sender<Leadership>) {
     tokio::spawn(async move {
         let api: Api<Lease> = Api::namespaced(client.clone(), NAMESPACE);
         let mut observer = Observer::default();
@@ -75,16 +86,21 @@ pub fn spawn(client: kube::Client, me: String, tx: watch::Sender<bool>) {
             tick.tick().await;
             let ok = turn(&client, &api, &mut observer, &me).await;
             let now = Instant::now();
+            let mut peer = tx.borrow().peer.clone();
             match ok {
-                Ok(true) => renewed_at = Some(now),
-                Ok(false) => renewed_at = None,
+                Ok((true, _)) => renewed_at = Some(now),
+                Ok((false, holder)) => (renewed_at, peer) = (None, holder),
                 Err(e) => tracing::debug!(error = %crate::objects::brief(&e), "leader election"),
             }
             let leads = renewed_at.is_some_and(|t| now.duration_since(t) < RENEW_DEADLINE);
-            if *tx.borrow() != leads {
-                tracing::info!(replica = %me, leads, "cluster-wide work: leadership changed");
-                tx.send_replace(leads);
+            let now_known = Leadership {
+                leads,
+                peer: if leads { me.peer.clone() } else { peer },
+            };
+            if tx.borrow().leads != leads {
+                tracing::info!(replica = %me.id, leads, "cluster-wide work: leadership changed");
             }
+            tx.send_if_modified(|l| std::mem::replace(l, now_known.clone()) != now_known);
         }
     });
 }
@@ -100,14 +116,18 @@ pub fn identity(hub_port: u16) -> String {
     format!("{host}-{hub_port}")
 }
 
-/// One look at the Lease: true when this replica holds it afterwards.
+/// One look at the Lease: true when this replica holds it afterwards; else the holder's peer
+/// address, if it gives one.
 async fn turn(
     client: &kube::Client,
     api: &Api<Lease>,
     observer: &mut Observer,
-    me: &str,
-) -> Result<bool, kube::Error> {
+    me: &Owner,
+) -> Result<(bool, Option<String>), kube::Error> {
     let lease = api.get_opt(NAME).await?;
+    let holder_peer = lease
+        .as_ref()
+        .and_then(|l| l.annotations().get(OWNER_PEER).cloned());
     let spec = lease
         .as_ref()
         .and_then(|l| l.spec.clone())
@@ -124,8 +144,13 @@ async fn turn(
         let mut l = lease.clone().unwrap_or_default();
         l.metadata.name = Some(NAME.into());
         l.metadata.namespace = Some(NAMESPACE.into());
+        let annotations = l.metadata.annotations.get_or_insert_default();
+        match &me.peer {
+            Some(p) => annotations.insert(OWNER_PEER.into(), p.clone()),
+            None => annotations.remove(OWNER_PEER),
+        };
         l.spec = Some(k8s_openapi::api::coordination::v1::LeaseSpec {
-            holder_identity: Some(me.into()),
+            holder_identity: Some(me.id.clone()),
             lease_duration_seconds: Some(LEASE_DURATION.as_secs() as i32),
             renew_time: Some(now.clone()),
             acquire_time: acquired.or(Some(now.clone())),
@@ -136,8 +161,8 @@ async fn turn(
     };
     let pp = PostParams::default();
     // A write that lost a race (409) means another replica holds it now.
-    let written = match observer.decide(seen, me, Instant::now()) {
-        Decision::Follow(_) => return Ok(false),
+    let written = match observer.decide(seen, &me.id, Instant::now()) {
+        Decision::Follow(_) => return Ok((false, holder_peer)),
         Decision::Create => api.create(&pp, &mine(0, None)).await,
         Decision::Renew => {
             let l = mine(
@@ -152,12 +177,12 @@ async fn turn(
         }
     };
     match written {
-        Ok(_) => Ok(true),
-        Err(kube::Error::Api(s)) if s.code == 409 => Ok(false),
+        Ok(_) => Ok((true, None)),
+        Err(kube::Error::Api(s)) if s.code == 409 => Ok((false, None)),
         // No namespace yet: made for the next turn.
         Err(kube::Error::Api(s)) if s.code == 404 && lease.is_none() => {
             crate::objects::create_namespace(client, NAMESPACE).await?;
-            Ok(false)
+            Ok((false, None))
         }
         Err(e) => Err(e),
     }

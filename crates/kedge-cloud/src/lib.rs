@@ -28,6 +28,7 @@ pub mod nodegroup;
 pub mod objects;
 pub mod pkisecret;
 pub mod placement;
+pub mod replicas;
 pub mod router;
 pub mod workloads;
 
@@ -61,9 +62,19 @@ pub struct CloudConfig {
     pub cloudstream: Option<cloudstream::CloudStreamConfig>,
     /// Share the CA with other replicas through this Secret (a real cluster).
     pub pki_secret: Option<pkisecret::SecretRef>,
-    /// Elect one leader among the replicas for cluster-wide work (a real cluster); without it
-    /// this cloud does that work itself.
-    pub elect: bool,
+    /// Run as one of several replicas (a real cluster): elect a leader for cluster-wide work,
+    /// claim the nodes this one holds, forward to the others; without it this cloud is the
+    /// only one.
+    pub replicas: Option<ReplicaConfig>,
+}
+
+/// How a replica is reached by the others.
+#[derive(Debug, Clone)]
+pub struct ReplicaConfig {
+    /// The peer listener's port (on `bind`; 0 picks one).
+    pub peer_port: u16,
+    /// The name or address other replicas reach this one by; `None`: they cannot forward to it.
+    pub peer_address: Option<String>,
 }
 
 /// A running cloud (hub, join server, controllers).
@@ -78,6 +89,8 @@ pub struct Cloud {
     pub router_addr: SocketAddr,
     /// CloudStream's listener and the endpoint edge Nodes advertise, when served.
     pub cloudstream: Option<(SocketAddr, cloudstream::Endpoint)>,
+    /// This replica among several: its peer listener and how the others know it.
+    pub replica: Option<(SocketAddr, replicas::Owner)>,
     pub ca: Arc<kedge_pki::Ca>,
     router: router::rest::Listener,
     edgecontroller: Arc<edgecontroller::Stats>,
@@ -144,6 +157,56 @@ impl Cloud {
     }
 }
 
+/// This replica among the others: its identity and its peer listener's socket, bound now so
+/// that the address the records carry has its port.
+fn replica(
+    cfg: &CloudConfig,
+    rc: &ReplicaConfig,
+    ca: &kedge_pki::Ca,
+    leader: tokio::sync::watch::Receiver<leader::Leadership>,
+) -> Result<(Arc<replicas::Replicas>, std::net::TcpListener), CloudError> {
+    let addr = SocketAddr::new(cfg.bind, rc.peer_port);
+    let err = |cause| CloudError::Bind(kedge_http::BindError { addr, cause });
+    let bound = std::net::TcpListener::bind(addr).map_err(err)?;
+    let port = bound.local_addr().map_err(err)?.port();
+    let peer = rc.peer_address.as_ref().map(|h| join_host_port(h, port));
+    if peer.is_none() {
+        tracing::warn!(
+            "no peer address (--peer-address or --advertise-address): other replicas cannot \
+             forward router calls to the nodes this one holds"
+        );
+    }
+    // CloudHub's port tells replicas on one machine apart; with a port picked at random (0),
+    // the peer listener's does.
+    let unique = if cfg.hub_port != 0 {
+        cfg.hub_port
+    } else {
+        port
+    };
+    let me = replicas::Owner {
+        id: leader::identity(unique),
+        peer,
+    };
+    let client = replicas::peer::client(ca)?;
+    Ok((Arc::new(replicas::Replicas::new(me, leader, client)), bound))
+}
+
+/// `HOST:PORT`, with an IPv6 address in brackets.
+fn join_host_port(host: &str, port: u16) -> String {
+    match host.parse::<std::net::Ipv6Addr>() {
+        Ok(_) => format!("[{host}]:{port}"),
+        Err(_) => format!("{host}:{port}"),
+    }
+}
+
+/// The host of `HOST:PORT` (brackets removed).
+fn host_of(peer: &str) -> String {
+    let host = peer.rsplit_once(':').map_or(peer, |(h, _)| h);
+    host.trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_string()
+}
+
 /// Starts CloudHub (join server and hub) and the controllers against `client`.
 pub async fn start(cfg: CloudConfig, client: kube::Client) -> Result<Cloud, CloudError> {
     if let Some(at) = &cfg.pki_secret {
@@ -171,8 +234,20 @@ pub async fn start(cfg: CloudConfig, client: kube::Client) -> Result<Cloud, Clou
     let hub = cloudhub::hub::Hub::new(cfg.hub.clone(), workers.clone());
     let downstream =
         cloudhub::downstream::Downstream::new(hub.clone(), client.clone(), cfg.bulk.clone());
-    let rules = router::Rules::start(client.clone(), downstream.clone());
-    let router = router::rest::start(cfg.router.clone(), rules.clone(), hub.clone()).await?;
+    let (leader_tx, leader_rx) = tokio::sync::watch::channel(leader::Leadership::default());
+    let peer = match &cfg.replicas {
+        Some(rc) => Some(replica(&cfg, rc, &ca, leader_rx)?),
+        None => None,
+    };
+    let replicas = peer.as_ref().map(|(r, _)| r.clone());
+    let rules = router::Rules::start(client.clone(), downstream.clone(), replicas.clone());
+    let router = router::rest::start(
+        cfg.router.clone(),
+        rules.clone(),
+        hub.clone(),
+        replicas.clone(),
+    )
+    .await?;
     if cfg.workloads {
         workloads::start(client.clone());
     }
@@ -181,13 +256,27 @@ pub async fn start(cfg: CloudConfig, client: kube::Client) -> Result<Cloud, Clou
     edgeapplication::start(client.clone());
     let join_addr = join.addr;
     let mut listeners = vec![join];
+    let mut replica_served = None;
+    if let Some((r, bound)) = peer {
+        let mut peer_names = names.clone();
+        peer_names.extend(r.me.peer.as_deref().map(host_of));
+        let l = replicas::peer::start(
+            bound,
+            &ca,
+            &peer_names,
+            router.ctx.clone(),
+            rules.stats.clone(),
+            cfg.router.max_body,
+        )?;
+        replica_served = Some((l.addr, r.me.clone()));
+        listeners.push(l);
+    }
     let mut cs_served = None;
     if let Some(cs) = &cfg.cloudstream {
         let (l, ep) = cloudstream::start(cs, &ca, hub.clone(), client.clone()).await?;
         cs_served = Some((l.addr, ep));
         listeners.push(l);
     }
-    let (leader_tx, leader_rx) = tokio::sync::watch::channel(false);
     let ec = edgecontroller::EdgeController::new(
         client.clone(),
         hub.clone(),
@@ -196,9 +285,9 @@ pub async fn start(cfg: CloudConfig, client: kube::Client) -> Result<Cloud, Clou
         &workers,
         edgecontroller::Options {
             lifecycle: cfg.lifecycle.clone(),
-            leader: cfg.elect.then(|| leader_rx.clone()),
             lease_writer: cfg.bulk.clone(),
             kubelet: cs_served.as_ref().map(|(_, ep)| ep.clone()),
+            replicas: replicas.clone(),
         },
     );
     let hub_l = cloudhub::hub::start(
@@ -210,8 +299,8 @@ pub async fn start(cfg: CloudConfig, client: kube::Client) -> Result<Cloud, Clou
     .await?;
     let hub_addr = hub_l.addr;
     listeners.push(hub_l);
-    if cfg.elect {
-        leader::spawn(client.clone(), leader::identity(hub_addr.port()), leader_tx);
+    if let Some(r) = &replicas {
+        leader::spawn(client.clone(), r.me.clone(), leader_tx);
     }
     let stats = ec.stats();
     tokio::spawn(ec.run());
@@ -222,6 +311,7 @@ pub async fn start(cfg: CloudConfig, client: kube::Client) -> Result<Cloud, Clou
         join_addr,
         router_addr: router.addr,
         cloudstream: cs_served,
+        replica: replica_served,
         router,
         ca,
         edgecontroller: stats,

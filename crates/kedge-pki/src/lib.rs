@@ -161,6 +161,21 @@ impl Ca {
         self.sign(params)
     }
 
+    /// Issues a client certificate named `common_name` (the cloud's own clients: replicas
+    /// calling each other).
+    pub fn issue_client(&self, common_name: &str) -> Result<Issued, PkiError> {
+        let mut params = leaf_params(common_name)?;
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        self.sign(params)
+    }
+
+    /// A TLS client config that trusts only this CA and presents a fresh client certificate
+    /// named `common_name`.
+    pub fn client_config_as(&self, common_name: &str) -> Result<rustls::ClientConfig, PkiError> {
+        let issued = self.issue_client(common_name)?;
+        node::client_config(self.cert_der(), Some((issued.chain, issued.key)))
+    }
+
     fn sign(&self, params: CertificateParams) -> Result<Issued, PkiError> {
         let key = KeyPair::generate()?;
         let cert = params.signed_by(&key, &self.issuer)?;

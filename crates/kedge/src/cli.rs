@@ -250,6 +250,14 @@ struct CloudFlags {
     /// token key in (default kedge/kedge-cloud-pki; "" keeps them in the data directory only).
     #[arg(long)]
     pki_secret: Option<String>,
+    /// With `--kubeconfig`: port of the listener replicas call each other on (mutual TLS);
+    /// router calls for a node another replica holds are forwarded there (0 picks one).
+    #[arg(long)]
+    peer_port: Option<u16>,
+    /// The name or address other replicas reach this one by (default: the first
+    /// --advertise-address).
+    #[arg(long)]
+    peer_address: Option<String>,
 }
 
 #[derive(Args)]
@@ -542,7 +550,7 @@ fn cloud_config(
         cloudstream: r.cloudstream.clone(),
         pki_secret: r.pki_secret.clone(),
         // Several replicas can share a real cluster; the embedded API has one cloud.
-        elect: r.kubeconfig.is_some(),
+        replicas: r.replica.clone(),
     }
 }
 
@@ -825,6 +833,13 @@ async fn cloud(a: CloudArgs) -> anyhow::Result<()> {
         println!(
             "  kubelet API:    https://{addr} (edge Nodes advertise {}:{})",
             ep.address, ep.port
+        );
+    }
+    if let Some((addr, me)) = &cloud.replica {
+        let reached = me.peer.as_deref().unwrap_or("nowhere: give --peer-address");
+        println!(
+            "  peer listener:  https://{addr} (replica {}, reached at {reached})",
+            me.id
         );
     }
     let metrics = serve_metrics(r.metrics_port, cloud.metrics()).await?;

@@ -1,10 +1,15 @@
 //! `kedge cloud --kubeconfig` as several replicas on one cluster (issue #20). One kedge's
 //! embedded API stands in for the cluster (kube-rs sees no difference).
 
+#[path = "common/app.rs"]
+mod app;
 mod common;
+#[path = "common/mqtt.rs"]
+mod mqtt;
 
 use std::path::Path;
-use std::time::Duration;
+use std::process::Command;
+use std::time::{Duration, Instant};
 
 use common::{EdgeProc, Kedge, http_get, kedge_token as token, wait_until};
 
@@ -161,8 +166,8 @@ fn leader(cluster: &Kedge) -> String {
 #[test]
 fn the_leader_killed_another_replica_takes_over_cluster_wide_work() {
     let (_dirs, cluster, _, mut replicas) = two_replicas(3);
-    // Each replica's name in the election ends with its CloudHub port.
-    let of = |holder: &str, r: &Kedge| holder.ends_with(&format!("-{}", r.hub_port));
+    // Each replica's name in the election is the one it prints.
+    let of = |holder: &str, r: &Kedge| holder == replica_id(r);
     let first = wait_until(Duration::from_secs(20), "a leader", || {
         let h = leader(&cluster);
         replicas.iter().position(|r| of(&h, r))
@@ -179,4 +184,285 @@ fn the_leader_killed_another_replica_takes_over_cluster_wide_work() {
         "not taken while it was fresh"
     );
     assert_eq!(leader_lease(&cluster, "leaseTransitions"), "1");
+}
+
+/// This replica's name, from its `peer listener:` line.
+fn replica_id(r: &Kedge) -> String {
+    let line = &r.endpoints["peer listener"];
+    line.split_once("(replica ")
+        .and_then(|(_, rest)| rest.split_once(','))
+        .map(|(id, _)| id.to_string())
+        .unwrap_or_else(|| panic!("a replica name in {line:?}"))
+}
+
+/// `curl -X POST -d <body> <url>` → (status, body).
+fn post(url: &str, body: &str) -> (u16, String) {
+    let out = Command::new("curl")
+        .args([
+            "-s",
+            "-m",
+            "40",
+            "-X",
+            "POST",
+            "-w",
+            "\n%{http_code}",
+            url,
+            "-d",
+            body,
+        ])
+        .output()
+        .expect("curl runs");
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
+    (code.trim().parse().unwrap_or(0), body.to_string())
+}
+
+fn example(name: &str) -> String {
+    common::examples().join(name).display().to_string()
+}
+
+/// The seed's Device's reported value.
+fn reported(cluster: &Kedge) -> String {
+    let path = "jsonpath={.status.twins[0].reported.value}";
+    String::from_utf8_lossy(
+        &cluster
+            .kubectl(&["get", "device", "counter", "-o", path])
+            .stdout,
+    )
+    .into_owned()
+}
+
+/// Payloads of every message on `sub` until it is quiet for `quiet`.
+fn drain(sub: &mut mqtt::Sub, quiet: Duration) -> Vec<String> {
+    std::iter::from_fn(|| sub.next_raw(quiet).map(|(_, p)| p)).collect()
+}
+
+#[test]
+fn three_replicas_share_the_fleet_and_lose_nothing_when_one_dies() {
+    // These names hash to replicas 0, 1 and 2 of the list: one edge starts on each.
+    const NODES: [&str; 3] = ["kube-edge-3", "kube-edge-1", "kube-edge-7"];
+    let dirs: Vec<_> = (0..7).map(|_| tempfile::tempdir().expect("tmp")).collect();
+    let cluster = Kedge::cloud(dirs[0].path());
+    let kubeconfig = cluster.kubeconfig().display().to_string();
+    cluster.ok(&[
+        "apply",
+        "-f",
+        &example("devicemodel-counter.yaml"),
+        "-f",
+        &example("device-counter.yaml"),
+        "-f",
+        &example("ruleEndpoint-rest.yaml"),
+        "-f",
+        &example("ruleEndpoint-eventbus.yaml"),
+        "-f",
+        &example("rule-rest-eventbus.yaml"),
+    ]);
+    let app = app::App::start(0);
+    app::eventbus_to_app(&cluster, app.port);
+    let mut replicas: Vec<Kedge> = (1..4)
+        .map(|i| Kedge::cloud_with(dirs[i].path(), 0, 0, 0, &["--kubeconfig", &kubeconfig]))
+        .collect();
+    let ids: Vec<String> = replicas.iter().map(replica_id).collect();
+    let list: Vec<String> = replicas
+        .iter()
+        .map(|r| format!("127.0.0.1:{}", r.hub_port))
+        .collect();
+    let list = list.join(",");
+    let t = token(&["--kubeconfig", &kubeconfig]);
+    let edges: Vec<EdgeProc> = NODES
+        .iter()
+        .enumerate()
+        .map(|(i, node)| {
+            let extra = ["--cloud", list.as_str()];
+            let hub = replicas[0].hub_port;
+            EdgeProc::start_through(&replicas[0], dirs[4 + i].path(), node, &t, &extra, hub)
+        })
+        .collect();
+
+    // Spread: one edge on each replica, and each Node names the replica holding it.
+    wait_until(
+        Duration::from_secs(60),
+        "every edge Ready on its replica",
+        || {
+            let ready = NODES.iter().all(|n| cluster.node_ready(n) == "True");
+            (ready && replicas.iter().map(connected).collect::<Vec<_>>() == [1, 1, 1]).then_some(())
+        },
+    );
+    let owner_of = |node: &str| {
+        let path = "jsonpath={.metadata.annotations.kedge\\.io/cloud-replica}";
+        String::from_utf8_lossy(&cluster.kubectl(&["get", "node", node, "-o", path]).stdout)
+            .into_owned()
+    };
+    for (i, node) in NODES.iter().enumerate() {
+        wait_until(
+            Duration::from_secs(10),
+            "the Node names its replica",
+            || (owner_of(node) == ids[i]).then_some(()),
+        );
+    }
+
+    // The peer listener takes only replicas: an edge's certificate of the same CA is refused,
+    // and so is a client without one.
+    let peer = replicas[0].endpoints["peer listener"].clone();
+    let peer = peer.split(' ').next().expect("url").to_string();
+    let pki = dirs[4].path().join("pki");
+    let curl = |args: &[&str]| {
+        let out = Command::new("curl")
+            .args([
+                "-s",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+                "-X",
+                "POST",
+                "-d",
+                "{}",
+            ])
+            .args(["--cacert", &pki.join("ca.crt").display().to_string()])
+            .args(args)
+            .arg(format!("{peer}/kedge/rule-counts"))
+            .output()
+            .expect("curl runs");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert_eq!(
+        curl(&["--cert", &pki.join("node.pem").display().to_string()]),
+        "403"
+    );
+    assert_eq!(curl(&[]), "000", "no client certificate: no TLS session");
+
+    // Router calls to any replica reach every node, through the holder.
+    let mut subs: Vec<mqtt::Sub> = edges
+        .iter()
+        .map(|e| mqtt::Sub::start(e.mqtt_port, "test"))
+        .collect();
+    for (r, replica) in replicas.iter().enumerate() {
+        for (n, node) in NODES.iter().enumerate() {
+            let url = format!("http://127.0.0.1:{}/{node}/default/a", replica.router_port);
+            let body = format!("via replica {r} to {node}");
+            let answer = wait_until(Duration::from_secs(30), "the rule in effect", || {
+                let a = post(&url, &body);
+                (a.0 != 404).then_some(a)
+            });
+            assert_eq!(answer, (200, "message delivered\n".into()), "{url}");
+            let got = subs[n].next_raw(Duration::from_secs(10)).map(|(_, p)| p);
+            assert_eq!(got.as_deref(), Some(body.as_str()), "{url}");
+        }
+    }
+    // Every replica's counts reach the rule's status, written by the leader alone.
+    wait_until(
+        Duration::from_secs(20),
+        "nine successes on the rule",
+        || {
+            let path = "jsonpath={.status.successMessages}";
+            let n = cluster.ok(&["get", "rule", "my-rule", "-o", path]);
+            (n.parse::<u64>().unwrap_or(0) >= 9).then_some(())
+        },
+    );
+    // eventbus→rest from kube-edge-1 works before the failure.
+    wait_until(Duration::from_secs(30), "an upload at the app", || {
+        mqtt::publish(edges[1].mqtt_port, "default/test", "first");
+        app.got.recv_timeout(Duration::from_millis(500)).ok()
+    });
+    while app.got.try_recv().is_ok() {}
+
+    // Under load, the replica holding kube-edge-1 dies.
+    let uploads: Vec<String> = (0..60).map(|i| format!("upload {i}")).collect();
+    for u in &uploads[..30] {
+        mqtt::publish(edges[1].mqtt_port, "default/test", u);
+    }
+    replicas[1].kill9();
+    let killed = Instant::now();
+    for u in &uploads[30..] {
+        mqtt::publish(edges[1].mqtt_port, "default/test", u);
+    }
+    let twin = "$hw/events/device/default/counter/twin/update";
+    mqtt::publish(
+        edges[1].mqtt_port,
+        twin,
+        r#"{"event_id":"f","timestamp":0,"twin":{"status":{"actual":{"value":"7"}}}}"#,
+    );
+    // Router calls through the survivors meanwhile: delivered, or an honest 503 while the edge
+    // moves; every delivered one arrives.
+    let mut delivered = Vec::new();
+    let mut not_ready = Duration::ZERO;
+    let mut i = 0;
+    wait_until(
+        Duration::from_secs(60),
+        "kube-edge-1 back, through both survivors",
+        || {
+            let before = Instant::now();
+            let mut ok = 0;
+            for r in [0, 2] {
+                i += 1;
+                let url = format!(
+                    "http://127.0.0.1:{}/kube-edge-1/default/a",
+                    replicas[r].router_port
+                );
+                let body = format!("during the failover {i}");
+                let (code, text) = post(&url, &body);
+                assert!(code == 200 || code == 503, "{code} {text}");
+                if code == 200 {
+                    delivered.push(body);
+                    ok += 1;
+                }
+            }
+            if cluster.node_ready("kube-edge-1") != "True" {
+                not_ready += before.elapsed();
+            }
+            (ok == 2).then_some(())
+        },
+    );
+    let took = killed.elapsed();
+    let arrived = drain(&mut subs[1], Duration::from_secs(3));
+    for d in &delivered {
+        assert!(
+            arrived.contains(d),
+            "{d} was answered 200 but never arrived: {arrived:?}"
+        );
+    }
+    assert!(
+        not_ready < Duration::from_secs(40),
+        "NotReady for {not_ready:?}"
+    );
+    let survivors = [&replicas[0], &replicas[2]];
+    assert_eq!(
+        survivors.iter().map(|r| connected(r)).sum::<u64>(),
+        3,
+        "all edges held"
+    );
+    // Nothing the edge handed over is lost: every upload reaches the app (at least once), and
+    // the last twin report reaches the Device.
+    let mut got = std::collections::BTreeSet::new();
+    while !uploads.iter().all(|u| got.contains(u)) {
+        let (_, body) = app
+            .got
+            .recv_timeout(Duration::from_secs(60))
+            .unwrap_or_else(|_| {
+                panic!(
+                    "every upload; missing after {took:?}: {:?}",
+                    uploads
+                        .iter()
+                        .filter(|u| !got.contains(*u))
+                        .collect::<Vec<_>>()
+                )
+            });
+        got.insert(body);
+    }
+    wait_until(
+        Duration::from_secs(30),
+        "the twin report after the failure",
+        || (reported(&cluster) == "7").then_some(()),
+    );
+    // Every node through every survivor.
+    for r in survivors {
+        for (n, node) in NODES.iter().enumerate() {
+            let url = format!("http://127.0.0.1:{}/{node}/default/a", r.router_port);
+            assert_eq!(post(&url, "after").0, 200, "{url}");
+            assert!(subs[n].next_raw(Duration::from_secs(10)).is_some(), "{url}");
+        }
+    }
+    assert_eq!(cluster.node_ready("kube-edge-1"), "True");
+    drop(edges);
 }

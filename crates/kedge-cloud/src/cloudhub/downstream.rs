@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::StreamExt;
-use kedge_core::delivery::{Acked, Limits, NodeQueue, Offered, Outgoing, RecordWrite};
+use kedge_core::delivery::{Acked, Limits, NodeQueue, Offered, Outgoing, RecordWrite, Version};
 use kedge_core::dialect::Dialect;
 use kedge_core::envelope::Message;
 use kedge_core::resource::{Kind, ObjectRef};
@@ -75,16 +75,15 @@ const LIST_WAIT: Duration = Duration::from_secs(30);
 /// An acknowledgement waiting to be recorded.
 struct Unrecorded {
     acked: Acked,
-    /// Whether its ObjectSync exists already (else it is created first).
-    exists: bool,
 }
 
-/// A node's delivery queue. It sends nothing until it has been rebuilt from the node's records
-/// (`Downstream::connected`): offers made before — the cloud just started, or the node is new
-/// — wait, so that what the node already has is not sent, and nothing is sent twice.
+/// A node's delivery queue: it exists only while this cloud holds the node's session, built
+/// from the node's records when the session starts (`Downstream::connected`). An object offered
+/// to a node without one is not kept: the resync of its next connection — here or at another
+/// replica — compares what the node should have with what it acknowledged and sends the rest.
+/// So a replica keeps nothing for the nodes other replicas hold.
 struct Queue {
     q: NodeQueue,
-    primed: bool,
 }
 
 /// Record writes under way at once through the API.
@@ -237,18 +236,10 @@ impl Downstream {
         tokio::time::timeout(LIST_WAIT, wait).await.is_ok()
     }
 
-    /// Queues an object version for `node`.
-    pub fn offer(&self, node: &str, out: Outgoing) -> Offered {
-        let limits = self.limits;
-        let offered = self
-            .queues()
-            .entry(node.to_string())
-            .or_insert_with(|| Queue {
-                q: NodeQueue::new(limits, HashMap::new()),
-                primed: false,
-            })
-            .q
-            .offer(out);
+    /// Queues an object version for `node`; `None` when its session is not here (the resync of
+    /// its next connection brings the object).
+    pub fn offer(&self, node: &str, out: Outgoing) -> Option<Offered> {
+        let offered = self.queues().get_mut(node)?.q.offer(out);
         if offered == Offered::Full {
             tracing::warn!(
                 node,
@@ -256,13 +247,13 @@ impl Downstream {
             );
         }
         self.wake.notify_one();
-        offered
+        Some(offered)
     }
 
-    /// A node connected: rebuild its queue from what it acknowledged, keeping what was waiting,
-    /// and let it send. Returns its records, for the resync; `None` when they could not be
-    /// listed in time (then nothing is resynced: a partial record would resend what the node
-    /// has and miss deletions; what waits is sent all the same).
+    /// A node connected: build its queue from what it acknowledged (keeping what an earlier
+    /// session of it left), and let it send. Returns its records, for the resync; `None` when
+    /// they could not be listed in time (then nothing is resynced: a partial record would
+    /// resend what the node has and miss deletions).
     pub async fn connected(&self, node: &str) -> Option<Vec<SyncRecord>> {
         let listed = self.records_listed().await;
         if !listed {
@@ -285,16 +276,16 @@ impl Downstream {
         for o in waiting {
             q.offer(o);
         }
-        queues.insert(node.to_string(), Queue { q, primed: true });
+        queues.insert(node.to_string(), Queue { q });
         drop(queues);
         self.wake.notify_one();
         listed.then_some(records)
     }
 
+    /// The node's session ended: its queue goes (what was in flight and unacknowledged is
+    /// sent again by the next connection's resync, wherever it lands).
     pub fn disconnected(&self, node: &str) {
-        if let Some(n) = self.queues().get_mut(node) {
-            n.q.disconnected();
-        }
+        self.queues().remove(node);
     }
 
     /// The node acknowledged `parent_msg_id`: it counts at once (the queue and the index), and
@@ -309,21 +300,17 @@ impl Downstream {
         self.wake.notify_one();
         let Some(a) = acked else { return };
         self.acks.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let exists = {
+        {
             let mut records = self.records();
-            let exists = records.get(node, &a.uid).is_some();
             match a.delete {
                 true => records.remove(node, &a.uid),
                 false => records.put(node, record_from(&a)),
             }
-            exists
-        };
+        }
         let key = (node.to_string(), a.uid.clone());
         let mut pending = self.unrecorded.lock().unwrap_or_else(|p| p.into_inner());
-        // The newest acknowledgement of an object is the one to write; one not written yet
-        // still needs its record created.
-        let exists = exists && pending.get(&key).is_none_or(|u| u.exists);
-        pending.insert(key, Unrecorded { acked: a, exists });
+        // The newest acknowledgement of an object is the one to write.
+        pending.insert(key, Unrecorded { acked: a });
         drop(pending);
         self.record.notify_one();
     }
@@ -332,7 +319,7 @@ impl Downstream {
     async fn write_each(&self, batch: Batch) -> Batch {
         futures::stream::iter(batch)
             .map(|(key, u)| async move {
-                match self.record(&key.0, &u.acked, u.exists).await {
+                match self.record(&key.0, &u.acked).await {
                     Ok(()) => None,
                     Err(e) => {
                         tracing::debug!(node = %key.0, error = %crate::objects::brief(&e), "sync record not written; retrying");
@@ -442,7 +429,7 @@ impl Downstream {
             let busy: Vec<String> = self
                 .queues()
                 .iter()
-                .filter(|(_, n)| n.primed && (n.q.pending() > 0 || n.q.inflight() > 0))
+                .filter(|(_, n)| n.q.pending() > 0 || n.q.inflight() > 0)
                 .map(|(n, _)| n.clone())
                 .collect();
             let now = kedge_core::clock::monotonic_ms();
@@ -520,14 +507,20 @@ impl Downstream {
         }
     }
 
-    /// A node was deleted: drop its queue and what it acknowledged, so a node registering
-    /// again under that name starts from nothing. Returns how many records were removed.
-    pub async fn forget_node(&self, node: &str) -> Result<usize, kube::Error> {
+    /// A node was deleted: drop what this cloud holds for it in memory (its queue, its
+    /// acknowledgements not yet written); its records are the leader's to remove.
+    pub fn drop_node(&self, node: &str) {
         self.queues().remove(node);
         self.unrecorded
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .retain(|(n, _), _| n != node);
+    }
+
+    /// A node was deleted: drop its queue and what it acknowledged, so a node registering
+    /// again under that name starts from nothing. Returns how many records were removed.
+    pub async fn forget_node(&self, node: &str) -> Result<usize, kube::Error> {
+        self.drop_node(node);
         let records = self.records().of(node);
         let mut n = 0;
         for r in records {
@@ -567,8 +560,11 @@ impl Downstream {
         Ok(n)
     }
 
-    /// Writes what `node` acknowledged (`exists`: its ObjectSync is there already).
-    async fn record(&self, node: &str, a: &Acked, exists: bool) -> Result<(), kube::Error> {
+    /// Writes what `node` acknowledged. Through the API, each write is conditional: another
+    /// replica may hold the node now and have recorded a newer version, which a late write from
+    /// here must not undo — the version is read, compared, and replaced only if it did not
+    /// change meanwhile (a 409 reads again).
+    async fn record(&self, node: &str, a: &Acked) -> Result<(), kube::Error> {
         if ObjectRef::parse(&a.resource).is_err() {
             return Ok(());
         }
@@ -580,24 +576,39 @@ impl Downstream {
                 other => other.map(|_| ()),
             };
         }
-        let status = json!({ "status": w.status });
-        let (params, merge) = (PatchParams::default(), Patch::Merge(&status));
-        let patch = || api.patch_status(&w.name, &params, &merge);
-        // A record that exists needs only its version; a new one (or one deleted meanwhile) is
-        // created first.
-        let patched = match exists {
-            true => match patch().await {
-                Err(kube::Error::Api(s)) if s.code == 404 => false,
-                other => other.map(|_| true)?,
-            },
-            false => false,
+        let ours = Version {
+            rv: a.rv,
+            hash: a.hash,
         };
-        if !patched {
-            create_record(&api, &w).await?;
-            patch().await?;
+        for _ in 0..RECORD_TRIES {
+            let Some(current) = api.get_opt(&w.name).await? else {
+                create_record(&api, &w).await?;
+                continue;
+            };
+            let stored = record_of(&current).map(|(_, r)| r.version());
+            if !supersedes(ours, stored) {
+                return Ok(());
+            }
+            let p = json!({"metadata": {"resourceVersion": current.metadata.resource_version},
+                "status": w.status});
+            match api
+                .patch_status(&w.name, &PatchParams::default(), &Patch::Merge(&p))
+                .await
+            {
+                Err(kube::Error::Api(s)) if s.code == 409 || s.code == 404 => continue,
+                other => return other.map(drop),
+            }
         }
         Ok(())
     }
+}
+
+/// Tries at a conditional record write before leaving it to a newer acknowledgement.
+const RECORD_TRIES: usize = 5;
+
+/// Whether `ours` should replace the `stored` record: never by an older version.
+fn supersedes(ours: Version, stored: Option<Version>) -> bool {
+    stored.is_none_or(|s| ours.rv > s.rv || (ours.rv == s.rv && ours.hash != s.hash))
 }
 
 /// Creates the ObjectSync (or ClusterObjectSync) of `w` unless it exists.

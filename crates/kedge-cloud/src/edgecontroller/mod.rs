@@ -111,17 +111,19 @@ pub(crate) struct Ctl {
     gathered: Gathered,
     /// Where edge Nodes' kubelet API is served (CloudStream), written into their status.
     kubelet: Option<crate::cloudstream::Endpoint>,
+    /// The other replicas (a real cluster): this one claims the nodes whose sessions it holds.
+    replicas: Option<Arc<crate::replicas::Replicas>>,
 }
 
 pub struct EdgeController {
     ctl: Arc<Ctl>,
     lifecycle: Lifecycle,
-    leader: Option<tokio::sync::watch::Receiver<bool>>,
     /// Edge nodes whose Ready condition is True, with that condition: kept from the Node watch
     /// so the sweep reads no Nodes while every node is connected.
     claims_ready: HashMap<String, Value>,
-    /// When this controller started (see `Lifecycle::after_start`).
-    started: std::time::Instant,
+    /// When this controller started leading cluster-wide work (its start, for the only cloud;
+    /// see `Lifecycle::after_start`); `None` while another replica leads.
+    leading_since: Option<std::time::Instant>,
 }
 
 /// Counters for `/metrics`.
@@ -137,13 +139,13 @@ pub struct Stats {
 #[derive(Default)]
 pub struct Options {
     pub lifecycle: Lifecycle,
-    /// Whether this replica leads cluster-wide work (the stale-node sweep); `None`: it is the
-    /// only cloud and always does it.
-    pub leader: Option<tokio::sync::watch::Receiver<bool>>,
+    /// The other replicas, and whether this one leads cluster-wide work (the stale-node sweep,
+    /// removing deleted nodes' records); `None`: it is the only cloud and always does it.
     /// Bulk Lease renewals (the embedded API); `None`: one API call each.
     pub lease_writer: Option<Arc<dyn crate::bulk::Bulk>>,
     /// CloudStream's endpoint, which edge Nodes advertise as their kubelet.
     pub kubelet: Option<crate::cloudstream::Endpoint>,
+    pub replicas: Option<Arc<crate::replicas::Replicas>>,
 }
 
 impl EdgeController {
@@ -158,10 +160,11 @@ impl EdgeController {
     ) -> EdgeController {
         let Options {
             lifecycle,
-            leader,
             lease_writer,
             kubelet,
+            replicas,
         } = opts;
+        let leading_since = replicas.is_none().then(std::time::Instant::now);
         let ctl = Arc::new(Ctl {
             nodes: Api::all(client.clone()),
             leases: Api::namespaced(client.clone(), NODE_LEASE_NAMESPACE),
@@ -178,14 +181,14 @@ impl EdgeController {
             lease_writer,
             gathered: Gathered::default(),
             kubelet,
+            replicas,
         });
         workers.bind(ctl.clone());
         EdgeController {
             ctl,
             lifecycle,
-            leader,
             claims_ready: HashMap::new(),
-            started: std::time::Instant::now(),
+            leading_since,
         }
     }
 
@@ -205,27 +208,31 @@ impl EdgeController {
                 Some(ev) = nodes.next() => match ev {
                     Ok(watcher::Event::Delete(n)) => {
                         self.claims_ready.remove(&n.name_any());
+                        if let Some(r) = &self.ctl.replicas {
+                            r.forget(&n.name_any());
+                        }
                         self.node_deleted(&n.name_any()).await
                     }
                     Ok(watcher::Event::Apply(n) | watcher::Event::InitApply(n)) => {
                         self.track(&n);
+                        if let Some(r) = &self.ctl.replicas {
+                            r.observe(&n);
+                        }
                         Ok(())
                     }
                     Ok(watcher::Event::Init) => {
                         self.claims_ready.clear();
                         Ok(())
                     }
-                    Ok(watcher::Event::InitDone) => self.forget_orphans().await,
+                    Ok(watcher::Event::InitDone) if self.leads() => self.forget_orphans().await,
+                    Ok(watcher::Event::InitDone) => Ok(()),
                     Err(e) => {
                         crate::objects::log_watch_error(&e, "watching nodes");
                         Ok(())
                     }
                 },
                 // Cluster-wide: only the leader among replicas sweeps.
-                _ = sweep.tick() => match &self.leader {
-                    Some(l) if !*l.borrow() => Ok(()),
-                    _ => self.sweep().await,
-                },
+                _ = sweep.tick() => self.lead().await,
                 _ = flush.tick() => self.flush_leases().await,
             };
             if let Err(e) = result {
@@ -234,10 +241,37 @@ impl EdgeController {
         }
     }
 
-    /// A Node was deleted: end its session and drop what it acknowledged.
+    /// Whether this cloud does cluster-wide work now.
+    fn leads(&self) -> bool {
+        self.ctl.replicas.as_ref().is_none_or(|r| r.leads())
+    }
+
+    /// The sweep's turn: sweeps while leading. A replica that just became the leader first
+    /// removes the records of nodes deleted while nobody led, and gives every node the grace
+    /// period from then: the fleet may be moving over from the replica that led.
+    async fn lead(&mut self) -> Result<(), UpstreamError> {
+        match (self.leads(), self.leading_since) {
+            (false, _) => {
+                self.leading_since = None;
+                Ok(())
+            }
+            (true, None) => {
+                self.leading_since = Some(std::time::Instant::now());
+                self.forget_orphans().await
+            }
+            (true, Some(_)) => self.sweep().await,
+        }
+    }
+
+    /// A Node was deleted: end its session and drop what it acknowledged (its records: the
+    /// leader's to remove).
     async fn node_deleted(&self, node: &str) -> Result<(), UpstreamError> {
         let closed = self.ctl.hub.close(node);
-        let records = self.ctl.downstream.forget_node(node).await?;
+        self.ctl.downstream.drop_node(node);
+        let records = match self.leads() {
+            true => self.ctl.downstream.forget_node(node).await?,
+            false => 0,
+        };
         if closed || records > 0 {
             tracing::info!(
                 node,
@@ -286,7 +320,10 @@ impl EdgeController {
 
     /// Marks NotReady the edge nodes that went silent without a session ending here.
     async fn sweep(&self) -> Result<(), UpstreamError> {
-        if self.started.elapsed() < self.lifecycle.after_start {
+        let since = self
+            .leading_since
+            .map_or(std::time::Duration::ZERO, |t| t.elapsed());
+        if since < self.lifecycle.after_start {
             return Ok(());
         }
         let now = jiff::Timestamp::now();

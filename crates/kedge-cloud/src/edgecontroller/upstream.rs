@@ -79,7 +79,7 @@ impl Ctl {
             HubEvent::Connected(_) => self.connected(node).await,
             HubEvent::Disconnected(_) => {
                 self.downstream.disconnected(node);
-                self.not_ready(node).await
+                self.gone(node).await
             }
             HubEvent::Message(_, m) => self.message(node, *m).await,
         };
@@ -128,6 +128,13 @@ impl Ctl {
 
     /// A node (re)connected: rebuild its queue from what it acknowledged and resync it.
     async fn connected(&self, node: &str) -> Result<(), UpstreamError> {
+        if let Some(r) = &self.replicas {
+            // A claim that fails is made again at the node's registration or next session;
+            // the session is served meanwhile.
+            if let Err(e) = r.claim(&self.nodes, node).await {
+                tracing::warn!(node, error = %crate::objects::brief(&e), "could not record this replica as the node's");
+            }
+        }
         let Some(records) = self.downstream.connected(node).await else {
             return Ok(());
         };
@@ -226,6 +233,16 @@ impl Ctl {
         let mut obj: Node = serde_json::from_value(content.clone())?;
         obj.metadata.name = Some(node.into());
         obj.metadata.resource_version = None;
+        // Registered by the replica holding its session: the record of who holds it.
+        let owner = self.replicas.as_ref().map(|r| r.me.annotations());
+        if let Some(Value::Object(o)) = &owner {
+            let annotations = obj.metadata.annotations.get_or_insert_default();
+            for (k, v) in o {
+                if let Some(v) = v.as_str() {
+                    annotations.insert(k.clone(), v.into());
+                }
+            }
+        }
         match self.nodes.create(&PostParams::default(), &obj).await {
             Ok(_) => tracing::info!(node, "registered node"),
             Err(kube::Error::Api(s)) if s.code == 409 => {
@@ -233,7 +250,10 @@ impl Ctl {
                     .pointer("/metadata/labels")
                     .cloned()
                     .unwrap_or(json!({}));
-                let p = json!({"metadata": {"labels": labels}});
+                let mut p = json!({"metadata": {"labels": labels}});
+                if let Some(a) = owner {
+                    p["metadata"]["annotations"] = a;
+                }
                 self.nodes
                     .patch(node, &PatchParams::default(), &Patch::Merge(&p))
                     .await?;
@@ -294,13 +314,44 @@ impl Ctl {
         Ok(())
     }
 
+    /// The node's session here ended: NotReady — unless another replica holds the node now.
+    /// The Node is read and written back only if it did not change in between (a 409 reads
+    /// again), so a claim landing meanwhile is never overwritten by a stale NotReady.
+    async fn gone(&self, node: &str) -> Result<(), UpstreamError> {
+        let Some(r) = &self.replicas else {
+            return self.not_ready(node).await;
+        };
+        for _ in 0..GONE_TRIES {
+            let Some(n) = self.nodes.get_opt(node).await? else {
+                return Ok(());
+            };
+            let owner = crate::replicas::Owner::of(kube::ResourceExt::annotations(&n));
+            if !crate::replicas::may_mark_gone(owner.as_ref(), &r.me.id) {
+                tracing::info!(node, holder = ?owner.map(|o| o.id), "session ended here; the node is held by another replica");
+                return Ok(());
+            }
+            let mut p = not_ready_patch();
+            p["metadata"] = json!({"resourceVersion": n.metadata.resource_version});
+            match self
+                .nodes
+                .patch_status(node, &PatchParams::default(), &Patch::Merge(&p))
+                .await
+            {
+                Err(kube::Error::Api(s)) if s.code == 409 => continue,
+                Err(kube::Error::Api(s)) if s.code == 404 => return Ok(()),
+                other => {
+                    other?;
+                    tracing::info!(node, "node is NotReady: its edge disconnected");
+                    return Ok(());
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// The edge is gone: Ready becomes Unknown, as the node lifecycle controller does.
     pub(super) async fn not_ready(&self, node: &str) -> Result<(), UpstreamError> {
-        let p = json!({"status": {"conditions": [{
-            "type": "Ready", "status": "Unknown", "reason": "NodeStatusUnknown",
-            "message": "kedge: the edge's connection to CloudHub ended",
-            "lastHeartbeatTime": kedge_core::clock::rfc3339(), "lastTransitionTime": kedge_core::clock::rfc3339(),
-        }]}});
+        let p = not_ready_patch();
         match self
             .nodes
             .patch_status(node, &PatchParams::default(), &Patch::Merge(&p))
@@ -316,6 +367,18 @@ impl Ctl {
         Ok(())
     }
 }
+/// Reads and conditional writes a disconnection makes before leaving the node be.
+const GONE_TRIES: usize = 5;
+
+/// Ready Unknown, as the node lifecycle controller writes it.
+fn not_ready_patch() -> Value {
+    json!({"status": {"conditions": [{
+        "type": "Ready", "status": "Unknown", "reason": "NodeStatusUnknown",
+        "message": "kedge: the edge's connection to CloudHub ended",
+        "lastHeartbeatTime": kedge_core::clock::rfc3339(), "lastTransitionTime": kedge_core::clock::rfc3339(),
+    }]}})
+}
+
 /// The status in a `nodestatus` update: KubeEdge's `NodeStatusRequest` (`{"UID","Status",…}`,
 /// as kedge's edge and edgecore send it), or the bare status earlier kedge edges sent.
 pub(super) fn status_of(content: &Value) -> &Value {

@@ -75,6 +75,7 @@ impl Rules {
     pub fn start(
         client: kube::Client,
         downstream: Arc<crate::cloudhub::downstream::Downstream>,
+        replicas: Option<Arc<crate::replicas::Replicas>>,
     ) -> Arc<Rules> {
         let (er, rr) = (
             resource("RuleEndpoint", "ruleendpoints"),
@@ -94,7 +95,7 @@ impl Rules {
             loaded: tokio::sync::Notify::new(),
             effects: Default::default(),
         });
-        tokio::spawn(rules.stats.clone().flush_loop(client.clone()));
+        tokio::spawn(rules.stats.clone().flush_loop(client.clone(), replicas));
         let changed = |r: &Rules, _: &DynamicObject, _| r.rebuild();
         let er_api = Api::all_with(client.clone(), &er);
         watch_with_done(er_api, ew, rules.clone(), changed, Rules::listed);

@@ -16,6 +16,11 @@ use kedge_core::servicebus::{EDGE_ERROR, HOP_BY_HOP, HttpRequest, HttpResponse, 
 
 use super::Rules;
 use crate::cloudhub::hub::{Hub, RequestError};
+use crate::replicas::{self, Replicas, Route, peer};
+
+/// How much longer a replica waits for the holder it forwarded a call to than the holder waits
+/// for the edge: the holder's own timeout answer comes back first.
+const FORWARD_MARGIN: Duration = Duration::from_secs(2);
 
 #[derive(Debug, Clone)]
 pub struct RouterConfig {
@@ -41,16 +46,22 @@ impl Default for RouterConfig {
     }
 }
 
-struct Ctx {
+/// What the router answers calls with: the public listener's, and the replicas' peer
+/// listener's for calls forwarded from another replica.
+pub struct Ctx {
     cfg: RouterConfig,
     rules: Arc<Rules>,
     hub: Arc<Hub>,
+    /// The other replicas (a real cluster): a call for a node held elsewhere goes there.
+    replicas: Option<Arc<Replicas>>,
 }
 
 /// A running REST listener.
 pub struct Listener {
     pub addr: SocketAddr,
     stop: tokio::sync::watch::Sender<bool>,
+    /// What answers its calls (the peer listener answers forwarded ones with it too).
+    pub ctx: Arc<Ctx>,
 }
 
 impl Listener {
@@ -64,6 +75,7 @@ pub async fn start(
     cfg: RouterConfig,
     rules: Arc<Rules>,
     hub: Arc<Hub>,
+    replicas: Option<Arc<Replicas>>,
 ) -> Result<Listener, crate::CloudError> {
     let bind = cfg.addr;
     let err = |cause| crate::CloudError::Bind(kedge_http::BindError { addr: bind, cause });
@@ -71,10 +83,16 @@ pub async fn start(
     let addr = listener.local_addr().map_err(err)?;
     let (stop, mut stopped) = tokio::sync::watch::channel(false);
     let max = cfg.max_body;
+    let ctx = Arc::new(Ctx {
+        cfg,
+        rules,
+        hub,
+        replicas,
+    });
     let app = axum::Router::new()
         .fallback(handle)
         .layer(DefaultBodyLimit::max(max))
-        .with_state(Arc::new(Ctx { cfg, rules, hub }));
+        .with_state(ctx.clone());
     tokio::spawn(async move {
         let stop = async move {
             let _ = stopped.changed().await;
@@ -87,7 +105,7 @@ pub async fn start(
         }
     });
     tracing::info!(%addr, "router REST listener");
-    Ok(Listener { addr, stop })
+    Ok(Listener { addr, stop, ctx })
 }
 
 fn text(code: StatusCode, body: String) -> Response {
@@ -118,6 +136,7 @@ fn authorized(cfg: &RouterConfig, headers: &HeaderMap) -> bool {
             == 0
 }
 
+/// A call to the public listener.
 async fn handle(
     State(ctx): State<Arc<Ctx>>,
     method: axum::http::Method,
@@ -131,12 +150,44 @@ async fn handle(
             "the router needs Authorization: Bearer <token>".into(),
         );
     }
+    answer(
+        &ctx,
+        Call {
+            method,
+            uri,
+            headers,
+            body,
+        },
+        false,
+    )
+    .await
+}
+
+/// A router call as it arrived.
+pub struct Call {
+    pub method: axum::http::Method,
+    pub uri: Uri,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+/// Answers a call (`passed_on`: another replica forwarded it, and it stops here).
+pub async fn answer(ctx: &Ctx, call: Call, passed_on: bool) -> Response {
+    let Call {
+        method,
+        uri,
+        headers,
+        body,
+    } = call;
     let Some((node, ns, rest)) = split(uri.path()) else {
         return text(
             StatusCode::NOT_FOUND,
             "the URL is /{node}/{namespace}/{path}".into(),
         );
     };
+    // Owned: the call may move on to another replica whole.
+    let (node, ns, rest) = (node.to_string(), ns.to_string(), rest.to_string());
+    let (node, ns, rest) = (node.as_str(), ns.as_str(), rest.as_str());
     if !ctx.rules.loaded(Duration::from_secs(5)).await {
         return text(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -150,12 +201,39 @@ async fn handle(
             format!("no rule in namespace {ns} has a rest source matching /{rest}"),
         );
     };
+    if let Some(r) = &ctx.replicas {
+        let held = ctx.hub.is_connected(node);
+        let owner = r.owner(node);
+        match replicas::route(node, held, passed_on, owner.as_ref(), &r.me.id) {
+            Route::Here => {}
+            Route::Forward { replica, peer } => {
+                let call = Call {
+                    method,
+                    uri,
+                    headers,
+                    body,
+                };
+                let limit = ctx.cfg.timeout + FORWARD_MARGIN;
+                return match peer::forward(r, node, (&replica, &peer), call, limit).await {
+                    Ok(resp) => resp,
+                    Err((code, why)) => {
+                        ctx.rules.stats.failure(&route.rule, &why);
+                        text(code, why)
+                    }
+                };
+            }
+            Route::Unreachable(why) => {
+                ctx.rules.stats.failure(&route.rule, &why);
+                return text(StatusCode::SERVICE_UNAVAILABLE, why);
+            }
+        }
+    }
     let result = match &route.target {
         RestTarget::EventBus { topic } => {
             let topic = format!("{topic}{suffix}");
             let content = body_to_content(&body);
             let m = Message::new("router_eventbus", group::USER, OP_PUBLISH, &topic, content);
-            publish(&ctx, node, m).await
+            publish(ctx, node, m).await
         }
         RestTarget::ServiceBus { port, path } => {
             let query = uri.query().map(|q| format!("?{q}")).unwrap_or_default();
@@ -195,7 +273,7 @@ async fn handle(
 }
 
 /// Why a request failed, and the status the caller gets.
-type Failure = (StatusCode, String);
+pub type Failure = (StatusCode, String);
 
 /// How long the edge app may take: the router's timeout less a margin for the way back.
 fn app_timeout(router: Duration) -> Duration {

@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 /// Errors kept per rule.
 pub const KEEP_ERRORS: usize = 10;
 
-#[derive(Debug, Default, Clone, PartialEq)]
+#[derive(Debug, Default, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Delta {
     pub ok: u64,
     pub fail: u64,
@@ -25,7 +25,7 @@ pub struct Delta {
 }
 
 /// Whether a rule is in effect: its status's `Ready` condition.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Effect {
     InEffect,
     /// Not yet: it names an endpoint that does not exist (it takes effect when it appears).
@@ -121,6 +121,21 @@ impl RuleStats {
         self.pending().entry(rule.to_string()).or_default().effect = Some(effect);
     }
 
+    /// Adds counts gathered elsewhere (a follower's, handed to the leader; or a batch that
+    /// could not be handed on, put back).
+    pub fn add(&self, rule: &str, delta: Delta) {
+        let mut p = self.pending();
+        let d = p.entry(rule.to_string()).or_default();
+        d.ok += delta.ok;
+        d.fail += delta.fail;
+        d.errors.extend(delta.errors);
+        let drop = d.errors.len().saturating_sub(KEEP_ERRORS);
+        d.errors.drain(..drop);
+        if delta.effect.is_some() {
+            d.effect = delta.effect;
+        }
+    }
+
     pub fn failure(&self, rule: &str, why: &str) {
         let mut p = self.pending();
         let d = p.entry(rule.to_string()).or_default();
@@ -131,16 +146,45 @@ impl RuleStats {
         d.errors.drain(..drop);
     }
 
-    /// Writes what changed, every second, for as long as the cloud runs.
-    pub async fn flush_loop(self: Arc<Self>, client: kube::Client) {
+    /// Writes what changed, every second, for as long as the cloud runs. Among replicas only
+    /// the leader writes: the others hand it their counts (kept while no leader takes them).
+    pub async fn flush_loop(
+        self: Arc<Self>,
+        client: kube::Client,
+        replicas: Option<Arc<crate::replicas::Replicas>>,
+    ) {
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         loop {
             tick.tick().await;
-            let batch = std::mem::take(&mut *self.pending());
+            if self.pending().is_empty() {
+                continue;
+            }
+            match replicas.as_deref() {
+                Some(r) if !r.leads() => self.hand_on(r).await,
+                _ => self.write_all(&client).await,
+            }
+        }
+    }
+
+    async fn write_all(&self, client: &kube::Client) {
+        let batch = std::mem::take(&mut *self.pending());
+        for (rule, delta) in batch {
+            if let Err(e) = write(client, &rule, &delta).await {
+                tracing::debug!(rule, error = %e, "rule status not written");
+            }
+        }
+    }
+
+    /// Hands the counts to the leader; put back when it cannot take them.
+    async fn hand_on(&self, r: &crate::replicas::Replicas) {
+        let Some(peer) = r.leader_peer() else {
+            return;
+        };
+        let batch = std::mem::take(&mut *self.pending());
+        if let Err(e) = crate::replicas::peer::send_counts(r, &peer, &batch).await {
+            tracing::debug!(leader = %peer, error = %e, "rule counts not handed to the leader; kept");
             for (rule, delta) in batch {
-                if let Err(e) = write(&client, &rule, &delta).await {
-                    tracing::debug!(rule, error = %e, "rule status not written");
-                }
+                self.add(&rule, delta);
             }
         }
     }

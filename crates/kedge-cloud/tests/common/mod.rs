@@ -47,7 +47,7 @@ pub fn cloud_config(data_dir: &Path) -> kedge_cloud::CloudConfig {
         workloads: false,
         cloudstream: None,
         pki_secret: None,
-        elect: false,
+        replicas: None,
     }
 }
 

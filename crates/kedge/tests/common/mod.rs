@@ -313,6 +313,10 @@ impl Kedge {
             "127.0.0.1",
         ];
         args.extend(extra);
+        // Replicas on one machine: each its own peer port, reached on loopback.
+        if extra.contains(&"--kubeconfig") && !extra.contains(&"--peer-port") {
+            args.extend(["--peer-port", "0", "--peer-address", "127.0.0.1"]);
+        }
         let (child, lines) = spawn_kedge(&args, data_dir, Stdio::inherit());
         Self::from_lines(child, data_dir, &lines)
     }
