@@ -29,6 +29,33 @@ pub struct Leadership {
     pub peer: Option<String>,
 }
 
+/// Whether this cloud does cluster-wide work now: always when it is the only one, else while
+/// it leads. Controllers that write shared objects wait on it.
+#[derive(Debug, Clone, Default)]
+pub struct Gate(Option<watch::Receiver<Leadership>>);
+
+impl Gate {
+    /// The gate of a replica that follows `leader`.
+    pub fn of(leader: watch::Receiver<Leadership>) -> Gate {
+        Gate(Some(leader))
+    }
+
+    pub fn open(&self) -> bool {
+        self.0.as_ref().is_none_or(|l| l.borrow().leads)
+    }
+
+    /// Resolves when leadership changes (never, for the only cloud).
+    pub async fn changed(&mut self) {
+        let ended = match &mut self.0 {
+            Some(l) => l.changed().await.is_err(),
+            None => true,
+        };
+        if ended {
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
 /// What a replica does about the Lease.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Decision {

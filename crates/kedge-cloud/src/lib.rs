@@ -252,8 +252,9 @@ pub async fn start(cfg: CloudConfig, client: kube::Client) -> Result<Cloud, Clou
         workloads::start(client.clone());
     }
     // KubeEdge's own app controllers run in both modes.
-    nodegroup::start(client.clone());
-    edgeapplication::start(client.clone());
+    let gate = replicas::gate(replicas.as_ref());
+    nodegroup::start(client.clone(), gate.clone());
+    edgeapplication::start(client.clone(), gate);
     let join_addr = join.addr;
     let mut listeners = vec![join];
     let mut replica_served = None;

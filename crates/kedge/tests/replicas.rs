@@ -184,6 +184,21 @@ fn the_leader_killed_another_replica_takes_over_cluster_wide_work() {
         "not taken while it was fresh"
     );
     assert_eq!(leader_lease(&cluster, "leaseTransitions"), "1");
+    // Cluster-wide work resumed there: a new Device's profile ConfigMap and DeviceStatus.
+    let device = std::fs::read_to_string(common::examples().join("device-counter.yaml"))
+        .expect("device")
+        .replace("kube-edge-1", "kube-edge-2");
+    cluster.ok(&["apply", "-f", &example("devicemodel-counter.yaml")]);
+    cluster.apply(&device);
+    wait_until(
+        Duration::from_secs(20),
+        "the new leader writes the profile",
+        || {
+            let got = cluster.kubectl(&["get", "configmap", "device-profile-config-kube-edge-2"]);
+            let status = cluster.kubectl(&["get", "devicestatus", "counter"]);
+            (got.status.success() && status.status.success()).then_some(())
+        },
+    );
 }
 
 /// This replica's name, from its `peer listener:` line.

@@ -138,6 +138,9 @@ struct Inner {
     /// Devices (`ns/name`) whose `Ready` condition needs a look.
     unsettled: Mutex<BTreeSet<String>>,
     settle: tokio::sync::Notify,
+    /// Profiles, conditions and DeviceStatuses are written while this is open (the leader
+    /// among replicas); the work waits meanwhile.
+    gate: crate::leader::Gate,
 }
 
 pub struct DeviceController(Arc<Inner>);
@@ -329,6 +332,16 @@ impl Inner {
     }
 }
 
+/// Looks at every device each time this replica becomes the leader.
+async fn on_leading(i: Arc<Inner>, mut gate: crate::leader::Gate) {
+    loop {
+        gate.changed().await;
+        if gate.open() {
+            i.everything();
+        }
+    }
+}
+
 /// Rewrites dirty profiles, a moment after each burst of changes. (The watches hold `Inner` for
 /// the life of the process, and so does this.)
 async fn write_profiles(i: Arc<Inner>) {
@@ -418,8 +431,24 @@ impl Inner {
     async fn after_burst(&self, notify: &tokio::sync::Notify) -> bool {
         notify.notified().await;
         tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-        self.devices.wait_until_ready().await.is_ok()
+        self.gate.open()
+            && self.devices.wait_until_ready().await.is_ok()
             && self.models.wait_until_ready().await.is_ok()
+    }
+
+    /// Everything needs a look: this replica just became the leader, and the one that led may
+    /// have stopped half-way.
+    fn everything(&self) {
+        let devices = self.devices.state();
+        for d in &devices {
+            if let Some(node) = node_of(d) {
+                self.mark(d.metadata.namespace.as_deref().unwrap_or_default(), &node);
+            }
+        }
+        let keys: Vec<String> = devices.iter().map(|d| key(d)).collect();
+        let statuses = self.statuses.state();
+        self.recheck(keys.iter().cloned().chain(statuses.iter().map(|s| key(s))));
+        self.unsettle(keys);
     }
 
     /// Creates, updates or deletes `device-profile-config-<node>` in `ns`.
@@ -487,7 +516,11 @@ impl Inner {
 }
 
 impl DeviceController {
-    pub fn start(client: kube::Client, downstream: Arc<Downstream>) -> DeviceController {
+    pub fn start(
+        client: kube::Client,
+        downstream: Arc<Downstream>,
+        gate: crate::leader::Gate,
+    ) -> DeviceController {
         let (dr, mr, sr) = (
             device_resource(),
             model_resource(),
@@ -510,7 +543,9 @@ impl DeviceController {
             wake: tokio::sync::Notify::new(),
             unsettled: Mutex::default(),
             settle: tokio::sync::Notify::new(),
+            gate: gate.clone(),
         });
+        tokio::spawn(on_leading(inner.clone(), gate));
         tokio::spawn(write_profiles(inner.clone()));
         tokio::spawn(show_ready(inner.clone()));
         tokio::spawn(keep_statuses(inner.clone()));

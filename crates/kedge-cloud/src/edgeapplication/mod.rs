@@ -33,7 +33,7 @@ struct Controller {
     deployments: Store<Deployment>,
 }
 
-pub fn start(client: kube::Client) {
+pub fn start(client: kube::Client, gate: crate::leader::Gate) {
     let (queue, rx) = Queue::new();
     let q = queue.clone();
     let api = Api::<DynamicObject>::all_with(client.clone(), &resource());
@@ -69,10 +69,16 @@ pub fn start(client: kube::Client) {
         deployments: deployments.clone(),
     });
     let wait = vec![runtime::ready(&apps), runtime::ready(&deployments)];
-    tokio::spawn(runtime::run("edgeapplication", queue, rx, wait, move |k| {
-        let c = c.clone();
-        async move { c.reconcile(k).await }
-    }));
+    tokio::spawn(runtime::run(
+        "edgeapplication",
+        (queue, rx),
+        wait,
+        gate,
+        move |k| {
+            let c = c.clone();
+            async move { c.reconcile(k).await }
+        },
+    ));
 }
 
 impl Controller {

@@ -172,6 +172,7 @@ impl EdgeController {
             devices: crate::devicecontroller::DeviceController::start(
                 client.clone(),
                 downstream.clone(),
+                crate::replicas::gate(replicas.as_ref()),
             ),
             client,
             rules,

@@ -29,7 +29,7 @@ struct Controller {
     nodes: Store<Node>,
 }
 
-pub fn start(client: kube::Client) {
+pub fn start(client: kube::Client, gate: crate::leader::Gate) {
     let (queue, rx) = Queue::new();
     let q = queue.clone();
     let api = Api::<DynamicObject>::all_with(client.clone(), &resource());
@@ -52,10 +52,16 @@ pub fn start(client: kube::Client) {
         nodes: nodes.clone(),
     });
     let wait = vec![runtime::ready(&groups), runtime::ready(&nodes)];
-    tokio::spawn(runtime::run("nodegroup", queue, rx, wait, move |k| {
-        let c = c.clone();
-        async move { c.reconcile(k).await }
-    }));
+    tokio::spawn(runtime::run(
+        "nodegroup",
+        (queue, rx),
+        wait,
+        gate,
+        move |k| {
+            let c = c.clone();
+            async move { c.reconcile(k).await }
+        },
+    ));
 }
 
 impl Controller {

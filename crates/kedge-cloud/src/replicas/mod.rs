@@ -18,7 +18,9 @@ use kube::api::{Api, Patch, PatchParams};
 use serde_json::{Value, json};
 use tokio::sync::watch;
 
-use crate::leader::Leadership;
+use std::sync::Arc;
+
+use crate::leader::{Gate, Leadership};
 
 /// The Node annotation naming the replica that holds the node's session.
 pub const OWNER: &str = "kedge.io/cloud-replica";
@@ -154,7 +156,14 @@ impl Replicas {
     pub fn leadership(&self) -> watch::Receiver<Leadership> {
         self.leader.clone()
     }
+}
 
+/// The gate cluster-wide work waits on: open while this replica leads, always without replicas.
+pub fn gate(replicas: Option<&Arc<Replicas>>) -> Gate {
+    replicas.map_or_else(Gate::default, |r| Gate::of(r.leadership()))
+}
+
+impl Replicas {
     /// Records this replica as `node`'s owner (its session just started). A Node not registered
     /// yet is claimed when it is (`EdgeController`'s registration writes the same annotations).
     pub async fn claim(&self, nodes: &Api<Node>, node: &str) -> Result<(), kube::Error> {

@@ -245,5 +245,7 @@ fn spawn<F, Fut>(
     F: FnMut(Key) -> Fut + Send + 'static,
     Fut: Future<Output = Result<Option<Duration>, kube::Error>> + Send + 'static,
 {
-    tokio::spawn(runtime::run(name, queue, rx, wait, reconcile));
+    // Workloads run with the embedded API only: one cloud, always leading.
+    let gate = crate::leader::Gate::default();
+    tokio::spawn(runtime::run(name, (queue, rx), wait, gate, reconcile));
 }

@@ -117,12 +117,14 @@ where
 }
 
 /// Waits for the caches, then reconciles queued keys one at a time until the queue closes.
-/// `reconcile` returns `Some(delay)` to be called for the key again after `delay`.
+/// `reconcile` returns `Some(delay)` to be called for the key again after `delay`. Keys wait
+/// while `gate` is shut (another replica leads): the caches' first lists queued every object,
+/// so a replica that becomes the leader reconciles all it has seen.
 pub async fn run<F, Fut>(
     name: &'static str,
-    queue: Queue,
-    mut rx: mpsc::UnboundedReceiver<Key>,
+    (queue, mut rx): (Queue, mpsc::UnboundedReceiver<Key>),
     ready: Vec<futures::future::BoxFuture<'static, ()>>,
+    mut gate: crate::leader::Gate,
     mut reconcile: F,
 ) where
     F: FnMut(Key) -> Fut,
@@ -141,10 +143,19 @@ pub async fn run<F, Fut>(
         );
     }
     let mut batch = BTreeSet::new();
-    while let Some(k) = rx.recv().await {
-        batch.insert(k);
-        while let Ok(k) = rx.try_recv() {
-            batch.insert(k);
+    loop {
+        if batch.is_empty() || !gate.open() {
+            tokio::select! {
+                k = rx.recv() => match k {
+                    Some(k) => batch.insert(k),
+                    None => return,
+                },
+                _ = gate.changed() => false,
+            };
+            while let Ok(k) = rx.try_recv() {
+                batch.insert(k);
+            }
+            continue;
         }
         for key in std::mem::take(&mut batch) {
             match reconcile(key.clone()).await {
@@ -191,4 +202,45 @@ where
             }
         }
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::leader::{Gate, Leadership};
+
+    #[tokio::test]
+    async fn keys_wait_while_another_replica_leads_and_are_all_reconciled_once_this_one_does() {
+        let (tx, rx) = tokio::sync::watch::channel(Leadership::default());
+        let (queue, keys) = Queue::new();
+        let (done_tx, mut done) = mpsc::unbounded_channel();
+        tokio::spawn(run(
+            "test",
+            (queue.clone(), keys),
+            vec![],
+            Gate::of(rx),
+            move |k| {
+                let done = done_tx.clone();
+                async move {
+                    let _ = done.send(k);
+                    Ok(None)
+                }
+            },
+        ));
+        queue.add(("ns".into(), "a".into()));
+        queue.add(("ns".into(), "b".into()));
+        let waited = tokio::time::timeout(Duration::from_millis(200), done.recv()).await;
+        assert!(waited.is_err(), "nothing reconciled while following");
+        tx.send_replace(Leadership {
+            leads: true,
+            peer: None,
+        });
+        let mut got = vec![];
+        for _ in 0..2 {
+            let k = tokio::time::timeout(Duration::from_secs(5), done.recv()).await;
+            got.push(k.expect("reconciled once leading").expect("key").1);
+        }
+        got.sort();
+        assert_eq!(got, ["a", "b"]);
+    }
 }
