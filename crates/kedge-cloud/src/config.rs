@@ -27,6 +27,7 @@ pub struct Settings {
     pub advertise_addresses: Vec<String>,
     pub node_cert_ttl: String,
     pub metrics_port: u16,
+    pub metrics_bind: IpAddr,
     pub router_port: u16,
     pub router_bind: IpAddr,
     pub router_token: Secret,
@@ -59,6 +60,7 @@ impl Default for Settings {
             advertise_addresses: Vec::new(),
             node_cert_ttl: format_duration(kedge_pki::node::NODE_CERT_TTL),
             metrics_port: 9091,
+            metrics_bind: IpAddr::from([127, 0, 0, 1]),
             router_port: router.addr.port(),
             router_bind: router.addr.ip(),
             router_token: Secret::default(),
@@ -78,7 +80,7 @@ impl Default for Settings {
 }
 
 /// What each setting does, in the order `--print-default-config` shows them.
-const DOCS: [(&str, &str); 22] = [
+const DOCS: [(&str, &str); 23] = [
     (
         "dataDir",
         "Where the cloud keeps its CA (pki/), the embedded API's store and the kubeconfig.",
@@ -108,6 +110,11 @@ const DOCS: [(&str, &str); 22] = [
     (
         "metricsPort",
         "Port of /metrics and /healthz (plain HTTP on 127.0.0.1).",
+    ),
+    (
+        "metricsBind",
+        "Address /metrics and /healthz listen on (loopback unless opened: a kubelet probes a\n\
+         pod's own address).",
     ),
     (
         "routerPort",
@@ -204,6 +211,7 @@ pub struct Resolved {
     pub names: Vec<String>,
     pub node_cert_ttl: Duration,
     pub metrics_port: u16,
+    pub metrics_bind: IpAddr,
     pub router: RouterConfig,
     /// The embedded API's preferred devices.kubeedge.io version.
     pub device_api_version: String,
@@ -268,6 +276,7 @@ impl Settings {
             https_port: self.https_port,
             names: self.advertise_addresses,
             metrics_port: self.metrics_port,
+            metrics_bind: self.metrics_bind,
         })
     }
 }

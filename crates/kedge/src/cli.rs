@@ -211,6 +211,10 @@ struct CloudFlags {
     /// Port of /metrics and /healthz (plain HTTP on 127.0.0.1).
     #[arg(long)]
     metrics_port: Option<u16>,
+    /// Address /metrics and /healthz listen on (loopback unless opened: a kubelet probes a
+    /// pod's own address).
+    #[arg(long)]
+    metrics_bind: Option<IpAddr>,
     /// Router REST listener port (`/{node}/{namespace}/{path}`).
     #[arg(long)]
     router_port: Option<u16>,
@@ -622,7 +626,7 @@ async fn up(a: UpArgs) -> anyhow::Result<()> {
         r.extend(edge_m());
         r
     });
-    let metrics = serve_metrics(r.metrics_port, both).await?;
+    let metrics = serve_metrics((r.metrics_bind, r.metrics_port), both).await?;
     let demo = if a.demo {
         let (client, mqtt) = (&running.client, edge.mqtt.to_string());
         Some(start_demo(client, &mqtt, &node, &edge.dmi_socket).await?)
@@ -842,7 +846,7 @@ async fn cloud(a: CloudArgs) -> anyhow::Result<()> {
             me.id
         );
     }
-    let metrics = serve_metrics(r.metrics_port, cloud.metrics()).await?;
+    let metrics = serve_metrics((r.metrics_bind, r.metrics_port), cloud.metrics()).await?;
     println!("  metrics:        http://{metrics}/metrics");
     let token = match (&r.kubeconfig, &r.pki_secret) {
         (Some(k), Some(at)) => format!("--kubeconfig {} --pki-secret {at}", k.display()),
@@ -883,7 +887,8 @@ async fn edge(a: EdgeArgs) -> anyhow::Result<()> {
     let cfg = file.overlay(to_json(&a.flags))?.resolve()?;
     let (node, cloud, metrics_port) = (cfg.node.clone(), cfg.cloud.clone(), cfg.metrics_port);
     let edge = kedge_edge::start(cfg).await.context("starting the edge")?;
-    let metrics = serve_metrics(metrics_port, edge.metrics()).await?;
+    let loopback = IpAddr::from([127, 0, 0, 1]);
+    let metrics = serve_metrics((loopback, metrics_port), edge.metrics()).await?;
     tokio::spawn(trim_when_up(edge.hub.connected()));
     println!("kedge edge: node {node} → cloud {cloud}");
     println!("  MQTT broker:    {}", edge.mqtt);
@@ -908,12 +913,12 @@ async fn trim_when_up(mut connected: tokio::sync::watch::Receiver<bool>) {
     }
 }
 
-/// Serves `/metrics` and `/healthz` on 127.0.0.1:`port` (0 picks one).
+/// Serves `/metrics` and `/healthz` on `(address, port)` (port 0 picks one).
 async fn serve_metrics(
-    port: u16,
+    (ip, port): (IpAddr, u16),
     source: kedge_http::metrics::Source,
 ) -> anyhow::Result<std::net::SocketAddr> {
-    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let addr = std::net::SocketAddr::new(ip, port);
     Ok(kedge_http::metrics::serve(addr, source).await?)
 }
 
