@@ -60,7 +60,14 @@ pub struct Args {
     /// the time until all are Running and available, and the cloud's CPU meanwhile.
     #[arg(long, default_value_t = 0)]
     deployment: usize,
+    /// Run the cloud as this many `kedge cloud --kubeconfig` replicas on one cluster (a `kedge
+    /// cloud`'s embedded API), the nodes spread over them; `--restart` then kills one replica
+    /// with SIGKILL and times its nodes' move to the others.
+    #[arg(long, default_value_t = 1)]
+    replicas: usize,
 }
+
+mod replicas;
 
 impl Args {
     /// Objects each node is to hold.
@@ -307,6 +314,9 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let cloud_dir = dir.path().join("cloud");
     let launched = Instant::now();
+    if a.replicas > 1 {
+        return replicas::run(a, dir).await;
+    }
     let mut cloud = start_cloud(&a.kedge, &cloud_dir, (0, 0, 0))?;
     let ready_after = launched.elapsed();
     let ports = (
@@ -317,34 +327,8 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
     let token = crate::api::token(&a.kedge, &cloud_dir)?;
     let join_url = format!("https://127.0.0.1:{}", ports.2);
 
-    // Join: one certificate per node, kept for the run.
     let started = Instant::now();
-    let joined = AtomicUsize::new(0);
-    let ids: Vec<_> = stream::iter(0..a.count)
-        .map(|i| {
-            let (node, pki) = (format!("hollow-{i}"), dir.path().join(format!("n{i}")));
-            let (token, url, joined) = (&token, &join_url, &joined);
-            async move {
-                let j = certificate::Join {
-                    server: url,
-                    node: &node,
-                    token,
-                    dir: &pki,
-                };
-                let id = certificate::join(&j)
-                    .await
-                    .with_context(|| format!("{node} joining"))?;
-                let n = joined.fetch_add(1, Ordering::Relaxed) + 1;
-                if n % 100 == 0 {
-                    progress("joined", n, a.count);
-                }
-                anyhow::Ok((node, id))
-            }
-        })
-        .buffer_unordered(a.concurrency)
-        .try_collect()
-        .await?;
-    eprintln!();
+    let ids = join_all(&a, dir.path(), &token, &join_url).await?;
     let join_secs = started.elapsed().as_secs_f64();
 
     // Their state, before they connect: the first connection delivers all of it.
@@ -449,6 +433,43 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
         summary["restarted_cloud_rss_mib"] = json!(rss / 1024);
     }
     print_summary(&summary, a.json)
+}
+
+/// Joins `a.count` nodes (`hollow-<i>`) through `join_url`: one certificate each, kept under
+/// `dir` for the run.
+async fn join_all(
+    a: &Args,
+    dir: &Path,
+    token: &str,
+    join_url: &str,
+) -> anyhow::Result<Vec<(String, kedge_pki::node::Identity)>> {
+    let joined = AtomicUsize::new(0);
+    let ids: Vec<_> = stream::iter(0..a.count)
+        .map(|i| {
+            let (node, pki) = (format!("hollow-{i}"), dir.join(format!("n{i}")));
+            let joined = &joined;
+            async move {
+                let j = certificate::Join {
+                    server: join_url,
+                    node: &node,
+                    token,
+                    dir: &pki,
+                };
+                let id = certificate::join(&j)
+                    .await
+                    .with_context(|| format!("{node} joining"))?;
+                let n = joined.fetch_add(1, Ordering::Relaxed) + 1;
+                if n % 100 == 0 {
+                    progress("joined", n, a.count);
+                }
+                anyhow::Ok((node, id))
+            }
+        })
+        .buffer_unordered(a.concurrency)
+        .try_collect()
+        .await?;
+    eprintln!();
+    Ok(ids)
 }
 
 /// Creates one Deployment of `replicas` and waits until all are available; the seconds that

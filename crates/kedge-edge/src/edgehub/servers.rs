@@ -78,14 +78,16 @@ pub fn parse(list: &str, hub_port: u16) -> Result<Vec<Cloud>, ServersError> {
 }
 
 /// `clouds` in the order `node` tries them: from the one its name hashes to (FNV-1a: stable
-/// across builds and starts), then the others in the given order.
+/// across builds and starts), then the others from a second place the hash picks, so the edges
+/// of a replica that dies spread over the others instead of all moving to the next one.
 pub fn ordered_for(node: &str, mut clouds: Vec<Cloud>) -> Vec<Cloud> {
-    if clouds.len() > 1 {
+    let n = clouds.len() as u64;
+    if n > 1 {
         let hash = node.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
             (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
         });
-        let start = (hash % clouds.len() as u64) as usize;
-        clouds.rotate_left(start);
+        clouds.rotate_left((hash % n) as usize);
+        clouds[1..].rotate_left(((hash / n) % (n - 1)) as usize);
     }
     clouds
 }
@@ -146,6 +148,16 @@ mod tests {
         }
         assert_eq!(counts.len(), 3, "{counts:?}");
         assert!(counts.values().all(|&c| c > 800), "spread: {counts:?}");
+        // The edges starting at one replica have the others second in equal shares.
+        let mut second = std::collections::HashMap::new();
+        for i in 0..3000 {
+            let order = ordered_for(&format!("edge-{i}"), three.clone());
+            if order[0].host == "r0" {
+                *second.entry(order[1].host.clone()).or_insert(0) += 1;
+            }
+        }
+        assert_eq!(second.len(), 2, "{second:?}");
+        assert!(second.values().all(|&c| c > 400), "spread after r0: {second:?}");
         let one = parse("only", 1).expect("one");
         assert_eq!(ordered_for("x", one.clone()), one);
     }
