@@ -459,7 +459,7 @@ async fn join_all(
                     .await
                     .with_context(|| format!("{node} joining"))?;
                 let n = joined.fetch_add(1, Ordering::Relaxed) + 1;
-                if n % 100 == 0 {
+                if n.is_multiple_of(100) {
                     progress("joined", n, a.count);
                 }
                 anyhow::Ok((node, id))

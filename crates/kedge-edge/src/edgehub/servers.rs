@@ -157,7 +157,10 @@ mod tests {
             }
         }
         assert_eq!(second.len(), 2, "{second:?}");
-        assert!(second.values().all(|&c| c > 400), "spread after r0: {second:?}");
+        assert!(
+            second.values().all(|&c| c > 400),
+            "spread after r0: {second:?}"
+        );
         let one = parse("only", 1).expect("one");
         assert_eq!(ordered_for("x", one.clone()), one);
     }
