@@ -346,19 +346,7 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
     let held = Arc::new(Held::default());
     let hub_addr = format!("127.0.0.1:{}", ports.1);
     let started = Instant::now();
-    for (i, (node, id)) in ids.into_iter().enumerate() {
-        let (tx, rx) = tokio::sync::mpsc::channel(64);
-        let mut hcfg = client::HubConfig::new(&hub_addr, &node);
-        // Each edge from an address of its own (127.0.x.y), as a real fleet connects.
-        hcfg.source = Some(std::net::IpAddr::from([
-            127,
-            0,
-            (i / 250) as u8,
-            (i % 250 + 2) as u8,
-        ]));
-        let hub = client::spawn(hcfg, id, tx)?;
-        tokio::spawn(hollow(node, hub, rx, up.clone(), held.clone()));
-    }
+    connect_all(ids, |_| vec![hub_addr.clone()], &up, &held)?;
     let connect = wait_connected(&up, a.count, Duration::from_secs(600), "connected").await?;
     let nodes: Api<Node> = Api::all(client.clone());
     let all_ready = wait_ready(&nodes, a.count, started).await?;
@@ -433,6 +421,30 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
         summary["restarted_cloud_rss_mib"] = json!(rss / 1024);
     }
     print_summary(&summary, a.json)
+}
+
+/// Starts every node's session with the CloudHub replicas `servers` lists for it, each from an
+/// address of its own (127.0.x.y), as a real fleet connects.
+fn connect_all(
+    ids: Vec<(String, kedge_pki::node::Identity)>,
+    servers: impl Fn(&str) -> Vec<String>,
+    up: &Arc<AtomicUsize>,
+    held: &Arc<Held>,
+) -> anyhow::Result<()> {
+    for (i, (node, id)) in ids.into_iter().enumerate() {
+        let (tx, rx) = tokio::sync::mpsc::channel(64);
+        let mut hcfg = client::HubConfig::new("", &node);
+        hcfg.servers = servers(&node);
+        hcfg.source = Some(std::net::IpAddr::from([
+            127,
+            0,
+            (i / 250) as u8,
+            (i % 250 + 2) as u8,
+        ]));
+        let hub = client::spawn(hcfg, id, tx)?;
+        tokio::spawn(hollow(node, hub, rx, up.clone(), held.clone()));
+    }
+    Ok(())
 }
 
 /// Joins `a.count` nodes (`hollow-<i>`) through `join_url`: one certificate each, kept under

@@ -11,13 +11,13 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::Node;
-use kedge_edge::edgehub::{client, servers};
+use kedge_edge::edgehub::servers;
 use kube::api::Api;
 use serde_json::json;
 
 use super::{
-    Args, Held, cpu_secs, hollow, join_all, raise_fd_limit, readiness, start_cloud, wait_connected,
-    wait_connected_below, wait_held, wait_ready,
+    Args, Held, connect_all, cpu_secs, join_all, raise_fd_limit, readiness, start_cloud,
+    wait_connected, wait_connected_below, wait_held, wait_ready,
 };
 use crate::api::{Server, print_summary, rss_kib, start_kedge};
 
@@ -105,22 +105,11 @@ pub(super) async fn run(a: Args, dir: tempfile::TempDir) -> anyhow::Result<()> {
     let up = Arc::new(AtomicUsize::new(0));
     let held = Arc::new(Held::default());
     let started = Instant::now();
-    for (i, (node, id)) in ids.into_iter().enumerate() {
-        let (tx, rx) = tokio::sync::mpsc::channel(64);
-        let mut hcfg = client::HubConfig::new("", &node);
-        hcfg.servers = servers::ordered_for(&node, hubs.clone())
-            .iter()
-            .map(servers::Cloud::hub)
-            .collect();
-        hcfg.source = Some(std::net::IpAddr::from([
-            127,
-            0,
-            (i / 250) as u8,
-            (i % 250 + 2) as u8,
-        ]));
-        let hub = client::spawn(hcfg, id, tx)?;
-        tokio::spawn(hollow(node, hub, rx, up.clone(), held.clone()));
-    }
+    let order = |node: &str| {
+        let list = servers::ordered_for(node, hubs.clone());
+        list.iter().map(servers::Cloud::hub).collect()
+    };
+    connect_all(ids, order, &up, &held)?;
     let connect = wait_connected(&up, a.count, Duration::from_secs(900), "connected").await?;
     let nodes: Api<Node> = Api::all(client.clone());
     let all_ready = wait_ready(&nodes, a.count, started).await?;
