@@ -169,7 +169,10 @@ fn replica(
     let err = |cause| CloudError::Bind(kedge_http::BindError { addr, cause });
     let bound = std::net::TcpListener::bind(addr).map_err(err)?;
     let port = bound.local_addr().map_err(err)?.port();
-    let peer = rc.peer_address.as_ref().map(|h| join_host_port(h, port));
+    let peer = rc
+        .peer_address
+        .as_ref()
+        .map(|h| kedge_core::hostport::join(h, port));
     if peer.is_none() {
         tracing::warn!(
             "no peer address (--peer-address or --advertise-address): other replicas cannot \
@@ -189,22 +192,6 @@ fn replica(
     };
     let client = replicas::peer::client(ca)?;
     Ok((Arc::new(replicas::Replicas::new(me, leader, client)), bound))
-}
-
-/// `HOST:PORT`, with an IPv6 address in brackets.
-fn join_host_port(host: &str, port: u16) -> String {
-    match host.parse::<std::net::Ipv6Addr>() {
-        Ok(_) => format!("[{host}]:{port}"),
-        Err(_) => format!("{host}:{port}"),
-    }
-}
-
-/// The host of `HOST:PORT` (brackets removed).
-fn host_of(peer: &str) -> String {
-    let host = peer.rsplit_once(':').map_or(peer, |(h, _)| h);
-    host.trim_start_matches('[')
-        .trim_end_matches(']')
-        .to_string()
 }
 
 /// Starts CloudHub (join server and hub) and the controllers against `client`.
@@ -260,7 +247,11 @@ pub async fn start(cfg: CloudConfig, client: kube::Client) -> Result<Cloud, Clou
     let mut replica_served = None;
     if let Some((r, bound)) = peer {
         let mut peer_names = names.clone();
-        peer_names.extend(r.me.peer.as_deref().map(host_of));
+        peer_names.extend(
+            r.me.peer
+                .as_deref()
+                .map(|p| kedge_core::hostport::host(p).to_string()),
+        );
         let l = replicas::peer::start(
             bound,
             &ca,

@@ -13,6 +13,7 @@ pub mod delivery;
 pub mod devices;
 pub mod dialect;
 pub mod envelope;
+pub mod hostport;
 pub mod json;
 pub mod labels;
 pub mod names;

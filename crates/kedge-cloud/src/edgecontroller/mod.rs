@@ -139,12 +139,12 @@ pub struct Stats {
 #[derive(Default)]
 pub struct Options {
     pub lifecycle: Lifecycle,
-    /// The other replicas, and whether this one leads cluster-wide work (the stale-node sweep,
-    /// removing deleted nodes' records); `None`: it is the only cloud and always does it.
     /// Bulk Lease renewals (the embedded API); `None`: one API call each.
     pub lease_writer: Option<Arc<dyn crate::bulk::Bulk>>,
     /// CloudStream's endpoint, which edge Nodes advertise as their kubelet.
     pub kubelet: Option<crate::cloudstream::Endpoint>,
+    /// The other replicas, and whether this one leads cluster-wide work (the stale-node sweep,
+    /// removing deleted nodes' records); `None`: it is the only cloud and always does it.
     pub replicas: Option<Arc<crate::replicas::Replicas>>,
 }
 

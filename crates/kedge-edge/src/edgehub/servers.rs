@@ -13,21 +13,12 @@ pub struct Cloud {
 impl Cloud {
     /// `host:port` of its CloudHub.
     pub fn hub(&self) -> String {
-        address(&self.host, self.hub_port)
+        kedge_core::hostport::join(&self.host, self.hub_port)
     }
 
     /// `host:port` of its join server.
     pub fn join(&self, https_port: u16) -> String {
-        address(&self.host, https_port)
-    }
-}
-
-/// `host:port`, bracketing an IPv6 address.
-pub fn address(host: &str, port: u16) -> String {
-    if host.contains(':') {
-        format!("[{host}]:{port}")
-    } else {
-        format!("{host}:{port}")
+        kedge_core::hostport::join(&self.host, https_port)
     }
 }
 
