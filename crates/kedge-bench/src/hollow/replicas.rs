@@ -16,31 +16,23 @@ use kube::api::Api;
 use serde_json::json;
 
 use super::{
-    Args, Held, connect_all, cpu_secs, join_all, raise_fd_limit, readiness, start_cloud,
-    wait_connected, wait_connected_below, wait_held, wait_ready,
+    Args, Held, cloud_args, connect_all, cpu_secs, join_all, raise_fd_limit, readiness,
+    start_cloud, wait_connected, wait_connected_below, wait_held, wait_ready,
 };
 use crate::api::{Server, print_summary, rss_kib, start_kedge};
 
 fn start_replica(a: &Args, kubeconfig: &str, dir: &Path) -> anyhow::Result<Server> {
-    let args = [
-        "cloud",
+    let mut args = cloud_args(0, 0, 0);
+    let replica = [
         "--kubeconfig",
         kubeconfig,
-        "--bind",
-        "127.0.0.1",
-        "--hub-port",
-        "0",
-        "--https-port",
-        "0",
-        "--metrics-port",
-        "0",
-        "--router-port",
-        "0",
         "--peer-port",
         "0",
         "--peer-address",
         "127.0.0.1",
     ];
+    args.extend(replica.map(String::from));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
     start_kedge(a.kedge.clone(), &args, dir)
 }
 

@@ -173,21 +173,14 @@ pub struct Call {
 
 /// Answers a call (`passed_on`: another replica forwarded it, and it stops here).
 pub async fn answer(ctx: &Ctx, call: Call, passed_on: bool) -> Response {
-    let Call {
-        method,
-        uri,
-        headers,
-        body,
-    } = call;
-    let Some((node, ns, rest)) = split(uri.path()) else {
+    // A copy of the path: the call may move on to another replica whole.
+    let path = call.uri.path().to_string();
+    let Some((node, ns, rest)) = split(&path) else {
         return text(
             StatusCode::NOT_FOUND,
             "the URL is /{node}/{namespace}/{path}".into(),
         );
     };
-    // Owned: the call may move on to another replica whole.
-    let (node, ns, rest) = (node.to_string(), ns.to_string(), rest.to_string());
-    let (node, ns, rest) = (node.as_str(), ns.as_str(), rest.as_str());
     if !ctx.rules.loaded(Duration::from_secs(5)).await {
         return text(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -207,12 +200,6 @@ pub async fn answer(ctx: &Ctx, call: Call, passed_on: bool) -> Response {
         match replicas::route(node, held, passed_on, owner.as_ref(), &r.me.id) {
             Route::Here => {}
             Route::Forward { replica, peer } => {
-                let call = Call {
-                    method,
-                    uri,
-                    headers,
-                    body,
-                };
                 let limit = ctx.cfg.timeout + FORWARD_MARGIN;
                 return match peer::forward(r, node, (&replica, &peer), call, limit).await {
                     Ok(resp) => resp,
@@ -228,6 +215,12 @@ pub async fn answer(ctx: &Ctx, call: Call, passed_on: bool) -> Response {
             }
         }
     }
+    let Call {
+        method,
+        uri,
+        headers,
+        body,
+    } = call;
     let result = match &route.target {
         RestTarget::EventBus { topic } => {
             let topic = format!("{topic}{suffix}");
