@@ -8,6 +8,7 @@ pub mod bulk;
 pub mod cloudhub;
 pub mod cloudstream;
 pub mod config;
+pub mod dashboard;
 
 /// Errors starting the cloud.
 #[derive(Debug, thiserror::Error)]
