@@ -112,6 +112,8 @@ pub fn start_server_with(kedge: Option<PathBuf>, extra: &[&str]) -> anyhow::Resu
         "0",
         "--router-port",
         "0",
+        "--dashboard-port",
+        "0",
     ];
     args.extend(extra);
     let mut server = start_kedge(kedge, &args, dir.path())?;

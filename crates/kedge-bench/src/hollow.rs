@@ -94,7 +94,17 @@ fn cloud_args(api: u16, hub: u16, join: u16) -> Vec<String> {
     ] {
         a.extend([flag.to_string(), port.to_string()]);
     }
-    a.extend(["--metrics-port", "0", "--router-port", "0"].map(String::from));
+    a.extend(
+        [
+            "--metrics-port",
+            "0",
+            "--router-port",
+            "0",
+            "--dashboard-port",
+            "0",
+        ]
+        .map(String::from),
+    );
     a
 }
 

@@ -40,6 +40,8 @@ pub struct Settings {
     pub pki_secret: String,
     pub peer_port: u16,
     pub peer_address: String,
+    pub dashboard_port: u16,
+    pub dashboard_bind: IpAddr,
 }
 
 /// Where replicas on a real cluster keep their one CA, unless told otherwise.
@@ -75,12 +77,14 @@ impl Default for Settings {
             pki_secret: DEFAULT_PKI_SECRET.into(),
             peer_port: 10005,
             peer_address: String::new(),
+            dashboard_port: crate::dashboard::DEFAULT_PORT,
+            dashboard_bind: IpAddr::from([127, 0, 0, 1]),
         }
     }
 }
 
 /// What each setting does, in the order `--print-default-config` shows them.
-const DOCS: [(&str, &str); 23] = [
+const DOCS: [(&str, &str); 25] = [
     (
         "dataDir",
         "Where the cloud keeps its CA (pki/), the embedded API's store and the kubeconfig.",
@@ -179,6 +183,15 @@ const DOCS: [(&str, &str); 23] = [
         "The name or address other replicas reach this one by (a pod's IP on Kubernetes).\n\
          Empty: the first advertiseAddress.",
     ),
+    (
+        "dashboardPort",
+        "Port of the web dashboard (HTTPS with the cloud's certificate; sign in with a token the\n\
+         Kubernetes API accepts). 0 picks a free one.",
+    ),
+    (
+        "dashboardBind",
+        "Address the dashboard listens on (loopback unless opened).",
+    ),
 ];
 
 /// What `kedge cloud --print-default-config` prints; it reads back as [`Settings::default`].
@@ -221,6 +234,8 @@ pub struct Resolved {
     pub pki_secret: Option<crate::pkisecret::SecretRef>,
     /// How other replicas reach this one (a real cluster only).
     pub replica: Option<crate::ReplicaConfig>,
+    /// Where the dashboard listens.
+    pub dashboard: SocketAddr,
 }
 
 impl Layered for Settings {}
@@ -277,6 +292,7 @@ impl Settings {
             names: self.advertise_addresses,
             metrics_port: self.metrics_port,
             metrics_bind: self.metrics_bind,
+            dashboard: SocketAddr::new(self.dashboard_bind, self.dashboard_port),
         })
     }
 }

@@ -119,6 +119,10 @@ struct UpArgs {
     /// Port of /metrics and /healthz (plain HTTP on 127.0.0.1) for the cloud and the edge.
     #[arg(long)]
     metrics_port: Option<u16>,
+    /// Port of the web dashboard (HTTPS on 127.0.0.1; sign in with the kubeconfig's token); 0
+    /// picks a free one.
+    #[arg(long)]
+    dashboard_port: Option<u16>,
     /// Also create the seed's counter model and device, and run the counter on the edge.
     #[arg(long)]
     demo: bool,
@@ -262,6 +266,13 @@ struct CloudFlags {
     /// --advertise-address).
     #[arg(long)]
     peer_address: Option<String>,
+    /// Port of the web dashboard (HTTPS; sign in with a token the Kubernetes API accepts); 0
+    /// picks a free one.
+    #[arg(long)]
+    dashboard_port: Option<u16>,
+    /// Address the dashboard listens on (loopback unless opened).
+    #[arg(long)]
+    dashboard_bind: Option<IpAddr>,
 }
 
 #[derive(Args)]
@@ -480,10 +491,12 @@ struct RunningCloud {
     kubeconfig: PathBuf,
     client: kube::Client,
     cloud: kedge_cloud::Cloud,
+    dashboard: kedge_cloud::dashboard::Dashboard,
 }
 
 impl RunningCloud {
     async fn shutdown(self) {
+        self.dashboard.shutdown().await;
         self.cloud.shutdown().await;
         if let Some(api) = self.api {
             api.shutdown().await;
@@ -519,19 +532,33 @@ async fn start_cloud(r: &Resolved) -> anyhow::Result<RunningCloud> {
         // `kubectl logs/exec/attach/port-forward` reach edge pods through the hub sessions.
         api.api.set_streams(cloud.hub.clone());
     }
+    // Users reach the API as themselves through the dashboard, as kubectl does: over HTTPS.
+    let dashboard = kedge_cloud::dashboard::start(
+        r.dashboard,
+        &cloud.ca,
+        &r.names,
+        kube_config(&kubeconfig).await?,
+        cloud.metrics(),
+    )
+    .await
+    .context("starting the dashboard")?;
     Ok(RunningCloud {
         api,
         kubeconfig,
         client,
         cloud,
+        dashboard,
     })
 }
 
-async fn kube_client(kubeconfig: &std::path::Path) -> anyhow::Result<kube::Client> {
+async fn kube_config(kubeconfig: &std::path::Path) -> anyhow::Result<kube::Config> {
     let kc = kube::config::Kubeconfig::read_from(kubeconfig)
         .with_context(|| format!("reading {}", kubeconfig.display()))?;
-    let cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default()).await?;
-    Ok(kube::Client::try_from(cfg)?)
+    Ok(kube::Config::from_custom_kubeconfig(kc, &Default::default()).await?)
+}
+
+async fn kube_client(kubeconfig: &std::path::Path) -> anyhow::Result<kube::Client> {
+    Ok(kube::Client::try_from(kube_config(kubeconfig).await?)?)
 }
 
 fn cloud_config(
@@ -595,6 +622,7 @@ async fn up(a: UpArgs) -> anyhow::Result<()> {
             "dataDir": a.data_dir, "apiPort": a.api_port, "apiBind": a.api_bind,
             "hubPort": a.hub_port, "httpsPort": a.https_port, "routerPort": a.router_port,
             "metricsPort": a.metrics_port, "bind": loopback, "routerBind": loopback,
+            "dashboardPort": a.dashboard_port,
             "deviceApiVersion": a.device_api_version,
         }))?
         .resolve()?;
@@ -669,6 +697,7 @@ fn print_up(
     writeln!(out, "  DMI socket:     {}", edge.dmi_socket.display())?;
     writeln!(out, "  servicebus:     http://{}", edge.servicebus)?;
     writeln!(out, "  router:         http://{}", cloud.router_addr)?;
+    writeln!(out, "  dashboard:      https://{}/", running.dashboard.addr)?;
     writeln!(out, "  metrics:        http://{metrics}/metrics")?;
     writeln!(out, "Next:")?;
     writeln!(out, "  export KUBECONFIG={}", running.kubeconfig.display())?;
@@ -846,6 +875,7 @@ async fn cloud(a: CloudArgs) -> anyhow::Result<()> {
             me.id
         );
     }
+    println!("  dashboard:      https://{}/", running.dashboard.addr);
     let metrics = serve_metrics((r.metrics_bind, r.metrics_port), cloud.metrics()).await?;
     println!("  metrics:        http://{metrics}/metrics");
     let token = match (&r.kubeconfig, &r.pki_secret) {

@@ -1,62 +1,129 @@
-//! The dashboard (issue #21, in progress on this branch): an HTTPS listener with the cloud's
-//! certificate serving a page, and a pass-through to the Kubernetes API under `/k8s/` that
-//! carries the signed-in user's own bearer token, so the API's authorization applies to
-//! everything the page reads (lists, watches) and writes (a Device's desired value).
-//! Signing in: a form posts a token, which is checked by the API itself; the browser then holds
-//! a random session id in a Secure, HttpOnly, SameSite=Strict cookie. A request with
+//! The dashboard (issue #21): an HTTPS listener with the cloud's certificate serving a page
+//! (embedded in the binary), a pass-through to the Kubernetes API under `/k8s/` that carries
+//! the signed-in user's own bearer token — so the API's authorization applies to everything
+//! the page reads (lists, watches as server-sent events) and writes (a Device's desired value) —
+//! and a stream of the cloud's own metrics for the chart (`/metrics/stream`).
+//! Signing in: a form posts a token, which the API itself must accept; the browser then holds a
+//! random session id in a Secure, HttpOnly, SameSite=Strict cookie. A request with
 //! `Authorization: Bearer` is signed in as that token (scripts, tests).
 
+pub mod history;
+mod k8s;
+mod metrics;
 pub mod session;
+pub mod sse;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
-use axum::body::Body;
-use axum::extract::{Request, State};
-use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 
+/// The dashboard's port unless told otherwise.
+pub const DEFAULT_PORT: u16 = 9445;
 /// The session cookie's name.
 const COOKIE: &str = "kedge_session";
-/// The header a page's writes carry: a cross-site form cannot set it, so a cookie alone never
-/// authorizes a write.
-const WRITE_HEADER: &str = "x-kedge-dashboard";
 
-#[derive(Debug, Clone)]
-pub struct DashboardConfig {
+#[derive(Debug, thiserror::Error)]
+pub enum DashboardError {
+    #[error(transparent)]
+    Pki(#[from] kedge_pki::PkiError),
+    #[error(transparent)]
+    Bind(#[from] kedge_http::BindError),
+    #[error("the Kubernetes API client: {0}")]
+    Client(#[from] kube::Error),
+}
+
+/// A running dashboard.
+pub struct Dashboard {
     pub addr: SocketAddr,
+    listener: kedge_http::Listener,
+    sampler: tokio::task::JoinHandle<()>,
+}
+
+impl Dashboard {
+    pub async fn shutdown(self) {
+        self.sampler.abort();
+        self.listener.shutdown().await;
+    }
 }
 
 struct Dash {
-    /// How the cloud reaches its Kubernetes API (the embedded one or a cluster's); its own
-    /// credentials are dropped and each user's token used instead.
-    api: kube::Config,
+    /// The cloud's Kubernetes API (the embedded one or a cluster's) without credentials: each
+    /// request carries its user's token.
+    api: kube::Client,
     sessions: Mutex<session::Sessions>,
     started: std::time::Instant,
+    metrics: metrics::Chart,
 }
 
-/// Starts the dashboard on `cfg.addr`.
+/// Starts the dashboard on `addr`, reaching the API as `api` says (its credentials are dropped)
+/// and charting `source`.
 pub async fn start(
-    cfg: &DashboardConfig,
+    addr: SocketAddr,
     ca: &kedge_pki::Ca,
     names: &[String],
-    api: kube::Config,
-) -> Result<kedge_http::Listener, crate::CloudError> {
-    let tls = ca.server_config("kedge-dashboard", names)?;
+    mut api: kube::Config,
+    source: kedge_http::metrics::Source,
+) -> Result<Dashboard, DashboardError> {
+    // Loopback names too: a browser on the cloud's machine (or through a tunnel) that trusts
+    // the cloud's CA then trusts the page.
+    let mut names = names.to_vec();
+    for n in ["localhost", "127.0.0.1", "::1"] {
+        if !names.iter().any(|m| m == n) {
+            names.push(n.to_string());
+        }
+    }
+    let tls = ca.server_config("kedge-dashboard", &names)?;
+    api.auth_info = Default::default();
+    let (chart, sampler) = metrics::Chart::start(source);
     let dash = Arc::new(Dash {
-        api,
+        api: kube::Client::try_from(api)?,
         sessions: Mutex::default(),
         started: std::time::Instant::now(),
+        metrics: chart,
     });
     let app = axum::Router::new()
         .route("/", axum::routing::get(home))
+        .route("/app.js", axum::routing::get(asset))
+        .route("/app.css", axum::routing::get(asset))
         .route("/signin", axum::routing::post(sign_in))
         .route("/signout", axum::routing::post(sign_out))
-        .route("/k8s/{*path}", axum::routing::any(pass_through))
+        .route("/metrics/stream", axum::routing::get(metrics::stream))
+        .route("/k8s/{*path}", axum::routing::any(k8s::pass_through))
+        .layer(axum::middleware::map_response(protect))
         .with_state(dash);
-    let l = kedge_http::Listener::bind(cfg.addr, tls, app).await?;
-    tracing::info!(addr = %l.addr, "dashboard listening");
-    Ok(l)
+    let listener = kedge_http::Listener::bind(addr, tls, app).await?;
+    tracing::info!(addr = %listener.addr, "dashboard listening");
+    Ok(Dashboard {
+        addr: listener.addr,
+        listener,
+        sampler,
+    })
+}
+
+/// Every answer: no script or style from elsewhere, no framing, nothing cached.
+async fn protect(mut r: Response) -> Response {
+    let h = r.headers_mut();
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(
+            "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'; base-uri 'none'; \
+             form-action 'self'",
+        ),
+    );
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    h.entry(header::CACHE_CONTROL)
+        .or_insert(HeaderValue::from_static("no-store"));
+    r
 }
 
 impl Dash {
@@ -82,36 +149,54 @@ impl Dash {
         self.sessions().token(id, self.now_ms()).map(String::from)
     }
 
-    /// A client of the API acting as `token`.
-    fn client(&self, token: &str) -> Result<kube::Client, (StatusCode, String)> {
-        let mut cfg = self.api.clone();
-        cfg.auth_info = Default::default();
-        let mut auth = HeaderValue::from_str(&format!("Bearer {token}")).map_err(|_| {
-            (
-                StatusCode::BAD_REQUEST,
-                "a token is printable text".to_string(),
-            )
-        })?;
-        auth.set_sensitive(true);
-        cfg.headers = vec![(header::AUTHORIZATION, auth)];
-        kube::Client::try_from(cfg).map_err(|e| {
-            (
-                StatusCode::INTERNAL_SERVER_ERROR,
-                format!("the API client: {e}"),
-            )
-        })
+    /// The signed-in token, checked: a session's was checked at sign-in, a bearer header's is
+    /// checked now.
+    async fn signed_in(&self, headers: &HeaderMap) -> Option<String> {
+        let token = self.token(headers)?;
+        if headers.contains_key(header::AUTHORIZATION) && !self.accepts(&token).await {
+            return None;
+        }
+        Some(token)
+    }
+
+    /// Whether the API accepts `token` (it may list nodes: what the fleet page needs).
+    async fn accepts(&self, token: &str) -> bool {
+        let req = k8s::request(axum::http::Method::GET, "/api/v1/nodes?limit=1", token);
+        let Ok(req) = req.body(Vec::new()) else {
+            return false;
+        };
+        self.api.request_text(req).await.is_ok()
     }
 }
 
 async fn home(State(d): State<Arc<Dash>>, headers: HeaderMap) -> Response {
-    match d.token(&headers) {
-        Some(_) => Html(include_str!("page.html")).into_response(),
+    match d.signed_in(&headers).await {
+        Some(_) => Html(include_str!("assets/index.html")).into_response(),
+        None if headers.contains_key(header::AUTHORIZATION) => sign_in_page(Some(REFUSED)),
         None => sign_in_page(None),
     }
 }
 
+/// What the sign-in page says to a token the API refused.
+const REFUSED: &str = "The Kubernetes API did not accept that token.";
+
+async fn asset(uri: axum::http::Uri) -> Response {
+    let (body, kind) = match uri.path() {
+        "/app.js" => (include_str!("assets/app.js"), "text/javascript"),
+        _ => (include_str!("assets/app.css"), "text/css"),
+    };
+    ([(header::CONTENT_TYPE, kind)], body).into_response()
+}
+
 fn sign_in_page(error: Option<&'static str>) -> Response {
-    let page = include_str!("signin.html").replace("<!--error-->", error.unwrap_or(""));
+    let page = include_str!("assets/signin.html").replace(
+        "<!--error-->",
+        error
+            .map_or(String::new(), |e| {
+                format!("<p class=\"error\" id=\"error\">{e}</p>")
+            })
+            .as_str(),
+    );
     let code = if error.is_some() {
         StatusCode::UNAUTHORIZED
     } else {
@@ -120,22 +205,10 @@ fn sign_in_page(error: Option<&'static str>) -> Response {
     (code, Html(page)).into_response()
 }
 
-/// Whether the API accepts `token` (it may list nodes: what the fleet page needs).
-async fn accepted(d: &Dash, token: &str) -> bool {
-    let Ok(client) = d.client(token) else {
-        return false;
-    };
-    let req = axum::http::Request::get("/api/v1/nodes?limit=1").body(Vec::new());
-    let Ok(req) = req else { return false };
-    client.request_text(req).await.is_ok()
-}
-
 async fn sign_in(State(d): State<Arc<Dash>>, body: axum::body::Bytes) -> Response {
     let token = url_form_value(&body, "token").unwrap_or_default();
-    if token.is_empty() || !accepted(&d, &token).await {
-        return sign_in_page(Some(
-            "<p class=\"error\">The API did not accept that token.</p>",
-        ));
+    if token.is_empty() || !d.accepts(&token).await {
+        return sign_in_page(Some(REFUSED));
     }
     let id = d
         .sessions()
@@ -164,63 +237,6 @@ async fn sign_out(State(d): State<Arc<Dash>>, headers: HeaderMap) -> Response {
         ),
     );
     r
-}
-
-/// `/k8s/<path>` → the API's `/<path>`, as the signed-in user: GET (lists, gets, watches,
-/// streamed) and PATCH (with the page's header).
-async fn pass_through(State(d): State<Arc<Dash>>, req: Request) -> Response {
-    let Some(token) = d.token(req.headers()) else {
-        return (StatusCode::UNAUTHORIZED, "sign in first\n").into_response();
-    };
-    let method = req.method().clone();
-    let writes = method == Method::PATCH;
-    if !(method == Method::GET || writes) {
-        return (
-            StatusCode::METHOD_NOT_ALLOWED,
-            "the dashboard reads and patches\n",
-        )
-            .into_response();
-    }
-    if writes && !req.headers().contains_key(WRITE_HEADER) {
-        return (
-            StatusCode::FORBIDDEN,
-            "writes come from the dashboard's page\n",
-        )
-            .into_response();
-    }
-    let path = req
-        .uri()
-        .path_and_query()
-        .map_or("", |p| p.as_str())
-        .trim_start_matches("/k8s");
-    let client = match d.client(&token) {
-        Ok(c) => c,
-        Err(r) => return r.into_response(),
-    };
-    let mut up = axum::http::Request::builder()
-        .method(method)
-        .uri(path.to_string());
-    if let Some(ct) = req.headers().get(header::CONTENT_TYPE) {
-        up = up.header(header::CONTENT_TYPE, ct);
-    }
-    let body = match axum::body::to_bytes(req.into_body(), 1 << 20).await {
-        Ok(b) => b,
-        Err(_) => return (StatusCode::PAYLOAD_TOO_LARGE, "a body over 1 MiB\n").into_response(),
-    };
-    let Ok(up) = up.body(kube::client::Body::from(body.to_vec())) else {
-        return (StatusCode::BAD_REQUEST, "not a request the API takes\n").into_response();
-    };
-    match client.send(up).await {
-        Ok(resp) => {
-            let (parts, body) = resp.into_parts();
-            Response::from_parts(parts, Body::new(body))
-        }
-        Err(e) => (
-            StatusCode::BAD_GATEWAY,
-            format!("the Kubernetes API: {e}\n"),
-        )
-            .into_response(),
-    }
 }
 
 /// One value of an `application/x-www-form-urlencoded` body.

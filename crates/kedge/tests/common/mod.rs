@@ -24,8 +24,10 @@ pub fn wait_until<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> Optio
 }
 
 /// `kedge cloud`'s listeners each on a free port.
-pub const CLOUD_FREE_PORTS: [&str; 10] = [
+pub const CLOUD_FREE_PORTS: [&str; 12] = [
     "--api-port",
+    "0",
+    "--dashboard-port",
     "0",
     "--hub-port",
     "0",
@@ -268,6 +270,8 @@ impl Kedge {
             "0",
             "--router-port",
             "0",
+            "--dashboard-port",
+            "0",
         ];
         args.extend(no_runtime_unless_given(extra));
         args.extend(extra);
@@ -311,6 +315,8 @@ impl Kedge {
             "0",
             "--router-bind",
             "127.0.0.1",
+            "--dashboard-port",
+            "0",
         ];
         args.extend(extra);
         // Replicas on one machine: each its own peer port, reached on loopback.

@@ -179,6 +179,8 @@ fn start_cloud(net: &Net, dir: &Path, ports: &[String; 3], logs: &Path) -> Kedge
         "0",
         "--router-port",
         "0",
+        "--dashboard-port",
+        "0",
     ];
     Kedge::start_logged(&args, dir, &logs.join("cloud.log"))
 }
