@@ -65,6 +65,10 @@ pub struct Args {
     /// with SIGKILL and times its nodes' move to the others.
     #[arg(long, default_value_t = 1)]
     replicas: usize,
+    /// Also time the dashboard's fleet page over the nodes, in a real headless Chromium
+    /// (`/usr/bin/chromium`): first rows, every node listed, one page's fetch.
+    #[arg(long)]
+    dashboard: bool,
 }
 
 mod replicas;
@@ -390,6 +394,18 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
         "cloud_rss_per_node_kib": rss / a.count.max(1) as u64,
         "cloud_idle_cpu_percent": (idle_cpu * 10.0).round() / 10.0,
     });
+    if a.dashboard {
+        let url = cloud
+            .endpoints
+            .get("dashboard")
+            .cloned()
+            .unwrap_or_default();
+        let token = crate::dashboard::kubeconfig_token(&cloud.kubeconfig)?;
+        let count = a.count;
+        let timings =
+            tokio::task::spawn_blocking(move || crate::dashboard::measure(&url, &token, count));
+        summary["dashboard"] = timings.await??;
+    }
     if a.deployment > 0 {
         let (secs, cpu, spread) = deployment(&client, a.deployment, pid).await?;
         summary["deployment_replicas"] = json!(a.deployment);

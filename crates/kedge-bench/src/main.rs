@@ -8,6 +8,7 @@
 //! connected and reads its memory with and without devices.
 
 mod api;
+mod dashboard;
 mod dmi;
 mod edge;
 mod hollow;

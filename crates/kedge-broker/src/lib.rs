@@ -50,6 +50,22 @@ pub struct BrokerConfig {
     /// Longest a publisher's PUBACK waits for the subscribers'; then the publisher is
     /// disconnected unconfirmed (a stuck subscriber holds its publishers up this long at most).
     pub ack_wait: Duration,
+    /// Clients other than one wait for it to be ready before they are admitted (see
+    /// [`Admission`]); `None`: everyone is admitted at once.
+    pub admission: Option<Admission>,
+}
+
+/// Holds every client but `first` at CONNECT until `open` turns true, at most `wait`: the edge's
+/// own EventBus connects first and opens it once its subscriptions are in place, so a device's
+/// QoS 1 publish is never acknowledged while nobody is subscribed to carry it on (a message
+/// sent the moment an edge restarts would be confirmed and lost).
+#[derive(Debug, Clone)]
+pub struct Admission {
+    pub first: String,
+    pub open: watch::Receiver<bool>,
+    /// Past this a waiting client is admitted anyway (with a warning): a broken bus must not
+    /// keep every device out.
+    pub wait: Duration,
 }
 
 impl Default for BrokerConfig {
@@ -61,6 +77,7 @@ impl Default for BrokerConfig {
             connect_timeout: Duration::from_secs(10),
             full_wait: Duration::from_secs(5),
             ack_wait: Duration::from_secs(30),
+            admission: None,
         }
     }
 }

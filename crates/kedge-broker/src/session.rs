@@ -118,6 +118,7 @@ pub(crate) async fn run(
         tracing::info!(%peer, client = %connect.client_id, ?code, "MQTT connection refused");
         return;
     }
+    admitted(&shared.cfg.admission, &connect.client_id).await;
     let client_id = if connect.client_id.is_empty() {
         format!("kedge-anon-{}", rand_id(&peer))
     } else {
@@ -194,6 +195,25 @@ async fn read_connect(
 }
 
 /// Why a CONNECT is refused, if it is.
+/// Returns once `client` may be admitted (see [`crate::Admission`]).
+async fn admitted(admission: &Option<crate::Admission>, client: &str) {
+    let Some(a) = admission else { return };
+    if a.first == client {
+        return;
+    }
+    let mut open = a.open.clone();
+    match tokio::time::timeout(a.wait, open.wait_for(|o| *o)).await {
+        // Open, or its owner gone (the edge is stopping): nothing to wait for.
+        Ok(_) => {}
+        Err(_) => tracing::warn!(
+            client,
+            first = %a.first,
+            "admitting an MQTT client before the edge's EventBus is subscribed: its messages \
+             may find no subscriber"
+        ),
+    }
+}
+
 fn refusal(c: &Connect) -> Option<ConnectReturnCode> {
     if c.protocol != Protocol::V4 {
         return Some(ConnectReturnCode::RefusedProtocolVersion);

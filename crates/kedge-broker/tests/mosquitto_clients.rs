@@ -408,3 +408,49 @@ async fn a_publishers_puback_waits_for_the_subscribers() {
     assert!(dropped.elapsed() < Duration::from_millis(1500));
     assert_eq!(b.stats().unconfirmed.load(Ordering::Relaxed), 1);
 }
+
+/// With an admission gate, the first client (the edge's EventBus) is admitted at once and the
+/// others only once it opens: a device connecting before the bus is subscribed waits for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn devices_wait_until_the_first_client_opens_the_gate() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (open, gate) = tokio::sync::watch::channel(false);
+    let cfg = BrokerConfig {
+        addr: "127.0.0.1:0".parse().expect("addr"),
+        admission: Some(kedge_broker::Admission {
+            first: "kedge-edge-n1".into(),
+            open: gate,
+            wait: Duration::from_secs(30),
+        }),
+        ..BrokerConfig::default()
+    };
+    let b = Broker::start(cfg).await.expect("broker");
+    let mut device = tokio::net::TcpStream::connect(b.addr)
+        .await
+        .expect("connect");
+    device
+        .write_all(&connect_packet("sensor"))
+        .await
+        .expect("connect");
+    let mut bus = tokio::net::TcpStream::connect(b.addr)
+        .await
+        .expect("connect");
+    bus.write_all(&connect_packet("kedge-edge-n1"))
+        .await
+        .expect("connect");
+    let mut ack = [0u8; 4];
+    bus.read_exact(&mut ack).await.expect("the bus's connack");
+    assert_eq!(ack, [0x20, 0x02, 0x00, 0x00]);
+    // The device has had its chance to be answered before the bus was: it was not.
+    let early = tokio::time::timeout(Duration::from_millis(300), device.read_exact(&mut ack)).await;
+    assert!(
+        early.is_err(),
+        "the device was admitted before the gate opened"
+    );
+    open.send_replace(true);
+    tokio::time::timeout(Duration::from_secs(5), device.read_exact(&mut ack))
+        .await
+        .expect("admitted once open")
+        .expect("the device's connack");
+    assert_eq!(ack, [0x20, 0x02, 0x00, 0x00]);
+}

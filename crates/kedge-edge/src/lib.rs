@@ -34,6 +34,10 @@ use edgehub::certificate::{JoinWith, identity_dir, load_or_join};
 use edgehub::client::EdgeHub;
 use edgehub::outbox::Outbox;
 
+/// How long devices wait at the embedded broker for the EventBus to subscribe (it connects over
+/// loopback within milliseconds; past this something is broken and devices are let in anyway).
+const BUS_FIRST_WAIT: Duration = Duration::from_secs(10);
+
 /// A running edge.
 pub struct Edge {
     pub hub: EdgeHub,
@@ -82,12 +86,18 @@ pub async fn start(cfg: EdgeConfig) -> Result<Edge, EdgeError> {
         db.clone(),
         edgehub::outbox::DEFAULT_MAX_BYTES,
     )?);
-    let (broker, mqtt) = eventbus::broker::start(&cfg.mqtt).await?;
+    let client_id = format!("kedge-edge-{}", cfg.node);
+    let (subscribed, open) = tokio::sync::watch::channel(false);
+    let admission = kedge_broker::Admission {
+        first: client_id.clone(),
+        open,
+        wait: BUS_FIRST_WAIT,
+    };
+    let (broker, mqtt) = eventbus::broker::start(&cfg.mqtt, admission).await?;
     let (in_tx, in_rx) = tokio::sync::mpsc::unbounded_channel();
     let subscriptions = kedge_core::twin::topic::SUBSCRIPTIONS.map(String::from);
-    let client_id = format!("kedge-edge-{}", cfg.node);
-    let bus = eventbus::EventBus::start(&mqtt, &client_id, subscriptions.to_vec(), in_tx)?;
-    bus.set_rule_topics(eventbus::rule_topics(&meta));
+    let topics = (subscriptions.to_vec(), eventbus::rule_topics(&meta));
+    let bus = eventbus::EventBus::start(&mqtt, &client_id, topics, in_tx, subscribed)?;
     let devicetwin = devicetwin::DeviceTwin::open(
         &cfg.node,
         db.clone(),

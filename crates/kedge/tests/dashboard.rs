@@ -4,15 +4,13 @@
 //! a `<script>` value shown as text. Screenshots of each page go to
 //! `target/tmp/dashboard/` (Cargo's test output directory) for review.
 
-#[path = "common/browser.rs"]
-mod browser;
 mod common;
 
 use std::process::Command;
 use std::time::Duration;
 
-use browser::Browser;
 use common::Kedge;
+use kedge_browser::{Browser, BrowserError};
 use serde_json::json;
 
 fn example(name: &str) -> String {
@@ -29,15 +27,15 @@ fn cell(table: &str, key: &str, col: &str) -> String {
 }
 
 /// What the page shows in that cell now.
-fn read(b: &mut Browser, table: &str, key: &str, col: &str) -> String {
-    b.eval(&cell(table, key, col))
+fn read(b: &mut Browser, table: &str, key: &str, col: &str) -> Result<String, BrowserError> {
+    Ok(b.eval(&cell(table, key, col))?
         .as_str()
         .unwrap_or_default()
-        .to_string()
+        .to_string())
 }
 
 #[test]
-fn the_dashboard_in_a_real_browser() {
+fn the_dashboard_in_a_real_browser() -> Result<(), BrowserError> {
     let dir = tempfile::tempdir().expect("dir");
     let up = Kedge::up_with(dir.path(), 0, &["--demo"]);
     let url = up.endpoints["dashboard"].clone();
@@ -59,73 +57,73 @@ fn the_dashboard_in_a_real_browser() {
         &example("rule-rest-eventbus.yaml"),
     ]);
     let shots = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("dashboard");
-    let mut b = Browser::launch(&shots);
+    let mut b = Browser::launch(&shots)?;
 
     // A wrong token: the sign-in page again, with the error.
-    b.goto(&url);
-    b.wait_for("the sign-in form", "document.querySelector('#token')");
-    b.screenshot("1-sign-in");
-    b.type_into("#token", "not-a-token");
-    b.click("#signin");
+    b.goto(&url)?;
+    b.wait_for("the sign-in form", "document.querySelector('#token')")?;
+    b.screenshot("1-sign-in")?;
+    b.type_into("#token", "not-a-token")?;
+    b.click("#signin")?;
     let error = b.wait_for(
         "the sign-in error",
         "document.querySelector('#error') && document.querySelector('#error').textContent",
-    );
+    )?;
     assert_eq!(error, "The Kubernetes API did not accept that token.");
-    assert!(b.text("#token").is_some(), "still the sign-in form");
-    b.screenshot("2-sign-in-refused");
+    assert!(b.text("#token")?.is_some(), "still the sign-in form");
+    b.screenshot("2-sign-in-refused")?;
 
     // The admin token: the fleet, the node Ready.
-    b.type_into("#token", token.trim());
-    b.click("#signin");
+    b.type_into("#token", token.trim())?;
+    b.click("#signin")?;
     b.wait_for(
         "kube-edge-1 Ready on the fleet page",
         &format!("{} === 'Ready'", cell("fleet", "kube-edge-1", "ready")),
-    );
-    let version = read(&mut b, "fleet", "kube-edge-1", "version");
+    )?;
+    let version = read(&mut b, "fleet", "kube-edge-1", "version")?;
     assert!(version.contains("kedge"), "{version}");
     b.wait_for(
         "the demo's two devices counted on the node",
         &format!("{} === '2'", cell("fleet", "kube-edge-1", "devices")),
-    );
+    )?;
     b.wait_for(
         "the totals",
         "document.querySelector('#total-ready').textContent === '1'",
-    );
+    )?;
     // The session cookie is HttpOnly: the page's scripts cannot read it.
-    assert_eq!(b.eval("document.cookie"), json!(""));
+    assert_eq!(b.eval("document.cookie")?, json!(""));
     b.wait_for(
-        "a point on the chart",
-        "document.querySelector('#chart') !== null",
-    );
-    b.screenshot("3-fleet");
+        "a point on the chart: one node connected, from the cloud's metrics",
+        "document.querySelector('#chart').dataset.connected === '1'",
+    )?;
+    b.screenshot("3-fleet")?;
 
     // The node's page.
-    b.click("#fleet tr[data-key=\"kube-edge-1\"] td[data-col=name] a");
+    b.click("#fleet tr[data-key=\"kube-edge-1\"] td[data-col=name] a")?;
     b.wait_for(
         "the node's devices",
         "document.querySelectorAll('#node-devices tbody tr').length === 2",
-    );
-    b.screenshot("4-node");
+    )?;
+    b.screenshot("4-node")?;
 
     // The seed's counter: desired OFF; ON from the page makes the reported value count up.
-    b.goto(&format!("{url}#/devices"));
+    b.goto(&format!("{url}#/devices"))?;
     let counter = "default/counter/status";
     b.wait_for(
         "the counter's desired value",
         &format!("{} === 'OFF'", cell("devices", counter, "desired")),
-    );
-    let before: u64 = read(&mut b, "devices", counter, "reported")
+    )?;
+    let before: u64 = read(&mut b, "devices", counter, "reported")?
         .parse()
         .expect("a count");
-    b.screenshot("5-devices-off");
+    b.screenshot("5-devices-off")?;
     let row = format!("#devices tr[data-key={}]", json!(counter));
-    b.type_into(&format!("{row} td[data-col=edit] input"), "ON");
-    b.click(&format!("{row} td[data-col=edit] button"));
+    b.type_into(&format!("{row} td[data-col=edit] input"), "ON")?;
+    b.click(&format!("{row} td[data-col=edit] button"))?;
     b.wait_for(
         "desired ON on the page",
         &format!("{} === 'ON'", cell("devices", counter, "desired")),
-    );
+    )?;
     // Counting: the page shows two new values in turn, each from the watch.
     let mut last = before;
     for _ in 0..2 {
@@ -136,11 +134,11 @@ fn the_dashboard_in_a_real_browser() {
                 "(() => {{ const n = Number({}); return n > {last} ? n : null; }})()",
                 cell("devices", counter, "reported")
             ),
-        );
+        )?;
         last = shown.as_u64().expect("a count");
     }
-    assert!(!read(&mut b, "devices", counter, "reported-at").is_empty());
-    b.screenshot("6-devices-counting");
+    assert!(!read(&mut b, "devices", counter, "reported-at")?.is_empty());
+    b.screenshot("6-devices-counting")?;
 
     // A value with markup in it is shown as text, and nothing of it runs.
     let evil = "<img src=x onerror=\"window.kedgeXss=1\"><script>window.kedgeXss=2</script>";
@@ -160,19 +158,19 @@ fn the_dashboard_in_a_real_browser() {
             cell("devices", counter, "desired"),
             json!(evil)
         ),
-    );
-    assert_eq!(b.eval("window.kedgeXss === undefined"), json!(true));
+    )?;
+    assert_eq!(b.eval("window.kedgeXss === undefined")?, json!(true));
     assert_eq!(
-        b.eval("document.querySelectorAll('#devices img, #devices script').length"),
+        b.eval("document.querySelectorAll('#devices img, #devices script').length")?,
         json!(0)
     );
-    b.screenshot("7-devices-markup-as-text");
+    b.screenshot("7-devices-markup-as-text")?;
 
     // A router call raises the rule's success counter on the page.
-    b.goto(&format!("{url}#/rules"));
+    b.goto(&format!("{url}#/rules"))?;
     let succeeded = cell("rules", "default/my-rule", "success");
-    b.wait_for("the rule's row", &format!("{succeeded} !== undefined"));
-    let before: u64 = read(&mut b, "rules", "default/my-rule", "success")
+    b.wait_for("the rule's row", &format!("{succeeded} !== undefined"))?;
+    let before: u64 = read(&mut b, "rules", "default/my-rule", "success")?
         .parse()
         .expect("a count");
     let out = Command::new("curl")
@@ -197,16 +195,17 @@ fn the_dashboard_in_a_real_browser() {
     b.wait_for(
         "the success counter to go up on the page",
         &format!("Number({succeeded}) > {before}"),
-    );
-    b.screenshot("8-rules");
+    )?;
+    b.screenshot("8-rules")?;
 
-    b.goto(&format!("{url}#/pods"));
-    b.wait_for("the pods page", "document.querySelector('#pods-where')");
-    b.screenshot("9-pods");
-    b.goto(&format!("{url}#/events"));
-    b.wait_for("the events page", "document.querySelector('#events')");
-    b.screenshot("10-events");
+    b.goto(&format!("{url}#/pods"))?;
+    b.wait_for("the pods page", "document.querySelector('#pods-where')")?;
+    b.screenshot("9-pods")?;
+    b.goto(&format!("{url}#/events"))?;
+    b.wait_for("the events page", "document.querySelector('#events')")?;
+    b.screenshot("10-events")?;
     eprintln!("dashboard screenshots: {}", shots.display());
+    Ok(())
 }
 
 /// Without a session or token nothing is served but the sign-in page; a bearer token is signed

@@ -571,6 +571,76 @@ fn eventbus_messages_made_while_the_cloud_is_dead_arrive_after_it_restarts() {
     drop(cloud);
 }
 
+/// A device that publishes the instant a restarted edge's broker takes connections: its PUBACK
+/// means the message is on its way (the broker admits devices only once the edge's EventBus has
+/// subscribed the rule topics; before, such a message was confirmed to nobody and lost).
+#[test]
+fn a_message_published_the_instant_the_edge_restarts_arrives() {
+    let dir = tempfile::tempdir().expect("dir");
+    let cloud = Kedge::cloud(dir.path());
+    let edge_dir = tempfile::tempdir().expect("edge dir");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+        .to_string();
+    let flags = ["--mqtt-port", port.as_str()];
+    let start = || {
+        common::EdgeProc::start_with(
+            &cloud,
+            edge_dir.path(),
+            "kube-edge-1",
+            &cloud.token(),
+            &flags,
+        )
+    };
+    let app = App::start(0);
+    app::eventbus_to_app(&cloud, app.port);
+    for round in 0..5 {
+        let mut edge = start();
+        until(Duration::from_secs(30), "the rule in effect", || {
+            mqtt::publish(edge.mqtt_port, "default/test", "warm-up");
+            app.got.recv_timeout(Duration::from_millis(500)).is_ok()
+        });
+        while app.got.try_recv().is_ok() {}
+        edge.kill9();
+        // The device tries from before the edge starts: its first publish the new broker
+        // confirms is as early as one can be.
+        let body = format!("first after restart {round}");
+        let device = {
+            let (port, body) = (port.clone(), body.clone());
+            std::thread::spawn(move || {
+                let deadline = Instant::now() + Duration::from_secs(30);
+                while Instant::now() < deadline {
+                    let out = Command::new("mosquitto_pub")
+                        .args(["-h", "127.0.0.1", "-p", &port, "-q", "1"])
+                        .args(["-t", "default/test", "-m", &body])
+                        .output()
+                        .expect("mosquitto_pub runs");
+                    if out.status.success() {
+                        return true;
+                    }
+                }
+                false
+            })
+        };
+        let edge = start();
+        assert!(
+            device.join().expect("the device"),
+            "the broker never took the message"
+        );
+        let mut got = Vec::new();
+        while !got.contains(&body) {
+            let (_, b) = app
+                .got
+                .recv_timeout(Duration::from_secs(30))
+                .unwrap_or_else(|_| panic!("{body:?} never reached the app; got {got:?}"));
+            got.push(b);
+        }
+        drop(edge);
+    }
+}
+
 /// A message too large for the cloud–edge channel once encoded (13 MiB of binary: 17 MiB in
 /// base64) is left out with a warning; it does not wedge the messages behind it.
 #[test]

@@ -4,14 +4,18 @@
 use super::BrokerAddr;
 use crate::config::Mqtt;
 
+/// Starts the embedded broker (when the edge runs its own), admitting devices once `admission`
+/// opens: the edge's EventBus subscribed.
 pub async fn start(
     mqtt: &Mqtt,
+    admission: kedge_broker::Admission,
 ) -> Result<(Option<kedge_broker::Broker>, BrokerAddr), kedge_broker::BindError> {
     match mqtt {
         Mqtt::External(b) => Ok((None, b.clone())),
         Mqtt::Embedded(addr) => {
             let cfg = kedge_broker::BrokerConfig {
                 addr: *addr,
+                admission: Some(admission),
                 ..Default::default()
             };
             let broker = kedge_broker::Broker::start(cfg).await?;

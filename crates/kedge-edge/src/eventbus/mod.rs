@@ -196,11 +196,15 @@ pub const MAX_PACKET: usize = 16 << 20;
 impl EventBus {
     /// Connects as `client_id` and keeps `subscriptions` (QoS 1) across reconnections; inbound
     /// messages go to `inbound`, and each must be passed to [`EventBus::ack`] once handled.
+    /// Connects as `client_id`, subscribing `subscriptions` and the rules' `rule_topics` in one
+    /// SUBSCRIBE at each connection; `subscribed` turns true at the first SUBACK (the embedded
+    /// broker admits devices from then on).
     pub fn start(
         addr: &BrokerAddr,
         client_id: &str,
-        subscriptions: Vec<String>,
+        (subscriptions, rule_topics): (Vec<String>, std::collections::BTreeSet<String>),
         inbound: mpsc::UnboundedSender<Inbound>,
+        subscribed: watch::Sender<bool>,
     ) -> Result<EventBus, TlsError> {
         let mut opts = MqttOptions::new(client_id, addr.host.clone(), addr.port);
         if addr.tls {
@@ -225,7 +229,7 @@ impl EventBus {
         eventloop.set_network_options(net);
         let (conn_tx, connected) = watch::channel(false);
         let counters = Arc::new(Counters::default());
-        let extra: Arc<std::sync::Mutex<std::collections::BTreeSet<String>>> = Arc::default();
+        let extra = Arc::new(std::sync::Mutex::new(rule_topics));
         let stopping = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let link = Link {
             stopping: stopping.clone(),
@@ -234,6 +238,7 @@ impl EventBus {
             subscriptions,
             inbound,
             connected: conn_tx,
+            subscribed,
             addr: addr.to_string(),
             counters: counters.clone(),
         };
@@ -345,6 +350,8 @@ struct Link {
     subscriptions: Vec<String>,
     inbound: mpsc::UnboundedSender<Inbound>,
     connected: watch::Sender<bool>,
+    /// Set at the first SUBACK: every topic of the first connection is subscribed.
+    subscribed: watch::Sender<bool>,
     addr: String,
     counters: Arc<Counters>,
 }
@@ -394,6 +401,10 @@ async fn run(mut eventloop: rumqttc::EventLoop, link: Link) {
                 tracing::info!(broker = %link.addr, "EventBus connected to the MQTT broker");
                 link.subscribe();
                 link.connected.send_replace(true);
+            }
+            Ok(Event::Incoming(Packet::SubAck(_))) => {
+                link.subscribed
+                    .send_if_modified(|s| !std::mem::replace(s, true));
             }
             Ok(Event::Incoming(Packet::Publish(p))) => {
                 if !link.deliver(p) {

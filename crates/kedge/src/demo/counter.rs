@@ -55,11 +55,13 @@ pub async fn counter(
         topic::device(id, "twin/update/delta"),
         topic::device(id, "twin/get/result"),
     ];
+    let (subscribed, _) = tokio::sync::watch::channel(false);
     let bus = EventBus::start(
         &addr,
         &format!("kedge-demo-counter-{}", std::process::id()),
-        subs,
+        (subs, Default::default()),
         tx,
+        subscribed,
     )?;
     let mut connected = bus.connected();
     let mut state = Counter::default();

@@ -178,14 +178,13 @@ impl EdgeProc {
             } else {
                 &["--cloud", "127.0.0.1"][..]
             })
-            .args([
-                "--metrics-port",
-                "0",
-                "--mqtt-port",
-                "0",
-                "--servicebus-port",
-                "0",
-            ])
+            .args(["--metrics-port", "0", "--servicebus-port", "0"])
+            // A port in `extra` replaces a free one (a restart on the same port).
+            .args(if extra.contains(&"--mqtt-port") {
+                &[][..]
+            } else {
+                &["--mqtt-port", "0"][..]
+            })
             .args(no_runtime_unless_given(extra))
             .args(extra)
             .args([
