@@ -26,6 +26,14 @@ fn cell(table: &str, key: &str, col: &str) -> String {
     )
 }
 
+/// The token of the kubeconfig kedge wrote: what an operator signs in with.
+fn admin_token(up: &Kedge) -> String {
+    let jsonpath = "jsonpath={.users[0].user.token}";
+    up.ok(&["config", "view", "--raw", "-o", jsonpath])
+        .trim()
+        .to_string()
+}
+
 /// What the page shows in that cell now.
 fn read(b: &mut Browser, table: &str, key: &str, col: &str) -> Result<String, BrowserError> {
     Ok(b.eval(&cell(table, key, col))?
@@ -40,13 +48,7 @@ fn the_dashboard_in_a_real_browser() -> Result<(), BrowserError> {
     let up = Kedge::up_with(dir.path(), 0, &["--demo"]);
     let url = up.endpoints["dashboard"].clone();
     assert!(url.starts_with("https://127.0.0.1:"), "{url}");
-    let token = up.ok(&[
-        "config",
-        "view",
-        "--raw",
-        "-o",
-        "jsonpath={.users[0].user.token}",
-    ]);
+    let token = admin_token(&up);
     up.ok(&[
         "apply",
         "-f",
@@ -74,7 +76,7 @@ fn the_dashboard_in_a_real_browser() -> Result<(), BrowserError> {
     b.screenshot("2-sign-in-refused")?;
 
     // The admin token: the fleet, the node Ready.
-    b.type_into("#token", token.trim())?;
+    b.type_into("#token", &token)?;
     b.click("#signin")?;
     b.wait_for(
         "kube-edge-1 Ready on the fleet page",
@@ -215,14 +217,8 @@ fn the_dashboard_lets_in_only_what_the_api_accepts() {
     let dir = tempfile::tempdir().expect("dir");
     let up = Kedge::up(dir.path(), 0);
     let url = up.endpoints["dashboard"].clone();
-    let token = up.ok(&[
-        "config",
-        "view",
-        "--raw",
-        "-o",
-        "jsonpath={.users[0].user.token}",
-    ]);
-    let auth = format!("Authorization: Bearer {}", token.trim());
+    let token = admin_token(&up);
+    let auth = format!("Authorization: Bearer {token}");
     let curl = |args: &[&str]| -> String {
         let out = Command::new("curl")
             .args(["-sSk", "-o", "/dev/null", "-w", "%{http_code}"])
