@@ -702,6 +702,14 @@ fn print_up(
     writeln!(out, "Next:")?;
     writeln!(out, "  export KUBECONFIG={}", running.kubeconfig.display())?;
     writeln!(out, "  kubectl get nodes")?;
+    writeln!(
+        out,
+        "  # the dashboard signs in with the kubeconfig's token (its certificate is the cloud CA's):"
+    )?;
+    writeln!(
+        out,
+        "  kubectl config view --raw -o jsonpath='{{.users[0].user.token}}'"
+    )?;
     if demo {
         writeln!(
             out,

@@ -33,7 +33,9 @@ async function api(path, init) {
     } catch (_) {
       // not JSON: the text itself
     }
-    throw new Error(`${r.status}: ${msg}`);
+    const e = new Error(`${r.status}: ${msg}`);
+    e.status = r.status;
+    throw e;
   }
   return JSON.parse(text);
 }
@@ -102,7 +104,10 @@ class Informer {
       this.error = e.message;
       this.gotFirstPage();
       this.changed();
-      setTimeout(() => this.list(), 2000);
+      // Forbidden or not served (a token without that right, a cluster without the CRD) will
+      // not change soon: ask again far less often than after a failure on the way.
+      const settled = e.status === 403 || e.status === 404;
+      setTimeout(() => this.list(), settled ? 30000 : 2000);
       return;
     }
     this.items = fresh;
