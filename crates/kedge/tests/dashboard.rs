@@ -266,6 +266,13 @@ fn the_dashboard_lets_in_only_what_the_api_accepts() {
     args.extend(["-H", "x-kedge-dashboard: 1"]);
     assert_eq!(curl(&args), "200");
     assert_eq!(curl(&["-H", &auth, "-X", "DELETE", &node]), "405");
+    // Another site's form cannot sign a browser in, even with a good token.
+    let form = format!("token={token}");
+    let signin = format!("{url}signin");
+    let from = |origin: &'static str| curl(&["-H", origin, "-d", &form, &signin]);
+    assert_eq!(from("Origin: https://evil.example"), "403");
+    let own = format!("Origin: {}", url.trim_end_matches('/'));
+    assert_eq!(curl(&["-H", &own, "-d", &form, &signin]), "303");
     assert_eq!(curl(&["-H", &auth, &format!("{url}k8s/healthz")]), "404");
     assert_eq!(
         curl(&[

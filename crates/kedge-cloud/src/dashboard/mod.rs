@@ -119,7 +119,7 @@ async fn protect(mut r: Response) -> Response {
     );
     h.insert(
         header::REFERRER_POLICY,
-        HeaderValue::from_static("no-referrer"),
+        HeaderValue::from_static("same-origin"),
     );
     h.entry(header::CACHE_CONTROL)
         .or_insert(HeaderValue::from_static("no-store"));
@@ -205,7 +205,15 @@ fn sign_in_page(error: Option<&'static str>) -> Response {
     (code, Html(page)).into_response()
 }
 
-async fn sign_in(State(d): State<Arc<Dash>>, body: axum::body::Bytes) -> Response {
+async fn sign_in(
+    State(d): State<Arc<Dash>>,
+    uri: axum::http::Uri,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    if !same_origin(&headers, &uri) {
+        return (StatusCode::FORBIDDEN, "a form from another site\n").into_response();
+    }
     let token = url_form_value(&body, "token").unwrap_or_default();
     if token.is_empty() || !d.accepts(&token).await {
         return sign_in_page(Some(REFUSED));
@@ -224,7 +232,14 @@ async fn sign_in(State(d): State<Arc<Dash>>, body: axum::body::Bytes) -> Respons
     r
 }
 
-async fn sign_out(State(d): State<Arc<Dash>>, headers: HeaderMap) -> Response {
+async fn sign_out(
+    State(d): State<Arc<Dash>>,
+    uri: axum::http::Uri,
+    headers: HeaderMap,
+) -> Response {
+    if !same_origin(&headers, &uri) {
+        return (StatusCode::FORBIDDEN, "a form from another site\n").into_response();
+    }
     let cookie = headers.get(header::COOKIE).and_then(|v| v.to_str().ok());
     if let Some(id) = cookie.and_then(|c| session::cookie(c, COOKIE)) {
         d.sessions().end(id);
@@ -237,6 +252,24 @@ async fn sign_out(State(d): State<Arc<Dash>>, headers: HeaderMap) -> Response {
         ),
     );
     r
+}
+
+/// Whether a form post comes from the dashboard's own page: a browser names the page's origin
+/// (`Origin`), which must be this host; a client that sends none (curl, a script) is no
+/// browser to be tricked. Stops another site from signing a browser in as someone else.
+/// The host is the `Host` header (HTTP/1.1) or the request's authority (HTTP/2).
+fn same_origin(headers: &HeaderMap, uri: &axum::http::Uri) -> bool {
+    let text = |name| {
+        headers
+            .get(name)
+            .and_then(|v: &HeaderValue| v.to_str().ok())
+    };
+    let Some(origin) = text(header::ORIGIN) else {
+        return true;
+    };
+    let host = text(header::HOST).or_else(|| uri.authority().map(|a| a.as_str()));
+    let origin_host = origin.strip_prefix("https://");
+    matches!((origin_host, host), (Some(o), Some(h)) if o == h)
 }
 
 /// One value of an `application/x-www-form-urlencoded` body.
@@ -257,6 +290,35 @@ fn url_form_value(body: &[u8], name: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn forms_are_taken_from_this_origin_only() {
+        let headers = |pairs: &[(&'static str, &'static str)]| {
+            let mut h = HeaderMap::new();
+            for (k, v) in pairs {
+                h.insert(*k, HeaderValue::from_static(v));
+            }
+            h
+        };
+        let path: axum::http::Uri = "/signin".parse().expect("uri");
+        let host = ("host", "127.0.0.1:9445");
+        assert!(
+            same_origin(&headers(&[host]), &path),
+            "no Origin: no browser"
+        );
+        let mine = [host, ("origin", "https://127.0.0.1:9445")];
+        assert!(same_origin(&headers(&mine), &path));
+        let theirs = [host, ("origin", "https://evil.example")];
+        assert!(!same_origin(&headers(&theirs), &path));
+        let plain = [host, ("origin", "http://127.0.0.1:9445")];
+        assert!(!same_origin(&headers(&plain), &path));
+        // HTTP/2: no Host header, the authority is in the request's URI.
+        let h2: axum::http::Uri = "https://127.0.0.1:9445/signin".parse().expect("uri");
+        let origin = [("origin", "https://127.0.0.1:9445")];
+        assert!(same_origin(&headers(&origin), &h2));
+        let origin = [("origin", "https://evil.example")];
+        assert!(!same_origin(&headers(&origin), &h2));
+    }
 
     #[test]
     fn form_values_are_decoded() {
