@@ -42,18 +42,11 @@ pub enum BrowserError {
 type Result<T> = std::result::Result<T, BrowserError>;
 
 pub struct Browser {
-    child: Child,
+    _chromium: Killed,
     _profile: tempfile::TempDir,
     ws: WebSocket<MaybeTlsStream<TcpStream>>,
     next_id: u64,
     shots: PathBuf,
-}
-
-impl Drop for Browser {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 impl Browser {
@@ -83,8 +76,8 @@ impl Browser {
             .stderr(Stdio::null())
             .spawn()
             .map_err(BrowserError::Start)?;
-        // Killed on every way out, the failed ones included.
-        let mut child = Killed(Some(child));
+        // Killed on every way out, a failed start included.
+        let chromium = Killed(child);
         // Chromium writes the port it took into the profile, then serves its targets there.
         let port_file = profile.path().join("DevToolsActivePort");
         let page = poll(WAIT, || {
@@ -97,7 +90,7 @@ impl Browser {
             s.set_read_timeout(Some(CALL_TIMEOUT))?;
         }
         let mut b = Browser {
-            child: child.0.take().ok_or(BrowserError::NoPort(WAIT))?,
+            _chromium: chromium,
             _profile: profile,
             ws,
             next_id: 0,
@@ -238,15 +231,13 @@ impl Browser {
     }
 }
 
-/// A browser process killed when dropped (until taken).
-struct Killed(Option<Child>);
+/// The browser process, killed when dropped.
+struct Killed(Child);
 
 impl Drop for Killed {
     fn drop(&mut self) {
-        if let Some(c) = &mut self.0 {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        let _ = self.0.kill();
+        let _ = self.0.wait();
     }
 }
 

@@ -96,8 +96,14 @@ pub async fn start(cfg: EdgeConfig) -> Result<Edge, EdgeError> {
     let (broker, mqtt) = eventbus::broker::start(&cfg.mqtt, admission).await?;
     let (in_tx, in_rx) = tokio::sync::mpsc::unbounded_channel();
     let subscriptions = kedge_core::twin::topic::SUBSCRIPTIONS.map(String::from);
-    let topics = (subscriptions.to_vec(), eventbus::rule_topics(&meta));
-    let bus = eventbus::EventBus::start(&mqtt, &client_id, topics, in_tx, subscribed)?;
+    let bus = eventbus::EventBus::start(
+        &mqtt,
+        &client_id,
+        subscriptions.to_vec(),
+        eventbus::rule_topics(&meta),
+        in_tx,
+        subscribed,
+    )?;
     let devicetwin = devicetwin::DeviceTwin::open(
         &cfg.node,
         db.clone(),

@@ -327,25 +327,11 @@ fn three_replicas_share_the_fleet_and_lose_nothing_when_one_dies() {
     let peer = replicas[0].endpoints["peer listener"].clone();
     let peer = peer.split(' ').next().expect("url").to_string();
     let pki = dirs[4].path().join("pki");
+    let (ca, counts) = (pki.join("ca.crt"), format!("{peer}/kedge/rule-counts"));
     let curl = |args: &[&str]| {
-        let out = Command::new("curl")
-            .args([
-                "-s",
-                "-o",
-                "/dev/null",
-                "-w",
-                "%{http_code}",
-                "-X",
-                "POST",
-                "-d",
-                "{}",
-            ])
-            .args(["--cacert", &pki.join("ca.crt").display().to_string()])
-            .args(args)
-            .arg(format!("{peer}/kedge/rule-counts"))
-            .output()
-            .expect("curl runs");
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        let ca = ca.display().to_string();
+        let call = ["-X", "POST", "-d", "{}", "--cacert", &ca];
+        common::http_status(&[&call[..], args, &[&counts]].concat())
     };
     assert_eq!(
         curl(&["--cert", &pki.join("node.pem").display().to_string()]),

@@ -316,20 +316,7 @@ fn an_edge_killed_mid_request_is_a_prompt_503() {
         // Retried until the rule and the edge are there (404, 503); the call that reaches the
         // app hangs until the edge is killed.
         loop {
-            let out = Command::new("curl")
-                .args([
-                    "-s",
-                    "-o",
-                    "/dev/null",
-                    "-w",
-                    "%{http_code}",
-                    "--max-time",
-                    "60",
-                    &url,
-                ])
-                .output()
-                .expect("curl");
-            let code = String::from_utf8_lossy(&out.stdout).to_string();
+            let code = common::http_status(&["--max-time", "60", &url]);
             let waiting = code == "404" || code == "503";
             if !waiting || reached.load(std::sync::atomic::Ordering::SeqCst) {
                 return (code, Instant::now());

@@ -202,7 +202,8 @@ impl EventBus {
     pub fn start(
         addr: &BrokerAddr,
         client_id: &str,
-        (subscriptions, rule_topics): (Vec<String>, std::collections::BTreeSet<String>),
+        subscriptions: Vec<String>,
+        rule_topics: std::collections::BTreeSet<String>,
         inbound: mpsc::UnboundedSender<Inbound>,
         subscribed: watch::Sender<bool>,
     ) -> Result<EventBus, TlsError> {

@@ -59,7 +59,8 @@ pub async fn counter(
     let bus = EventBus::start(
         &addr,
         &format!("kedge-demo-counter-{}", std::process::id()),
-        (subs, Default::default()),
+        subs,
+        Default::default(),
         tx,
         subscribed,
     )?;
